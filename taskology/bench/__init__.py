@@ -1,0 +1,135 @@
+"""Benchmarks: ``taskology bench NAME`` writes ``benchmarks/results/NAME.json`` and ``NAME.md``.
+
+A benchmark is a module ``taskology.bench.<name>`` with a function
+``run(quick: bool) -> BenchResult``. The harness adds the provenance every result must carry (the
+command, date, machine cores, git commit, python/torch/numba versions) and writes both files
+atomically. Speed figures are ratios against a named reference measured in the same run.
+
+Example:
+    >>> sorted(BENCHMARKS)[:2]
+    ['consistency', 'geometry']
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from taskology.errors import ConfigError, NotYetAvailable
+
+#: benchmark name -> (module, issue that brings it).
+BENCHMARKS: dict[str, tuple[str, int]] = {
+    "store": ("taskology.bench.store", 2),
+    "geometry": ("taskology.bench.geometry", 3),
+    "sim": ("taskology.bench.sim", 4),
+    "consistency": ("taskology.bench.consistency", 5),
+    "scaling": ("taskology.bench.scaling", 6),
+    "staleness": ("taskology.bench.staleness", 6),
+}
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """What a benchmark measured.
+
+    Attributes:
+        figures: every number, machine-readable (nested dicts of floats/ints/str).
+        table: the Markdown table a person reads (copied into the README).
+        targets: name -> {"value", "target", "met"} for each acceptance target.
+        notes: free text (method, caveats).
+    """
+
+    figures: dict[str, Any]
+    table: str
+    targets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    notes: str = ""
+
+
+def target(value: float, goal: float, higher_is_better: bool = True) -> dict[str, Any]:
+    """One acceptance target, e.g. ``target(ratio, 0.8)`` -> ``{"value", "target", "met"}``."""
+    met = value >= goal if higher_is_better else value <= goal
+    return {"value": float(value), "target": f"{'>=' if higher_is_better else '<='} {goal}", "met": bool(met)}
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def provenance(name: str, quick: bool) -> dict[str, Any]:
+    """Command, date, cores, commit and library versions of this run."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, cwd=Path(__file__).resolve().parent).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for mod in ("numpy", "torch", "numba", "h5py", "dask", "distributed", "trimesh", "kornia", "shapely"):
+        if mod in sys.modules:
+            versions[mod] = getattr(sys.modules[mod], "__version__", "?")
+    return {
+        "command": f"taskology bench {name}" + (" --quick" if quick else ""),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "commit": commit + ("+dirty" if dirty else ""),
+        "versions": versions,
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results")) -> dict[str, Any]:
+    """Run benchmark ``name`` and write ``out_dir/name.json`` and ``out_dir/name.md``; return the JSON."""
+    if name not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
+    module_name, issue = BENCHMARKS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise NotYetAvailable(f"benchmark {name!r} is not implemented yet (it lands with issue #{issue})") from exc
+        raise
+    result: BenchResult = module.run(quick=quick)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prov = provenance(name, quick)
+    record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
+              "notes": result.notes}
+    stem = name + ("-quick" if quick else "")
+    _write_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
+    lines = [f"# Benchmark `{name}`", "",
+             f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",
+             f"- commit: {prov['commit']}", f"- versions: {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}",
+             "", result.table.rstrip(), ""]
+    if result.targets:
+        lines += ["| target | value | goal | met |", "| --- | --- | --- | --- |"]
+        lines += [f"| {k} | {v['value']:.4g} | {v['target']} | {'yes' if v['met'] else '**no**'} |"
+                  for k, v in result.targets.items()]
+        lines.append("")
+    if result.notes:
+        lines += [result.notes.rstrip(), ""]
+    _write_atomic(out_dir / f"{stem}.md", "\n".join(lines))
+    print("\n".join(lines))
+    return record

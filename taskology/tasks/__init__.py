@@ -1,0 +1,1 @@
+"""taskology.tasks"""
