@@ -1,0 +1,230 @@
+"""CARLA backend: exact conversions (no carla needed), the carla objects offline, and the server path."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from taskology.errors import SimError, TaskologyError
+from taskology.sim import carla_backend as cb
+
+
+def _bgra(b: int, g: int, r: int, a: int = 255) -> np.ndarray:
+    return np.array([[[b, g, r, a]]], np.uint8)
+
+
+# ----------------------------------------------------------------------------------------- images
+def test_depth_known_answers() -> None:
+    one_code = 1000.0 / (256**3 - 1)
+    assert cb.depth_metres_from_bgra(_bgra(0, 0, 1))[0, 0] == np.float32(one_code)          # R is the low byte
+    assert cb.depth_metres_from_bgra(_bgra(0, 1, 0))[0, 0] == np.float32(256 * one_code)    # G the middle byte
+    assert cb.depth_metres_from_bgra(_bgra(1, 0, 0))[0, 0] == np.float32(65536 * one_code)  # B the high byte
+    assert cb.depth_metres_from_bgra(_bgra(255, 255, 255))[0, 0] == 0.0                      # far plane = sky
+    assert cb.depth_metres_from_bgra(_bgra(255, 255, 254))[0, 0] == np.float32(1000.0 * (256**3 - 2) / (256**3 - 1))
+    assert cb.depth_metres_from_bgra(_bgra(0, 0, 0))[0, 0] == 0.0
+
+
+def test_depth_matches_integer_reference_on_random_pixels() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    got = cb.depth_metres_from_bgra(img)
+    assert got.dtype == np.float32 and got.shape == (5, 7)
+    for i in range(5):
+        for j in range(7):
+            b, g, r, _ = (int(v) for v in img[i, j])
+            code = int.from_bytes(bytes([r, g, b]), "little")   # R low, B high
+            want = 1000.0 * code / 16777215 if code < 16777215 else 0.0
+            assert got[i, j] == np.float32(want)
+
+
+def test_rgb_semantic_instance_channels() -> None:
+    px = _bgra(10, 20, 30, 40)
+    assert cb.rgb_from_bgra(px)[0, 0].tolist() == [30, 20, 10]
+    assert cb.semantic_from_bgra(_bgra(0, 0, 14))[0, 0] == 14        # car: tag in R, kept 1:1
+    assert cb.semantic_from_bgra(_bgra(0, 0, 24))[0, 0] == 24        # road line
+    assert cb.semantic_from_bgra(_bgra(14, 14, 25))[0, 0] == 10      # ground -> terrain (documented remap)
+    assert cb.semantic_from_bgra(_bgra(0, 0, 17))[0, 0] == 0         # train -> unlabeled
+    assert cb.semantic_from_bgra(_bgra(0, 0, 200))[0, 0] == 0        # unknown tag -> unlabeled
+    assert cb.actor_ids_from_instance_bgra(_bgra(0x12, 0x34, 14))[0, 0] == 0x1234
+    with pytest.raises(SimError, match="BGRA uint8"):
+        cb.rgb_from_bgra(np.zeros((2, 2, 3), np.uint8))
+    raw = bytes(range(8))
+    assert cb.bgra_from_raw(raw, 1, 2).tolist() == [[[0, 1, 2, 3], [4, 5, 6, 7]]]
+    with pytest.raises(SimError, match="expected 2x2x4"):
+        cb.bgra_from_raw(raw, 2, 2)
+
+
+def test_every_schema_tag_maps_to_itself() -> None:
+    from taskology.data.schema import SEMANTIC_CLASSES
+
+    tags = np.array(sorted(SEMANTIC_CLASSES))
+    assert cb.schema_tags_from_carla(tags).tolist() == tags.tolist()
+    assert set(cb.schema_tags_from_carla(np.arange(0, 300)).tolist()) <= set(SEMANTIC_CLASSES)
+
+
+def test_track_ids_from_actor_ids() -> None:
+    tracked = np.array([70000, 12])                         # 70000 = 0x11170 -> camera sees 0x1170
+    ids = np.array([0x1170, 0x1170, 12, 13, 70000])
+    sem = np.array([14, 1, 12, 14, 14], np.uint8)             # car, road, pedestrian, car, car
+    cam = cb.track_ids_from_actor_ids(ids, sem, tracked, low16=True)
+    assert cam.dtype == np.int32 and cam.tolist() == [70000, -1, 12, -1, -1]
+    lidar = cb.track_ids_from_actor_ids(ids, sem, tracked, low16=False)
+    assert lidar.tolist() == [-1, -1, 12, -1, 70000]
+    assert cb.track_ids_from_actor_ids(ids, sem, np.array([], np.int64), low16=True).tolist() == [-1] * 5
+    with pytest.raises(SimError, match="collide"):
+        cb.track_ids_from_actor_ids(ids, sem, np.array([5, 5 + 65536]), low16=True)
+
+
+# ------------------------------------------------------------------------------------ transforms
+def test_carla_pose_matrix_known_answers() -> None:
+    yaw90 = cb.matrix_from_carla_pose((1.0, 2.0, 3.0), (0.0, 90.0, 0.0))
+    np.testing.assert_allclose(yaw90, [[0, -1, 0, 1], [1, 0, 0, 2], [0, 0, 1, 3], [0, 0, 0, 1]], atol=1e-15)
+    pitch30 = cb.matrix_from_carla_pose((0, 0, 0), (30.0, 0.0, 0.0))
+    np.testing.assert_allclose(pitch30[:3, 0], [math.cos(math.pi / 6), 0, 0.5], atol=1e-15)  # nose up
+
+
+def test_carla_pose_round_trip_random() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        loc = tuple(rng.uniform(-100, 100, 3))
+        rot = (rng.uniform(-89, 89), rng.uniform(-179, 179), rng.uniform(-179, 179))
+        m = cb.matrix_from_carla_pose(loc, rot)
+        np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(m[:3, :3]) == pytest.approx(1.0)
+        loc2, rot2 = cb.carla_pose_from_matrix(m)
+        np.testing.assert_allclose(loc2, loc, atol=1e-12)
+        np.testing.assert_allclose(rot2, rot, atol=1e-9)
+
+
+def test_right_handed_conversion_flips_yaw_and_commutes_with_points() -> None:
+    m_lh = cb.matrix_from_carla_pose((4.0, -2.0, 1.0), (0.0, 30.0, 0.0))     # Unreal yaw +30 = turning right
+    m = cb.right_handed_from_unreal(m_lh)
+    assert math.atan2(m[1, 0], m[0, 0]) == pytest.approx(-math.radians(30.0))
+    np.testing.assert_allclose(m[:3, 3], [4.0, 2.0, 1.0])
+    assert np.linalg.det(m[:3, :3]) == pytest.approx(1.0)
+    rng = np.random.default_rng(2)
+    m_lh = cb.matrix_from_carla_pose(tuple(rng.normal(size=3)), tuple(rng.uniform(-80, 80, 3)))
+    p_lh = rng.normal(size=(10, 3))
+    moved_then_flipped = cb.points_from_unreal((m_lh[:3, :3] @ p_lh.T).T + m_lh[:3, 3])
+    flipped_then_moved = (cb.right_handed_from_unreal(m_lh)[:3, :3] @ cb.points_from_unreal(p_lh).T).T \
+        + cb.right_handed_from_unreal(m_lh)[:3, 3]
+    np.testing.assert_allclose(moved_then_flipped, flipped_then_moved, atol=1e-12)
+
+
+def test_cam_from_ego_of_forward_camera() -> None:
+    mount = cb.matrix_from_carla_pose((1.5, 0.0, 1.7), (0.0, 0.0, 0.0))     # 1.5 m ahead, 1.7 m up, looking forward
+    cam_from_ego = cb.cam_from_ego_from_mount(mount)
+    assert np.linalg.det(cam_from_ego[:3, :3]) == pytest.approx(1.0)
+    def cam(p: tuple[float, float, float]) -> np.ndarray:
+        return (cam_from_ego @ np.array([*p, 1.0]))[:3]
+    np.testing.assert_allclose(cam((10.0, 0.0, 1.7)), [0.0, 0.0, 8.5], atol=1e-12)   # straight ahead: +z
+    np.testing.assert_allclose(cam((10.0, 2.0, 1.7)), [-2.0, 0.0, 8.5], atol=1e-12)  # ego left (+y) = image left (-x)
+    np.testing.assert_allclose(cam((10.0, 0.0, 2.7)), [0.0, -1.0, 8.5], atol=1e-12)  # up = image up (-y)
+    np.testing.assert_allclose(cb.mount_from_cam_from_ego(cam_from_ego), mount, atol=1e-12)
+    yawed = cb.matrix_from_carla_pose((0.0, 0.0, 0.0), (0.0, 90.0, 0.0))      # looking to the right (Unreal +y)
+    np.testing.assert_allclose((cb.cam_from_ego_from_mount(yawed) @ [0.0, -5.0, 0.0, 1.0])[:3], [0, 0, 5], atol=1e-12)
+
+
+def test_lidar_from_ego_and_points() -> None:
+    mount = cb.matrix_from_carla_pose((0.0, 0.5, 1.8), (0.0, 0.0, 0.0))      # 0.5 m to the right in Unreal
+    lidar_from_ego = cb.sensor_from_ego_from_mount(mount)
+    np.testing.assert_allclose(lidar_from_ego @ [0.0, 0.0, 0.0, 1.0], [0.0, 0.5, -1.8, 1.0], atol=1e-12)
+    raw = np.array([[1.0, 2.0, 3.0, 0.5], [4.0, -5.0, 6.0, 1.5]], np.float32)
+    out = cb.lidar_from_carla(raw.ravel())
+    assert out.dtype == np.float32 and out.tolist() == [[1.0, -2.0, 3.0, 0.5], [4.0, 5.0, 6.0, 1.0]]
+    assert raw[0, 1] == 2.0                                                      # input untouched
+    rec = np.zeros(2, cb.SEMANTIC_LIDAR_DTYPE)
+    rec["x"], rec["y"], rec["z"], rec["cos_inc"] = [1, 2], [3, -4], [5, 6], [0.25, -0.5]
+    rec["actor_id"], rec["tag"] = [70000, 0], [14, 25]
+    pts, tags, ids = cb.semantic_lidar_from_carla(rec.tobytes())
+    assert pts.tolist() == [[1, -3, 5, 0.25], [2, 4, 6, 0.0]]
+    assert tags.tolist() == [14, 10] and ids.tolist() == [70000, 0]
+
+
+def test_box_in_ego_hand_worked() -> None:
+    ego = cb.matrix_from_carla_pose((10.0, 5.0, 0.0), (0.0, 0.0, 0.0))
+    actor = cb.matrix_from_carla_pose((20.0, 8.0, 0.0), (0.0, 90.0, 0.0))    # 3 m right of ego, heading right
+    box = cb.box_in_ego(ego, actor, (0.0, 0.0, 0.8), (2.0, 1.0, 0.8), (0.0, 0.0, 0.0))
+    np.testing.assert_allclose(box, [10.0, -3.0, 0.8, 4.0, 2.0, 1.6, -math.pi / 2], atol=1e-12)
+    ego = cb.matrix_from_carla_pose((0.0, 0.0, 0.0), (0.0, 90.0, 0.0))        # ego faces Unreal +y
+    actor = cb.matrix_from_carla_pose((1.0, 10.0, 0.0), (0.0, 100.0, 0.0))    # ahead, 1 m to ego's left
+    box = cb.box_in_ego(ego, actor, (0.5, 0.0, 0.7), (2.2, 0.9, 0.7), (0.0, 0.0, 0.0))
+    # box centre 0.5 m along the actor heading (Unreal yaw 100) from the actor origin
+    cx, cy = 1.0 + 0.5 * math.cos(math.radians(100)), 10.0 + 0.5 * math.sin(math.radians(100))
+    np.testing.assert_allclose(box, [cy, cx, 0.7, 4.4, 1.8, 1.4, -math.radians(10)], atol=1e-12)
+    rotated = cb.box_in_ego(np.eye(4), np.eye(4), (0, 0, 0), (1, 1, 1), (0.0, -45.0, 0.0))
+    assert rotated[6] == pytest.approx(math.pi / 4)                            # box yaw relative to actor, sign flipped
+
+
+def test_intrinsics_from_fov() -> None:
+    K = cb.intrinsics_from_fov(100, 200, 90.0)
+    np.testing.assert_allclose(K, [[100, 0, 100], [0, 100, 50], [0, 0, 1]], atol=1e-12)
+    assert cb.fov_from_intrinsics(K, 100, 200) == pytest.approx(90.0)
+    K2 = cb.intrinsics_from_fov(64, 208, 72.5)
+    assert cb.fov_from_intrinsics(K2, 64, 208) == pytest.approx(72.5)
+    with pytest.raises(SimError, match="square pixels"):
+        cb.fov_from_intrinsics(np.array([[100, 0, 100], [0, 90, 50], [0, 0, 1.0]]), 100, 200)
+    with pytest.raises(SimError, match="fov"):
+        cb.intrinsics_from_fov(10, 10, 180.0)
+
+
+# ------------------------------------------------------------------------------- server session
+def test_missing_package_error_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "carla", None)                           # makes `import carla` fail
+    with pytest.raises(SimError, match=r"pip install 'taskology\[carla\]'") as info:
+        cb.connect("127.0.0.1:2000")
+    assert isinstance(info.value, TaskologyError) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:", ":2000", "host:port", "h:70000"])
+def test_bad_host_is_rejected(host: str) -> None:
+    with pytest.raises(SimError, match="HOST:PORT"):
+        cb.parse_host(host)
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_carla_objects_match_our_matrices() -> None:
+    carla = pytest.importorskip("carla")
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        loc, rot = rng.uniform(-50, 50, 3), rng.uniform(-80, 80, 3)
+        t = carla.Transform(carla.Location(*map(float, loc)), carla.Rotation(pitch=rot[0], yaw=rot[1], roll=rot[2]))
+        np.testing.assert_allclose(np.array(t.get_matrix()), cb.matrix_from_carla_pose(tuple(loc), tuple(rot)),
+                                   atol=1e-4)  # carla computes in float32
+    bb = carla.BoundingBox(carla.Location(0.1, 0.2, 0.7), carla.Vector3D(2.0, 1.0, 0.75))
+    box = cb.box_in_ego(np.eye(4), np.eye(4), (bb.location.x, bb.location.y, bb.location.z),
+                        (bb.extent.x, bb.extent.y, bb.extent.z), (bb.rotation.pitch, bb.rotation.yaw, bb.rotation.roll))
+    np.testing.assert_allclose(box, [0.1, -0.2, 0.7, 4.0, 2.0, 1.5, 0.0], atol=1e-6)
+
+
+def test_unreachable_server_times_out_with_one_line() -> None:
+    pytest.importorskip("carla")
+    port = _unused_port()
+    start = time.monotonic()
+    with pytest.raises(SimError) as info:
+        cb.connect(f"127.0.0.1:{port}", timeout_s=1.0)
+    assert str(info.value) == f"cannot reach CARLA server at 127.0.0.1:{port} within 1 s"
+    assert time.monotonic() - start < 10.0
+
+
+@pytest.mark.carla
+def test_real_server_records_a_valid_shard(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from taskology.data.shard import Shard
+
+    paths = cb.generate_carla_shards(Path(str(tmp_path)), host=os.environ["TASKOLOGY_CARLA_HOST"], sequences=1,
+                                     frames=3, seed=0, camera_hw=(32, 96), lidar_beams=8, frame_rate=10.0)
+    assert len(paths) == 1
+    with Shard.open(paths[0]) as shard:
+        assert shard.num_frames == 3
