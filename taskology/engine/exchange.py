@@ -1,0 +1,352 @@
+"""Peer-prediction exchange between task actors: policy, publisher box, consumer cache, fetcher.
+
+Data path (one arrow per thread, none of them the training thread except the first):
+
+    training thread --publish()--> PublicationBox  (the publisher actor's serving side; a list swap)
+    peer's fetch thread --TaskActor.predictions_since(step)--> PredictionCache (merged per sample)
+    training thread --DistributedPeerView.peer_outputs(task, batch)--> PeerOutputs (cache lookup only)
+
+Decisions live in :class:`ExchangePolicy` (pure: fresh enough? publish now? refetch now?) so they are
+tested without a cluster (STYLE.md #8). Payloads are compact: float arrays travel as ``float16``
+(configurable), only the published mediator samples travel, and the fetcher counts bytes/s.
+
+Staleness of a cached row = (publisher's latest known step - step the row was predicted at) in steps,
+and ``now - wall_time`` in seconds. Rows older than the policy's maximum are not used.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from taskology.engine.protocol import PeerOutputs, Predictions
+
+
+@dataclass(frozen=True)
+class ExchangePolicy:
+    """When to publish, when to refetch, and which peer prediction is fresh enough.
+
+    Attributes:
+        publish_every_steps: publish after every this many optimizer steps (>= 1).
+        refresh_every_s: a consumer polls each peer at most this often, seconds.
+        max_staleness_steps: rows older than this many publisher steps are not used (None: no limit).
+        max_staleness_s: rows older than this many seconds are not used (None: no limit).
+        payload_dtype: dtype floats travel in, ``"float16"`` or ``"float32"``.
+
+    Example:
+        >>> p = ExchangePolicy(publish_every_steps=10, max_staleness_steps=100)
+        >>> p.should_publish(step=20, last_published_step=10), p.should_publish(step=15, last_published_step=10)
+        (True, False)
+        >>> p.is_usable(staleness_steps=101, staleness_s=0.0)
+        False
+    """
+
+    publish_every_steps: int = 50
+    refresh_every_s: float = 2.0
+    max_staleness_steps: int | None = 2000
+    max_staleness_s: float | None = None
+    payload_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        assert self.publish_every_steps >= 1, "publish_every_steps must be >= 1"
+        assert self.refresh_every_s >= 0, "refresh_every_s must be >= 0"
+        assert self.payload_dtype in ("float16", "float32"), self.payload_dtype
+
+    def should_publish(self, step: int, last_published_step: int | None) -> bool:
+        """Publish at the first step, then once ``publish_every_steps`` steps have passed."""
+        return last_published_step is None or step - last_published_step >= self.publish_every_steps
+
+    def should_refetch(self, now: float, last_fetch: float | None) -> bool:
+        """Poll a peer when ``refresh_every_s`` seconds have passed since the last poll (or never polled)."""
+        return last_fetch is None or now - last_fetch >= self.refresh_every_s
+
+    def is_usable(self, staleness_steps: int, staleness_s: float) -> bool:
+        """A row is used unless it is older than either configured maximum."""
+        if self.max_staleness_steps is not None and staleness_steps > self.max_staleness_steps:
+            return False
+        if self.max_staleness_s is not None and staleness_s > self.max_staleness_s:
+            return False
+        return True
+
+
+def compact_predictions(predictions: Predictions, payload_dtype: str = "float16") -> Predictions:
+    """Copy of ``predictions`` whose floating arrays are ``payload_dtype``; integer/bool arrays unchanged.
+
+    Example:
+        >>> p = Predictions("depth", 3, 0.0, ["s:0"], {"depth": np.ones((1, 1, 2, 2), np.float32)})
+        >>> compact_predictions(p).outputs["depth"].dtype
+        dtype('float16')
+    """
+    dtype = np.dtype(payload_dtype)
+    outputs: dict[str, np.ndarray] = {}
+    for name, array in predictions.outputs.items():
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu().numpy()
+        array = np.asarray(array)
+        if len(array) != len(predictions.sample_ids):
+            raise ValueError(f"output {name!r} of {predictions.task} has {len(array)} rows for "
+                             f"{len(predictions.sample_ids)} sample ids")
+        outputs[name] = np.ascontiguousarray(array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array)
+    return Predictions(predictions.task, int(predictions.step), float(predictions.wall_time),
+                       list(predictions.sample_ids), outputs)
+
+
+class PublicationBox:
+    """The publisher's serving side: keeps the last ``keep`` publications; publish() is a list append.
+
+    Thread-safe; ``publish`` is called from the training thread, ``since`` from the actor thread.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self._lock = threading.Lock()
+        self._publications: deque[Predictions] = deque(maxlen=keep)
+
+    def publish(self, predictions: Predictions) -> None:
+        with self._lock:
+            if self._publications and predictions.step < self._publications[-1].step:
+                self._publications.clear()  # restarted from an older checkpoint: newer steps are void
+            self._publications.append(predictions)
+
+    def since(self, step: int) -> list[Predictions]:
+        """Publications made after publisher step ``step``, oldest first."""
+        with self._lock:
+            return [p for p in self._publications if p.step > step]
+
+    def latest(self, since_step: int = -1) -> Predictions | None:
+        """The newest publication if it is newer than ``since_step``, else ``None``."""
+        with self._lock:
+            if self._publications and self._publications[-1].step > since_step:
+                return self._publications[-1]
+            return None
+
+    @property
+    def last_step(self) -> int | None:
+        with self._lock:
+            return self._publications[-1].step if self._publications else None
+
+
+@dataclass
+class _Row:
+    step: int
+    wall_time: float
+    values: dict[str, np.ndarray]
+
+
+@dataclass
+class StalenessLog:
+    """Staleness of every peer row a consumer used: per peer, running count/sum/max (steps and seconds)."""
+
+    count: dict[str, int] = field(default_factory=dict)
+    sum_steps: dict[str, float] = field(default_factory=dict)
+    max_steps: dict[str, int] = field(default_factory=dict)
+    sum_s: dict[str, float] = field(default_factory=dict)
+    max_s: dict[str, float] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def record(self, task: str, steps: list[int], seconds: list[float]) -> None:
+        self.count[task] = self.count.get(task, 0) + len(steps)
+        self.sum_steps[task] = self.sum_steps.get(task, 0.0) + float(sum(steps))
+        self.max_steps[task] = max([self.max_steps.get(task, 0), *steps])
+        self.sum_s[task] = self.sum_s.get(task, 0.0) + float(sum(seconds))
+        self.max_s[task] = max([self.max_s.get(task, 0.0), *seconds])
+
+    def scalars(self) -> dict[str, float]:
+        """``staleness/<peer>/{mean,max}_{steps,s}`` and ``staleness/<peer>/rejected``."""
+        out: dict[str, float] = {}
+        for task, n in self.count.items():
+            out[f"staleness/{task}/mean_steps"] = self.sum_steps[task] / max(n, 1)
+            out[f"staleness/{task}/max_steps"] = float(self.max_steps[task])
+            out[f"staleness/{task}/mean_s"] = self.sum_s[task] / max(n, 1)
+            out[f"staleness/{task}/max_s"] = self.max_s[task]
+        for task, n in self.rejected.items():
+            out[f"staleness/{task}/rejected"] = float(n)
+        return out
+
+
+class PredictionCache:
+    """Latest row per (peer, sample) a consumer has received; merged across publications.
+
+    ``max_rows_per_peer`` bounds memory (least recently updated rows are evicted first).
+    ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, policy: ExchangePolicy, max_rows_per_peer: int = 4096,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self.max_rows_per_peer = max_rows_per_peer
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._rows: dict[str, OrderedDict[str, _Row]] = {}
+        self._peer_step: dict[str, int] = {}
+        self.log = StalenessLog()
+
+    def add(self, predictions: Predictions) -> None:
+        """Merge one publication (rows replace older rows of the same sample)."""
+        with self._lock:
+            rows = self._rows.setdefault(predictions.task, OrderedDict())
+            for i, sid in enumerate(predictions.sample_ids):
+                old = rows.get(sid)
+                if old is not None and old.step > predictions.step:
+                    continue
+                rows[sid] = _Row(predictions.step, predictions.wall_time,
+                                 {k: v[i] for k, v in predictions.outputs.items()})
+                rows.move_to_end(sid)
+            while len(rows) > self.max_rows_per_peer:
+                rows.popitem(last=False)
+            self._peer_step[predictions.task] = max(self._peer_step.get(predictions.task, -1), predictions.step)
+
+    def note_peer_step(self, task: str, step: int) -> None:
+        """The publisher's current step, as last reported (makes step staleness grow between publications)."""
+        with self._lock:
+            self._peer_step[task] = max(self._peer_step.get(task, -1), int(step))
+
+    def forget_peer(self, task: str) -> None:
+        """Drop everything cached for ``task`` (it was recreated from a checkpoint older than our rows,
+        so its steps restart below what we hold)."""
+        with self._lock:
+            self._peer_step.pop(task, None)
+            self._rows.pop(task, None)
+
+    def latest_step(self, task: str) -> int:
+        """Newest publisher step among cached rows of ``task`` (-1 when none)."""
+        with self._lock:
+            rows = self._rows.get(task)
+            return max((r.step for r in rows.values()), default=-1) if rows else -1
+
+    def lookup(self, task: str, sample_ids: list[str], device: str | torch.device = "cpu") -> PeerOutputs | None:
+        """Outputs of ``task`` for every id (float32 tensors, no grad), or ``None`` if any row is missing
+        or too stale. The staleness of returned rows is recorded in :attr:`log`."""
+        now = self._clock()
+        with self._lock:
+            rows = self._rows.get(task)
+            if not rows:
+                return None
+            current = self._peer_step.get(task, -1)
+            picked: list[_Row] = []
+            for sid in sample_ids:
+                row = rows.get(sid)
+                if row is None:
+                    return None
+                if not self.policy.is_usable(max(current - row.step, 0), max(now - row.wall_time, 0.0)):
+                    self.log.rejected[task] = self.log.rejected.get(task, 0) + 1
+                    return None
+                picked.append(row)
+            steps = [max(current - r.step, 0) for r in picked]
+            seconds = [max(now - r.wall_time, 0.0) for r in picked]
+            self.log.record(task, steps, seconds)
+            names = picked[0].values.keys()
+            outputs = {n: torch.from_numpy(np.stack([r.values[n] for r in picked])).to(device=device).float()
+                       for n in names}
+        return PeerOutputs(outputs=outputs, staleness_steps=steps, staleness_s=seconds)
+
+
+class DistributedPeerView:
+    """:class:`~taskology.engine.protocol.PeerView` answered from a :class:`PredictionCache` (never blocks
+    on the network: a missing or stale peer gives ``None`` and the runner skips that relation)."""
+
+    def __init__(self, cache: PredictionCache, device: str | torch.device = "cpu") -> None:
+        self.cache = cache
+        self.device = device
+
+    def peer_outputs(self, task: str, batch: Mapping[str, Any]) -> PeerOutputs | None:
+        ids = batch["sample_id"]
+        return self.cache.lookup(task, list(ids), self.device)
+
+
+@dataclass
+class TrafficMeter:
+    """Bytes received by a consumer; ``bytes_per_s`` over the time since creation."""
+
+    started: float = field(default_factory=time.time)
+    bytes_total: int = 0
+    fetches: int = 0
+    fetch_s: float = 0.0
+
+    def record(self, nbytes: int, seconds: float) -> None:
+        self.bytes_total += int(nbytes)
+        self.fetches += 1
+        self.fetch_s += seconds
+
+    def bytes_per_s(self, now: float | None = None) -> float:
+        elapsed = (now if now is not None else time.time()) - self.started
+        return self.bytes_total / elapsed if elapsed > 0 else 0.0
+
+
+class PeerFetcher:
+    """Background thread polling peers and filling a :class:`PredictionCache`.
+
+    ``peers`` maps task name -> an object with ``predictions_since(step) -> list[Predictions]`` and
+    ``current_step() -> int`` returning either values or futures with ``.result()`` (Dask actor proxies
+    do). Errors of one peer (it died and is being restarted) are counted, never raised: the cache just
+    ages until :meth:`set_peers` hands over the recreated peer.
+    """
+
+    def __init__(self, cache: PredictionCache, peers: Mapping[str, Any] | None = None,
+                 call_timeout_s: float = 10.0) -> None:
+        self.cache = cache
+        self.meter = TrafficMeter()
+        self.errors: dict[str, int] = {}
+        self.call_timeout_s = call_timeout_s
+        self._peers: dict[str, Any] = dict(peers or {})
+        self._last_fetch: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def set_peers(self, peers: Mapping[str, Any]) -> None:
+        with self._lock:
+            for name, handle in peers.items():
+                if self._peers.get(name) is not handle:
+                    self._last_fetch.pop(name, None)
+                    self.cache.forget_peer(name)
+            self._peers = dict(peers)
+
+    def _value(self, x: Any) -> Any:
+        return x.result(timeout=self.call_timeout_s) if hasattr(x, "result") else x
+
+    def poll_once(self, now: float | None = None) -> int:
+        """Poll every peer due for a refresh; returns bytes received."""
+        now = time.time() if now is None else now
+        with self._lock:
+            peers = dict(self._peers)
+        received = 0
+        for name, handle in peers.items():
+            if not self.cache.policy.should_refetch(now, self._last_fetch.get(name)):
+                continue
+            self._last_fetch[name] = now
+            start = time.perf_counter()
+            try:
+                pubs = self._value(handle.predictions_since(self.cache.latest_step(name)))
+                step = self._value(handle.current_step())
+            except Exception:  # noqa: BLE001 - a dead peer is normal during recovery
+                self.errors[name] = self.errors.get(name, 0) + 1
+                continue
+            nbytes = 0
+            for pub in pubs or []:
+                self.cache.add(pub)
+                nbytes += pub.nbytes()
+            self.cache.note_peer_step(name, step)
+            self.meter.record(nbytes, time.perf_counter() - start)
+            received += nbytes
+        return received
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            self._stop.wait(max(min(self.cache.policy.refresh_every_s, 1.0), 0.02))
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="taskology-peer-fetcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.call_timeout_s + 1)
+            self._thread = None
