@@ -1,0 +1,347 @@
+"""Atomic HDF5 shard writer: a shard appears under its final name only when it is complete.
+
+The writer streams one frame at a time into a temporary file in the destination directory
+(``.<name>.tmp-<pid>-<random>``, never matched by ``*.h5``), keeps the ragged offsets in memory,
+and on :meth:`ShardWriter.close` writes offsets and root attributes, flushes, fsyncs the file,
+links it to its final name (``os.link`` fails if the name exists, so nothing is overwritten
+silently; ``overwrite=True`` uses ``os.replace``) and fsyncs the directory. A writer killed at any
+point leaves at most a temp file (see :func:`stale_temp_files`); existing shards are never touched.
+
+Every dataset carries HDF5's ``fletcher32`` checksum; per-frame layers are chunked one frame per
+chunk and resizable along F. Compression per layer is :data:`COMPRESSION` (chosen by measurement,
+see ``taskology bench store``).
+
+Example:
+    >>> import numpy as np, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with ShardWriter(d / "s.h5", sequence_id="s", frame_rate=10.0, generator={"backend": "test"},
+    ...                  camera_hw=None, lidar=False, objects=False) as w:
+    ...     w.append({"ego/world_from_ego": np.eye(4)})
+    >>> sorted(p.name for p in d.iterdir())
+    ['s.h5']
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from taskology.data.schema import GROUPS, LAYERS, SCHEMA_VERSION
+from taskology.errors import DataError
+
+#: per-layer HDF5 compression (None = raw). Integer label images compress ~10x with lzf at a small
+#: CPU cost; float and rgb layers barely compress and are left raw (measured: bench store).
+COMPRESSION: dict[str, str | None] = {
+    "camera/semantic": "lzf",
+    "camera/instance": "lzf",
+    "lidar/semantic": "lzf",
+    "lidar/instance": "lzf",
+}
+#: rows per chunk of ragged layers (lidar points, object rows).
+RAGGED_CHUNK_ROWS = {"lidar": 32768, "objects": 1024}
+TEMP_MARKER = ".tmp-"
+
+_PER_FRAME = {"camera": ("camera/rgb", "camera/depth", "camera/normals", "camera/semantic", "camera/instance"),
+              "ego": ("ego/world_from_ego",)}
+_RAGGED = {"lidar": ("lidar/points", "lidar/semantic", "lidar/instance"),
+           "objects": ("objects/track_id", "objects/class_id", "objects/box", "objects/velocity")}
+_STATIC = {"camera": ("camera/K", "camera/cam_from_ego"), "lidar": ("lidar/lidar_from_ego",)}
+
+
+def temp_path_for(path: Path) -> Path:
+    """Temporary name used while writing ``path`` (same directory, hidden, not ``*.h5``)."""
+    return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def stale_temp_files(directory: Path) -> list[Path]:
+    """Temp files left in ``directory`` by writers that died (any pid); safe to delete when no
+    writer is running there."""
+    return sorted(p for p in Path(directory).glob(f".*.h5{TEMP_MARKER}*") if p.is_file())
+
+
+def _expected_shape(name: str, hw: tuple[int, int] | None) -> tuple[int, ...]:
+    """Shape of one frame (per-frame layers), one row (ragged) or the whole static array."""
+    layer = LAYERS[name]
+    dims = layer.shape[1:] if (layer.per_frame or layer.shape[0] in ("P", "O")) else layer.shape
+    out = []
+    for d in dims:
+        if d == "H":
+            out.append(hw[0] if hw else -1)
+        elif d == "W":
+            out.append(hw[1] if hw else -1)
+        else:
+            out.append(int(d))
+    return tuple(out)
+
+
+def _coerce(name: str, value: Any, shape: tuple[int, ...], where: Path, ragged: bool) -> np.ndarray:
+    """Check ``value`` against layer ``name`` (``shape`` per frame/row) and cast it to the schema dtype."""
+    layer = LAYERS[name]
+    arr = np.asarray(value)
+    if arr.dtype != layer.dtype:
+        int_to_int = arr.dtype.kind in "iu" and layer.dtype.kind in "iu"
+        if not int_to_int and not np.can_cast(arr.dtype, layer.dtype, casting="same_kind"):
+            raise DataError(f"{where}: layer {name!r}: expected dtype {layer.dtype}, found {arr.dtype}")
+        cast = arr.astype(layer.dtype)
+        if layer.dtype.kind in "iu" and not np.array_equal(cast, arr):
+            raise DataError(f"{where}: layer {name!r}: values do not fit dtype {layer.dtype} "
+                            f"(range {arr.min()}..{arr.max()})")
+        arr = cast
+    got = arr.shape[1:] if ragged else arr.shape
+    if ragged and arr.ndim != len(shape) + 1 or not ragged and arr.ndim != len(shape) or any(
+            e != -1 and e != g for e, g in zip(shape, got)):
+        want = ("(n, " + ", ".join(map(str, shape)) + ")") if ragged else str(shape)
+        raise DataError(f"{where}: layer {name!r}: expected shape {want}, found {arr.shape}")
+    if layer.finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"{where}: layer {name!r}: expected finite values, found NaN or inf")
+    return np.ascontiguousarray(arr)
+
+
+class ShardWriter:
+    """Stream the frames of one sequence into a new shard, atomically.
+
+    Args:
+        path: final shard path, ``<dir>/<sequence_id>.h5``; its directory must exist.
+        sequence_id: stable id of the sequence (root attribute).
+        frame_rate: frames per second, Hz.
+        generator: JSON-serialisable description ``{"backend", "seed", "config"}``.
+        camera_hw: ``(H, W)`` of the camera layers, or ``None`` for a shard without a camera group.
+        lidar: whether the shard has a lidar group (points, semantic, instance per frame).
+        objects: whether the shard has an objects group (track_id, class_id, box, velocity).
+        overwrite: replace an existing shard at ``path`` (otherwise that is a DataError).
+        ego: whether the shard has the ego group (``ego/world_from_ego`` per frame).
+
+    Every :meth:`append` must carry exactly the per-frame layers of the present groups; static layers
+    (``camera/K``, ``camera/cam_from_ego``, ``lidar/lidar_from_ego``) are given once by
+    :meth:`set_static`. Used as a context manager it closes on success and aborts on exception.
+    """
+
+    def __init__(self, path: Path, *, sequence_id: str, frame_rate: float, generator: dict,
+                 camera_hw: tuple[int, int] | None, lidar: bool, objects: bool, overwrite: bool = False,
+                 ego: bool = True) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        if not self.path.parent.is_dir():
+            raise DataError(f"{self.path}: output directory does not exist")
+        if self.path.exists() and not overwrite:
+            raise DataError(f"{self.path}: shard exists; pass overwrite=True to replace it")
+        if camera_hw is not None and (len(camera_hw) != 2 or min(camera_hw) <= 0):
+            raise DataError(f"{self.path}: camera_hw must be (H, W) > 0, found {camera_hw}")
+        if not frame_rate > 0:
+            raise DataError(f"{self.path}: frame_rate must be > 0 Hz, found {frame_rate}")
+        self.groups = tuple(g for g, on in (("camera", camera_hw is not None), ("ego", ego), ("lidar", lidar),
+                                            ("objects", objects)) if on)
+        if not self.groups:
+            raise DataError(f"{self.path}: a shard needs at least one group")
+        self.camera_hw = tuple(camera_hw) if camera_hw is not None else None
+        self._attrs = {"schema_version": SCHEMA_VERSION, "sequence_id": str(sequence_id),
+                       "frame_rate": float(frame_rate), "generator": json.dumps(generator, sort_keys=True)}
+        self._per_frame = [n for g in self.groups for n in _PER_FRAME.get(g, ())]
+        self._ragged = [n for g in self.groups for n in _RAGGED.get(g, ())]
+        self._static_needed = {n for g in self.groups for n in _STATIC.get(g, ())}
+        self._offsets: dict[str, list[int]] = {g: [0] for g in self.groups if g in _RAGGED}
+        self._frames = 0
+        self._closed = False
+        self.temp_path = temp_path_for(self.path)
+        try:
+            self._file = h5py.File(self.temp_path, "w", libver="latest")
+        except OSError as exc:
+            raise DataError(f"{self.temp_path}: cannot create temp shard: {exc}") from exc
+        for group in self.groups:
+            self._file.create_group(group)
+        for name in self._per_frame:
+            shape = _expected_shape(name, self.camera_hw)
+            self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape),
+                                      dtype=LAYERS[name].dtype, fletcher32=True, compression=COMPRESSION.get(name))
+        for name in self._ragged:
+            shape = _expected_shape(name, None)
+            rows = RAGGED_CHUNK_ROWS[LAYERS[name].group]
+            self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), chunks=(rows, *shape),
+                                      dtype=LAYERS[name].dtype, fletcher32=True, compression=COMPRESSION.get(name))
+
+    # ------------------------------------------------------------------ writing
+    def set_static(self, **layers: np.ndarray) -> None:
+        """Write the static layers, e.g. ``set_static(**{"camera/K": K, "camera/cam_from_ego": T})``."""
+        self._check_open()
+        for name, value in layers.items():
+            if name not in self._static_needed:
+                raise DataError(f"{self.path}: {name!r} is not a static layer of this shard; "
+                                f"expected one of {sorted(self._static_needed)}")
+            arr = _coerce(name, value, _expected_shape(name, self.camera_hw), self.path, ragged=False)
+            if name in self._file:
+                del self._file[name]
+            self._file.create_dataset(name, data=arr, fletcher32=True)
+
+    def append(self, frame: Mapping[str, np.ndarray]) -> None:
+        """Append one frame: per-frame layers without the F axis, ragged layers as this frame's rows.
+
+        Example keys: ``"camera/rgb": (H, W, 3) uint8``, ``"ego/world_from_ego": (4, 4) float64``,
+        ``"lidar/points": (p, 4) float32``, ``"objects/box": (o, 7) float64``. No offsets.
+        """
+        self._check_open()
+        expected = set(self._per_frame) | set(self._ragged)
+        missing, unknown = expected - set(frame), set(frame) - expected
+        if missing or unknown:
+            raise DataError(f"{self.path}: frame {self._frames}: expected layers {sorted(expected)}, "
+                            f"missing {sorted(missing)}, unexpected {sorted(unknown)}")
+        where = self.path
+        arrays = {n: _coerce(n, frame[n], _expected_shape(n, self.camera_hw), where, ragged=False)
+                  for n in self._per_frame}
+        rows: dict[str, int] = {}
+        for name in self._ragged:
+            arr = _coerce(name, frame[name], _expected_shape(name, None), where, ragged=True)
+            group = LAYERS[name].group
+            if rows.setdefault(group, len(arr)) != len(arr):
+                raise DataError(f"{self.path}: frame {self._frames}: layer {name!r} has {len(arr)} rows, "
+                                f"expected {rows[group]} like the rest of group {group!r}")
+            arrays[name] = arr
+        f = self._frames
+        for name in self._per_frame:
+            dset = self._file[name]
+            dset.resize(f + 1, axis=0)
+            dset[f] = arrays[name]
+        for name in self._ragged:
+            group = LAYERS[name].group
+            start = self._offsets[group][-1]
+            dset = self._file[name]
+            dset.resize(start + rows[group], axis=0)
+            if rows[group]:
+                dset[start:start + rows[group]] = arrays[name]
+        for group, n in rows.items():
+            self._offsets[group].append(self._offsets[group][-1] + n)
+        self._frames += 1
+
+    # ------------------------------------------------------------------ finishing
+    def close(self) -> Path:
+        """Finish the shard: offsets and attributes, flush, fsync, atomic rename; returns the final path."""
+        self._check_open()
+        try:
+            if self._frames == 0:
+                raise DataError(f"{self.path}: no frames appended; a shard needs at least one frame")
+            missing = self._static_needed - {n for n in self._static_needed if n in self._file}
+            if missing:
+                raise DataError(f"{self.path}: static layers not set: {sorted(missing)} (call set_static)")
+            for group, offsets in self._offsets.items():
+                self._file.create_dataset(f"{group}/offsets", data=np.asarray(offsets, dtype=np.int64),
+                                          fletcher32=True)
+            for key, value in self._attrs.items():
+                self._file.attrs[key] = value
+            self._file.attrs["num_frames"] = self._frames
+            self._file.flush()
+            self._file.close()
+            _fsync_file(self.temp_path)
+            if self.overwrite:
+                os.replace(self.temp_path, self.path)
+            else:
+                try:
+                    os.link(self.temp_path, self.path)
+                except FileExistsError as exc:
+                    raise DataError(f"{self.path}: shard appeared while writing; not overwritten") from exc
+                except OSError:  # file system without hard links: check-then-rename (small race)
+                    if self.path.exists():
+                        raise DataError(f"{self.path}: shard appeared while writing; not overwritten") from None
+                    os.replace(self.temp_path, self.path)
+                else:
+                    os.unlink(self.temp_path)
+            _fsync_dir(self.path.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temp file; the final path is untouched. Idempotent."""
+        if getattr(self, "_file", None) is not None and self._file.id.valid:
+            self._file.close()
+        self._closed = True
+        try:
+            self.temp_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    @property
+    def num_frames(self) -> int:
+        return self._frames
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DataError(f"{self.path}: writer is already closed")
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._closed:
+            return
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_shard(path: Path, layers: Mapping[str, np.ndarray], *, sequence_id: str, frame_rate: float,
+                generator: dict, overwrite: bool = False) -> Path:
+    """Write whole arrays (schema names, with the F axis and the ``*/offsets``) as one shard.
+
+    Groups are those present in ``layers``; each must be complete. Returns the final path.
+    """
+    present = {name.split("/", 1)[0] for name in layers}
+    unknown = sorted(set(layers) - set(LAYERS))
+    if unknown:
+        raise DataError(f"{path}: unknown layers {unknown}; schema layers are {sorted(LAYERS)}")
+    for group in present:
+        missing = sorted(set(GROUPS[group]) - set(layers))
+        if missing:
+            raise DataError(f"{path}: group {group!r} is incomplete: missing {missing}")
+    per_frame = [n for g in ("camera", "ego") if g in present for n in _PER_FRAME[g]]
+    counts = {n: len(layers[n]) for n in per_frame}
+    offsets = {g: np.asarray(layers[f"{g}/offsets"]) for g in ("lidar", "objects") if g in present}
+    counts.update({f"{g}/offsets": len(o) - 1 for g, o in offsets.items()})
+    if len(set(counts.values())) != 1:
+        raise DataError(f"{path}: layers disagree on the number of frames: {counts}")
+    frames = next(iter(counts.values()))
+    for group, o in offsets.items():
+        n_rows = len(layers[_RAGGED[group][0]])
+        if o.ndim != 1 or o[0] != 0 or o[-1] != n_rows or np.any(np.diff(o) < 0):
+            raise DataError(f"{path}: layer '{group}/offsets': expected monotone offsets from 0 to {n_rows}, "
+                            f"found {o[:3]}...{o[-3:]}")
+    hw = tuple(np.shape(layers["camera/rgb"])[1:3]) if "camera" in present else None
+    with ShardWriter(path, sequence_id=sequence_id, frame_rate=frame_rate, generator=generator, camera_hw=hw,
+                     lidar="lidar" in present, objects="objects" in present, overwrite=overwrite,
+                     ego="ego" in present) as writer:
+        static = {n: layers[n] for g in present for n in _STATIC.get(g, ())}
+        if static:
+            writer.set_static(**static)
+        for f in range(frames):
+            frame = {n: layers[n][f] for n in per_frame}
+            for group, o in offsets.items():
+                frame.update({n: layers[n][o[f]:o[f + 1]] for n in _RAGGED[group]})
+            writer.append(frame)
+    return Path(path)
