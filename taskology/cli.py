@@ -1,8 +1,11 @@
 """The ``taskology`` command: ``sim | train | eval | report | demo | bench | inspect``.
 
 Each subcommand is a thin shell over a function in the package that owns the work; this module only
-parses arguments, turns :class:`~taskology.errors.TaskologyError` into one clear line and a non-zero
-exit, and shows a traceback only with ``--debug``.
+parses and checks arguments, turns errors into one line ``taskology: error: ...`` on stderr and an
+exit status, and shows a traceback only with ``--debug``.
+
+Exit status: 0 success, 1 internal error (a bug: rerun with ``--debug``), 2 user error (bad option,
+config, data), 3 command not implemented yet, 130 interrupted.
 
 Example:
     $ taskology inspect data/sim            # summarise a dataset directory
@@ -10,15 +13,19 @@ Example:
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 
 from taskology.errors import NotYetAvailable, TaskologyError
+
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
 
 
 def _target(module: str, function: str, issue: int) -> Callable[..., Any]:
@@ -35,28 +42,101 @@ def _target(module: str, function: str, issue: int) -> Callable[..., Any]:
         raise NotYetAvailable(f"this command is not implemented yet (it lands with issue #{issue})") from exc
 
 
+def _debug_requested(ctx: click.Context | None) -> bool:
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root is not None and isinstance(root.obj, dict) and root.obj.get("debug"))
+
+
 class _Group(click.Group):
-    """Runs subcommands with the project's error policy."""
+    """Runs subcommands with the project's error policy: one line per error, traceback with --debug."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"taskology: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("taskology: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            known = f"did you mean '{close[0]}'?" if close else f"commands: {', '.join(self.list_commands(ctx))}"
+            raise click.UsageError(f"no such command '{name}'; {known}", ctx)
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except TaskologyError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug_requested(ctx):
                 traceback.print_exc()
             click.echo(f"taskology: error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("taskology: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug_requested(ctx):
                 traceback.print_exc()
-            click.echo(f"taskology: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
-                       err=True)
-            sys.exit(1)
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(f"taskology: internal error: {type(exc).__name__}: {message} "
+                       "(rerun with --debug for a traceback)", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+# ------------------------------------------------------------------------------- argument checks
+
+
+def _check_camera(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from taskology.config import parse_camera_hw
+
+    try:
+        parse_camera_hw(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+def _check_cluster(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from taskology.config import parse_cluster_address
+
+    try:
+        return parse_cluster_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _check_overrides(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Dotted overrides only: a stray ``--option`` lands here because train accepts free arguments."""
+    for value in values:
+        if value.startswith("-"):
+            where = " (it is an option of taskology itself: taskology --debug train ...)" if value == "--debug" else ""
+            raise click.UsageError(f"no such option: {value}{where}", ctx)
+        if "=" not in value:
+            raise click.BadParameter(f"expected KEY=VALUE like train.steps=200; found {value!r}", ctx, param,
+                                     param_hint="OVERRIDES")
+    return values
+
+
+# ------------------------------------------------------------------------------------- commands
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,72 +149,133 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Typical flow: `taskology sim` makes data, `taskology train` trains the tasks (alone or
     collectively, in-process or on a Dask cluster), `taskology eval` / `report` measure and show the
     result. `taskology demo` does all of it on a laptop CPU.
+
+    \b
+    Examples:
+      taskology sim --out data/sim --sequences 8
+      taskology train configs/demo.yaml train.steps=200 --cluster none
+      taskology demo
+      taskology COMMAND --help        # options and an example for each command
+
+    Exit status: 0 ok, 1 internal error, 2 user error, 3 not implemented yet, 130 interrupted.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 
 
 @cli.command()
-@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("data/sim"), show_default=True,
-              help="Output directory for the HDF5 shards (one per sequence).")
-@click.option("--sequences", type=int, default=4, show_default=True, help="Number of sequences (shards).")
-@click.option("--frames", type=int, default=20, show_default=True, help="Frames per sequence.")
-@click.option("--seed", type=int, default=0, show_default=True, help="World seed; same seed, same shards.")
-@click.option("--camera", "camera", default="64x208", show_default=True, help="Camera size HxW in pixels.")
-@click.option("--lidar-beams", type=int, default=32, show_default=True, help="LiDAR beams (0 disables LiDAR).")
+@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), default=Path("data/sim"),
+              show_default=True, help="Output directory for the HDF5 shards (one per sequence).")
+@click.option("--sequences", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Number of sequences (shards).")
+@click.option("--frames", type=click.IntRange(min=1), default=20, show_default=True, help="Frames per sequence.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="World seed; same seed, same shards.")
+@click.option("--camera", "camera", default="64x208", show_default=True, callback=_check_camera,
+              help="Camera size HxW in pixels.")
+@click.option("--lidar-beams", type=click.IntRange(0, 128), default=32, show_default=True,
+              help="LiDAR beams (0 disables LiDAR).")
 @click.option("--backend", type=click.Choice(["embedded", "carla"]), default="embedded", show_default=True,
               help="Renderer: the embedded ray caster, or a CARLA server.")
 @click.option("--carla-host", default="127.0.0.1:2000", show_default=True, help="CARLA server HOST:PORT.")
-@click.option("--preview", type=click.Path(path_type=Path), default=None,
+@click.option("--preview", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a PNG of one frame (rgb, depth, normals, semantic, LiDAR BEV) instead of shards.")
 def sim(**kwargs: Any) -> None:
-    """Generate simulated driving sequences as HDF5 shards."""
+    """Generate simulated driving sequences as HDF5 shards.
+
+    Rerunning with the same settings skips shards that already exist.
+
+    \b
+    Examples:
+      taskology sim --out data/sim --sequences 8 --frames 40 --camera 64x208
+      taskology sim --preview frame.png
+    """
     _target("taskology.sim.command", "sim_command", 4)(**kwargs)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("config", type=click.Path(path_type=Path), required=False)
-@click.argument("overrides", nargs=-1)
-@click.option("--cluster", default=None,
-              help="none (in-process), local (LocalCluster, default) or tcp://HOST:PORT of a scheduler.")
-@click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="Where the run writes everything.")
-@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run in this directory.")
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.argument("overrides", nargs=-1, callback=_check_overrides)
+@click.option("--cluster", default=None, callback=_check_cluster,
+              help="none (in-process), local (LocalCluster, default) or tcp://HOST:PORT / tls://HOST:PORT "
+                   "of a scheduler. Overrides cluster.address of CONFIG.")
+@click.option("--run-dir", type=click.Path(path_type=Path, dir_okay=True, file_okay=False), default=None,
+              help="Where the run writes everything.")
+@click.option("--resume", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Continue the run in this directory.")
 def train(**kwargs: Any) -> None:
-    """Train the tasks of an experiment CONFIG (YAML), with dotted OVERRIDES like train.steps=200."""
+    """Train the tasks of an experiment CONFIG (YAML), with dotted OVERRIDES like train.steps=200.
+
+    Without CONFIG the defaults of configs/default.yaml apply. CONFIG and OVERRIDES are checked
+    before anything starts: a typo in a key is an error naming the key and the allowed ones.
+
+    \b
+    Examples:
+      taskology train configs/demo.yaml train.steps=200 tasks.depth.label_fraction=0.05
+      taskology train configs/demo.yaml train.mode=alone --cluster none --run-dir runs/alone
+      taskology train --resume runs/demo
+    """
+    if kwargs.get("config") is not None or kwargs.get("overrides"):
+        from taskology.config import load_config
+
+        load_config(kwargs.get("config"), kwargs.get("overrides") or ())  # raises ConfigError early
     _target("taskology.engine.command", "train_command", 5)(**kwargs)
 
 
 @cli.command(name="eval")
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--split", default="test", show_default=True, help="Split to evaluate on.")
 def eval_(**kwargs: Any) -> None:
-    """Evaluate the checkpoints of RUN_DIR on held-out sequences."""
+    """Evaluate the checkpoints of RUN_DIR on held-out sequences.
+
+    \b
+    Example:
+      taskology eval runs/demo --split test
+    """
     _target("taskology.engine.command", "eval_command", 5)(**kwargs)
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 def report(**kwargs: Any) -> None:
-    """Write RUN_DIR/report/ (metric tables, loss curves, staleness, PNG gallery)."""
+    """Write RUN_DIR/report/ (metric tables, loss curves, staleness, PNG gallery).
+
+    \b
+    Example:
+      taskology report runs/demo
+    """
     _target("taskology.engine.report", "report_command", 6)(**kwargs)
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
-              help="Run directory of the demo.")
-@click.option("--cluster", default="local", show_default=True, help="none, local or tcp://HOST:PORT.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/demo"),
+              show_default=True, help="Run directory of the demo.")
+@click.option("--cluster", default="local", show_default=True, callback=_check_cluster,
+              help="none, local, tcp://HOST:PORT or tls://HOST:PORT.")
 def demo(**kwargs: Any) -> None:
-    """Simulate data, train the camera tasks alone and collectively, evaluate and report (CPU, minutes)."""
+    """Simulate data, train the camera tasks alone and collectively, evaluate and report (CPU, minutes).
+
+    \b
+    Examples:
+      taskology demo
+      taskology demo --out runs/demo --cluster none
+    """
     _target("taskology.engine.demo", "demo_command", 6)(**kwargs)
 
 
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes and few repeats (a smoke run, not a result).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results"), show_default=True,
-              help="Where NAME.json and NAME.md are written.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("benchmarks/results"),
+              show_default=True, help="Where NAME.json and NAME.md are written.")
 def bench(name: str | None, quick: bool, out: Path) -> None:
-    """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them."""
+    """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
+
+    \b
+    Examples:
+      taskology bench                 # list the benchmarks
+      taskology bench geometry --quick
+    """
     from taskology.bench import BENCHMARKS, run_benchmark
 
     if name is None:
@@ -146,16 +287,23 @@ def bench(name: str | None, quick: bool, out: Path) -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--png", type=click.Path(path_type=Path), default=None,
+@click.option("--png", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write a PNG of one frame (rgb, depth, normals, semantic, LiDAR BEV).")
-@click.option("--frame", type=int, default=0, show_default=True, help="Frame shown by --png.")
+@click.option("--frame", type=click.IntRange(min=0), default=0, show_default=True, help="Frame shown by --png.")
 def inspect(**kwargs: Any) -> None:
-    """Summarise a shard or a dataset directory: layers, shapes, frames, splits, checksums."""
+    """Summarise a shard or a dataset directory: layers, shapes, frames, splits, checksums.
+
+    \b
+    Examples:
+      taskology inspect data/sim
+      taskology inspect data/sim/seq0000.h5 --png frame.png --frame 3
+    """
     _target("taskology.data.inspect", "inspect_command", 2)(**kwargs)
 
 
-def main() -> None:
-    cli(prog_name="taskology")
+def main(args: Sequence[str] | None = None) -> None:
+    """Console entry point (``taskology``, ``python -m taskology``)."""
+    cli.main(args=args, prog_name="taskology")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ Example:
     >>> cfg = load_config(None, ["train.steps=20", "tasks.depth.label_fraction=0.05"])
     >>> cfg.train.steps, cfg.tasks["depth"].label_fraction
     (20, 0.05)
-    >>> load_config(None, ["train.stpes=5"])
+    >>> load_config(None, ["train.stpes=5"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     taskology.errors.ConfigError: override 'train.stpes=5': train.stpes: unknown key; allowed: steps, ...
 """
