@@ -1,0 +1,301 @@
+"""``TaskActor``: one task's :class:`~taskology.engine.runner.TaskRunner` living on a Dask worker.
+
+Created with ``client.submit(TaskActor, ..., actor=True, workers=[address])``. A worker process has one
+actor thread shared by all its actors, so every method here is short: training runs in a background
+thread started by :meth:`TaskActor.start`, peers are fetched by a second background thread
+(:class:`~taskology.engine.exchange.PeerFetcher`), and the methods only read/swap state under a lock.
+
+Checkpoints (``<run_dir>/checkpoints/<task>/step_00000123.pt`` via ``runner.save_checkpoint``, atomic,
+plus ``step_00000123.exchange.json`` and the latest publication ``step_00000123.pub.npz``) are written
+every ``checkpoint_every_steps`` steps or ``checkpoint_every_s`` seconds, whichever comes first, and at
+the end; the newest ``keep_checkpoints`` are kept. A TaskActor created where checkpoints exist resumes
+from the newest (``runner_cls.restore``), so recovery = create the actor again.
+
+TensorBoard event files go to ``<run_dir>/tensorboard/<task>/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, PeerFetcher, PredictionCache,
+                                       PublicationBox, compact_predictions)
+from taskology.engine.protocol import Predictions
+
+_CKPT = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_due(step: int, last_step: int, now: float, last_time: float,
+                   every_steps: int | None, every_s: float | None) -> bool:
+    """Checkpoint when ``every_steps`` steps or ``every_s`` seconds have passed since the last one.
+
+    Example:
+        >>> checkpoint_due(20, 10, 5.0, 0.0, every_steps=10, every_s=None)
+        True
+        >>> checkpoint_due(15, 10, 5.0, 0.0, every_steps=10, every_s=60.0)
+        False
+    """
+    if step <= last_step:
+        return False
+    if every_steps and step - last_step >= every_steps:
+        return True
+    return bool(every_s) and now - last_time >= float(every_s)  # type: ignore[arg-type]
+
+
+class CheckpointDir:
+    """``<run_dir>/checkpoints/<task>/``: numbered atomic checkpoints with their exchange side files."""
+
+    def __init__(self, root: Path, keep: int = 2) -> None:
+        self.root = Path(root)
+        self.keep = max(int(keep), 1)
+
+    def path(self, step: int) -> Path:
+        return self.root / f"step_{step:08d}.pt"
+
+    def steps(self) -> list[int]:
+        """Steps with a complete checkpoint, ascending (temp files of a crashed writer are ignored)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _CKPT.match(p.name)))
+
+    def latest(self) -> Path | None:
+        steps = self.steps()
+        return self.path(steps[-1]) if steps else None
+
+    def save_side(self, step: int, exchange_state: Mapping[str, Any], publication: Predictions | None) -> None:
+        """Write the exchange state (JSON) and the latest publication (npz, no pickle) atomically."""
+        base = self.path(step).with_suffix("")
+        _write_atomic(base.with_suffix(".exchange.json"), json.dumps(dict(exchange_state)).encode())
+        if publication is not None:
+            tmp = base.with_name(f".{base.name}.pub.tmp{os.getpid()}.npz")
+            arrays = {f"out_{k}": v for k, v in publication.outputs.items()}
+            np.savez(tmp, sample_ids=np.asarray(publication.sample_ids, dtype=str),
+                     meta=np.asarray([publication.step, publication.wall_time], dtype=np.float64), **arrays)
+            os.replace(tmp, base.with_suffix(".pub.npz"))
+
+    def load_side(self, step: int, task: str) -> tuple[dict[str, Any], Predictions | None]:
+        base = self.path(step).with_suffix("")
+        state: dict[str, Any] = {}
+        js = base.with_suffix(".exchange.json")
+        if js.is_file():
+            state = json.loads(js.read_text())
+        pub = None
+        npz = base.with_suffix(".pub.npz")
+        if npz.is_file():
+            with np.load(npz, allow_pickle=False) as z:
+                outputs = {k[4:]: z[k] for k in z.files if k.startswith("out_")}
+                pub = Predictions(task, int(z["meta"][0]), float(z["meta"][1]), [str(s) for s in z["sample_ids"]],
+                                  outputs)
+        return state, pub
+
+    def prune(self) -> None:
+        """Delete all but the newest ``keep`` checkpoints (and their side files)."""
+        for step in self.steps()[:-self.keep]:
+            base = self.path(step).with_suffix("")
+            for p in (self.path(step), base.with_suffix(".exchange.json"), base.with_suffix(".pub.npz")):
+                p.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class TaskActor:
+    """Trains one task on the worker that holds it; serves its predictions to peers.
+
+    Args:
+        task_name: the task.
+        runner_cls: a class with the TaskRunner API (``__init__(**runner_kwargs, peer_view=...)``,
+            ``restore(path, **kwargs)``, ``train_step``, ``predict_mediator``, ``save_checkpoint``, ...).
+        runner_kwargs: keyword arguments of ``runner_cls`` except ``peer_view``.
+        run_dir: the run directory (checkpoints and TensorBoard files go below it).
+        policy: exchange policy (publish/refetch/staleness).
+        checkpoint_every_steps, checkpoint_every_s: checkpoint cadence (either may be None).
+        keep_checkpoints: how many checkpoints to keep.
+        log_every: TensorBoard scalars every this many steps (0 disables TensorBoard).
+    """
+
+    def __init__(self, *, task_name: str, runner_cls: Any, runner_kwargs: Mapping[str, Any], run_dir: str,
+                 policy: ExchangePolicy, checkpoint_every_steps: int | None = 100,
+                 checkpoint_every_s: float | None = 60.0, keep_checkpoints: int = 2, log_every: int = 10,
+                 device: str = "cpu") -> None:
+        self.task_name = task_name
+        self.policy = policy
+        self.run_dir = Path(run_dir)
+        self.checkpoints = CheckpointDir(self.run_dir / "checkpoints" / task_name, keep_checkpoints)
+        self.every_steps, self.every_s = checkpoint_every_steps, checkpoint_every_s
+        self.log_every = log_every
+        self.cache = PredictionCache(policy)
+        self.fetcher = PeerFetcher(self.cache)
+        self.box = PublicationBox()
+        view = DistributedPeerView(self.cache, device)
+        kwargs = dict(runner_kwargs, peer_view=view)
+        latest = self.checkpoints.latest()
+        self.restored_from: int | None = None
+        self.last_published_step: int | None = None
+        if latest is not None:
+            self.runner = runner_cls.restore(latest, **kwargs)
+            self.restored_from = int(self.runner.step)
+            state, pub = self.checkpoints.load_side(self.restored_from, task_name)
+            if pub is not None:
+                self.box.publish(pub)
+            self.last_published_step = state.get("last_published_step")
+        else:
+            self.runner = runner_cls(**kwargs)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending_pool: list[str] | None = None
+        self._state = "idle"
+        self._error: str | None = None
+        self._target = 0
+        self._scalars: dict[str, float] = {}
+        self._step = int(self.runner.step)
+        self._rate: deque[tuple[float, int]] = deque(maxlen=20)
+        self._exchange_s = 0.0
+        self._train_s = 0.0
+        self._last_ckpt_step = self._step
+        self._last_ckpt_time = time.time()
+        self._writer: Any = None
+
+    # ---- actor methods (short) -------------------------------------------------------------
+    def start(self, target_steps: int) -> str:
+        """Train (in a background thread) until ``runner.step == target_steps``; returns the state."""
+        with self._lock:
+            self._target = int(target_steps)
+            if self._thread is not None and self._thread.is_alive():
+                return self._state
+            self._stop.clear()
+            self._state = "training"
+            self._thread = threading.Thread(target=self._train_loop, name=f"taskology-train-{self.task_name}",
+                                            daemon=True)
+            self._thread.start()
+            self.fetcher.start()
+            return self._state
+
+    def stop(self, timeout_s: float = 30.0) -> str:
+        """Stop training after the current step (writes a final checkpoint) and stop fetching."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+        self.fetcher.stop()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        with self._lock:
+            if self._state == "training":
+                self._state = "stopped"
+            return self._state
+
+    def set_peers(self, peers: Mapping[str, Any]) -> None:
+        """Actor handles of the peers this task reads (replaced after a peer is recreated)."""
+        self.fetcher.set_peers({k: v for k, v in peers.items() if k != self.task_name})
+
+    def set_mediator_pool(self, shard_paths: list[str]) -> None:
+        """New mediator shard list; applied by the training thread between two steps."""
+        with self._lock:
+            self._pending_pool = list(shard_paths)
+
+    def current_step(self) -> int:
+        return self._step
+
+    def latest_predictions(self, since_step: int = -1) -> Predictions | None:
+        """The newest publication if made after ``since_step``, else ``None``."""
+        return self.box.latest(since_step)
+
+    def predictions_since(self, since_step: int = -1) -> list[Predictions]:
+        """Every retained publication made after ``since_step``, oldest first."""
+        return self.box.since(since_step)
+
+    def status(self) -> dict[str, Any]:
+        """Step, state, speed, latest scalars (losses, consistency, staleness), exchange figures."""
+        with self._lock:
+            rate = 0.0
+            if len(self._rate) >= 2:
+                (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
+                rate = (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+            return {"task": self.task_name, "state": self._state, "error": self._error, "step": self._step,
+                    "target": self._target, "steps_per_s": rate, "scalars": dict(self._scalars),
+                    "staleness": self.cache.log.scalars(), "published_step": self.box.last_step,
+                    "checkpoint_step": self._last_ckpt_step, "restored_from": self.restored_from,
+                    "exchange_bytes_per_s": self.fetcher.meter.bytes_per_s(),
+                    "exchange_bytes": self.fetcher.meter.bytes_total, "fetch_errors": dict(self.fetcher.errors),
+                    "exchange_s_on_training_thread": self._exchange_s, "train_s": self._train_s,
+                    "pid": os.getpid()}
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Metrics on ``split``; call when training is stopped or done."""
+        return dict(self.runner.evaluate(split))
+
+    # ---- background training ---------------------------------------------------------------
+    def _train_loop(self) -> None:
+        try:
+            while not self._stop.is_set() and self.runner.step < self._target:
+                with self._lock:
+                    pool, self._pending_pool = self._pending_pool, None
+                if pool is not None:
+                    self.runner.set_mediator_pool(pool)
+                t0 = time.perf_counter()
+                scalars = self.runner.train_step()
+                t1 = time.perf_counter()
+                step = int(self.runner.step)
+                if self.policy.should_publish(step, self.last_published_step):
+                    self._publish(step)
+                t2 = time.perf_counter()
+                with self._lock:
+                    self._step = step
+                    self._scalars = {k: float(v) for k, v in scalars.items()}
+                    self._rate.append((time.time(), step))
+                    self._train_s += t1 - t0
+                    self._exchange_s += t2 - t1
+                self._log_tensorboard(step, scalars)
+                if checkpoint_due(step, self._last_ckpt_step, time.time(), self._last_ckpt_time,
+                                  self.every_steps, self.every_s):
+                    self._checkpoint(step)
+            self._checkpoint(int(self.runner.step))
+            with self._lock:
+                self._state = "done" if self.runner.step >= self._target else "stopped"
+        except Exception as exc:  # noqa: BLE001 - reported through status(); the supervisor decides
+            with self._lock:
+                self._state = "failed"
+                self._error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+
+    def _publish(self, step: int) -> None:
+        predictions = self.runner.predict_mediator()
+        if predictions is not None and predictions.sample_ids:
+            self.box.publish(compact_predictions(predictions, self.policy.payload_dtype))
+        self.last_published_step = step
+
+    def _checkpoint(self, step: int) -> None:
+        if step <= self._last_ckpt_step and self.checkpoints.latest() is not None:
+            return
+        self.runner.save_checkpoint(self.checkpoints.path(step))
+        self.checkpoints.save_side(step, {"last_published_step": self.last_published_step, "step": step,
+                                          "exchange_bytes": self.fetcher.meter.bytes_total},
+                                   self.box.latest())
+        self.checkpoints.prune()
+        with self._lock:
+            self._last_ckpt_step = step
+            self._last_ckpt_time = time.time()
+
+    def _log_tensorboard(self, step: int, scalars: Mapping[str, float]) -> None:
+        if not self.log_every or step % self.log_every:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard" / self.task_name))
+        for k, v in {**scalars, **self.cache.log.scalars()}.items():
+            self._writer.add_scalar(k, float(v), step)
+        self._writer.add_scalar("exchange/bytes_per_s", self.fetcher.meter.bytes_per_s(), step)
