@@ -1,0 +1,112 @@
+"""SimActor: pure resume/retire decisions, the restart scan on real shard files, and a real Dask
+LocalCluster with a worker killed (SIGKILL) in the middle of a shard."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taskology.data.shard import Shard, stale_temp_files, write_shard
+from taskology.errors import SimError
+from taskology.sim.actor import (CORRUPT_SUFFIX, LEDGER_NAME, SimActor, indices_to_retire, next_index, plan_resume,
+                                 resolve_indices)
+
+
+def _id(seed: int, index: int) -> str:
+    return f"t{seed}-{index:04d}"
+
+
+# ---------------------------------------------------------------------------------- pure decisions
+def test_resolve_indices_any_format_and_start_hint() -> None:
+    stems = [_id(3, 7), _id(3, 2), _id(4, 2), "notes"]
+    found, unmatched = resolve_indices(stems, lambda i: _id(3, i), limit=100)
+    assert found == {2: _id(3, 2), 7: _id(3, 7)} and unmatched == ["notes", _id(4, 2)]
+    calls: list[int] = []
+    found, _ = resolve_indices([_id(0, 500)], lambda i: calls.append(i) or _id(0, i), start=499)
+    assert found == {500: _id(0, 500)} and calls == [499, 500]          # stops as soon as all are found
+    found, _ = resolve_indices([_id(0, 3)], lambda i: _id(0, i), start=50, limit=60)
+    assert found == {3: _id(0, 3)}                                        # wraps around to below the hint
+
+
+def test_next_index_never_repeats() -> None:
+    assert next_index([], 0) == 0
+    assert next_index([0, 1, 2], 3) == 3
+    assert next_index([0, 1, 2], 2) == 3          # shard finished, ledger not yet updated (crash between)
+    assert next_index([], 12) == 12               # all shards retired: the ledger remembers
+    assert next_index([5, 9], 7) == 10
+    assert next_index([0, 2], 0) == 3             # a gap (corrupt shard moved aside) is not refilled
+
+
+def test_indices_to_retire() -> None:
+    assert indices_to_retire([3, 1, 2, 0], keep=2) == [0, 1]
+    assert indices_to_retire([3, 1], keep=5) == []
+    assert indices_to_retire([3, 1], keep=0) == [1, 3]
+    assert indices_to_retire([3, 1], keep=None) == []
+    with pytest.raises(SimError, match="keep"):
+        indices_to_retire([1], keep=-1)
+
+
+def test_plan_resume_uses_ledger_and_flags_foreign_files() -> None:
+    plan = plan_resume([_id(1, 40), _id(1, 41)], lambda i: _id(1, i), ledger_next=41)
+    assert plan.indices == {40: _id(1, 40), 41: _id(1, 41)} and plan.next_index == 42 and plan.foreign == []
+    plan = plan_resume([_id(2, 0)], lambda i: _id(1, i), ledger_next=0)
+    assert plan.foreign == [_id(2, 0)] and plan.indices == {}
+
+
+# ------------------------------------------------------------------------- restart scan (no cluster)
+def _tiny_shard(directory: Path, sid: str) -> Path:
+    return write_shard(directory / f"{sid}.h5", {"ego/world_from_ego": np.stack([np.eye(4)] * 2)}, sequence_id=sid,
+                       frame_rate=10.0, generator={"backend": "test"})
+
+
+def test_scan_removes_temps_quarantines_corrupt_and_resumes(tmp_path: Path) -> None:
+    for i in range(3):
+        _tiny_shard(tmp_path, _id(0, i))
+    corrupt = tmp_path / f"{_id(0, 1)}.h5"
+    corrupt.write_bytes(corrupt.read_bytes()[:200])                    # truncated: must not stay in the pool
+    (tmp_path / f".{_id(0, 3)}.h5.tmp-999-abcd").write_bytes(b"half a shard")   # a dead writer's leftover
+    actor = SimActor(tmp_path, seed=0, frames=2)
+    actor._scan(_id)
+    status = actor.status()
+    assert actor.shards() == [str(tmp_path / f"{_id(0, i)}.h5") for i in (0, 2)]
+    assert status["next_index"] == 3
+    assert status["removed_temp_files"] == [f".{_id(0, 3)}.h5.tmp-999-abcd"] and stale_temp_files(tmp_path) == []
+    assert len(status["quarantined"]) == 1 and (tmp_path / f"{_id(0, 1)}.h5{CORRUPT_SUFFIX}").exists()
+    assert actor.retire(1) == [str(tmp_path / f"{_id(0, 0)}.h5")]
+    assert not (tmp_path / f"{_id(0, 0)}.h5").exists() and actor.shards() == [str(tmp_path / f"{_id(0, 2)}.h5")]
+
+
+def test_scan_refuses_other_config_and_foreign_shards(tmp_path: Path) -> None:
+    actor = SimActor(tmp_path, seed=0, frames=2)
+    (tmp_path / LEDGER_NAME).write_text(json.dumps({"config": {**actor._config(), "frames": 9}, "next_index": 4}))
+    with pytest.raises(SimError, match="generated with"):
+        actor._scan(_id)
+    (tmp_path / LEDGER_NAME).unlink()
+    _tiny_shard(tmp_path, _id(5, 0))
+    with pytest.raises(SimError, match="not sequences of seed 0"):
+        actor._scan(_id)
+
+
+def test_one_actor_per_directory(tmp_path: Path) -> None:
+    first = SimActor(tmp_path, seed=0, frames=1, max_shards=0)
+    first.start()
+    try:
+        with pytest.raises(SimError, match="another SimActor"):
+            SimActor(tmp_path, seed=0, frames=1).start()
+    finally:
+        first.stop()
+    second = SimActor(tmp_path, seed=0, frames=1, max_shards=0)
+    second.start()                                                      # lock released by stop()
+    second.stop()
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(SimError, match="frames"):
+        SimActor("x", frames=0)
+    with pytest.raises(SimError, match="pool_size"):
+        SimActor("x", pool_size=0)
