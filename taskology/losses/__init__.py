@@ -1,1 +1,36 @@
-"""taskology.losses"""
+"""Consistency relations: one module per relation; the registry ``RELATIONS`` maps a name to it.
+
+Example:
+    >>> sorted(RELATIONS)
+    ['depth_normals', 'photometric', 'segmentation_geometry', 'segmentation_motion']
+    >>> RELATIONS["photometric"].tasks
+    ('depth', 'motion')
+"""
+from __future__ import annotations
+
+from taskology.errors import ConfigError
+from taskology.losses.depth_normals import depth_normals_loss
+from taskology.losses.photometric import photometric_loss
+from taskology.losses.relation import Relation, evaluate_for_receiver
+from taskology.losses.segmentation_geometry import segmentation_geometry_loss
+from taskology.losses.segmentation_motion import segmentation_motion_loss
+
+#: relation name -> Relation (a plain dict; adding a relation is one module + one line here).
+RELATIONS: dict[str, Relation] = {
+    "depth_normals": Relation("depth_normals", depth_normals_loss, ("depth", "normals")),
+    "photometric": Relation("photometric", photometric_loss, ("depth", "motion"), needs_pair=True),
+    "segmentation_motion": Relation("segmentation_motion", segmentation_motion_loss, ("motion", "segmentation")),
+    "segmentation_geometry": Relation("segmentation_geometry", segmentation_geometry_loss,
+                                      ("segmentation", "normals", "depth")),
+}
+
+
+def relation(name: str) -> Relation:
+    """Registry lookup whose error lists the available names."""
+    try:
+        return RELATIONS[name]
+    except KeyError:
+        raise ConfigError(f"unknown relation {name!r}; available: {', '.join(sorted(RELATIONS))}") from None
+
+
+__all__ = ["RELATIONS", "Relation", "relation", "evaluate_for_receiver"]

@@ -1,0 +1,56 @@
+"""``segmentation_geometry`` (logic): ground is level, sky is far.
+
+- Pixels of ground classes (road, sidewalk, road line: ``GROUND_CLASS_IDS``) have the ground's
+  up-vector as normal. In the camera frame ``up = R_cam_from_ego @ (0, 0, 1)``; the camera is above
+  the ground, so this direction points towards the camera (our normal convention).
+  Term: ``mean(p_ground * (1 - cos(n, up)))``.
+- Sky has no valid depth: the depth task must predict its far limit there. Term:
+  ``mean(p_sky * (log max_depth - log depth) / (log max_depth - log min_depth))`` (0 at the limit).
+
+The loss is the sum of both terms. Feeds segmentation (through ``p``), normals and depth.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+
+from taskology.data.schema import GROUND_CLASS_IDS, SKY_CLASS_ID
+from taskology.tasks.base import Task
+
+
+def up_in_camera(cam_from_ego: torch.Tensor) -> torch.Tensor:
+    """(B, 4, 4) camera mounts -> (B, 3, 1, 1) unit ground up-vector in the camera frame."""
+    return cam_from_ego[:, :3, 2].reshape(-1, 3, 1, 1)
+
+
+def class_probability(logits: torch.Tensor, segmentation: Any, carla_ids: Any) -> torch.Tensor:
+    """(B, C, H, W) logits -> (B, 1, H, W) total probability of the listed CARLA classes."""
+    probs = torch.softmax(logits, dim=1)
+    index = segmentation.class_index(sorted(carla_ids))
+    if not index:
+        return torch.zeros_like(probs[:, :1])
+    return probs[:, index].sum(dim=1, keepdim=True)
+
+
+def segmentation_geometry_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
+                                tasks: Mapping[str, Task]) -> dict[str, torch.Tensor]:
+    logits = outputs["segmentation"]["logits"]
+    normals = outputs["normals"]["normals"].to(logits.dtype)
+    depth = outputs["depth"]["depth"].to(logits.dtype)
+    segmentation, depth_task = tasks["segmentation"], tasks["depth"]
+    up = up_in_camera(batch["cam_from_ego"].to(logits.dtype))
+    p_ground = class_probability(logits, segmentation, GROUND_CLASS_IDS)
+    ground = (p_ground * (1.0 - (normals * up).sum(dim=1, keepdim=True))).mean()
+    p_sky = class_probability(logits, segmentation, [SKY_CLASS_ID])
+    lo, hi = math.log(depth_task.min_depth), math.log(depth_task.max_depth)
+    nearness = ((hi - torch.log(depth.clamp_min(1e-6))) / (hi - lo)).clamp_min(0.0)
+    sky = (p_sky * nearness).mean()
+    return {"ground": ground, "sky": sky}
+
+
+def segmentation_geometry_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
+                               tasks: Mapping[str, Task]) -> torch.Tensor:
+    terms = segmentation_geometry_terms(outputs, batch, tasks)
+    return terms["ground"] + terms["sky"]

@@ -1,0 +1,118 @@
+"""TaskRunner mechanics: steps, gradients only into the receiving task, checkpoint round trips."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import synthetic_task_data  # noqa: E402
+
+from taskology.config import load_config  # noqa: E402
+from taskology.engine.peers import InProcessPeerView  # noqa: E402
+from taskology.engine.runner import TaskRunner, load_checkpoint  # noqa: E402
+from taskology.errors import DataError  # noqa: E402
+
+TASKS = ("depth", "normals", "segmentation", "motion")
+
+
+def tiny_config(*extra: str):
+    overrides = ["train.mediator_batch_size=2"]
+    for t in TASKS:
+        overrides += [f"tasks.{t}.width=4", f"tasks.{t}.batch_size=2", f"tasks.{t}.lr=0.003"]
+    return load_config(None, overrides + list(extra))
+
+
+def make_runners(tmp_path: Path, collective: bool = True, seed: int = 0):
+    cfg = tiny_config()
+    view = InProcessPeerView()
+    runners = {}
+    for t in TASKS:
+        runners[t] = TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view,
+                                seed=seed, collective=collective, data=synthetic_task_data(seed=seed))
+        view.register(t, runners[t])
+    return cfg, view, runners
+
+
+def test_collective_step_logs_every_relation_and_no_peer_gets_gradient(tmp_path: Path) -> None:
+    _, _, runners = make_runners(tmp_path)
+    scalars = runners["depth"].train_step()
+    assert {"consistency/depth_normals", "consistency/photometric", "consistency/segmentation_geometry"} <= set(scalars)
+    assert scalars["staleness/steps_mean"] == 0.0
+    assert runners["depth"].step == 1
+    # Peers were only run for predictions: no parameter of any peer received a gradient.
+    for name in ("normals", "segmentation", "motion"):
+        assert all(p.grad is None for p in runners[name].model.parameters()), name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in runners["depth"].model.parameters())
+
+
+def test_alone_mode_has_no_relations(tmp_path: Path) -> None:
+    _, _, runners = make_runners(tmp_path, collective=False)
+    scalars = runners["normals"].train_step()
+    assert not [k for k in scalars if k.startswith("consistency/")]
+    assert runners["normals"].mediator_stream is None
+
+
+def test_checkpoint_round_trip_gives_identical_next_losses(tmp_path: Path) -> None:
+    cfg, view, runners = make_runners(tmp_path)
+    runner = runners["motion"]
+    for _ in range(2):
+        runner.train_step()
+    path = tmp_path / "ckpt" / "motion.pt"
+    runner.save_checkpoint(path)
+    expected = [runner.train_step() for _ in range(2)]
+    restored = TaskRunner.restore(path, task_name="motion", config=cfg, data_root=tmp_path, run_dir=tmp_path,
+                                  peer_view=view, seed=0, data=synthetic_task_data())
+    assert restored.step == 2
+    got = [restored.train_step() for _ in range(2)]
+    for e, g in zip(expected, got):
+        for key in e:
+            if key.startswith(("loss/", "consistency/")):
+                assert g[key] == pytest.approx(e[key], rel=1e-6, abs=1e-7), key
+
+
+def test_state_dict_restores_rng_states(tmp_path: Path) -> None:
+    _, _, runners = make_runners(tmp_path)
+    runner = runners["depth"]
+    state = runner.state_dict()
+    a = (torch.rand(3), np.random.rand(3))
+    runner.load_state_dict(state)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_corrupt_checkpoint_is_a_data_error(tmp_path: Path) -> None:
+    _, _, runners = make_runners(tmp_path)
+    path = tmp_path / "depth.pt"
+    runners["depth"].save_checkpoint(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="depth.pt"):
+        load_checkpoint(path)
+    assert not list(tmp_path.glob(".*.tmp*"))
+
+
+def test_predict_mediator_is_compact_and_matches_predict(tmp_path: Path) -> None:
+    _, _, runners = make_runners(tmp_path)
+    runner = runners["depth"]
+    pred = runner.predict_mediator(["med:3", "med:1"])
+    assert pred.sample_ids == ["med:3", "med:1"] and pred.task == "depth" and pred.step == 0
+    assert pred.outputs["depth"].dtype == np.float16 and pred.outputs["depth"].shape == (2, 1, 32, 96)
+    from taskology.engine.batches import collate
+
+    direct = runner.predict(collate([runner.data.mediator[3]]))["depth"].numpy()
+    np.testing.assert_allclose(pred.outputs["depth"][0].astype(np.float32), direct[0], rtol=2e-3)
+    with pytest.raises(KeyError):
+        runner.predict_mediator(["nope:0"])
+
+
+def test_set_mediator_pool_replaces_samples(tmp_path: Path) -> None:
+    _, _, runners = make_runners(tmp_path)
+    runner = runners["normals"]
+    runner.set_mediator_pool([tmp_path / "a.h5", tmp_path / "b.h5"])
+    assert list(runner.data.mediator.sample_ids) == [f"pool:{i}" for i in range(4)]
+    runner.train_step()
+    assert runner.predict_mediator().sample_ids == [f"pool:{i}" for i in range(4)]
