@@ -509,27 +509,45 @@ def parse_override(override: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
-    """A new config with dotted ``KEY=VALUE`` overrides applied in order (the input is unchanged).
+    """A new config with dotted ``KEY=VALUE`` overrides applied (the input is unchanged).
+
+    Overrides are applied in order (a later one wins) and validated together, so settings that only
+    make sense jointly (``cluster.address=tls://...`` plus the three ``cluster.tls.*`` files) work.
+    An error names the override whose key it concerns.
 
     Example:
         >>> apply_overrides(ExperimentConfig(), ["train.seeds=[0, 1]"]).train.seeds
         [0, 1]
     """
-    for override in overrides:
-        keys, value = parse_override(override)
-        raw = config.model_dump(mode="python")
+    if not overrides:
+        return config
+    raw = config.model_dump(mode="python")
+    parsed = [(override, *parse_override(override)) for override in overrides]
+    for override, keys, value in parsed:
         node: Any = raw
         for depth, key in enumerate(keys[:-1]):
-            child = node.get(key) if isinstance(node, dict) else None
-            if child is None and isinstance(node, dict):
+            child = node.get(key)
+            if child is None:
                 child = node[key] = {}
             if not isinstance(child, dict):
                 dotted = ".".join(keys[: depth + 1])
                 raise ConfigError(f"override {override!r}: {dotted} is a value, not a section")
             node = child
         node[keys[-1]] = value
-        config = _validate(raw, f"override {override!r}")
-    return config
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        message = describe_validation_error(exc, ExperimentConfig)
+        failed_key = message.split(":", 1)[0]
+        culprits = [override for override, keys, _ in parsed
+                    if _related(".".join(keys), failed_key)]
+        where = f"override {culprits[-1]!r}" if culprits else "overrides " + " ".join(overrides)
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def _related(key: str, other: str) -> bool:
+    """Whether one dotted key lies inside the other (``train`` and ``train.steps``)."""
+    return key == other or key.startswith(other + ".") or other.startswith(key + ".")
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -538,7 +556,7 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> ExperimentC
     Raises:
         ConfigError: missing/unreadable file, invalid YAML, unknown key, wrong type or bad value.
     """
-    config = ExperimentConfig() if path is None else read_config_file(Path(path))
+    config = _validate({}, "default config") if path is None else read_config_file(Path(path))
     return apply_overrides(config, overrides)
 
 

@@ -1,0 +1,339 @@
+"""Typed experiment config: presets, overrides, one-line errors, save/load round trip."""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+import taskology.config as config_module
+from taskology.config import (
+    CAMERA_TASKS,
+    KNOWN_RELATIONS,
+    KNOWN_TASKS,
+    ExperimentConfig,
+    apply_overrides,
+    config_to_yaml,
+    load_config,
+    parse_camera_hw,
+    parse_cluster_address,
+    parse_override,
+    save_config,
+)
+from taskology.errors import ConfigError, TaskologyError
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _error(path: Path | None = None, overrides: tuple[str, ...] = ()) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+def test_the_three_presets_exist() -> None:
+    assert {p.name for p in PRESETS} >= {"default.yaml", "demo.yaml", "consistency.yaml"}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_every_preset_loads_and_round_trips(preset: Path, tmp_path: Path) -> None:
+    config = load_config(preset)
+    assert config.enabled_tasks(), f"{preset.name} trains no task"
+    saved = save_config(config, tmp_path / "run" / "config.yaml")
+    assert load_config(saved) == config
+
+
+def test_default_yaml_documents_every_key_with_its_default_value() -> None:
+    raw = yaml.safe_load((ROOT / "configs/default.yaml").read_text())
+
+    def keys(tree: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for key, value in tree.items():
+            out.add(prefix + key)
+            if isinstance(value, dict):
+                out |= keys(value, f"{prefix}{key}.")
+        return out
+
+    assert keys(raw) == keys(ExperimentConfig().model_dump(mode="json"))
+    assert load_config(ROOT / "configs/default.yaml") == ExperimentConfig()
+
+
+def test_demo_preset_is_the_small_laptop_run() -> None:
+    demo = load_config(ROOT / "configs/demo.yaml")
+    assert demo.data.camera_hw == (64, 208) and demo.sim.camera_hw == (64, 208)
+    assert demo.enabled_tasks() == ["depth", "normals", "segmentation", "motion"]
+    assert all(task.label_fraction <= 0.2 for task in demo.tasks.values())
+    assert demo.train.steps <= 1000 and demo.sim.sequences <= 8
+
+
+# ---------------------------------------------------------------------------------------- overrides
+
+
+@pytest.mark.parametrize("override, path, expected", [
+    ("train.steps=2000", ("train", "steps"), 2000),
+    ("tasks.depth.label_fraction=0.05", ("tasks", "depth", "label_fraction"), 0.05),
+    ("tasks.depth.lr=1e-3", ("tasks", "depth", "lr"), 0.001),  # PyYAML reads 1e-3 as text
+    ("cluster.dashboard=false", ("cluster", "dashboard"), False),
+    ("train.seeds=[1,2]", ("train", "seeds"), [1, 2]),
+    ("cluster.n_workers=null", ("cluster", "n_workers"), None),
+    ("cluster.address=tcp://10.1.2.3:8786", ("cluster", "address"), "tcp://10.1.2.3:8786"),
+    ("sim.camera=128x416", ("sim", "camera"), "128x416"),
+    ("data.root=/tmp/shards", ("data", "root"), Path("/tmp/shards")),
+    ("relations.photometric.weight=0", ("relations", "photometric", "weight"), 0.0),
+])
+def test_override_values_are_parsed_as_yaml(override: str, path: tuple[str, ...], expected: object) -> None:
+    node: object = load_config(None, [override])
+    for key in path:
+        node = node[key] if isinstance(node, dict) else getattr(node, key)
+    assert node == expected and type(node) is type(expected)
+
+
+def test_an_error_names_the_override_it_concerns() -> None:
+    message = _error(overrides=("train.steps=5", "tasks.depth.lr=-1", "train.log_every=3"))
+    assert message.startswith("override 'tasks.depth.lr=-1': tasks.depth.lr: must be > 0 and <= 10; found -1")
+    assert _error(overrides=("train.steps=5", "train={mode: x}")).startswith("override 'train={mode: x}': train.mode")
+
+
+def test_overrides_apply_in_order_and_leave_the_input_unchanged() -> None:
+    base = ExperimentConfig()
+    changed = apply_overrides(base, ["train.steps=5", "train.steps=7", "tasks.depth.width=8"])
+    assert changed.train.steps == 7 and changed.tasks["depth"].width == 8
+    assert base.train.steps == 2000 and base.tasks["depth"].width == 16
+
+
+def test_override_edits_one_task_and_keeps_the_others() -> None:
+    config = load_config(None, ["tasks.depth.lr=0.01"])
+    assert list(config.tasks) == list(CAMERA_TASKS)
+    assert config.tasks["depth"].lr == 0.01 and config.tasks["normals"].lr == 0.001
+
+
+def test_a_file_listing_tasks_replaces_the_default_mapping(tmp_path: Path) -> None:
+    path = _write(tmp_path, "tasks:\n  depth: {label_fraction: 0.02}\nrelations: {}\n")
+    config = load_config(path)
+    assert list(config.tasks) == ["depth"] and config.tasks["depth"].label_fraction == 0.02
+    assert config.tasks["depth"].batch_size == 8  # missing keys take the defaults
+    assert config.enabled_relations() == {}
+    assert config.train == ExperimentConfig().train  # missing sections take the defaults
+
+
+def test_parse_override_known_answers() -> None:
+    assert parse_override("train.steps=10") == (["train", "steps"], 10)
+    assert parse_override("data.root=a=b") == (["data", "root"], "a=b")  # split at the first '='
+    assert parse_override("cluster.n_workers=") == (["cluster", "n_workers"], None)
+    for bad in ("train.steps", "=3", ".train=3", "train..steps=3", "train steps=3"):
+        with pytest.raises(ConfigError, match="KEY=VALUE"):
+            parse_override(bad)
+
+
+def test_enabled_tasks_and_relations_follow_the_flags() -> None:
+    config = load_config(None, ["tasks.motion.enabled=false", "relations.photometric.enabled=false",
+                                "relations.depth_normals.weight=2.5"])
+    assert config.enabled_tasks() == ["depth", "normals", "segmentation"]
+    assert config.enabled_relations() == {"depth_normals": 2.5, "segmentation_motion": 1.0,
+                                          "segmentation_geometry": 1.0}
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.stpes=5", "override 'train.stpes=5': train.stpes: unknown key; allowed: steps, mode, seeds, device,"),
+    ("trian.steps=5", "trian: unknown key; allowed: data, sim, tasks, relations, train, cluster, exchange"),
+    ("tasks.depth.lrr=1", "tasks.depth.lrr: unknown key; allowed: enabled, label_fraction, lr, batch_size, width"),
+    ("cluster.tls.ca=x", "cluster.tls.ca: unknown key; allowed: ca_file, cert_file, key_file"),
+    ("train.steps=0", "train.steps: must be >= 1; found 0"),
+    ("train.steps=abc", "train.steps: expected an integer >= 1; found 'abc'"),
+    ("train.steps=true", "train.steps: expected an integer >= 1; found True (bool)"),
+    ("train.steps=2.5", "train.steps: expected an integer"),
+    ("tasks.depth.label_fraction=0", "tasks.depth.label_fraction: must be > 0 and <= 1; found 0"),
+    ("tasks.depth.label_fraction=1.01", "tasks.depth.label_fraction: must be > 0 and <= 1; found 1.01"),
+    ("tasks.depth.lr=yes", "tasks.depth.lr: expected a number"),
+    ("relations.photometric.weight=-1", "relations.photometric.weight: must be >= 0; found -1"),
+    ("data.mediator_fraction=1", "data.mediator_fraction: must be >= 0 and < 1; found 1"),
+    ("sim.lidar_beams=24", "sim.lidar_beams: expected one of 0, 16, 32, 64 or 128; found 24"),
+    ("train.mode=both", "train.mode: expected one of 'alone' or 'collective'; found 'both'"),
+    ("train.device=tpu", "train.device: expected one of 'auto', 'cpu' or 'cuda'"),
+    ("exchange.payload_dtype=int8", "exchange.payload_dtype: expected one of 'float16' or 'float32'"),
+    ("train.seeds=[0,0]", "train.seeds: seeds must be distinct; found [0, 0]"),
+    ("train.seeds=[]", "train.seeds: expected at least 1 item(s); found []"),
+    ("train.seeds=[0,-3]", "train.seeds.1: must be >= 0; found -3"),
+    ("cluster.n_workers=0", "cluster.n_workers: must be >= 1; found 0"),
+    ("data.camera=64by208", "data.camera: expected a camera size 'HxW' like '64x208'; found '64by208'"),
+    ("sim.camera=5000x208", "sim.camera: camera sides must be in 1..4096 pixels"),
+    ("sim.camera=0x208", "sim.camera: expected a camera size 'HxW' like '64x208'; found 520"),  # YAML hex
+    ("sim.carla_host=localhost", "sim.carla_host: expected HOST:PORT"),
+    ("cluster.address=tcp://host", "cluster.address: expected none, local, tcp://HOST:PORT or tls://HOST:PORT"),
+    ("cluster.address=http://h:1", "cluster.address: expected none, local, tcp://HOST:PORT or tls://HOST:PORT"),
+    ("train=5", "train: expected a mapping (section); found 5"),
+    ("train.steps.max=5", "train.steps is a value, not a section"),
+    ("train.steps=[1", "the value is not valid YAML"),
+])
+def test_bad_overrides_name_the_key_and_what_is_allowed(override: str, expected: str) -> None:
+    message = _error(overrides=(override,))
+    assert message.startswith(f"override {override!r}: ")
+    assert expected in message
+
+
+def test_unknown_task_and_relation_list_the_available_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks = ("depth", "motion", "normals", "segmentation")
+    relations = ("depth_normals", "photometric", "segmentation_geometry", "segmentation_motion")
+    monkeypatch.setattr(config_module, "available_tasks", lambda: tasks)
+    monkeypatch.setattr(config_module, "available_relations", lambda: relations)
+    assert ("tasks.dpth: unknown task; available: depth, motion, normals, segmentation"
+            in _error(overrides=("tasks.dpth.lr=0.1",)))
+    assert (f"relations.fotometric: unknown relation; available: {', '.join(relations)}"
+            in _error(overrides=("relations.fotometric.weight=1",)))
+    monkeypatch.setattr(config_module, "available_tasks", lambda: ("depth",))  # a registry without the defaults
+    assert "default config: tasks.normals: unknown task; available: depth" in _error()
+
+
+def test_registry_names_come_from_the_registry_or_the_known_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("fake_registry_home")
+    monkeypatch.setitem(sys.modules, "fake_registry_home", fake)
+    names = config_module._registry_names
+    assert names("fake_registry_home", "TASKS", KNOWN_TASKS) == KNOWN_TASKS  # no registry yet
+    fake.TASKS = {}
+    assert names("fake_registry_home", "TASKS", KNOWN_TASKS) == KNOWN_TASKS  # empty registry
+    fake.TASKS = {"normals": object, "depth": object}
+    assert names("fake_registry_home", "TASKS", KNOWN_TASKS) == ("depth", "normals")
+    assert names("no_such_module_anywhere", "RELATIONS", KNOWN_RELATIONS) == KNOWN_RELATIONS
+
+
+def test_the_real_registries_accept_the_default_experiment() -> None:
+    assert set(CAMERA_TASKS) <= set(config_module.available_tasks())
+    assert set(ExperimentConfig().relations) <= set(config_module.available_relations())
+
+
+def test_no_enabled_task_is_an_error() -> None:
+    message = _error(overrides=tuple(f"tasks.{name}.enabled=false" for name in CAMERA_TASKS))
+    assert "tasks: no task is enabled" in message
+
+
+def test_errors_from_a_file_name_the_file_and_the_dotted_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train:\n  stpes: 5\n")
+    message = _error(path)
+    assert message.startswith(f"{path}: train.stpes: unknown key; allowed: steps, mode, seeds")
+    path = _write(tmp_path, "tasks:\n  depth:\n    label_fraction: 2\n")
+    assert _error(path) == f"{path}: tasks.depth.label_fraction: must be > 0 and <= 1; found 2"
+
+
+def test_several_problems_are_counted_on_one_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train: {steps: 0, log_every: 0, mode: x}\n")
+    message = _error(path)
+    assert message.endswith("(and 2 more problems)")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train:\n  steps: [1\n", "not valid YAML at line 3"),
+    ("train: {steps: 1}\ntrain: {steps: 2}\n", "not valid YAML at line 2, column 1: duplicate key 'train'"),
+    ("- 1\n- 2\n", "expected a mapping of sections"),
+    ("tasks: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
+])
+def test_bad_files(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in _error(_write(tmp_path, text))
+
+
+def test_missing_file_and_empty_file(tmp_path: Path) -> None:
+    assert _error(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: no such config file"
+    assert load_config(_write(tmp_path, "# nothing but a comment\n")) == ExperimentConfig()
+
+
+def test_yaml_text_numbers_and_strict_types_in_files(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, "tasks:\n  depth: {lr: 1e-4, weight_decay: 0}\n"))
+    assert config.tasks["depth"].lr == pytest.approx(1e-4) and config.tasks["depth"].weight_decay == 0.0
+    assert "tasks.depth.lr: expected a number" in _error(_write(tmp_path, "tasks:\n  depth: {lr: true}\n"))
+    assert "train.steps: expected an integer" in _error(_write(tmp_path, "train: {steps: '100'}\n"))
+    assert "cluster.dashboard: expected true or false" in _error(_write(tmp_path, "cluster: {dashboard: 1}\n"))
+
+
+def test_config_error_is_a_user_error() -> None:
+    assert issubclass(ConfigError, TaskologyError) and ConfigError.exit_code == 2
+
+
+# -------------------------------------------------------------------------------------- TLS, parsing
+
+
+def test_tls_needs_all_three_existing_files(tmp_path: Path) -> None:
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca_file", "cert_file", "key_file")}
+    for path in files.values():
+        path.write_text("-----BEGIN CERTIFICATE-----\n")
+    tls = [f"cluster.tls.{name}={path}" for name, path in files.items()]
+    config = load_config(None, ["cluster.address=tls://127.0.0.1:8786", *tls])
+    assert config.cluster.tls.configured and config.cluster.tls.key_file == files["key_file"]
+    assert load_config(None, tls).cluster.address == "local"  # TLS for a local cluster is fine
+    assert "cluster.tls.cert_file: give all three" in _error(overrides=(tls[0],))
+    assert "cluster.tls: address tls://h:1 needs tls.ca_file" in _error(overrides=("cluster.address=tls://h:1",))
+    assert "cluster.address: TLS files are set but the address is plaintext" in _error(
+        overrides=(*tls, "cluster.address=tcp://h:1"))
+    files["key_file"].unlink()
+    assert f"cluster.tls.key_file: no such file '{files['key_file']}'" in _error(overrides=tuple(tls))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("64x208", (64, 208)), ("128X416", (128, 416)), (" 32 x 96 ", (32, 96)), ("4096x1", (4096, 1)),
+])
+def test_parse_camera_hw_accepts(text: str, expected: tuple[int, int]) -> None:
+    assert parse_camera_hw(text) == expected
+
+
+@pytest.mark.parametrize("text", ["64", "64x", "x208", "64x208x3", "-64x208", "0x208", "64x4097", "6.4x208", ""])
+def test_parse_camera_hw_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="HxW|1..4096"):
+        parse_camera_hw(text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("none", "none"), ("LOCAL", "local"), ("tcp://127.0.0.1:8786", "tcp://127.0.0.1:8786"),
+    ("TLS://sched.example.org:8786", "tls://sched.example.org:8786"), ("tcp://[::1]:8786", "tcp://[::1]:8786"),
+])
+def test_parse_cluster_address_accepts(text: str, expected: str) -> None:
+    assert parse_cluster_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "remote", "tcp://h", "tcp://h:0", "tcp://h:70000", "ws://h:1", "tcp://:1",
+                                  "127.0.0.1:8786"])
+def test_parse_cluster_address_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="tcp://HOST:PORT"):
+        parse_cluster_address(text)
+
+
+# --------------------------------------------------------------------------------------------- save
+
+
+def test_saved_yaml_holds_every_key_and_reloads_equal(tmp_path: Path) -> None:
+    config = load_config(ROOT / "configs/demo.yaml", ["train.seeds=[3, 4]", "tasks.depth.lr=2e-4",
+                                                      "cluster.address=none"])
+    text = config_to_yaml(config)
+    assert yaml.safe_load(text) == config.model_dump(mode="json")
+    path = save_config(config, tmp_path / "config.yaml")
+    assert load_config(path) == config
+    assert os.listdir(tmp_path) == ["config.yaml"]  # no temp file left behind
+
+
+def test_a_failed_save_leaves_the_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_config(ExperimentConfig(), tmp_path / "config.yaml")
+    before = path.read_text()
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(config_module.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_config(load_config(None, ["train.steps=1"]), path)
+    assert path.read_text() == before
+    assert os.listdir(tmp_path) == ["config.yaml"]
