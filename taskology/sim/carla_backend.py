@@ -18,7 +18,7 @@ The testable core are the pure conversions below (plain NumPy, no ``carla`` need
 - ``carla.BoundingBox`` holds half sizes (``extent``), a location relative to its actor, and a
   rotation in degrees; ours is ``(x, y, z, l, w, h, yaw)`` in the ego frame, z at the centre, radians.
 - Camera intrinsics come from the horizontal field of view: ``f = W / (2 tan(fov / 2))``, principal
-  point ``(W / 2, H / 2)``.
+  point at the image centre, ``((W - 1) / 2, (H - 1) / 2)`` in our pixel-centre convention.
 
 Example:
     >>> import numpy as np
@@ -29,9 +29,10 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -265,17 +266,22 @@ def semantic_lidar_from_carla(raw: bytes | np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def intrinsics_from_fov(height: int, width: int, fov_deg: float) -> np.ndarray:
-    """CARLA pinhole camera ``K`` (3x3 float64, pixels) from its horizontal field of view in degrees."""
+    """CARLA pinhole camera ``K`` (3x3 float64, pixels) from its horizontal field of view in degrees.
+
+    ``f = W / (2 tan(fov / 2))``. The image centre is the principal point; in our pixel convention
+    (pixel ``u`` has its centre at ``u``, see :mod:`taskology.geometry.camera`) that is
+    ``((W - 1) / 2, (H - 1) / 2)`` (CARLA's own examples write ``W / 2``, i.e. pixel corners).
+    """
     if not 0.0 < fov_deg < 180.0:
         raise SimError(f"camera fov must be in (0, 180) degrees, found {fov_deg}")
     f = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
 def fov_from_intrinsics(K: np.ndarray, height: int, width: int) -> float:
     """The horizontal fov (degrees) CARLA needs to reproduce ``K``; ``K`` must be square-pixel, centred."""
     K = np.asarray(K, np.float64)
-    centred = np.allclose([K[0, 2], K[1, 2]], [width / 2.0, height / 2.0], atol=0.5 + 1e-9)
+    centred = np.allclose([K[0, 2], K[1, 2]], [(width - 1) / 2.0, (height - 1) / 2.0], atol=0.5 + 1e-9)
     if not (np.isclose(K[0, 0], K[1, 1], rtol=1e-6) and centred and K[0, 1] == 0.0):
         raise SimError(f"CARLA cameras have square pixels and a centred principal point; cannot reproduce K={K.tolist()}")
     return math.degrees(2.0 * math.atan(width / (2.0 * K[0, 0])))
@@ -316,3 +322,286 @@ def connect(host: str, timeout_s: float = 10.0) -> Any:
     except RuntimeError as exc:
         raise SimError(f"cannot reach CARLA server at {name}:{port} within {timeout_s:g} s") from exc
     return client
+
+
+# ------------------------------------------------------------------------------ frame assembly
+@dataclass(frozen=True)
+class SensorRig:
+    """Where the sensors sit and how they sample; the same values the embedded renderer uses.
+
+    Attributes:
+        camera_hw: (H, W) pixels.
+        K: (3, 3) float64 intrinsics (square pixels, centred; CARLA's fov is derived from it).
+        cam_from_ego: (4, 4) float64, OpenCV camera <- ego.
+        lidar_from_ego: (4, 4) float64, LiDAR (x forward, y left, z up) <- ego.
+        lidar_beams: channels; 0 disables the LiDAR.
+        lidar_azimuth: samples per revolution per beam (one revolution per frame).
+        lidar_fov_deg: (upper, lower) elevation limits, degrees.
+        lidar_range_m: maximum range, metres.
+    """
+
+    camera_hw: tuple[int, int]
+    K: np.ndarray
+    cam_from_ego: np.ndarray
+    lidar_from_ego: np.ndarray
+    lidar_beams: int
+    lidar_azimuth: int
+    lidar_fov_deg: tuple[float, float] = (10.0, -30.0)
+    lidar_range_m: float = 100.0
+
+
+@dataclass(frozen=True)
+class CarlaObject:
+    """One tracked actor at one tick, in CARLA's (Unreal) terms.
+
+    Attributes:
+        actor_id: CARLA actor id (becomes the track id).
+        class_id: schema semantic tag of the actor's class.
+        world_from_actor_lh: (4, 4) Unreal ``actor.get_transform().get_matrix()``.
+        box_location_m, box_extent_m, box_rotation_deg: ``actor.bounding_box`` (relative to the actor).
+        velocity_lh: ``actor.get_velocity()`` in the Unreal world frame, m/s.
+    """
+
+    actor_id: int
+    class_id: int
+    world_from_actor_lh: np.ndarray
+    box_location_m: tuple[float, float, float]
+    box_extent_m: tuple[float, float, float]
+    box_rotation_deg: tuple[float, float, float]
+    velocity_lh: tuple[float, float, float]
+
+
+def frame_layers_from_carla(*, rgb_bgra: np.ndarray, depth_bgra: np.ndarray, semantic_bgra: np.ndarray,
+                            instance_bgra: np.ndarray, semantic_lidar_raw: bytes | np.ndarray | None,
+                            world_from_ego_lh: np.ndarray, objects: Sequence[CarlaObject],
+                            K: np.ndarray) -> dict[str, np.ndarray]:
+    """One tick of CARLA sensor data -> one frame of schema layers (``ShardWriter.append`` input).
+
+    Images are ``(H, W, 4) uint8`` BGRA; ``semantic_lidar_raw`` is a ``SemanticLidarMeasurement`` buffer
+    (``None``: no LiDAR group). Sky pixels get depth 0. Normals are estimated from the depth
+    (:func:`taskology.geometry.camera.normals_from_depth`, CARLA has no normal camera). Boxes are in
+    the ego frame, velocities in our world frame (Unreal world with y negated).
+    """
+    from taskology.data.schema import SKY_CLASS_ID
+    from taskology.geometry.camera import normals_from_depth
+
+    semantic = semantic_from_bgra(semantic_bgra)
+    depth = depth_metres_from_bgra(depth_bgra)
+    depth[semantic == SKY_CLASS_ID] = 0.0
+    tracked = np.array([o.actor_id for o in objects], np.int64)
+    layers: dict[str, np.ndarray] = {
+        "camera/rgb": rgb_from_bgra(rgb_bgra),
+        "camera/depth": depth,
+        "camera/normals": normals_from_depth(depth, K),
+        "camera/semantic": semantic,
+        "camera/instance": track_ids_from_actor_ids(actor_ids_from_instance_bgra(instance_bgra), semantic, tracked,
+                                                    low16=True),
+        "ego/world_from_ego": right_handed_from_unreal(world_from_ego_lh),
+        "objects/track_id": tracked.astype(np.int32),
+        "objects/class_id": np.array([o.class_id for o in objects], np.uint8),
+        "objects/box": np.array([box_in_ego(world_from_ego_lh, o.world_from_actor_lh, o.box_location_m, o.box_extent_m,
+                                            o.box_rotation_deg) for o in objects], np.float64).reshape(-1, 7),
+        "objects/velocity": points_from_unreal(np.array([o.velocity_lh for o in objects], np.float32).reshape(-1, 3)),
+    }
+    if semantic_lidar_raw is not None:
+        points, tags, ids = semantic_lidar_from_carla(semantic_lidar_raw)
+        layers.update({"lidar/points": points, "lidar/semantic": tags,
+                       "lidar/instance": track_ids_from_actor_ids(ids, tags, tracked, low16=False)})
+    return layers
+
+
+# ----------------------------------------------------------------------------- recording loop
+#: the camera sensors we attach, name -> CARLA blueprint.
+CAMERA_BLUEPRINTS = {"rgb": "sensor.camera.rgb", "depth": "sensor.camera.depth",
+                     "semantic": "sensor.camera.semantic_segmentation",
+                     "instance": "sensor.camera.instance_segmentation"}
+#: actors farther than this from the ego are not written to ``objects/``, metres.
+OBJECT_RANGE_M = 80.0
+
+
+def carla_sequence_id(seed: int, index: int) -> str:
+    """Id of the ``index``-th CARLA sequence of ``seed`` (distinct from the embedded generator's ids)."""
+    return f"carla-seed{seed}-seq{index:05d}"
+
+
+def _carla_transform(carla: ModuleType, ego_from_sensor_lh: np.ndarray) -> Any:
+    (x, y, z), (pitch, yaw, roll) = carla_pose_from_matrix(ego_from_sensor_lh)
+    return carla.Transform(carla.Location(x=x, y=y, z=z), carla.Rotation(pitch=pitch, yaw=yaw, roll=roll))
+
+
+def _matrix(transform: Any) -> np.ndarray:
+    return np.array(transform.get_matrix(), np.float64)
+
+
+def _class_of(actor: Any) -> int:
+    tags = [t for t in getattr(actor, "semantic_tags", []) if int(t) in MOVABLE_CLASS_IDS]
+    if tags:
+        return int(tags[0])
+    return 12 if actor.type_id.startswith("walker.") else 14
+
+
+def _next_for_frame(q: Any, frame: int, timeout_s: float, name: str) -> Any:
+    """The measurement of ``frame`` from a sensor queue (older ones are dropped)."""
+    import queue
+
+    while True:
+        try:
+            data = q.get(timeout=timeout_s)
+        except queue.Empty:
+            raise SimError(f"CARLA sensor {name!r} sent no data for frame {frame} within {timeout_s:g} s") from None
+        if data.frame >= frame:
+            return data
+
+
+def generate_carla_shards(out_dir: Path, *, host: str, sequences: int, frames: int, seed: int,
+                          camera_hw: tuple[int, int] = (64, 208), lidar_beams: int = 32, lidar_azimuth: int = 1024,
+                          frame_rate: float = 10.0, timeout_s: float = 10.0, vehicles: int = 30,
+                          warmup_ticks: int = 20, overwrite: bool = False) -> list[Path]:
+    """Record ``sequences`` shards of ``frames`` frames from a CARLA server at ``host`` (``"HOST:PORT"``).
+
+    Synchronous mode with ``fixed_delta_seconds = 1 / frame_rate``; per sequence an ego vehicle and up
+    to ``vehicles`` others are spawned at seeded spawn points and driven by the traffic manager (seeded);
+    rgb/depth/semantic/instance cameras and a semantic LiDAR with the embedded renderer's intrinsics,
+    mounts and beams are attached; every tick is converted (:func:`frame_layers_from_carla`) and
+    streamed to the atomic ``ShardWriter``. The world's settings are restored and all spawned actors
+    destroyed in ``finally``. Returns the shard paths ``out_dir/<carla_sequence_id>.h5``.
+
+    Raises:
+        SimError: ``carla`` missing, server unreachable within ``timeout_s``, bad arguments, or a sensor stalls.
+    """
+    if sequences <= 0 or frames <= 0:
+        raise SimError(f"CARLA backend: sequences and frames must be > 0, found {sequences} and {frames}")
+    if not frame_rate > 0:
+        raise SimError(f"CARLA backend: frame_rate must be > 0 Hz, found {frame_rate}")
+    rig = default_sensor_rig(tuple(camera_hw), lidar_beams, lidar_azimuth)
+    carla = import_carla()
+    client = connect(host, timeout_s)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world = client.get_world()
+    original = world.get_settings()
+    tm = client.get_trafficmanager()
+    paths: list[Path] = []
+    try:
+        settings = world.get_settings()
+        settings.synchronous_mode = True
+        settings.fixed_delta_seconds = 1.0 / frame_rate
+        world.apply_settings(settings)
+        tm.set_synchronous_mode(True)
+        for index in range(sequences):
+            tm.set_random_device_seed(seed * 100_003 + index)
+            paths.append(_record_sequence(carla, client, world, tm, out_dir, rig, seed=seed, index=index, frames=frames,
+                                          frame_rate=frame_rate, timeout_s=timeout_s, vehicles=vehicles,
+                                          warmup_ticks=warmup_ticks, overwrite=overwrite, host=host))
+    finally:
+        tm.set_synchronous_mode(False)
+        world.apply_settings(original)
+    return paths
+
+
+def _record_sequence(carla: ModuleType, client: Any, world: Any, tm: Any, out_dir: Path, rig: SensorRig, *, seed: int,
+                     index: int, frames: int, frame_rate: float, timeout_s: float, vehicles: int, warmup_ticks: int,
+                     overwrite: bool, host: str) -> Path:
+    import queue
+    import random
+
+    from taskology.data.shard import ShardWriter
+
+    rng = random.Random(seed * 1_000_003 + index)
+    library = world.get_blueprint_library()
+    car_blueprints = sorted((bp for bp in library.filter("vehicle.*")
+                             if int(bp.get_attribute("number_of_wheels")) == 4), key=lambda bp: bp.id)
+    spawn_points = world.get_map().get_spawn_points()
+    if not car_blueprints or not spawn_points:
+        raise SimError(f"CARLA map {world.get_map().name}: expected vehicle blueprints and spawn points, found none")
+    chosen = rng.sample(spawn_points, min(len(spawn_points), vehicles + 1))
+    actors: list[Any] = []
+    sensors: dict[str, tuple[Any, Any]] = {}
+    try:
+        ego = world.spawn_actor(rng.choice(car_blueprints), chosen[0])
+        actors.append(ego)
+        ego.set_autopilot(True, tm.get_port())
+        for point in chosen[1:]:
+            npc = world.try_spawn_actor(rng.choice(car_blueprints), point)
+            if npc is not None:
+                npc.set_autopilot(True, tm.get_port())
+                actors.append(npc)
+        height, width = rig.camera_hw
+        fov = fov_from_intrinsics(rig.K, height, width)
+        cam_mount = _carla_transform(carla, mount_from_cam_from_ego(rig.cam_from_ego))
+        for name, blueprint in CAMERA_BLUEPRINTS.items():
+            bp = library.find(blueprint)
+            for key, value in (("image_size_x", width), ("image_size_y", height), ("fov", fov)):
+                bp.set_attribute(key, str(value))
+            sensors[name] = (world.spawn_actor(bp, cam_mount, attach_to=ego), queue.Queue())
+        if rig.lidar_beams:
+            bp = library.find("sensor.lidar.ray_cast_semantic")
+            upper, lower = rig.lidar_fov_deg
+            for key, value in (("channels", rig.lidar_beams), ("range", rig.lidar_range_m),
+                               ("rotation_frequency", frame_rate), ("upper_fov", upper), ("lower_fov", lower),
+                               ("points_per_second", int(rig.lidar_beams * rig.lidar_azimuth * frame_rate))):
+                bp.set_attribute(key, str(value))
+            lidar_mount = _carla_transform(carla, FLIP_Y @ np.linalg.inv(rig.lidar_from_ego) @ FLIP_Y)
+            sensors["lidar"] = (world.spawn_actor(bp, lidar_mount, attach_to=ego), queue.Queue())
+        for sensor, q in sensors.values():
+            sensor.listen(q.put)
+        for _ in range(warmup_ticks):
+            world.tick()
+        sid = carla_sequence_id(seed, index)
+        generator = {"backend": "carla", "seed": seed,
+                     "config": {"index": index, "frames": frames, "camera_hw": list(rig.camera_hw),
+                                "lidar_beams": rig.lidar_beams, "lidar_azimuth": rig.lidar_azimuth,
+                                "frame_rate": frame_rate, "vehicles": vehicles, "map": world.get_map().name,
+                                "host": host}}
+        with ShardWriter(out_dir / f"{sid}.h5", sequence_id=sid, frame_rate=frame_rate, generator=generator,
+                         camera_hw=rig.camera_hw, lidar=bool(rig.lidar_beams), objects=True,
+                         overwrite=overwrite) as writer:
+            static = {"camera/K": rig.K, "camera/cam_from_ego": rig.cam_from_ego}
+            if rig.lidar_beams:
+                static["lidar/lidar_from_ego"] = rig.lidar_from_ego
+            writer.set_static(**static)
+            for _ in range(frames):
+                frame = world.tick()
+                data = {name: _next_for_frame(q, frame, timeout_s, name) for name, (_, q) in sensors.items()}
+                snapshot = world.get_snapshot()
+                world_from_ego_lh = _matrix(snapshot.find(ego.id).get_transform())
+                ego_xyz = world_from_ego_lh[:3, 3]
+                objects = []
+                for actor in world.get_actors().filter("vehicle.*"):
+                    if actor.id == ego.id:
+                        continue
+                    world_from_actor_lh = _matrix(snapshot.find(actor.id).get_transform())
+                    if np.linalg.norm(world_from_actor_lh[:3, 3] - ego_xyz) > OBJECT_RANGE_M:
+                        continue
+                    bb, v = actor.bounding_box, actor.get_velocity()
+                    objects.append(CarlaObject(actor.id, _class_of(actor), world_from_actor_lh,
+                                               (bb.location.x, bb.location.y, bb.location.z),
+                                               (bb.extent.x, bb.extent.y, bb.extent.z),
+                                               (bb.rotation.pitch, bb.rotation.yaw, bb.rotation.roll), (v.x, v.y, v.z)))
+                images = {name: bgra_from_raw(data[name].raw_data, height, width) for name in CAMERA_BLUEPRINTS}
+                writer.append(frame_layers_from_carla(
+                    rgb_bgra=images["rgb"], depth_bgra=images["depth"], semantic_bgra=images["semantic"],
+                    instance_bgra=images["instance"],
+                    semantic_lidar_raw=bytes(data["lidar"].raw_data) if rig.lidar_beams else None,
+                    world_from_ego_lh=world_from_ego_lh, objects=objects, K=rig.K))
+        return out_dir / f"{sid}.h5"
+    finally:
+        for sensor, _ in sensors.values():
+            sensor.stop()
+        client.apply_batch_sync([carla.command.DestroyActor(a) for a in [s for s, _ in sensors.values()] + actors])
+
+
+def default_sensor_rig(camera_hw: tuple[int, int], lidar_beams: int, lidar_azimuth: int) -> SensorRig:
+    """The embedded renderer's sensors (:mod:`taskology.sim.sensors`): same K, mounts and LiDAR beams."""
+    from taskology.sim import sensors
+
+    height, width = camera_hw
+    if height <= 0 or width <= 0:
+        raise SimError(f"CARLA backend: camera size must be positive HxW, found {camera_hw}")
+    if not 0 <= lidar_beams <= 128 or lidar_azimuth <= 0:
+        raise SimError(f"CARLA backend: lidar_beams must be 0..128 and lidar_azimuth > 0, "
+                       f"found {lidar_beams} and {lidar_azimuth}")
+    return SensorRig(camera_hw=(int(height), int(width)), K=sensors.camera_intrinsics(height, width),
+                     cam_from_ego=sensors.default_cam_from_ego(), lidar_from_ego=sensors.default_lidar_from_ego(),
+                     lidar_beams=int(lidar_beams), lidar_azimuth=int(lidar_azimuth),
+                     lidar_fov_deg=tuple(sensors.LIDAR_VFOV_DEG))

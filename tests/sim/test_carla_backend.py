@@ -163,12 +163,14 @@ def test_box_in_ego_hand_worked() -> None:
 
 def test_intrinsics_from_fov() -> None:
     K = cb.intrinsics_from_fov(100, 200, 90.0)
-    np.testing.assert_allclose(K, [[100, 0, 100], [0, 100, 50], [0, 0, 1]], atol=1e-12)
+    np.testing.assert_allclose(K, [[100, 0, 99.5], [0, 100, 49.5], [0, 0, 1]], atol=1e-12)
     assert cb.fov_from_intrinsics(K, 100, 200) == pytest.approx(90.0)
     K2 = cb.intrinsics_from_fov(64, 208, 72.5)
     assert cb.fov_from_intrinsics(K2, 64, 208) == pytest.approx(72.5)
     with pytest.raises(SimError, match="square pixels"):
-        cb.fov_from_intrinsics(np.array([[100, 0, 100], [0, 90, 50], [0, 0, 1.0]]), 100, 200)
+        cb.fov_from_intrinsics(np.array([[100, 0, 99.5], [0, 90, 49.5], [0, 0, 1.0]]), 100, 200)
+    with pytest.raises(SimError, match="centred"):
+        cb.fov_from_intrinsics(np.array([[100, 0, 80.0], [0, 100, 49.5], [0, 0, 1.0]]), 100, 200)
     with pytest.raises(SimError, match="fov"):
         cb.intrinsics_from_fov(10, 10, 180.0)
 
@@ -228,3 +230,63 @@ def test_real_server_records_a_valid_shard(tmp_path: object) -> None:
     assert len(paths) == 1
     with Shard.open(paths[0]) as shard:
         assert shard.num_frames == 3
+
+
+# ------------------------------------------------------------------------------ frame assembly
+def test_default_rig_mounts_as_carla_transforms() -> None:
+    rig = cb.default_sensor_rig((64, 208), 32, 1024)
+    (x, y, z), (pitch, yaw, roll) = cb.carla_pose_from_matrix(cb.mount_from_cam_from_ego(rig.cam_from_ego))
+    np.testing.assert_allclose([x, y, z, pitch, yaw, roll], [0.8, 0.0, 1.6, -3.0, 0.0, 0.0], atol=1e-9)  # nose down
+    lidar_mount = cb.FLIP_Y @ np.linalg.inv(rig.lidar_from_ego) @ cb.FLIP_Y
+    (x, y, z), rot = cb.carla_pose_from_matrix(lidar_mount)
+    np.testing.assert_allclose([x, y, z, *rot], [0.0, 0.0, 1.9, 0.0, 0.0, 0.0], atol=1e-12)
+    assert cb.fov_from_intrinsics(rig.K, 64, 208) == pytest.approx(90.0)
+    np.testing.assert_allclose(cb.intrinsics_from_fov(64, 208, 90.0), rig.K, atol=1e-12)  # CARLA reproduces K
+    with pytest.raises(SimError, match="lidar_beams"):
+        cb.default_sensor_rig((64, 208), 129, 1024)
+
+
+def test_frame_layers_round_trip_through_the_shard_writer(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from taskology.data.shard import Shard, ShardWriter
+
+    h, w = 6, 8
+    K = cb.intrinsics_from_fov(h, w, 90.0)
+    rgb = np.zeros((h, w, 4), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 1, 2, 3                     # B, G, R
+    depth = np.zeros((h, w, 4), np.uint8)
+    code = round(5.0 * (256**3 - 1) / 1000.0)                            # ~5 m everywhere ...
+    depth[..., 2], depth[..., 1], depth[..., 0] = code & 255, (code >> 8) & 255, code >> 16
+    sem = np.zeros((h, w, 4), np.uint8)
+    sem[..., 2] = 1                                                      # road
+    sem[0, :, 2] = 11                                                    # ... except the sky row
+    sem[3, 4, 2] = 14                                                    # one car pixel
+    inst = sem.copy()
+    inst[3, 4, 1], inst[3, 4, 0] = 0x70, 0x11                            # actor 70000 = 0x11170 -> low 16 bits 0x1170
+    rec = np.zeros(2, cb.SEMANTIC_LIDAR_DTYPE)
+    rec["x"], rec["y"], rec["z"], rec["cos_inc"], rec["actor_id"], rec["tag"] = [5, 7], [1, -2], [0, 0], [1, 1], \
+        [70000, 3], [14, 1]
+    ego = cb.matrix_from_carla_pose((100.0, 50.0, 0.0), (0.0, 0.0, 0.0))
+    car = cb.CarlaObject(70000, 14, cb.matrix_from_carla_pose((105.0, 51.0, 0.0), (0.0, 0.0, 0.0)),
+                         (0.0, 0.0, 0.75), (2.0, 1.0, 0.75), (0.0, 0.0, 0.0), (3.0, 4.0, 0.0))
+    layers = cb.frame_layers_from_carla(rgb_bgra=rgb, depth_bgra=depth, semantic_bgra=sem, instance_bgra=inst,
+                                        semantic_lidar_raw=rec.tobytes(), world_from_ego_lh=ego, objects=[car], K=K)
+    path = Path(str(tmp_path)) / "c.h5"
+    with ShardWriter(path, sequence_id="c", frame_rate=10.0, generator={"backend": "carla"}, camera_hw=(h, w),
+                     lidar=True, objects=True) as writer:
+        writer.set_static(**{"camera/K": K, "camera/cam_from_ego": cb.default_sensor_rig((h, w), 8, 16).cam_from_ego,
+                             "lidar/lidar_from_ego": np.eye(4)})
+        writer.append(layers)
+    with Shard.open(path) as shard:
+        shard.verify()
+        f = shard.frame(0)
+    assert f["camera/rgb"][0, 0].tolist() == [3, 2, 1]
+    assert f["camera/depth"][0].tolist() == [0.0] * w                    # sky row invalid
+    assert f["camera/depth"][2, 2] == pytest.approx(5.0, abs=1e-3)
+    np.testing.assert_allclose(f["camera/normals"][2, 2], [0, 0, -1], atol=1e-5)   # fronto-parallel plane faces camera
+    assert f["camera/instance"][3, 4] == 70000 and (f["camera/instance"] == -1).sum() == h * w - 1
+    assert f["lidar/points"].tolist() == [[5, -1, 0, 1], [7, 2, 0, 1]] and f["lidar/instance"].tolist() == [70000, -1]
+    np.testing.assert_allclose(f["objects/box"], [[5.0, -1.0, 0.75, 4.0, 2.0, 1.5, 0.0]], atol=1e-12)
+    assert f["objects/velocity"].tolist() == [[3.0, -4.0, 0.0]] and f["objects/track_id"].tolist() == [70000]
+    np.testing.assert_allclose(f["ego/world_from_ego"][:3, 3], [100.0, -50.0, 0.0])
