@@ -129,7 +129,7 @@ def _check_overrides(ctx: click.Context, param: click.Parameter, values: tuple[s
     for value in values:
         if value.startswith("-"):
             where = " (it is an option of taskology itself: taskology --debug train ...)" if value == "--debug" else ""
-            raise click.UsageError(f"no such option: {value}{where}", ctx)
+            raise click.UsageError(f"No such option '{value}'{where}.", ctx)
         if "=" not in value:
             raise click.BadParameter(f"expected KEY=VALUE like train.steps=200; found {value!r}", ctx, param,
                                      param_hint="OVERRIDES")
