@@ -1,0 +1,242 @@
+"""Procedural textures and lighting: (material, hit point, normal, base colour, shadow) -> sRGB.
+
+Textures are functions of the hit point in a frame attached to the surface (world frame for static
+geometry, object frame for moving objects), so a surface looks the same from every view and moves
+with its object: photometric consistency between frames holds up to lighting of moved objects.
+Lighting is view-independent (Lambert + ambient, optional cast shadow), and the sky is a gradient
+with soft clouds that depends only on the ray direction.
+
+Two implementations with identical formulas: :func:`shade_reference` (vectorised NumPy, the
+reference) and :func:`shade` (Numba, ``parallel=True``). Tests compare them.
+
+Example:
+    >>> import numpy as np
+    >>> rgb = shade_reference(np.array([0], np.uint8), np.full((1, 3), 0.5, np.float32),
+    ...                       np.zeros((1, 3)), np.array([[0, 0, 1.0]]), np.ones(1, bool), np.array([0, 0, 1.0]))
+    >>> rgb.shape, rgb.dtype
+    ((1, 3), dtype('uint8'))
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from taskology.sim import materials as mat
+
+AMBIENT = np.array([0.42, 0.44, 0.5], np.float32)   # sky light, linear multiplier
+SUN = np.array([0.82, 0.78, 0.7], np.float32)       # direct light at normal incidence
+HORIZON = np.array([0.80, 0.86, 0.93], np.float32)
+ZENITH = np.array([0.32, 0.52, 0.85], np.float32)
+WINDOW = np.array([0.16, 0.2, 0.26], np.float32)
+
+_M1, _M2, _M3 = np.uint32(0x9E3779B1), np.uint32(0x85EBCA77), np.uint32(0xC2B2AE3D)
+
+
+# ---------------------------------------------------------------------------------- NumPy reference
+def _hash_np(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray) -> np.ndarray:
+    """Integer lattice hash -> float64 in [0, 1). Inputs are integer-valued arrays."""
+    with np.errstate(over="ignore"):
+        h = (ix.astype(np.int64).astype(np.uint32) * _M1) ^ (iy.astype(np.int64).astype(np.uint32) * _M2) \
+            ^ (iz.astype(np.int64).astype(np.uint32) * _M3)
+        h ^= h >> np.uint32(15)
+        h *= _M2
+        h ^= h >> np.uint32(13)
+    return (h >> np.uint32(8)).astype(np.float64) / float(1 << 24)
+
+
+def _noise_np(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Trilinear value noise with smoothstep weights, values in [0, 1)."""
+    fx, fy, fz = np.floor(x), np.floor(y), np.floor(z)
+    tx, ty, tz = x - fx, y - fy, z - fz
+    tx, ty, tz = tx * tx * (3 - 2 * tx), ty * ty * (3 - 2 * ty), tz * tz * (3 - 2 * tz)
+    out = np.zeros_like(x)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                w = (tx if dx else 1 - tx) * (ty if dy else 1 - ty) * (tz if dz else 1 - tz)
+                out += w * _hash_np(fx + dx, fy + dy, fz + dz)
+    return out
+
+
+def _frac(v: np.ndarray) -> np.ndarray:
+    return v - np.floor(v)
+
+
+def shade_reference(material: np.ndarray, colour: np.ndarray, point: np.ndarray, normal: np.ndarray,
+                    lit: np.ndarray, sun_dir: np.ndarray) -> np.ndarray:
+    """Shade N hits.
+
+    Args:
+        material: (N,) uint8 material ids.
+        colour: (N, 3) float32 base colour in [0, 1].
+        point: (N, 3) float64 texture-frame hit point, metres.
+        normal: (N, 3) float64 unit normal (world frame), towards the viewer.
+        lit: (N,) bool, False where the sun is occluded.
+        sun_dir: (3,) unit vector towards the sun (world frame).
+
+    Returns:
+        (N, 3) uint8 sRGB.
+    """
+    x, y, z = (point[:, k].astype(np.float64) for k in range(3))
+    nx, ny, nz = (normal[:, k].astype(np.float64) for k in range(3))
+    f = np.ones(len(material))
+    albedo = colour.astype(np.float64).copy()
+    m = material
+    sel = m == mat.ASPHALT
+    f[sel] = (0.8 + 0.3 * (_noise_np(x * 0.15, y * 0.15, z * 0.15) - 0.5)
+              + 0.3 * (_hash_np(np.floor(x * 12), np.floor(y * 12), np.floor(z * 12)) - 0.5))[sel]
+    sel = m == mat.CONCRETE
+    joint = (_frac(x / 1.5) < 0.04) | (_frac(y / 1.5) < 0.04)
+    tile = 0.95 + 0.16 * (_hash_np(np.floor(x / 1.5), np.floor(y / 1.5), np.floor(z)) - 0.5) \
+        + 0.12 * (_noise_np(x * 3, y * 3, z * 3) - 0.5)
+    f[sel] = np.where(joint, 0.72, tile)[sel]
+    sel = m == mat.ROAD_PAINT
+    f[sel] = (0.95 + 0.1 * (_noise_np(x * 2, y * 2, z * 2) - 0.5))[sel]
+    facade = (m == mat.BRICK) | (m == mat.PLASTER)
+    h = np.where(np.abs(ny) > np.abs(nx), x, y)
+    row = np.floor(z / 0.3)
+    shifted = h / 0.6 + 0.5 * (row - 2 * np.floor(row / 2))
+    mortar = (_frac(z / 0.3) < 0.14) | (_frac(shifted) < 0.07)
+    brick = np.where(mortar, 1.3, 0.82 + 0.3 * _hash_np(row, np.floor(shifted), np.floor(h * 0.0)))
+    plaster = 0.92 + 0.2 * (_noise_np(x * 1.5, y * 1.5, z * 1.5) - 0.5) \
+        + 0.06 * (_hash_np(np.floor(x * 20), np.floor(y * 20), np.floor(z * 20)) - 0.5)
+    f[facade] = np.where(m == mat.BRICK, brick, plaster)[facade]
+    fz, fh = _frac(z / 3.2), _frac(h / 3.0)
+    window = facade & (np.abs(nz) < 0.5) & (z > 2.0) & (fz > 0.3) & (fz < 0.8) & (fh > 0.22) & (fh < 0.78)
+    pane = 0.75 + 0.6 * _hash_np(np.floor(z / 3.2), np.floor(h / 3.0), np.floor(nx * 2 + ny * 3))
+    albedo[window] = WINDOW[None, :] * pane[window, None]
+    f[window] = 1.0
+    sel = m == mat.ROOF
+    f[sel] = (0.8 + 0.35 * (_noise_np(x * 0.5, y * 0.5, z * 0.5) - 0.5))[sel]
+    sel = m == mat.BARK
+    f[sel] = (0.75 + 0.5 * (_noise_np(x * 10, y * 10, z * 1.0) - 0.5))[sel]
+    sel = (m == mat.FOLIAGE) | (m == mat.GRASS)
+    f[sel] = (0.6 + 0.6 * _noise_np(x * 2.5, y * 2.5, z * 2.5)
+              + 0.35 * (_hash_np(np.floor(x * 9), np.floor(y * 9), np.floor(z * 9)) - 0.5))[sel]
+    sel = m == mat.METAL
+    f[sel] = (0.9 + 0.2 * (_noise_np(x * 5, y * 5, z * 5) - 0.5))[sel]
+    sel = (m == mat.CAR_PAINT) | (m == mat.GLASS)
+    f[sel] = (0.95 + 0.14 * (_noise_np(x * 2, y * 2, z * 2) - 0.5))[sel]
+    sel = m == mat.CLOTH
+    f[sel] = (0.85 + 0.3 * _hash_np(np.floor(x * 30), np.floor(y * 30), np.floor(z * 30)))[sel]
+    cos = np.maximum(0.0, nx * sun_dir[0] + ny * sun_dir[1] + nz * sun_dir[2]) * lit
+    light = AMBIENT[None, :].astype(np.float64) + SUN[None, :].astype(np.float64) * cos[:, None]
+    rgb = albedo * f[:, None] * light
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def sky_reference(direction: np.ndarray) -> np.ndarray:
+    """Sky colour for unit world directions (N, 3): horizon-zenith gradient with soft clouds. (N, 3) uint8."""
+    up = np.clip(direction[:, 2].astype(np.float64), 0.0, 1.0)
+    t = np.sqrt(up)
+    base = HORIZON[None, :] * (1 - t[:, None]) + ZENITH[None, :] * t[:, None]
+    scale = 1.0 / np.maximum(up, 0.05)
+    u, v = direction[:, 0] * scale * 1.5, direction[:, 1] * scale * 1.5
+    cloud = np.clip((_noise_np(u, v, np.zeros_like(u)) * 0.65 + _noise_np(u * 3, v * 3, np.ones_like(u)) * 0.35 - 0.5)
+                    * 2.5, 0.0, 1.0) * (1 - np.exp(-up * 8))
+    rgb = base * (1 - cloud[:, None]) + 0.95 * cloud[:, None]
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------- Numba kernels
+@numba.njit(cache=True, inline="always")
+def _hash_nb(ix: float, iy: float, iz: float) -> float:
+    h = np.uint32(np.uint32(np.int64(ix)) * np.uint32(0x9E3779B1)) \
+        ^ np.uint32(np.uint32(np.int64(iy)) * np.uint32(0x85EBCA77)) \
+        ^ np.uint32(np.uint32(np.int64(iz)) * np.uint32(0xC2B2AE3D))
+    h = np.uint32(h)
+    h = np.uint32(h ^ (h >> np.uint32(15)))
+    h = np.uint32(h * np.uint32(0x85EBCA77))
+    h = np.uint32(h ^ (h >> np.uint32(13)))
+    return float(h >> np.uint32(8)) / float(1 << 24)
+
+
+@numba.njit(cache=True)
+def _noise_nb(x: float, y: float, z: float) -> float:
+    fx, fy, fz = np.floor(x), np.floor(y), np.floor(z)
+    tx, ty, tz = x - fx, y - fy, z - fz
+    tx, ty, tz = tx * tx * (3 - 2 * tx), ty * ty * (3 - 2 * ty), tz * tz * (3 - 2 * tz)
+    out = 0.0
+    for dx in range(2):
+        wx = tx if dx else 1 - tx
+        for dy in range(2):
+            wy = ty if dy else 1 - ty
+            for dz in range(2):
+                wz = tz if dz else 1 - tz
+                out += wx * wy * wz * _hash_nb(fx + dx, fy + dy, fz + dz)
+    return out
+
+
+@numba.njit(cache=True)
+def _frac_nb(v: float) -> float:
+    return v - np.floor(v)
+
+
+@numba.njit(cache=True, parallel=True)
+def _shade_kernel(material, colour, point, normal, lit, sun_dir, ambient, sun, window_rgb, out):  # noqa: ANN001
+    for i in numba.prange(material.shape[0]):
+        x, y, z = point[i, 0], point[i, 1], point[i, 2]
+        nx, ny, nz = normal[i, 0], normal[i, 1], normal[i, 2]
+        m = material[i]
+        r, g, b = float(colour[i, 0]), float(colour[i, 1]), float(colour[i, 2])
+        f = 1.0
+        if m == 0:  # asphalt
+            f = 0.8 + 0.3 * (_noise_nb(x * 0.15, y * 0.15, z * 0.15) - 0.5) \
+                + 0.3 * (_hash_nb(np.floor(x * 12), np.floor(y * 12), np.floor(z * 12)) - 0.5)
+        elif m == 1:  # concrete
+            if _frac_nb(x / 1.5) < 0.04 or _frac_nb(y / 1.5) < 0.04:
+                f = 0.72
+            else:
+                f = 0.95 + 0.16 * (_hash_nb(np.floor(x / 1.5), np.floor(y / 1.5), np.floor(z)) - 0.5) \
+                    + 0.12 * (_noise_nb(x * 3, y * 3, z * 3) - 0.5)
+        elif m == 2:  # road paint
+            f = 0.95 + 0.1 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
+        elif m == 3 or m == 4:  # facades
+            h = x if abs(ny) > abs(nx) else y
+            if m == 3:
+                row = np.floor(z / 0.3)
+                shifted = h / 0.6 + 0.5 * (row - 2 * np.floor(row / 2))
+                if _frac_nb(z / 0.3) < 0.14 or _frac_nb(shifted) < 0.07:
+                    f = 1.3
+                else:
+                    f = 0.82 + 0.3 * _hash_nb(row, np.floor(shifted), np.floor(h * 0.0))
+            else:
+                f = 0.92 + 0.2 * (_noise_nb(x * 1.5, y * 1.5, z * 1.5) - 0.5) \
+                    + 0.06 * (_hash_nb(np.floor(x * 20), np.floor(y * 20), np.floor(z * 20)) - 0.5)
+            fz, fh = _frac_nb(z / 3.2), _frac_nb(h / 3.0)
+            if abs(nz) < 0.5 and z > 2.0 and fz > 0.3 and fz < 0.8 and fh > 0.22 and fh < 0.78:
+                pane = 0.75 + 0.6 * _hash_nb(np.floor(z / 3.2), np.floor(h / 3.0), np.floor(nx * 2 + ny * 3))
+                r, g, b = window_rgb[0] * pane, window_rgb[1] * pane, window_rgb[2] * pane
+                f = 1.0
+        elif m == 5:  # roof
+            f = 0.8 + 0.35 * (_noise_nb(x * 0.5, y * 0.5, z * 0.5) - 0.5)
+        elif m == 6:  # bark
+            f = 0.75 + 0.5 * (_noise_nb(x * 10, y * 10, z * 1.0) - 0.5)
+        elif m == 7 or m == 14:  # foliage, grass
+            f = 0.6 + 0.6 * _noise_nb(x * 2.5, y * 2.5, z * 2.5) \
+                + 0.35 * (_hash_nb(np.floor(x * 9), np.floor(y * 9), np.floor(z * 9)) - 0.5)
+        elif m == 8:  # metal
+            f = 0.9 + 0.2 * (_noise_nb(x * 5, y * 5, z * 5) - 0.5)
+        elif m == 9 or m == 10:  # car paint, glass
+            f = 0.95 + 0.14 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
+        elif m == 12:  # cloth
+            f = 0.85 + 0.3 * _hash_nb(np.floor(x * 30), np.floor(y * 30), np.floor(z * 30))
+        cos = nx * sun_dir[0] + ny * sun_dir[1] + nz * sun_dir[2]
+        if cos < 0.0 or not lit[i]:
+            cos = 0.0
+        for k, a in enumerate((r, g, b)):
+            v = a * f * (ambient[k] + sun[k] * cos)
+            v = min(max(v, 0.0), 1.0)
+            out[i, k] = np.uint8(v * 255.0 + 0.5)
+
+
+def shade(material: np.ndarray, colour: np.ndarray, point: np.ndarray, normal: np.ndarray, lit: np.ndarray,
+          sun_dir: np.ndarray) -> np.ndarray:
+    """Numba twin of :func:`shade_reference` (same arguments, same result up to float rounding)."""
+    out = np.empty((len(material), 3), np.uint8)
+    if len(material):
+        _shade_kernel(np.ascontiguousarray(material, np.uint8), np.ascontiguousarray(colour, np.float32),
+                      np.ascontiguousarray(point, np.float64), np.ascontiguousarray(normal, np.float64),
+                      np.ascontiguousarray(lit, np.bool_), np.asarray(sun_dir, np.float64),
+                      AMBIENT.astype(np.float64), SUN.astype(np.float64), WINDOW.astype(np.float64), out)
+    return out

@@ -1,0 +1,204 @@
+"""The world model: a seeded town with moving vehicles, pedestrians and the ego vehicle.
+
+The world knows nothing about rendering (STYLE.md #9): :meth:`World.state` returns a
+:class:`SceneState` (static meshes + dynamic object instances with poses, classes, track ids and
+velocities) that any renderer turns into named layers; :meth:`World.step` moves the agents.
+
+Example:
+    >>> world = World.generate(0, WorldConfig(blocks=2, cars=3, pedestrians=2))
+    >>> state = world.state()
+    >>> state.world_from_object.shape, state.track_id.tolist()
+    ((5, 4, 4), [0, 1, 2, 3, 4])
+    >>> world.step(0.1)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from taskology.sim import agents as ag
+from taskology.sim import meshes
+from taskology.sim.config import WorldConfig
+from taskology.sim.meshes import MeshAsset
+from taskology.sim.town import Town
+
+_CAR_KINDS = ("hatchback", "sedan", "sedan", "suv", "van")
+#: how far ahead a vehicle looks for a leader or a pedestrian, metres.
+_LOOKAHEAD_M = 14.0
+
+
+def pose_matrix(x: float, y: float, z: float, yaw: float) -> np.ndarray:
+    """world_from_object (4, 4) float64 for a level object at (x, y, z) with heading ``yaw`` (rad)."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0, x], [s, c, 0, y], [0, 0, 1, z], [0, 0, 0, 1]], np.float64)
+
+
+@dataclass(frozen=True)
+class SceneState:
+    """Everything a renderer needs for one frame.
+
+    Attributes:
+        time: seconds since the start of the sequence.
+        static: merged static meshes (world frame); the same object for the whole sequence.
+        assets: dynamic object meshes (object frame); the same list for the whole sequence.
+        world_from_ego: (4, 4) float64 ego pose.
+        world_from_object: (N, 4, 4) float64 object poses.
+        asset_index: (N,) int64 index into ``assets``.
+        track_id: (N,) int32 stable object ids.
+        class_id: (N,) uint8 CARLA tag ids.
+        velocity: (N, 3) float64 world-frame velocity, m/s.
+        ego_velocity: (3,) float64 world-frame ego velocity, m/s.
+        sun_direction: (3,) float64 unit vector towards the sun, world frame.
+    """
+
+    time: float
+    static: MeshAsset
+    assets: list[MeshAsset]
+    world_from_ego: np.ndarray
+    world_from_object: np.ndarray
+    asset_index: np.ndarray
+    track_id: np.ndarray
+    class_id: np.ndarray
+    velocity: np.ndarray
+    ego_velocity: np.ndarray
+    sun_direction: np.ndarray
+
+    def boxes_in_ego(self) -> np.ndarray:
+        """(N, 7) float64 boxes (x, y, z, l, w, h, yaw) in the ego frame, z at the centre, exactly
+        enclosing each object's mesh (objects and ego are level, so only yaw differs)."""
+        ego_from_world = np.linalg.inv(self.world_from_ego)
+        out = np.zeros((len(self.track_id), 7))
+        ego_yaw = np.arctan2(self.world_from_ego[1, 0], self.world_from_ego[0, 0])
+        for k, (pose, a) in enumerate(zip(self.world_from_object, self.asset_index)):
+            centre, size = self.assets[a].box()
+            c = ego_from_world @ pose @ np.append(centre, 1.0)
+            yaw = np.arctan2(pose[1, 0], pose[0, 0]) - ego_yaw
+            out[k] = (*c[:3], *size, np.arctan2(np.sin(yaw), np.cos(yaw)))
+        return out
+
+
+class World:
+    """A generated town with agents; deterministic given (seed, config)."""
+
+    def __init__(self, town: Town, assets: list[MeshAsset], agents: list[ag.Agent], ego: ag.Agent,
+                 config: WorldConfig) -> None:
+        self.town = town
+        self.assets = assets
+        self.agents = agents
+        self.ego = ego
+        self.config = config
+        self.time = 0.0
+        self.sun_direction = np.array([0.0, 0.0, 1.0])
+
+    @classmethod
+    def generate(cls, seed: int, config: WorldConfig | None = None) -> World:
+        """Build the town, its vehicles, pedestrians and the ego from ``seed``."""
+        config = config or WorldConfig()
+        root = np.random.SeedSequence(int(seed))
+        town_seed, agent_seed, ego_seed = root.spawn(3)
+        town = Town.generate(np.random.default_rng(town_seed), config)
+        rng = np.random.default_rng(agent_seed)
+        assets: list[MeshAsset] = []
+        agents: list[ag.Agent] = []
+        ego_rng = np.random.default_rng(ego_seed)
+        ego_follower, ego_route, _ = ag.start_vehicle_route(town, ego_rng)
+        ego_speed = float(ego_rng.uniform(*config.ego_speed_mps))
+        ego = ag.Agent(-1, meshes.CAR, -1, "vehicle", ego_speed, ego_speed, ego_follower, ego_route, ego_rng)
+        taken = [ego_follower.position()]
+        for _ in range(config.cars):
+            agent_rng = np.random.default_rng(rng.integers(2**63))
+            for _attempt in range(20):
+                follower, route, _ = ag.start_vehicle_route(town, agent_rng)
+                if min(np.linalg.norm(follower.position() - p) for p in taken) > 9.0:
+                    break
+            taken.append(follower.position())
+            if agent_rng.random() < config.truck_fraction:
+                kind = "truck" if agent_rng.random() < 0.5 else "bus"
+            else:
+                kind = _CAR_KINDS[int(agent_rng.integers(len(_CAR_KINDS)))]
+            assets.append(meshes.build_vehicle(agent_rng, kind))
+            cruise = float(agent_rng.uniform(*config.car_speed_mps))
+            agents.append(ag.Agent(len(agents), meshes.VEHICLE_KINDS[kind][0], len(assets) - 1, "vehicle", cruise,
+                                   cruise, follower, route, agent_rng))
+        for _ in range(config.pedestrians):
+            agent_rng = np.random.default_rng(rng.integers(2**63))
+            follower, route = ag.start_walk_route(town, agent_rng)
+            assets.append(meshes.build_pedestrian(agent_rng))
+            cruise = float(agent_rng.uniform(*config.pedestrian_speed_mps))
+            agents.append(ag.Agent(len(agents), meshes.PEDESTRIAN, len(assets) - 1, "pedestrian", cruise, cruise,
+                                   follower, route, agent_rng))
+        world = cls(town, assets, agents, ego, config)
+        elevation, azimuth = np.radians(rng.uniform(35.0, 60.0)), rng.uniform(0.0, 2 * np.pi)
+        world.sun_direction = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                                        np.sin(elevation)])
+        world._extend_routes()
+        return world
+
+    # ------------------------------------------------------------------ dynamics
+    def _extend_routes(self) -> None:
+        for agent in [self.ego, *self.agents]:
+            while agent.follower.remaining < 40.0:
+                if agent.kind == "vehicle":
+                    ag.extend_vehicle_route(self.town, agent)
+                else:
+                    ag.extend_walk_route(self.town, agent)
+
+    def _target_speed(self, agent: ag.Agent, positions: np.ndarray, headings: np.ndarray, is_vehicle: np.ndarray,
+                      index: int) -> float:
+        """Cruise speed, reduced to keep a gap to a vehicle ahead in the same lane or a pedestrian."""
+        here, yaw = positions[index], headings[index]
+        fwd = np.array([np.cos(yaw), np.sin(yaw)])
+        rel = positions - here
+        ahead = rel @ fwd
+        lateral = np.abs(rel @ np.array([-fwd[1], fwd[0]]))
+        same_dir = np.cos(headings - yaw) > 0.7
+        blocking = (ahead > 0.5) & (ahead < _LOOKAHEAD_M) & (
+            (is_vehicle & same_dir & (lateral < 1.6)) | (~is_vehicle & (lateral < 1.3)))
+        blocking[index] = False
+        if not blocking.any():
+            return agent.cruise
+        gap = float(ahead[blocking].min())
+        return float(np.clip((gap - 7.0) * 0.8, 0.0, agent.cruise))
+
+    def step(self, dt: float) -> None:
+        """Advance time by ``dt`` seconds: set speeds (gap keeping), move along paths, extend routes."""
+        everyone = [self.ego, *self.agents]
+        positions = np.array([a.follower.position() for a in everyone])
+        headings = np.array([a.follower.heading() for a in everyone])
+        is_vehicle = np.array([a.kind == "vehicle" for a in everyone])
+        for k, agent in enumerate(everyone):
+            if agent.kind == "vehicle":
+                target = self._target_speed(agent, positions, headings, is_vehicle, k)
+                agent.speed = float(np.clip(target, agent.speed - 5.0 * dt, agent.speed + 2.0 * dt))
+        for agent in everyone:
+            agent.follower.advance(agent.speed * dt)
+        self._extend_routes()
+        self.time += dt
+
+    # ------------------------------------------------------------------ snapshot
+    def _pose(self, agent: ag.Agent) -> tuple[np.ndarray, np.ndarray]:
+        xy = agent.follower.position()
+        yaw = agent.follower.heading()
+        z = float(self.town.ground_height(xy[None])[0]) if agent.kind == "pedestrian" else 0.0
+        velocity = np.array([np.cos(yaw), np.sin(yaw), 0.0]) * agent.speed
+        return pose_matrix(xy[0], xy[1], z, yaw), velocity
+
+    def state(self) -> SceneState:
+        """Snapshot of the current frame (poses are copies; later steps do not change it)."""
+        poses, velocities = zip(*(self._pose(a) for a in self.agents)) if self.agents else ((), ())
+        ego_pose, ego_velocity = self._pose(self.ego)
+        n = len(self.agents)
+        return SceneState(
+            time=self.time,
+            static=self.town.static,
+            assets=self.assets,
+            world_from_ego=ego_pose,
+            world_from_object=np.array(poses, np.float64).reshape(n, 4, 4),
+            asset_index=np.array([a.asset for a in self.agents], np.int64),
+            track_id=np.array([a.track_id for a in self.agents], np.int32),
+            class_id=np.array([a.class_id for a in self.agents], np.uint8),
+            velocity=np.array(velocities, np.float64).reshape(n, 3),
+            ego_velocity=ego_velocity,
+            sun_direction=self.sun_direction.copy(),
+        )
