@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import taskology.config as config_module
+import taskology.config.loading as loading_module
+import taskology.config.sections as sections_module
 from taskology.config import (
     CAMERA_TASKS,
     KNOWN_RELATIONS,
@@ -192,20 +193,20 @@ def test_bad_overrides_name_the_key_and_what_is_allowed(override: str, expected:
 def test_unknown_task_and_relation_list_the_available_names(monkeypatch: pytest.MonkeyPatch) -> None:
     tasks = ("depth", "motion", "normals", "segmentation")
     relations = ("depth_normals", "photometric", "segmentation_geometry", "segmentation_motion")
-    monkeypatch.setattr(config_module, "available_tasks", lambda: tasks)
-    monkeypatch.setattr(config_module, "available_relations", lambda: relations)
+    monkeypatch.setattr(sections_module, "available_tasks", lambda: tasks)
+    monkeypatch.setattr(sections_module, "available_relations", lambda: relations)
     assert ("tasks.dpth: unknown task; available: depth, motion, normals, segmentation"
             in _error(overrides=("tasks.dpth.lr=0.1",)))
     assert (f"relations.fotometric: unknown relation; available: {', '.join(relations)}"
             in _error(overrides=("relations.fotometric.weight=1",)))
-    monkeypatch.setattr(config_module, "available_tasks", lambda: ("depth",))  # a registry without the defaults
+    monkeypatch.setattr(sections_module, "available_tasks", lambda: ("depth",))  # a registry without the defaults
     assert "default config: tasks.normals: unknown task; available: depth" in _error()
 
 
 def test_registry_names_come_from_the_registry_or_the_known_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("fake_registry_home")
     monkeypatch.setitem(sys.modules, "fake_registry_home", fake)
-    names = config_module._registry_names
+    names = sections_module._registry_names
     assert names("fake_registry_home", "TASKS", KNOWN_TASKS) == KNOWN_TASKS  # no registry yet
     fake.TASKS = {}
     assert names("fake_registry_home", "TASKS", KNOWN_TASKS) == KNOWN_TASKS  # empty registry
@@ -215,8 +216,8 @@ def test_registry_names_come_from_the_registry_or_the_known_fallback(monkeypatch
 
 
 def test_the_real_registries_accept_the_default_experiment() -> None:
-    assert set(CAMERA_TASKS) <= set(config_module.available_tasks())
-    assert set(ExperimentConfig().relations) <= set(config_module.available_relations())
+    assert set(CAMERA_TASKS) <= set(sections_module.available_tasks())
+    assert set(ExperimentConfig().relations) <= set(sections_module.available_relations())
 
 
 def test_no_enabled_task_is_an_error() -> None:
@@ -332,7 +333,7 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path: Path, monkeypat
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(config_module.os, "replace", broken_replace)
+    monkeypatch.setattr(loading_module.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         save_config(load_config(None, ["train.steps=1"]), path)
     assert path.read_text() == before

@@ -1,0 +1,157 @@
+"""Reading experiment YAML files, applying dotted overrides, and saving the resolved config.
+
+Example:
+    >>> cfg = load_config(None, ["train.steps=20"])
+    >>> load_config(None, []).train.steps, cfg.train.steps
+    (2000, 20)
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from pydantic import ValidationError
+
+from taskology.config.messages import describe_validation_error
+from taskology.config.sections import ExperimentConfig
+from taskology.errors import ConfigError
+
+_OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (two ``train:`` sections silently lose one)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _validate(raw: Any, where: str) -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of sections (data, sim, tasks, ...); found {raw!r}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {describe_validation_error(exc, ExperimentConfig)}") from None
+
+
+def read_config_file(path: Path) -> ExperimentConfig:
+    """Load and validate one YAML experiment file (no overrides)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return _validate({} if raw is None else raw, str(path))
+
+
+def parse_override(override: str) -> tuple[list[str], Any]:
+    """``"train.steps=2000"`` -> ``(["train", "steps"], 2000)``; the value is read with ``yaml.safe_load``."""
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not _OVERRIDE_KEY.match(key):
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE with a dotted key like train.steps=2000")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    return key.split("."), value
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """A new config with dotted ``KEY=VALUE`` overrides applied (the input is unchanged).
+
+    Overrides are applied in order (a later one wins) and validated together, so settings that only
+    make sense jointly (``cluster.address=tls://...`` plus the three ``cluster.tls.*`` files) work.
+    An error names the override whose key it concerns.
+
+    Example:
+        >>> apply_overrides(ExperimentConfig(), ["train.seeds=[0, 1]"]).train.seeds
+        [0, 1]
+    """
+    if not overrides:
+        return config
+    raw = config.model_dump(mode="python")
+    parsed = [(override, *parse_override(override)) for override in overrides]
+    for override, keys, value in parsed:
+        node: Any = raw
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                dotted = ".".join(keys[: depth + 1])
+                raise ConfigError(f"override {override!r}: {dotted} is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        message = describe_validation_error(exc, ExperimentConfig)
+        failed_key = message.split(":", 1)[0]
+        culprits = [override for override, keys, _ in parsed
+                    if _related(".".join(keys), failed_key)]
+        where = f"override {culprits[-1]!r}" if culprits else "overrides " + " ".join(overrides)
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def _related(key: str, other: str) -> bool:
+    """Whether one dotted key lies inside the other (``train`` and ``train.steps``)."""
+    return key == other or key.startswith(other + ".") or other.startswith(key + ".")
+
+
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The experiment of YAML file ``path`` (defaults when ``None``) with ``overrides`` applied.
+
+    Raises:
+        ConfigError: missing/unreadable file, invalid YAML, unknown key, wrong type or bad value.
+    """
+    config = _validate({}, "default config") if path is None else read_config_file(Path(path))
+    return apply_overrides(config, overrides)
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    """Every key of the resolved config as YAML text; :func:`load_config` reads it back equal."""
+    header = "# Resolved taskology experiment config (every key; written by taskology).\n"
+    return header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+
+
+def save_config(config: ExperimentConfig, path: Path) -> Path:
+    """Write the resolved config to ``path`` atomically (temp file in the same dir + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(config_to_yaml(config))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,310 @@
+"""The sections of an experiment config: small pydantic models, strict types, ranges, no extra keys.
+
+Each section is its own model so later issues can extend one without touching the rest. Validators
+raise :func:`_fail` errors whose message :mod:`taskology.config.messages` shows as is.
+
+Example:
+    >>> ExperimentConfig().train.mode
+    'collective'
+    >>> TaskConfig(label_fraction=0.02).label_fraction
+    0.02
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+#: Task and relation names used when the registries cannot be imported or are still empty.
+KNOWN_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion", "detection", "tracking")
+KNOWN_RELATIONS: tuple[str, ...] = ("depth_normals", "photometric", "segmentation_motion",
+                                    "segmentation_geometry", "box_tracking")
+#: The camera tasks and their relations: the default experiment.
+CAMERA_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion")
+CAMERA_RELATIONS: tuple[str, ...] = ("depth_normals", "photometric", "segmentation_motion", "segmentation_geometry")
+MAX_CAMERA_SIDE = 4096
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
+
+
+def _fail(message: str, key: str | None = None) -> PydanticCustomError:
+    """A validation error whose ``message`` is shown as is; ``key`` extends the dotted location."""
+    return PydanticCustomError("taskology", "{message}", {"message": message, "key": key})
+
+
+def _number_from_text(value: Any) -> Any:
+    """PyYAML reads ``1e-3`` (no dot) as a string; accept number-shaped strings for float fields."""
+    if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        return float(value)
+    return value
+
+
+def parse_camera_hw(text: str) -> tuple[int, int]:
+    """``"64x208"`` -> ``(64, 208)`` (height, width in pixels); ValueError on anything else.
+
+    Example:
+        >>> parse_camera_hw("128x416")
+        (128, 416)
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"expected a camera size 'HxW' like '64x208'; found {text!r}")
+    height, width = int(match.group(1)), int(match.group(2))
+    if not (1 <= height <= MAX_CAMERA_SIDE and 1 <= width <= MAX_CAMERA_SIDE):
+        raise ValueError(f"camera sides must be in 1..{MAX_CAMERA_SIDE} pixels; found {text!r}")
+    return height, width
+
+
+def _camera_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"expected a camera size 'HxW' like '64x208'; found {value!r}")
+    try:
+        height, width = parse_camera_hw(value)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    return f"{height}x{width}"
+
+
+def parse_cluster_address(text: str) -> str:
+    """Check a cluster address: ``none``, ``local``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT``.
+
+    Returns the address unchanged (scheme lower-cased); ValueError with the accepted forms otherwise.
+
+    Example:
+        >>> parse_cluster_address("tcp://10.0.0.5:8786")
+        'tcp://10.0.0.5:8786'
+    """
+    forms = "none, local, tcp://HOST:PORT or tls://HOST:PORT"
+    if not isinstance(text, str):
+        raise ValueError(f"expected {forms}; found {text!r}")
+    lowered = text.strip().lower()
+    if lowered in ("none", "local"):
+        return lowered
+    scheme, sep, rest = text.strip().partition("://")
+    match = _HOST_PORT.match(rest) if sep and scheme.lower() in ("tcp", "tls") else None
+    if match is None or not 1 <= int(match.group("port")) <= 65535:
+        raise ValueError(f"expected {forms}; found {text!r}")
+    return f"{scheme.lower()}://{rest}"
+
+
+def _address_text(value: Any) -> str:
+    try:
+        return parse_cluster_address(value)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _host_port_text(value: Any) -> str:
+    if not isinstance(value, str) or not (m := _HOST_PORT.match(value.strip())) or not 1 <= int(m.group("port")) <= 65535:
+        raise _fail(f"expected HOST:PORT like '127.0.0.1:2000'; found {value!r}")
+    return value.strip()
+
+
+Float = Annotated[float, BeforeValidator(_number_from_text), Field(strict=True)]
+Int = StrictInt
+Bool = StrictBool
+CameraSize = Annotated[str, BeforeValidator(_camera_text)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+class DataConfig(_Section):
+    """Where the shards are and how they are split (see ``taskology.data`` splits)."""
+
+    root: Path = Field(Path("data/sim"), description="Directory holding the HDF5 shards (one per sequence).")
+    camera: CameraSize = Field("64x208", description="Camera size HxW in pixels the tasks train at.")
+    test_sequences: Annotated[Int, Field(ge=1)] = Field(2, description="Whole sequences held out for testing.")
+    mediator_fraction: Annotated[Float, Field(ge=0, lt=1)] = Field(
+        0.5, description="Fraction of the non-test frames that form the unlabeled mediator set.")
+    split_seed: Annotated[Int, Field(ge=0)] = Field(0, description="Seed of the split and label draws.")
+
+    @property
+    def camera_hw(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return parse_camera_hw(self.camera)
+
+
+class SimConfig(_Section):
+    """What the simulator generates (``taskology sim`` and the SimActor)."""
+
+    backend: Literal["embedded", "carla"] = "embedded"
+    carla_host: Annotated[str, BeforeValidator(_host_port_text)] = "127.0.0.1:2000"
+    sequences: Annotated[Int, Field(ge=1)] = 8
+    frames: Annotated[Int, Field(ge=1)] = 20
+    seed: Annotated[Int, Field(ge=0)] = 0
+    camera: CameraSize = "64x208"
+    lidar_beams: Literal[0, 16, 32, 64, 128] = 32
+    frame_rate: Annotated[Float, Field(gt=0, le=1000)] = 10.0
+
+    @property
+    def camera_hw(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return parse_camera_hw(self.camera)
+
+
+class TaskConfig(_Section):
+    """One task's network and optimiser."""
+
+    enabled: Bool = True
+    label_fraction: Annotated[Float, Field(gt=0, le=1)] = Field(1.0, description="Share of train frames labeled.")
+    lr: Annotated[Float, Field(gt=0, le=10)] = 1e-3
+    batch_size: Annotated[Int, Field(ge=1)] = 8
+    width: Annotated[Int, Field(ge=1, le=1024)] = Field(16, description="Base channel count of the network.")
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
+
+
+class RelationConfig(_Section):
+    """One consistency relation: on or off, and its loss weight."""
+
+    enabled: Bool = True
+    weight: Annotated[Float, Field(ge=0)] = 1.0
+
+
+class TrainConfig(_Section):
+    """The training loop of every task."""
+
+    steps: Annotated[Int, Field(ge=1)] = Field(2000, description="Optimizer steps per task.")
+    mode: Literal["alone", "collective"] = "collective"
+    seeds: list[Annotated[Int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mediator_batch_size: Annotated[Int, Field(ge=1)] = 8
+    eval_every: Annotated[Int, Field(ge=0)] = Field(500, description="Steps between evaluations; 0: only at the end.")
+    log_every: Annotated[Int, Field(ge=1)] = 50
+    checkpoint_every_steps: Annotated[Int, Field(ge=0)] = Field(500, description="0 disables step checkpoints.")
+    checkpoint_every_s: Annotated[Float, Field(ge=0)] = Field(300.0, description="0 disables timed checkpoints.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise _fail(f"seeds must be distinct; found {seeds}")
+        return seeds
+
+
+class TLSConfig(_Section):
+    """Certificates for ``tls://`` clusters: all three files, or none of them."""
+
+    ca_file: Optional[Path] = None
+    cert_file: Optional[Path] = None
+    key_file: Optional[Path] = None
+
+    @property
+    def configured(self) -> bool:
+        return self.ca_file is not None
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> "TLSConfig":
+        given = {name: getattr(self, name) for name in ("ca_file", "cert_file", "key_file")}
+        missing = [name for name, value in given.items() if value is None]
+        if 0 < len(missing) < 3:
+            raise _fail("give all three of ca_file, cert_file, key_file or none", missing[0])
+        return self
+
+
+class ClusterConfig(_Section):
+    """Where the task actors run."""
+
+    address: Annotated[str, BeforeValidator(_address_text)] = Field(
+        "local", description="none (in-process), local (LocalCluster), tcp://HOST:PORT or tls://HOST:PORT.")
+    n_workers: Optional[Annotated[Int, Field(ge=1)]] = Field(None, description="Default: one per enabled task + sim.")
+    threads_per_worker: Annotated[Int, Field(ge=1)] = 1
+    dashboard: Bool = True
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+
+    @model_validator(mode="after")
+    def _tls_matches_address(self) -> "ClusterConfig":
+        if self.address.startswith("tls://") and not self.tls.configured:
+            raise _fail(f"address {self.address} needs tls.ca_file, tls.cert_file and tls.key_file", "tls")
+        if self.address.startswith("tcp://") and self.tls.configured:
+            raise _fail(f"TLS files are set but the address is plaintext {self.address}; use tls://", "address")
+        if self.tls.configured and self.address != "none":
+            for name in ("ca_file", "cert_file", "key_file"):
+                path = getattr(self.tls, name)
+                if not path.is_file():
+                    raise _fail(f"no such file {str(path)!r}", f"tls.{name}")
+        return self
+
+
+class ExchangeConfig(_Section):
+    """How tasks share predictions on mediator samples (distributed runs)."""
+
+    publish_every_steps: Annotated[Int, Field(ge=1)] = 50
+    refresh_every_s: Annotated[Float, Field(gt=0)] = 5.0
+    max_staleness_steps: Annotated[Int, Field(ge=0)] = Field(2000, description="Older predictions are not used.")
+    max_staleness_s: Annotated[Float, Field(gt=0)] = Field(1200.0, description="Older predictions are not used.")
+    payload_dtype: Literal["float16", "float32"] = "float16"
+    mediator_pool_shards: Annotated[Int, Field(ge=1)] = 4
+
+
+def _registry_names(module: str, attribute: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
+    """Keys of a registry dict when it imports and is non-empty, else ``fallback``."""
+    try:
+        import importlib
+
+        registry = getattr(importlib.import_module(module), attribute, None)
+    except ImportError:
+        return fallback
+    if isinstance(registry, Mapping) and registry:
+        return tuple(sorted(registry))
+    return fallback
+
+
+def available_tasks() -> tuple[str, ...]:
+    """Task names a config may use: ``taskology.tasks.TASKS`` when available, else :data:`KNOWN_TASKS`."""
+    return _registry_names("taskology.tasks", "TASKS", KNOWN_TASKS)
+
+
+def available_relations() -> tuple[str, ...]:
+    """Relation names: ``taskology.losses.RELATIONS`` when available, else :data:`KNOWN_RELATIONS`."""
+    return _registry_names("taskology.losses", "RELATIONS", KNOWN_RELATIONS)
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment. Build with :func:`load_config`; save with :func:`save_config`."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    tasks: dict[str, TaskConfig] = Field(default_factory=lambda: {name: TaskConfig() for name in CAMERA_TASKS})
+    relations: dict[str, RelationConfig] = Field(
+        default_factory=lambda: {name: RelationConfig() for name in CAMERA_RELATIONS})
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
+        names = available_tasks()
+        for name in tasks:
+            if name not in names:
+                raise _fail(f"unknown task; available: {', '.join(names)}", name)
+        return tasks
+
+    @field_validator("relations")
+    @classmethod
+    def _known_relations(cls, relations: dict[str, RelationConfig]) -> dict[str, RelationConfig]:
+        names = available_relations()
+        for name in relations:
+            if name not in names:
+                raise _fail(f"unknown relation; available: {', '.join(names)}", name)
+        return relations
+
+    @model_validator(mode="after")
+    def _some_task_enabled(self) -> "ExperimentConfig":
+        if not self.enabled_tasks():
+            raise _fail(f"no task is enabled; enable at least one of {', '.join(available_tasks())}", "tasks")
+        return self
+
+    def enabled_tasks(self) -> list[str]:
+        """Names of the enabled tasks, in config order."""
+        return [name for name, task in self.tasks.items() if task.enabled]
+
+    def enabled_relations(self) -> dict[str, float]:
+        """Enabled relation name -> weight, in config order."""
+        return {name: rel.weight for name, rel in self.relations.items() if rel.enabled}
