@@ -592,8 +592,9 @@ def _record_sequence(carla: ModuleType, client: Any, world: Any, tm: Any, out_di
 
 
 def default_sensor_rig(camera_hw: tuple[int, int], lidar_beams: int, lidar_azimuth: int) -> SensorRig:
-    """The embedded renderer's sensors (:mod:`taskology.sim.sensors`): same K, mounts and LiDAR beams."""
+    """The embedded renderer's sensors (its defaults): same K, mounts, LiDAR beams, elevations and range."""
     from taskology.sim import sensors
+    from taskology.sim.renderer import EmbeddedRenderer
 
     height, width = camera_hw
     if height <= 0 or width <= 0:
@@ -601,7 +602,8 @@ def default_sensor_rig(camera_hw: tuple[int, int], lidar_beams: int, lidar_azimu
     if not 0 <= lidar_beams <= 128 or lidar_azimuth <= 0:
         raise SimError(f"CARLA backend: lidar_beams must be 0..128 and lidar_azimuth > 0, "
                        f"found {lidar_beams} and {lidar_azimuth}")
-    return SensorRig(camera_hw=(int(height), int(width)), K=sensors.camera_intrinsics(height, width),
-                     cam_from_ego=sensors.default_cam_from_ego(), lidar_from_ego=sensors.default_lidar_from_ego(),
-                     lidar_beams=int(lidar_beams), lidar_azimuth=int(lidar_azimuth),
-                     lidar_fov_deg=tuple(sensors.LIDAR_VFOV_DEG))
+    renderer = EmbeddedRenderer((height, width), lidar_beams, lidar_azimuth)
+    return SensorRig(camera_hw=(int(height), int(width)), K=renderer.K, cam_from_ego=renderer.cam_from_ego,
+                     lidar_from_ego=renderer.lidar_from_ego, lidar_beams=int(lidar_beams),
+                     lidar_azimuth=int(lidar_azimuth), lidar_fov_deg=tuple(sensors.LIDAR_VFOV_DEG),
+                     lidar_range_m=renderer.lidar_range_m)

@@ -110,3 +110,70 @@ def test_bad_arguments() -> None:
         SimActor("x", frames=0)
     with pytest.raises(SimError, match="pool_size"):
         SimActor("x", pool_size=0)
+
+
+# ---------------------------------------------------------------------- real cluster, real generator
+SMALL = {"seed": 0, "frames": 6, "camera_hw": (32, 96), "lidar_beams": 8, "lidar_azimuth": 64}
+
+
+def _wait(predicate, what: str, timeout_s: float = 120.0, every_s: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _indices_on_disk(run_dir: Path) -> list[int]:
+    from taskology.sim.generate import sequence_id_for
+
+    found, unmatched = resolve_indices([p.stem for p in run_dir.glob("*.h5")], lambda i: sequence_id_for(0, i),
+                                       limit=1000)
+    assert unmatched == []
+    return sorted(found)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_actor_survives_worker_sigkill_mid_shard(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    run_dir = tmp_path / "mediator"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        actor = client.submit(SimActor, str(run_dir), **SMALL, actor=True).result()
+        assert actor.start().result()["phase"] in ("scanning", "generating")
+
+        def mid_shard() -> bool:
+            s = actor.status().result()
+            assert not s["errors"], s["errors"]
+            return s["shards_done"] >= 2 and bool(s["in_progress"]) and s["in_progress"]["frames_done"] >= 1
+
+        _wait(mid_shard, "two shards done and a third one half written")
+        before = actor.shards().result()
+        ((old_address, pid),) = client.run(os.getpid).items()
+        os.kill(pid, signal.SIGKILL)                                      # fault injection: the worker dies
+        leftovers = [p.name for p in stale_temp_files(run_dir)]
+        assert leftovers, "the kill should have caught a shard being written"
+        _wait(lambda: [a for a in client.scheduler_info()["workers"] if a != old_address], "the nanny's new worker")
+        with pytest.raises(Exception):
+            actor.status().result(timeout=10)                              # the old actor is gone with its worker
+
+        actor = client.submit(SimActor, str(run_dir), **SMALL, actor=True).result()
+        actor.start()
+        _wait(lambda: actor.status().result()["shards_done"] >= 2, "two more shards from the recreated actor")
+        status = actor.stop().result()
+        after = actor.shards().result()
+    assert status["phase"] == "stopped" and status["errors"] == [] and status["quarantined"] == []
+    assert status["removed_temp_files"] == leftovers                      # the dead writer's temp file was cleaned
+    assert after[:len(before)] == before                                  # old shards kept, new ones appended
+    indices = _indices_on_disk(run_dir)
+    assert indices == list(range(len(indices))) and len(indices) == len(after) >= len(before) + 2  # no gap, no duplicate
+    assert stale_temp_files(run_dir) == []
+    for path in after:
+        with Shard.open(path) as shard:                                    # every shard opens and validates fully
+            shard.verify()
+            assert shard.num_frames == SMALL["frames"] and shard.generator["seed"] == 0
+    assert json.loads((run_dir / LEDGER_NAME).read_text())["next_index"] == len(indices)
