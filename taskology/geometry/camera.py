@@ -390,7 +390,7 @@ def normals_from_depth_torch(depth: torch.Tensor, K: torch.Tensor,
         >>> K = torch.tensor([[[10.0, 0, 2], [0, 10.0, 2], [0, 0, 1]]])
         >>> normals, valid = normals_from_depth_torch(torch.full((1, 1, 5, 5), 3.0), K)
         >>> normals[0, :, 2, 2], bool(valid.all())
-        (tensor([0., 0., -1.]), True)
+        (tensor([ 0.,  0., -1.]), True)
     """
     _check_torch_depth("normals_from_depth_torch", depth)
     _check_torch_intrinsics("normals_from_depth_torch", K, depth.shape[0])

@@ -299,7 +299,7 @@ def kabsch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) 
     Example:
         >>> src = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
         >>> rot_z_90 = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
-        >>> np.round(kabsch(src, src @ rot_z_90.T)[:3, :3], 12)
+        >>> np.round(kabsch(src, src @ rot_z_90.T)[:3, :3], 12) + 0.0  # + 0.0 turns -0. into 0.
         array([[ 0., -1.,  0.],
                [ 1.,  0.,  0.],
                [ 0.,  0.,  1.]])
