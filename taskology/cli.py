@@ -124,7 +124,7 @@ def _check_cluster(ctx: click.Context, param: click.Parameter, value: str | None
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def _check_overrides(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+def _check_overrides(ctx: click.Context, param: click.Parameter | None, values: tuple[str, ...]) -> tuple[str, ...]:
     """Dotted overrides only: a stray ``--option`` lands here because train accepts free arguments."""
     for value in values:
         if value.startswith("-"):
@@ -134,6 +134,17 @@ def _check_overrides(ctx: click.Context, param: click.Parameter, values: tuple[s
             raise click.BadParameter(f"expected KEY=VALUE like train.steps=200; found {value!r}", ctx, param,
                                      param_hint="OVERRIDES")
     return values
+
+
+def _check_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and str(value).startswith("-"):
+        _check_overrides(ctx, param, (str(value),))  # a stray option took CONFIG's place
+    return value
+
+
+def _param(name: str) -> click.Parameter | None:
+    """The current command's parameter ``name`` (for error messages)."""
+    return next((p for p in click.get_current_context().command.params if p.name == name), None)
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -194,7 +205,8 @@ def sim(**kwargs: Any) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("config", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False), required=False,
+                callback=_check_config)
 @click.argument("overrides", nargs=-1, callback=_check_overrides)
 @click.option("--cluster", default=None, callback=_check_cluster,
               help="none (in-process), local (LocalCluster, default) or tcp://HOST:PORT / tls://HOST:PORT "
@@ -215,10 +227,17 @@ def train(**kwargs: Any) -> None:
       taskology train configs/demo.yaml train.mode=alone --cluster none --run-dir runs/alone
       taskology train --resume runs/demo
     """
-    if kwargs.get("config") is not None or kwargs.get("overrides"):
+    config = kwargs.get("config")
+    if config is not None and "=" in str(config) and not config.exists():
+        # `taskology train train.steps=5`: without CONFIG the first override took its place
+        kwargs["overrides"] = _check_overrides(click.get_current_context(), _param("overrides"),
+                                               (str(config), *kwargs["overrides"]))
+        kwargs["config"] = None
+    if kwargs.get("resume") is None and (kwargs.get("config") is not None or kwargs.get("overrides")):
         from taskology.config import load_config
 
         load_config(kwargs.get("config"), kwargs.get("overrides") or ())  # raises ConfigError early
+        # (with --resume the overrides apply to the run's saved config; train_command checks them)
     _target("taskology.engine.command", "train_command", 5)(**kwargs)
 
 

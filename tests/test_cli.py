@@ -121,6 +121,8 @@ def test_unknown_command_suggests_the_close_one() -> None:
     (["demo", "--cluster", "tcp://nohost"], ["'--cluster'", "tcp://HOST:PORT"]),
     (["train", "--cluster", "remote"], ["'--cluster'", "expected none, local, tcp://HOST:PORT"]),
     (["train", "configs/demo.yaml", "--clsuter", "none"], ["No such option '--clsuter'."]),
+    (["train", "--clsuter", "none"], ["No such option '--clsuter'."]),
+    (["train", "train.stpes=5"], ["override 'train.stpes=5': train.stpes: unknown key"]),
     (["train", "configs/demo.yaml", "--debug"], ["No such option '--debug' (it is an option of taskology itself: taskology --debug train ...)."]),
     (["train", "configs/demo.yaml", "steps"], ["OVERRIDES", "expected KEY=VALUE", "'steps'"]),
     (["inspect", "data/x", "--frame", "-2"], ["'--frame'"]),
@@ -158,6 +160,12 @@ def test_train_checks_the_config_before_calling_the_engine(fake_target, tmp_path
       "cluster": "none", "run_dir": Path("r"), "resume": None}),
     ("train", ["--resume", "runs/old"],
      {"config": None, "overrides": (), "cluster": None, "run_dir": None, "resume": Path("runs/old")}),
+    ("train", ["--resume", "runs/old", "tasks.only_in_saved_run.lr=0.1"],  # checked against the saved config
+     {"config": None, "overrides": ("tasks.only_in_saved_run.lr=0.1",), "cluster": None, "run_dir": None,
+      "resume": Path("runs/old")}),
+    ("train", ["train.steps=5", "train.mode=alone"],  # overrides without CONFIG
+     {"config": None, "overrides": ("train.steps=5", "train.mode=alone"), "cluster": None, "run_dir": None,
+      "resume": None}),
     ("eval", ["runs/x", "--split", "mediator"], {"run_dir": Path("runs/x"), "split": "mediator"}),
     ("report", ["runs/x"], {"run_dir": Path("runs/x")}),
     ("demo", [], {"out": Path("runs/demo"), "cluster": "local"}),
