@@ -195,3 +195,28 @@ def test_against_kornia_on_smooth_depth():
     inner = (slice(1, -1), slice(1, -1))  # kornia's Sobel pads by replication at the border
     cosine = np.sum(ours[inner] * kornia_normals[inner], axis=-1)
     assert cosine.min() > 0.999, cosine.min()
+
+
+def test_torch_normals_gradients_stay_finite_with_invalid_depth():
+    rng = np.random.default_rng(7)
+    depth = random_depth(rng, batch=1)  # zeros, NaN, inf and a negative value
+    depth[0, 10, 10:13] = 50.0  # a discontinuity
+    d, k = to_torch(depth)
+    d.requires_grad_(True)
+    normals, valid = normals_from_depth_torch(d, k)
+    (normals * torch.tensor(rng.normal(size=normals.shape))).sum().backward()
+    assert torch.isfinite(d.grad).all()
+    invalid = ~torch.tensor(np.isfinite(depth) & (depth > 0))[:, None]
+    assert torch.all(d.grad[invalid] == 0)  # no gradient leaks into invalid pixels
+
+
+@pytest.mark.gpu
+def test_torch_twins_on_cuda_match_cpu():
+    rng = np.random.default_rng(8)
+    d, k = to_torch(random_depth(rng), dtype=torch.float32)
+    cpu_normals, cpu_valid = normals_from_depth_torch(d, k)
+    gpu_normals, gpu_valid = normals_from_depth_torch(d.cuda(), k.cuda())
+    assert torch.equal(gpu_valid.cpu(), cpu_valid)
+    torch.testing.assert_close(gpu_normals.cpu(), cpu_normals, atol=1e-5, rtol=1e-5)
+    pix, z = project_points_torch(points_from_depth_torch(d.cuda().nan_to_num(0.0).clamp(min=0), k.cuda()), k.cuda())
+    assert pix.is_cuda and z.is_cuda

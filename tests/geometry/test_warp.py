@@ -149,3 +149,29 @@ def test_shape_errors():
         warp_frame(image, torch.ones(1, H, W), torch.eye(3)[None], torch.eye(4)[None])
     with pytest.raises(ValueError, match="object_translation"):
         warp_frame(image, torch.ones(1, 1, H, W), torch.eye(3)[None], torch.eye(4)[None], torch.zeros(1, 3, H, 2))
+
+
+def test_gradients_stay_finite_with_invalid_depth_and_points_behind_the_camera():
+    rng = np.random.default_rng(4)
+    depth = 0.5 + 4.0 * rng.random((1, 1, H, W))
+    depth[0, 0, :3] = 0.0
+    depth[0, 0, 5, 5], depth[0, 0, 6, 6] = np.nan, np.inf
+    d = torch.tensor(depth, requires_grad=True)
+    motion = torch.tensor(pose([0.0, 0.2, 0.0], [0.0, 0.0, -1.5]))[None].requires_grad_(True)  # some points behind
+    result = warp_frame(torch.tensor(rng.random((1, 2, H, W))), d, torch.tensor(K)[None], motion)
+    assert 0 < result.valid.float().mean() < 1 and (result.projected_depth < 0).any()
+    (result.image.sum() + (result.projected_depth * result.valid).sum()).backward()
+    assert torch.isfinite(d.grad).all() and torch.isfinite(motion.grad).all()
+    assert torch.all(d.grad[~result.valid] == 0)
+
+
+@pytest.mark.gpu
+def test_warp_on_cuda_matches_cpu():
+    rng = np.random.default_rng(5)
+    depth = 2.0 + 3.0 * rng.random((2, H, W))
+    image = torch.tensor(rng.random((2, 3, H, W)), dtype=torch.float32)
+    d, k, m = batch_tensors(depth, pose([0.01, 0.02, 0.0], [0.1, 0.0, 0.2]))
+    cpu = warp_frame(image, d.float(), k.float(), m.float())
+    gpu = warp_frame(image.cuda(), d.float().cuda(), k.float().cuda(), m.float().cuda())
+    assert torch.equal(gpu.valid.cpu(), cpu.valid)
+    torch.testing.assert_close(gpu.image.cpu(), cpu.image, atol=1e-4, rtol=1e-4)
