@@ -30,6 +30,11 @@ def densify(points: np.ndarray, step: float = STEP_M) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _cross2(a: np.ndarray, b: np.ndarray) -> float:
+    """z component of the cross product of two 2D vectors."""
+    return float(a[0] * b[1] - a[1] * b[0])
+
+
 def bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 12) -> np.ndarray:
     """Quadratic Bezier curve through control points, (n + 1, 2) without duplicates at the ends."""
     t = np.linspace(0.0, 1.0, n + 1)[:, None]
@@ -142,7 +147,7 @@ def extend_vehicle_route(town: Town, agent: Agent) -> None:
     if abs(float(np.dot(d_ab, d_bc))) > 0.5:  # straight on
         curve = np.stack([start_bc])
     else:  # control point: intersection of the two lane lines
-        t = float(np.cross(start_bc - end_ab, d_bc) / np.cross(d_ab, d_bc))
+        t = float(_cross2(start_bc - end_ab, d_bc) / _cross2(d_ab, d_bc))
         ctrl = end_ab + t * d_ab
         curve = bezier(end_ab, ctrl, start_bc)[1:]
     agent.follower.extend(np.concatenate([curve, end_bc[None]]))

@@ -193,7 +193,10 @@ class EmbeddedRenderer:
                 blocked |= dyn_scene.run(src, sdir, query="OCCLUDED") >= 0
             lit[np.flatnonzero(lit)[blocked]] = False
         rgb = np.empty((h * w, 3), np.uint8)
-        rgb[idx] = shading.shade(material[idx], colour, tex_point, normal[idx], lit, sun)
+        # pixel footprint on the surface: range / focal length, stretched at grazing incidence
+        incidence = np.abs(np.sum(normal[idx] * dirs[idx], axis=1))
+        footprint = t[idx] / self.K[0, 0] / np.maximum(incidence, 0.15)
+        rgb[idx] = shading.shade(material[idx], colour, tex_point, normal[idx], lit, sun, footprint)
         sky = np.flatnonzero(~is_hit)
         rgb[sky] = shading.sky_reference(dirs[sky])
         depth = (t * self._cam_z).astype(np.float32)

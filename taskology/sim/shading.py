@@ -62,8 +62,14 @@ def _frac(v: np.ndarray) -> np.ndarray:
     return v - np.floor(v)
 
 
+def _fade_np(frequency: float, footprint: np.ndarray) -> np.ndarray:
+    """Weight of a texture feature of ``frequency`` (cycles / metre) for a pixel footprint (metres):
+    1 well below Nyquist, 0 above it (mip-map-like filtering against aliasing)."""
+    return np.clip(2.0 - 4.0 * frequency * footprint, 0.0, 1.0)
+
+
 def shade_reference(material: np.ndarray, colour: np.ndarray, point: np.ndarray, normal: np.ndarray,
-                    lit: np.ndarray, sun_dir: np.ndarray) -> np.ndarray:
+                    lit: np.ndarray, sun_dir: np.ndarray, footprint: np.ndarray | None = None) -> np.ndarray:
     """Shade N hits.
 
     Args:
@@ -73,33 +79,37 @@ def shade_reference(material: np.ndarray, colour: np.ndarray, point: np.ndarray,
         normal: (N, 3) float64 unit normal (world frame), towards the viewer.
         lit: (N,) bool, False where the sun is occluded.
         sun_dir: (3,) unit vector towards the sun (world frame).
+        footprint: (N,) float64 size of the pixel on the surface, metres (default 0: no filtering);
+            texture detail finer than the footprint fades to its mean so images do not alias.
 
     Returns:
         (N, 3) uint8 sRGB.
     """
     x, y, z = (point[:, k].astype(np.float64) for k in range(3))
     nx, ny, nz = (normal[:, k].astype(np.float64) for k in range(3))
+    fp = np.zeros(len(material)) if footprint is None else np.asarray(footprint, np.float64)
     f = np.ones(len(material))
     albedo = colour.astype(np.float64).copy()
     m = material
     sel = m == mat.ASPHALT
     f[sel] = (0.8 + 0.3 * (_noise_np(x * 0.15, y * 0.15, z * 0.15) - 0.5)
-              + 0.3 * (_hash_np(np.floor(x * 12), np.floor(y * 12), np.floor(z * 12)) - 0.5))[sel]
+              + 0.35 * (_noise_np(x * 6, y * 6, z * 6) - 0.5) * _fade_np(6.0, fp))[sel]
     sel = m == mat.CONCRETE
-    joint = (_frac(x / 1.5) < 0.04) | (_frac(y / 1.5) < 0.04)
+    joint = ((_frac(x / 1.5) < 0.04) | (_frac(y / 1.5) < 0.04)) * _fade_np(8.0, fp)
     tile = 0.95 + 0.16 * (_hash_np(np.floor(x / 1.5), np.floor(y / 1.5), np.floor(z)) - 0.5) \
-        + 0.12 * (_noise_np(x * 3, y * 3, z * 3) - 0.5)
-    f[sel] = np.where(joint, 0.72, tile)[sel]
+        + 0.12 * (_noise_np(x * 3, y * 3, z * 3) - 0.5) * _fade_np(3.0, fp)
+    f[sel] = (tile + (0.72 - tile) * joint)[sel]
     sel = m == mat.ROAD_PAINT
     f[sel] = (0.95 + 0.1 * (_noise_np(x * 2, y * 2, z * 2) - 0.5))[sel]
     facade = (m == mat.BRICK) | (m == mat.PLASTER)
     h = np.where(np.abs(ny) > np.abs(nx), x, y)
     row = np.floor(z / 0.3)
     shifted = h / 0.6 + 0.5 * (row - 2 * np.floor(row / 2))
-    mortar = (_frac(z / 0.3) < 0.14) | (_frac(shifted) < 0.07)
-    brick = np.where(mortar, 1.3, 0.82 + 0.3 * _hash_np(row, np.floor(shifted), np.floor(h * 0.0)))
+    mortar = ((_frac(z / 0.3) < 0.14) | (_frac(shifted) < 0.07)) * _fade_np(6.0, fp)
+    brick = 0.97 + (0.82 + 0.3 * _hash_np(row, np.floor(shifted), np.zeros_like(row)) - 0.97) * _fade_np(3.0, fp)
+    brick = brick + (1.3 - brick) * mortar
     plaster = 0.92 + 0.2 * (_noise_np(x * 1.5, y * 1.5, z * 1.5) - 0.5) \
-        + 0.06 * (_hash_np(np.floor(x * 20), np.floor(y * 20), np.floor(z * 20)) - 0.5)
+        + 0.1 * (_noise_np(x * 8, y * 8, z * 8) - 0.5) * _fade_np(8.0, fp)
     f[facade] = np.where(m == mat.BRICK, brick, plaster)[facade]
     fz, fh = _frac(z / 3.2), _frac(h / 3.0)
     window = facade & (np.abs(nz) < 0.5) & (z > 2.0) & (fz > 0.3) & (fz < 0.8) & (fh > 0.22) & (fh < 0.78)
@@ -109,16 +119,16 @@ def shade_reference(material: np.ndarray, colour: np.ndarray, point: np.ndarray,
     sel = m == mat.ROOF
     f[sel] = (0.8 + 0.35 * (_noise_np(x * 0.5, y * 0.5, z * 0.5) - 0.5))[sel]
     sel = m == mat.BARK
-    f[sel] = (0.75 + 0.5 * (_noise_np(x * 10, y * 10, z * 1.0) - 0.5))[sel]
+    f[sel] = (0.75 + 0.5 * (_noise_np(x * 10, y * 10, z * 1.0) - 0.5) * _fade_np(10.0, fp))[sel]
     sel = (m == mat.FOLIAGE) | (m == mat.GRASS)
     f[sel] = (0.6 + 0.6 * _noise_np(x * 2.5, y * 2.5, z * 2.5)
-              + 0.35 * (_hash_np(np.floor(x * 9), np.floor(y * 9), np.floor(z * 9)) - 0.5))[sel]
+              + 0.4 * (_noise_np(x * 9, y * 9, z * 9) - 0.5) * _fade_np(9.0, fp))[sel]
     sel = m == mat.METAL
-    f[sel] = (0.9 + 0.2 * (_noise_np(x * 5, y * 5, z * 5) - 0.5))[sel]
+    f[sel] = (0.9 + 0.2 * (_noise_np(x * 5, y * 5, z * 5) - 0.5) * _fade_np(5.0, fp))[sel]
     sel = (m == mat.CAR_PAINT) | (m == mat.GLASS)
     f[sel] = (0.95 + 0.14 * (_noise_np(x * 2, y * 2, z * 2) - 0.5))[sel]
     sel = m == mat.CLOTH
-    f[sel] = (0.85 + 0.3 * _hash_np(np.floor(x * 30), np.floor(y * 30), np.floor(z * 30)))[sel]
+    f[sel] = (0.95 + 0.3 * (_noise_np(x * 15, y * 15, z * 15) - 0.5) * _fade_np(15.0, fp))[sel]
     cos = np.maximum(0.0, nx * sun_dir[0] + ny * sun_dir[1] + nz * sun_dir[2]) * lit
     light = AMBIENT[None, :].astype(np.float64) + SUN[None, :].astype(np.float64) * cos[:, None]
     rgb = albedo * f[:, None] * light
@@ -172,23 +182,28 @@ def _frac_nb(v: float) -> float:
     return v - np.floor(v)
 
 
+@numba.njit(cache=True)
+def _fade_nb(frequency: float, footprint: float) -> float:
+    return min(max(2.0 - 4.0 * frequency * footprint, 0.0), 1.0)
+
+
 @numba.njit(cache=True, parallel=True)
-def _shade_kernel(material, colour, point, normal, lit, sun_dir, ambient, sun, window_rgb, out):  # noqa: ANN001
+def _shade_kernel(material, colour, point, normal, lit, sun_dir, footprint, ambient, sun, window_rgb, out):  # noqa: ANN001
     for i in numba.prange(material.shape[0]):
         x, y, z = point[i, 0], point[i, 1], point[i, 2]
         nx, ny, nz = normal[i, 0], normal[i, 1], normal[i, 2]
+        fp = footprint[i]
         m = material[i]
         r, g, b = float(colour[i, 0]), float(colour[i, 1]), float(colour[i, 2])
         f = 1.0
         if m == 0:  # asphalt
             f = 0.8 + 0.3 * (_noise_nb(x * 0.15, y * 0.15, z * 0.15) - 0.5) \
-                + 0.3 * (_hash_nb(np.floor(x * 12), np.floor(y * 12), np.floor(z * 12)) - 0.5)
+                + 0.35 * (_noise_nb(x * 6, y * 6, z * 6) - 0.5) * _fade_nb(6.0, fp)
         elif m == 1:  # concrete
-            if _frac_nb(x / 1.5) < 0.04 or _frac_nb(y / 1.5) < 0.04:
-                f = 0.72
-            else:
-                f = 0.95 + 0.16 * (_hash_nb(np.floor(x / 1.5), np.floor(y / 1.5), np.floor(z)) - 0.5) \
-                    + 0.12 * (_noise_nb(x * 3, y * 3, z * 3) - 0.5)
+            joint = 1.0 if (_frac_nb(x / 1.5) < 0.04 or _frac_nb(y / 1.5) < 0.04) else 0.0
+            tile = 0.95 + 0.16 * (_hash_nb(np.floor(x / 1.5), np.floor(y / 1.5), np.floor(z)) - 0.5) \
+                + 0.12 * (_noise_nb(x * 3, y * 3, z * 3) - 0.5) * _fade_nb(3.0, fp)
+            f = tile + (0.72 - tile) * joint * _fade_nb(8.0, fp)
         elif m == 2:  # road paint
             f = 0.95 + 0.1 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
         elif m == 3 or m == 4:  # facades
@@ -196,13 +211,12 @@ def _shade_kernel(material, colour, point, normal, lit, sun_dir, ambient, sun, w
             if m == 3:
                 row = np.floor(z / 0.3)
                 shifted = h / 0.6 + 0.5 * (row - 2 * np.floor(row / 2))
-                if _frac_nb(z / 0.3) < 0.14 or _frac_nb(shifted) < 0.07:
-                    f = 1.3
-                else:
-                    f = 0.82 + 0.3 * _hash_nb(row, np.floor(shifted), np.floor(h * 0.0))
+                mortar = 1.0 if (_frac_nb(z / 0.3) < 0.14 or _frac_nb(shifted) < 0.07) else 0.0
+                f = 0.97 + (0.82 + 0.3 * _hash_nb(row, np.floor(shifted), 0.0) - 0.97) * _fade_nb(3.0, fp)
+                f = f + (1.3 - f) * mortar * _fade_nb(6.0, fp)
             else:
                 f = 0.92 + 0.2 * (_noise_nb(x * 1.5, y * 1.5, z * 1.5) - 0.5) \
-                    + 0.06 * (_hash_nb(np.floor(x * 20), np.floor(y * 20), np.floor(z * 20)) - 0.5)
+                    + 0.1 * (_noise_nb(x * 8, y * 8, z * 8) - 0.5) * _fade_nb(8.0, fp)
             fz, fh = _frac_nb(z / 3.2), _frac_nb(h / 3.0)
             if abs(nz) < 0.5 and z > 2.0 and fz > 0.3 and fz < 0.8 and fh > 0.22 and fh < 0.78:
                 pane = 0.75 + 0.6 * _hash_nb(np.floor(z / 3.2), np.floor(h / 3.0), np.floor(nx * 2 + ny * 3))
@@ -211,16 +225,16 @@ def _shade_kernel(material, colour, point, normal, lit, sun_dir, ambient, sun, w
         elif m == 5:  # roof
             f = 0.8 + 0.35 * (_noise_nb(x * 0.5, y * 0.5, z * 0.5) - 0.5)
         elif m == 6:  # bark
-            f = 0.75 + 0.5 * (_noise_nb(x * 10, y * 10, z * 1.0) - 0.5)
+            f = 0.75 + 0.5 * (_noise_nb(x * 10, y * 10, z * 1.0) - 0.5) * _fade_nb(10.0, fp)
         elif m == 7 or m == 14:  # foliage, grass
             f = 0.6 + 0.6 * _noise_nb(x * 2.5, y * 2.5, z * 2.5) \
-                + 0.35 * (_hash_nb(np.floor(x * 9), np.floor(y * 9), np.floor(z * 9)) - 0.5)
+                + 0.4 * (_noise_nb(x * 9, y * 9, z * 9) - 0.5) * _fade_nb(9.0, fp)
         elif m == 8:  # metal
-            f = 0.9 + 0.2 * (_noise_nb(x * 5, y * 5, z * 5) - 0.5)
+            f = 0.9 + 0.2 * (_noise_nb(x * 5, y * 5, z * 5) - 0.5) * _fade_nb(5.0, fp)
         elif m == 9 or m == 10:  # car paint, glass
             f = 0.95 + 0.14 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
         elif m == 12:  # cloth
-            f = 0.85 + 0.3 * _hash_nb(np.floor(x * 30), np.floor(y * 30), np.floor(z * 30))
+            f = 0.95 + 0.3 * (_noise_nb(x * 15, y * 15, z * 15) - 0.5) * _fade_nb(15.0, fp)
         cos = nx * sun_dir[0] + ny * sun_dir[1] + nz * sun_dir[2]
         if cos < 0.0 or not lit[i]:
             cos = 0.0
@@ -231,12 +245,13 @@ def _shade_kernel(material, colour, point, normal, lit, sun_dir, ambient, sun, w
 
 
 def shade(material: np.ndarray, colour: np.ndarray, point: np.ndarray, normal: np.ndarray, lit: np.ndarray,
-          sun_dir: np.ndarray) -> np.ndarray:
+          sun_dir: np.ndarray, footprint: np.ndarray | None = None) -> np.ndarray:
     """Numba twin of :func:`shade_reference` (same arguments, same result up to float rounding)."""
     out = np.empty((len(material), 3), np.uint8)
+    fp = np.zeros(len(material)) if footprint is None else np.ascontiguousarray(footprint, np.float64)
     if len(material):
         _shade_kernel(np.ascontiguousarray(material, np.uint8), np.ascontiguousarray(colour, np.float32),
                       np.ascontiguousarray(point, np.float64), np.ascontiguousarray(normal, np.float64),
-                      np.ascontiguousarray(lit, np.bool_), np.asarray(sun_dir, np.float64),
+                      np.ascontiguousarray(lit, np.bool_), np.asarray(sun_dir, np.float64), fp,
                       AMBIENT.astype(np.float64), SUN.astype(np.float64), WINDOW.astype(np.float64), out)
     return out
