@@ -30,14 +30,14 @@ class DepthTask(Task):
 
     Args:
         width: base channels of the U-Net.
-        min_depth, max_depth: output range in metres.
+        min_depth, max_depth: output range in metres (the embedded simulator sees up to ~200 m).
     """
 
     name: ClassVar[str] = "depth"
     inputs: ClassVar[tuple[str, ...]] = ("rgb",)
     label_keys: ClassVar[tuple[str, ...]] = ("depth",)
 
-    def __init__(self, *, width: int = 16, min_depth: float = 0.5, max_depth: float = 100.0) -> None:
+    def __init__(self, *, width: int = 16, min_depth: float = 0.5, max_depth: float = 256.0) -> None:
         if not 0 < min_depth < max_depth:
             raise ValueError(f"depth range must satisfy 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
         self.width = width
