@@ -394,27 +394,34 @@ def normals_from_depth_torch(depth: torch.Tensor, K: torch.Tensor,
     """
     _check_torch_depth("normals_from_depth_torch", depth)
     _check_torch_intrinsics("normals_from_depth_torch", K, depth.shape[0])
-    height, width = depth.shape[-2:]
     valid = torch.isfinite(depth) & (depth > 0)  # (B,1,H,W)
     z = torch.where(valid, depth, torch.zeros_like(depth))
     points = points_from_depth_torch(z, K)  # (B,3,H,W)
-    z_pad = F.pad(z, (1, 1, 1, 1))
-    valid_pad = F.pad(valid, (1, 1, 1, 1), value=False)
-    points_pad = F.pad(points, (1, 1, 1, 1))
-
-    def neighbour(dv: int, du: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, cols = slice(1 + dv, 1 + dv + height), slice(1 + du, 1 + du + width)
-        usable = valid_pad[..., rows, cols] & valid & ((z_pad[..., rows, cols] - z).abs() <= max_relative_jump * z)
-        return usable, points_pad[..., rows, cols]
-
-    (right, p_r), (left, p_l) = neighbour(0, 1), neighbour(0, -1)
-    (down, p_d), (up, p_u) = neighbour(1, 0), neighbour(-1, 0)
-    tangent_u = torch.where(right, p_r, points) - torch.where(left, p_l, points)  # (B,3,H,W)
-    tangent_v = torch.where(down, p_d, points) - torch.where(up, p_u, points)  # (B,3,H,W)
-    normals = torch.cross(tangent_v, tangent_u, dim=1)  # (B,3,H,W)
+    # The tangent along an axis is right * (P[u+1] - P[u]) + left * (P[u] - P[u-1]) with right/left the
+    # usable flags: P[u+1] - P[u-1] when both are usable, the one-sided difference otherwise.
+    tangents, has_neighbour = [], []
+    for dim in (-1, -2):  # -1: along u (columns), -2: along v (rows)
+        size = depth.shape[dim]
+        hi = lambda t: t.narrow(dim, 1, size - 1)  # noqa: E731  (pixel + 1)
+        lo = lambda t: t.narrow(dim, 0, size - 1)  # noqa: E731  (pixel)
+        both_valid = hi(valid) & lo(valid)  # (B,1,...)
+        jump = (hi(z) - lo(z)).abs()
+        forward = both_valid & (jump <= max_relative_jump * lo(z))  # usable next neighbour of the lower pixel
+        backward = both_valid & (jump <= max_relative_jump * hi(z))  # usable previous neighbour of the upper pixel
+        step = hi(points) - lo(points)  # (B,3,...)
+        tangent = torch.zeros_like(points)  # (B,3,H,W)
+        lo(tangent).add_(step * forward.to(step.dtype))
+        hi(tangent).add_(step * backward.to(step.dtype))
+        neighbour = torch.zeros_like(valid)  # (B,1,H,W) bool
+        lo(neighbour).copy_(forward)
+        hi(neighbour).logical_or_(backward)
+        tangents.append(tangent)
+        has_neighbour.append(neighbour)
+    normals = torch.cross(tangents[1], tangents[0], dim=1)  # (B,3,H,W) = t_v x t_u
     norm2 = (normals * normals).sum(1, keepdim=True)  # (B,1,H,W)
-    ok = valid & (right | left) & (down | up) & (norm2 > 0)
-    norm = torch.sqrt(torch.where(ok, norm2, torch.ones_like(norm2)))
-    sign = torch.where((normals * points).sum(1, keepdim=True) > 0, -1.0, 1.0).to(depth.dtype)
-    normals = torch.where(ok, normals * sign / norm, torch.zeros_like(normals))
+    ok = valid & has_neighbour[0] & has_neighbour[1] & (norm2 > 0)
+    facing = (normals * points).sum(1, keepdim=True)
+    inverse_norm = torch.rsqrt(torch.where(ok, norm2, torch.ones_like(norm2)))
+    scale = torch.where(ok, torch.where(facing > 0, -inverse_norm, inverse_norm), torch.zeros_like(norm2))
+    normals = normals * scale  # (B,3,H,W)
     return normals, ok
