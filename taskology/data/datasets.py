@@ -10,10 +10,10 @@ label in train) is a :class:`~taskology.errors.DataError`, never a silent leak. 
 
 Training layout of the yielded tensors (``KEYS`` maps schema layers to keys)::
 
-    rgb (3, H, W) float32 0..1      depth (1, H, W) float32 m     normals (3, H, W) float32
-    semantic (H, W) int64           instance (H, W) int64         K (3, 3) float32
+    rgb (3, H, W) float32 0..1      depth (1, H, W) float32 m     normals (3, H, W) float32 (a view)
+    semantic (H, W) int64           instance (H, W) int32         K (3, 3) float32
     cam_from_ego, world_from_ego, lidar_from_ego (4, 4) float32
-    lidar_points (p, 4) float32     lidar_semantic, lidar_instance (p,) int64
+    lidar_points (p, 4) float32     lidar_semantic (p,) int64     lidar_instance (p,) int32
     boxes (o, 7) float64            velocity (o, 3) float32       track_id, class_id (o,) int64
 
 Pairs add the same keys with ``_next`` for frame t+1 (static calibration is not repeated) and,
@@ -58,21 +58,28 @@ _STATIC = frozenset(n for n in KEYS if not LAYERS[n].per_frame and LAYERS[n].sha
 
 
 def to_training_layout(name: str, values: np.ndarray) -> torch.Tensor:
-    """Convert one layer of one frame from its on-disk layout to the training layout (see module doc)."""
-    t = torch.from_numpy(np.ascontiguousarray(values))
+    """Convert one layer of one frame from its on-disk layout to the training layout (see module doc).
+
+    The conversion runs in NumPy (single-threaded) rather than torch ops: per-sample work in a data
+    loader must not spin torch's intra-op thread pool, which is very slow on a loaded machine.
+    """
     if name == "camera/rgb":
-        return t.permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        out = np.empty((values.shape[2], *values.shape[:2]), dtype=np.float32)   # (3, H, W)
+        np.divide(values.transpose(2, 0, 1), np.float32(255.0), out=out, dtype=np.float32)
+        return torch.from_numpy(out)
     if name == "camera/depth":
-        return t.unsqueeze(0)
+        return torch.from_numpy(np.ascontiguousarray(values)[None])               # (1, H, W)
     if name == "camera/normals":
-        return t.permute(2, 0, 1).contiguous()
+        return torch.from_numpy(values).permute(2, 0, 1)  # (3, H, W) view; collate's stack makes it dense
     if name == "objects/box":
-        return t  # float64: box geometry stays in double precision
-    if t.dtype == torch.float64:
-        return t.to(torch.float32)
-    if t.dtype in (torch.uint8, torch.int32, torch.int16):
-        return t.to(torch.int64)
-    return t
+        return torch.from_numpy(np.ascontiguousarray(values))  # float64: box geometry stays double
+    if values.dtype == np.float64:
+        return torch.from_numpy(values.astype(np.float32))
+    if name == "camera/instance" or name == "lidar/instance":
+        return torch.from_numpy(values)  # int32 track ids (-1 = none); an int64 copy buys nothing
+    if values.dtype.kind in "iu" and values.dtype != np.int64:
+        return torch.from_numpy(values.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(values))
 
 
 class FrameDataset(Dataset):
@@ -111,6 +118,7 @@ class FrameDataset(Dataset):
         self.layers: tuple[str, ...] = tuple(chosen)
         self.samples: list[tuple[str, int]] = self._samples()
         self._shards: dict[str, Shard] = {}
+        self._static: dict[tuple[str, str], np.ndarray] = {}
         self._pid = -1
 
     def _sequences(self) -> list[str]:
@@ -142,7 +150,7 @@ class FrameDataset(Dataset):
 
     def _shard(self, sequence_id: str) -> Shard:
         if self._pid != os.getpid():  # new process (DataLoader worker): never reuse a forked handle
-            self._shards, self._pid = {}, os.getpid()
+            self._shards, self._static, self._pid = {}, {}, os.getpid()
         shard = self._shards.get(sequence_id)
         if shard is None:
             shard = self._shards[sequence_id] = Shard.open(self.manifest.shard_path(sequence_id))
@@ -153,7 +161,10 @@ class FrameDataset(Dataset):
         shard = self._shard(sequence_id)
         sample: dict[str, Any] = {"sample_id": f"{sequence_id}:{frame}"}
         for name in self.layers:
-            sample[KEYS[name]] = to_training_layout(name, shard.read(name, None if name in _STATIC else frame))
+            if name in _STATIC:
+                sample[KEYS[name]] = self._static_layer(shard, sequence_id, name)
+            else:
+                sample[KEYS[name]] = to_training_layout(name, shard.read(name, frame))
         if self.pairs:
             for name in self.layers:
                 if name not in _STATIC:
@@ -163,10 +174,17 @@ class FrameDataset(Dataset):
                 ego_next_from_ego = np.linalg.solve(world_from_ego[1], world_from_ego[0])
                 sample["ego_next_from_ego"] = torch.from_numpy(ego_next_from_ego.astype(np.float32))
                 if "camera" in shard.groups:
-                    cam_from_ego = shard.read("camera/cam_from_ego")
+                    cam_from_ego = shard.read("camera/cam_from_ego")  # float64: exact pose algebra
                     cam_next_from_cam = cam_from_ego @ ego_next_from_ego @ np.linalg.inv(cam_from_ego)
                     sample["cam_next_from_cam"] = torch.from_numpy(cam_next_from_cam.astype(np.float32))
         return sample
+
+    def _static_layer(self, shard: Shard, sequence_id: str, name: str) -> torch.Tensor:
+        """A static layer (calibration) in training layout, read once per shard and process."""
+        key = (sequence_id, name)
+        if key not in self._static:
+            self._static[key] = shard.read(name)
+        return to_training_layout(name, self._static[key])  # a fresh tensor: callers may modify it
 
     def close(self) -> None:
         for shard in self._shards.values():
@@ -175,7 +193,7 @@ class FrameDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:  # pickled to spawned workers without open handles
         state = self.__dict__.copy()
-        state["_shards"], state["_pid"] = {}, -1
+        state["_shards"], state["_static"], state["_pid"] = {}, {}, -1
         return state
 
 

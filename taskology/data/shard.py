@@ -168,6 +168,10 @@ class Shard:
         return offsets
 
     def _check_finite(self, name: str, values: np.ndarray, where: str) -> None:
+        # Fast path for float32: a float64 sum cannot overflow, so it is finite iff every value is;
+        # it needs no temporary array (cheap enough to run on every frame read).
+        if values.dtype == np.float32 and np.isfinite(np.add.reduce(values, axis=None, dtype=np.float64)):
+            return
         if not np.isfinite(values).all():
             bad = int(values.size - np.count_nonzero(np.isfinite(values)))
             raise self._fail(name, f"finite values ({where})", f"{bad} NaN/inf values")
@@ -223,7 +227,8 @@ class Shard:
         if frames is None:
             return self._read_raw(name, ())
         if isinstance(frames, (int, np.integer)):
-            self._frame_indices(frames)
+            if not 0 <= frames < self.num_frames:
+                raise DataError(f"{self.path}: frame {frames} out of range 0..{self.num_frames - 1}")
             return self._read_raw(name, int(frames))
         idx = self._frame_indices(frames)
         if idx.size and np.all(np.diff(idx) == 1):

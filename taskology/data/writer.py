@@ -116,6 +116,7 @@ class ShardWriter:
         objects: whether the shard has an objects group (track_id, class_id, box, velocity).
         overwrite: replace an existing shard at ``path`` (otherwise that is a DataError).
         ego: whether the shard has the ego group (``ego/world_from_ego`` per frame).
+        compression: layer -> HDF5 filter (``"lzf"``, ``"gzip"`` or None); default :data:`COMPRESSION`.
 
     Every :meth:`append` must carry exactly the per-frame layers of the present groups; static layers
     (``camera/K``, ``camera/cam_from_ego``, ``lidar/lidar_from_ego``) are given once by
@@ -124,7 +125,7 @@ class ShardWriter:
 
     def __init__(self, path: Path, *, sequence_id: str, frame_rate: float, generator: dict,
                  camera_hw: tuple[int, int] | None, lidar: bool, objects: bool, overwrite: bool = False,
-                 ego: bool = True) -> None:
+                 ego: bool = True, compression: Mapping[str, str | None] | None = None) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
         if not self.path.parent.is_dir():
@@ -148,6 +149,7 @@ class ShardWriter:
         self._offsets: dict[str, list[int]] = {g: [0] for g in self.groups if g in _RAGGED}
         self._frames = 0
         self._closed = False
+        codecs = COMPRESSION if compression is None else compression
         self.temp_path = temp_path_for(self.path)
         try:
             self._file = h5py.File(self.temp_path, "w", libver="latest")
@@ -158,12 +160,12 @@ class ShardWriter:
         for name in self._per_frame:
             shape = _expected_shape(name, self.camera_hw)
             self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape),
-                                      dtype=LAYERS[name].dtype, fletcher32=True, compression=COMPRESSION.get(name))
+                                      dtype=LAYERS[name].dtype, fletcher32=True, compression=codecs.get(name))
         for name in self._ragged:
             shape = _expected_shape(name, None)
             rows = RAGGED_CHUNK_ROWS[LAYERS[name].group]
             self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), chunks=(rows, *shape),
-                                      dtype=LAYERS[name].dtype, fletcher32=True, compression=COMPRESSION.get(name))
+                                      dtype=LAYERS[name].dtype, fletcher32=True, compression=codecs.get(name))
 
     # ------------------------------------------------------------------ writing
     def set_static(self, **layers: np.ndarray) -> None:
