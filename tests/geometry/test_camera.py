@@ -220,3 +220,14 @@ def test_torch_twins_on_cuda_match_cpu():
     torch.testing.assert_close(gpu_normals.cpu(), cpu_normals, atol=1e-5, rtol=1e-5)
     pix, z = project_points_torch(points_from_depth_torch(d.cuda().nan_to_num(0.0).clamp(min=0), k.cuda()), k.cuda())
     assert pix.is_cuda and z.is_cuda
+
+
+def test_points_torch_matches_numba_with_per_batch_intrinsics():
+    rng = np.random.default_rng(9)
+    depth = random_depth(rng, invalid=False)
+    depth[rng.random(depth.shape) < 0.2] = 0.0
+    k = np.stack([K, K * [[1.1], [0.9], [1.0]]])
+    ours = points_from_depth(depth, k)
+    torch_points = points_from_depth_torch(torch.tensor(depth[:, None], dtype=torch.float64), torch.tensor(k))
+    np.testing.assert_allclose(torch_points.permute(0, 2, 3, 1).numpy(), ours, rtol=1e-6, atol=1e-6)
+    assert np.all(ours[depth == 0] == 0)
