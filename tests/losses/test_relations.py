@@ -24,10 +24,13 @@ TASK_NAMES = ("depth", "normals", "segmentation", "motion")
 @pytest.fixture(scope="module")
 def gt(sim_root: Path):
     """Ground-truth 'outputs' of every task on the test pairs of the tiny simulator set."""
-    manifest = make_splits(sim_root, {"depth": 1.0}, test_sequences=2, mediator_fraction=0.5, seed=0, write=False)
+    # 4 of the 5 sequences as "test" so that independently moving objects are in view.
+    manifest = make_splits(sim_root, {"depth": 1.0}, test_sequences=4, mediator_fraction=0.5, seed=0, write=False)
     layers = sorted(set(sum(TASK_LAYERS.values(), ())) | {"camera/depth", "camera/normals", "camera/semantic"})
     data = PreparedDataset(FrameDataset(manifest, "test", None, layers=layers, pairs=True))
     batch = collate([data[i] for i in range(len(data))])
+    moving = batch["object_translation"].norm(dim=1) > 0.05
+    assert int(moving.sum()) > 20, "the fixture should show independently moving objects"
     tasks = {n: build_task(n, width=4) for n in TASK_NAMES}
     seg = tasks["segmentation"]
     labels = seg.contiguous_labels(batch["semantic"]).clamp_min(0)
