@@ -83,9 +83,10 @@ class PathFollower:
         """(2,) float64 world (x, y)."""
         return self._at(self.s)
 
-    def heading(self) -> float:
-        """Yaw of the path tangent at the current position, radians (centred difference over 0.6 m)."""
-        d = self._at(self.s + 0.3) - self._at(self.s - 0.3)
+    def heading(self, ahead_m: float = 0.0) -> float:
+        """Yaw of the path tangent ``ahead_m`` metres ahead of the current position, radians (centred
+        difference over 0.6 m)."""
+        d = self._at(self.s + ahead_m + 0.3) - self._at(self.s + ahead_m - 0.3)
         return float(np.arctan2(d[1], d[0]))
 
 

@@ -92,7 +92,7 @@ def _frustum(size: tuple[float, float, float], centre: tuple[float, float, float
 
 
 def _wheel(x: float, y: float, radius: float, width: float) -> MeshAsset:
-    cyl = trimesh.creation.cylinder(radius=radius, height=width, sections=10)
+    cyl = trimesh.creation.cylinder(radius=radius, height=width, sections=12)  # a vertex at the bottom
     cyl.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
     cyl.apply_translation([x, y, radius])
     return part(cyl, 0, mat.RUBBER, (0.05, 0.05, 0.05))

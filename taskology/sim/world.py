@@ -26,6 +26,9 @@ from taskology.sim.town import Town
 _CAR_KINDS = ("hatchback", "sedan", "sedan", "suv", "van")
 #: how far ahead a vehicle looks for a leader or a pedestrian, metres.
 _LOOKAHEAD_M = 14.0
+#: vehicles slow to this speed for a turn within this distance ahead.
+_TURN_SPEED_MPS = 3.0
+_TURN_LOOKAHEAD_M = 10.0
 
 
 def pose_matrix(x: float, y: float, z: float, yaw: float) -> np.ndarray:
@@ -156,14 +159,23 @@ class World:
         blocking = (ahead > 0.5) & (ahead < _LOOKAHEAD_M) & (
             (is_vehicle & same_dir & (lateral < 1.6)) | (~is_vehicle & (lateral < 1.3)))
         blocking[index] = False
+        cruise = agent.cruise
+        turn = abs(np.sin((agent.follower.heading(_TURN_LOOKAHEAD_M) - yaw) / 2))
+        if turn > 0.2:  # a turn within the look-ahead: slow to a safe cornering speed
+            cruise = min(cruise, _TURN_SPEED_MPS)
         if not blocking.any():
-            return agent.cruise
+            return cruise
         gap = float(ahead[blocking].min())
-        return float(np.clip((gap - 7.0) * 0.8, 0.0, agent.cruise))
+        return float(np.clip((gap - 7.0) * 0.8, 0.0, cruise))
 
     def step(self, dt: float) -> None:
-        """Advance time by ``dt`` seconds: set speeds (gap keeping), move along paths, extend routes."""
+        """Advance time by ``dt`` seconds: move along paths at the current speeds (the velocities of
+        the last :meth:`state`), extend routes, then set the speeds of the next interval (gap keeping)."""
         everyone = [self.ego, *self.agents]
+        for agent in everyone:
+            agent.follower.advance(agent.speed * dt)
+        self._extend_routes()
+        self.time += dt
         positions = np.array([a.follower.position() for a in everyone])
         headings = np.array([a.follower.heading() for a in everyone])
         is_vehicle = np.array([a.kind == "vehicle" for a in everyone])
@@ -171,10 +183,6 @@ class World:
             if agent.kind == "vehicle":
                 target = self._target_speed(agent, positions, headings, is_vehicle, k)
                 agent.speed = float(np.clip(target, agent.speed - 5.0 * dt, agent.speed + 2.0 * dt))
-        for agent in everyone:
-            agent.follower.advance(agent.speed * dt)
-        self._extend_routes()
-        self.time += dt
 
     # ------------------------------------------------------------------ snapshot
     def _pose(self, agent: ag.Agent) -> tuple[np.ndarray, np.ndarray]:
