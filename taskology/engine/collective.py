@@ -1,0 +1,137 @@
+"""The in-process run: every task's :class:`TaskRunner` in one process, stepped round-robin.
+
+In mode ``collective`` peers' predictions are fresh (an :class:`InProcessPeerView` runs the peers'
+current models on each mediator batch); in mode ``alone`` no relation is used. This is the reference
+the distributed engine reproduces with the very same runner code.
+
+Run directory layout::
+
+    config.yaml                     resolved experiment config
+    checkpoints/<task>/step_XXXXXXXX.pt   (same layout as the distributed engine)
+    logs/<task>.jsonl, tensorboard/<task>/
+    metrics.json                    {"seed", "mode", "steps", "tasks": {task: {metric: value}}}
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from taskology.engine.logbook import TaskLog, write_json_atomic
+from taskology.engine.peers import InProcessPeerView
+from taskology.engine.runner import TaskRunner, enabled_tasks, load_checkpoint
+from taskology.engine.task_data import TaskData
+
+_CKPT = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_path(run_dir: Path, task: str, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / task / f"step_{step:08d}.pt"
+
+
+def checkpoint_steps(run_dir: Path, task: str) -> list[int]:
+    """Steps with a complete checkpoint of ``task`` in ``run_dir``, ascending."""
+    folder = Path(run_dir) / "checkpoints" / task
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _CKPT.match(p.name)))
+
+
+def latest_common_step(run_dir: Path, tasks: list[str]) -> int | None:
+    """The newest step for which every task has a checkpoint (None if there is none)."""
+    common: set[int] | None = None
+    for task in tasks:
+        steps = set(checkpoint_steps(run_dir, task))
+        common = steps if common is None else common & steps
+    return max(common) if common else None
+
+
+def build_runners(config: Any, run_dir: Path, *, seed: int, device: str, collective: bool,
+                  data: Mapping[str, TaskData] | None = None, resume_step: int | None = None
+                  ) -> tuple[dict[str, TaskRunner], InProcessPeerView]:
+    """One runner per enabled task, wired to one in-process peer view (peers only when collective)."""
+    view = InProcessPeerView()
+    runners: dict[str, TaskRunner] = {}
+    for task in enabled_tasks(config):
+        kwargs = dict(task_name=task, config=config, data_root=Path(config.data.root), run_dir=Path(run_dir),
+                      peer_view=view, seed=seed, device=device, collective=collective,
+                      data=None if data is None else data[task])
+        if resume_step is not None:
+            runners[task] = TaskRunner.restore(checkpoint_path(run_dir, task, resume_step), **kwargs)
+        else:
+            runners[task] = TaskRunner(**kwargs)
+        if collective:
+            view.register(task, runners[task])
+    return runners, view
+
+
+def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = False,
+                   data: Mapping[str, TaskData] | None = None, tensorboard: bool = True,
+                   on_log: Callable[[int, dict[str, dict[str, float]]], None] | None = None) -> dict[str, Any]:
+    """Train every enabled task for ``config.train.steps`` steps in this process; evaluate on test.
+
+    Args:
+        config: resolved experiment config (``train.mode`` picks alone / collective).
+        run_dir: the run directory (see the module docstring).
+        seed: seed of every runner (model init, data order).
+        resume: continue from the newest step all tasks have a checkpoint for.
+        data: per-task datasets instead of opening ``config.data.root`` (tests).
+        tensorboard: also write TensorBoard scalars.
+        on_log: called with (step, {task: scalars}) every ``train.log_every`` steps.
+
+    Returns:
+        The ``metrics.json`` record.
+    """
+    run_dir = Path(run_dir)
+    collective = config.train.mode == "collective"
+    tasks = enabled_tasks(config)
+    start = latest_common_step(run_dir, tasks) if resume else None
+    runners, _ = build_runners(config, run_dir, seed=seed, device=config.train.device, collective=collective,
+                               data=data, resume_step=start)
+    logs = {t: TaskLog(run_dir, t, tensorboard=tensorboard) for t in tasks}
+    every_steps = int(config.train.checkpoint_every_steps)
+    every_s = float(config.train.checkpoint_every_s)
+    last_ckpt_time = time.time()
+    step = start or 0
+    try:
+        while step < int(config.train.steps):
+            scalars = {t: runners[t].train_step() for t in tasks}
+            step += 1
+            if step % int(config.train.log_every) == 0 or step == int(config.train.steps):
+                for t in tasks:
+                    logs[t].log(step, scalars[t])
+                if on_log is not None:
+                    on_log(step, scalars)
+            if int(config.train.eval_every) and step % int(config.train.eval_every) == 0:
+                for t in tasks:
+                    logs[t].log(step, {f"eval/{k}": v for k, v in runners[t].evaluate("test").items()})
+            due = (every_steps and step % every_steps == 0) or (every_s and time.time() - last_ckpt_time >= every_s)
+            if due:
+                for t in tasks:
+                    runners[t].save_checkpoint(checkpoint_path(run_dir, t, step))
+                last_ckpt_time = time.time()
+        for t in tasks:
+            if not checkpoint_path(run_dir, t, step).exists():
+                runners[t].save_checkpoint(checkpoint_path(run_dir, t, step))
+        record = {"seed": seed, "mode": config.train.mode, "steps": step,
+                  "tasks": {t: runners[t].evaluate("test") for t in tasks}}
+    finally:
+        for log in logs.values():
+            log.close()
+    write_json_atomic(run_dir / "metrics.json", record)
+    return record
+
+
+def evaluate_run(config: Any, run_dir: Path, *, seed: int, split: str = "test") -> dict[str, dict[str, float]]:
+    """Metrics of the newest checkpoint of every enabled task in ``run_dir`` on ``split``."""
+    results: dict[str, dict[str, float]] = {}
+    for task in enabled_tasks(config):
+        steps = checkpoint_steps(run_dir, task)
+        if not steps:
+            continue
+        runner = TaskRunner(task_name=task, config=config, data_root=Path(config.data.root), run_dir=Path(run_dir),
+                            peer_view=InProcessPeerView(), seed=seed, device=config.train.device, collective=False)
+        runner.load_state_dict(load_checkpoint(checkpoint_path(run_dir, task, steps[-1])))
+        results[task] = {"step": float(runner.step), **runner.evaluate(split)}
+    return results
