@@ -273,6 +273,8 @@ def _inside(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
 def footprint_intersection_reference(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection area of two box footprints, pure Python: corners of each inside the other plus edge
     crossings, sorted by angle about their mean, shoelace. Computed about the pair's mean centre."""
+    if math.hypot(a[0] - b[0], a[1] - b[1]) > 0.5 * (math.hypot(a[3], a[4]) + math.hypot(b[3], b[4])) + 1e-9:
+        return 0.0  # bounding circles apart (only a shortcut; the rest is exact without it)
     origin = 0.5 * (a[:2] + b[:2])
     pa, pb = _footprint(a, origin), _footprint(b, origin)
     verts = [*pa[_inside(pa, pb)], *pb[_inside(pb, pa)]]
@@ -313,13 +315,14 @@ def box_iou_reference(a: np.ndarray, b: np.ndarray, use_3d: bool = False) -> np.
     return out
 
 
-def nms_bev_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Pure-Python greedy twin of :func:`nms_bev` over the reference IoU matrix."""
-    iou = box_iou_reference(boxes, boxes)
+def nms_bev_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
+                      iou: np.ndarray | None = None) -> np.ndarray:
+    """Pure-Python greedy twin of :func:`nms_bev` over the reference IoU matrix (or a given (N, N) ``iou``)."""
+    if iou is None:
+        iou = box_iou_reference(boxes, boxes)
     order = sorted(range(len(scores)), key=lambda k: (-float(scores[k]), k))
     keep: list[int] = []
     for i in order:
         if all(iou[k, i] <= iou_threshold for k in keep):
             keep.append(i)
     return np.array(keep, dtype=np.int64)
-

@@ -6,8 +6,10 @@ is the extent along the heading, ``w`` across it, ``h`` along +z, and ``yaw`` th
 about +z measured from +x. Boxes stay upright (no roll or pitch). Transforms are 4x4 ``dst_from_src``
 matrices acting on column vectors.
 
-Kernels: :func:`points_in_boxes` and :func:`points_in_boxes_mask` run Numba kernels (parallel over
-points); :func:`points_in_boxes_reference` is the plain NumPy twin the tests compare them with.
+Kernels: :func:`points_in_boxes` and :func:`points_in_boxes_mask` run one Numba kernel, parallel over
+points: the boxes are binned into a uniform bird's-eye-view grid (cells about half a median footprint
+wide), so each point tests only the boxes listed in its cell, each first against the box's
+axis-aligned bound; :func:`points_in_boxes_reference` is the plain NumPy twin the tests compare them with.
 :func:`box_corners`, :func:`transform_boxes` and :func:`box_motion` are O(N) vectorised NumPy (a
 Numba kernel would only add compile time). Rotated IoU and NMS live in
 :mod:`taskology.geometry.box_iou`.
@@ -20,6 +22,8 @@ Example:
     [0, -1]
 """
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -181,33 +185,73 @@ def box_motion(box_t: np.ndarray, box_t1: np.ndarray) -> np.ndarray:
 # Points in boxes: Numba kernels and their NumPy reference.
 
 
-@numba.njit(cache=True, inline="always")
-def _point_in_box(px: float, py: float, pz: float, box: np.ndarray, c: float, s: float, eps: float) -> bool:
-    dz = pz - box[2]
-    if abs(dz) > 0.5 * box[5] + eps:
-        return False
-    dx, dy = px - box[0], py - box[1]
-    u = c * dx + s * dy
-    if abs(u) > 0.5 * box[3] + eps:
-        return False
-    return abs(-s * dx + c * dy) <= 0.5 * box[4] + eps
+@numba.njit(cache=True)
+def _box_grid(boxes: np.ndarray, eps: float):  # type: ignore[no-untyped-def]
+    """Uniform BEV grid over the boxes' axis-aligned bounds, as CSR lists of box indices per cell.
+
+    Returns ``(bounds (N, 6): x_lo, x_hi, y_lo, y_hi, cos, sin; x0, y0, x1, y1, inv_cell_x, inv_cell_y,
+    nx, ny, starts (nx*ny + 1,), items)``. Cells are about half the median box footprint wide (at
+    most ~16N + 256 cells, at most 1024 per axis); each box is listed, in index order, in every cell its bound
+    touches, so a cell's list is ascending.
+    """
+    n = boxes.shape[0]
+    bounds = np.empty((n, 6))
+    extent = np.empty(n)
+    for j in range(n):
+        c, s = math.cos(boxes[j, 6]), math.sin(boxes[j, 6])
+        ex = 0.5 * (abs(c) * boxes[j, 3] + abs(s) * boxes[j, 4]) + eps
+        ey = 0.5 * (abs(s) * boxes[j, 3] + abs(c) * boxes[j, 4]) + eps
+        bounds[j, 0], bounds[j, 1] = boxes[j, 0] - ex, boxes[j, 0] + ex
+        bounds[j, 2], bounds[j, 3] = boxes[j, 1] - ey, boxes[j, 1] + ey
+        bounds[j, 4], bounds[j, 5] = c, s
+        extent[j] = 2.0 * max(ex, ey)
+    x0, x1 = bounds[:, 0].min(), bounds[:, 1].max()
+    y0, y1 = bounds[:, 2].min(), bounds[:, 3].max()
+    cell = max(0.5 * np.sort(extent)[n // 2], math.sqrt((x1 - x0) * (y1 - y0) / (16 * n + 256)))
+    nx = min(int((x1 - x0) / cell) + 1, 1024) if cell > 0 else 1
+    ny = min(int((y1 - y0) / cell) + 1, 1024) if cell > 0 else 1
+    inv_cx = nx / (x1 - x0) if x1 > x0 else 0.0
+    inv_cy = ny / (y1 - y0) if y1 > y0 else 0.0
+    counts = np.zeros(nx * ny + 1, dtype=np.int64)
+    for step in range(2):  # 0: count entries per cell, 1: fill
+        if step == 1:
+            starts = np.zeros(nx * ny + 1, dtype=np.int64)
+            for k in range(nx * ny):
+                starts[k + 1] = starts[k] + counts[k]
+            items = np.empty(starts[nx * ny], dtype=np.int64)
+            fill = starts[:-1].copy()
+        for j in range(n):
+            ix_lo, ix_hi = int((bounds[j, 0] - x0) * inv_cx), min(int((bounds[j, 1] - x0) * inv_cx), nx - 1)
+            iy_lo, iy_hi = int((bounds[j, 2] - y0) * inv_cy), min(int((bounds[j, 3] - y0) * inv_cy), ny - 1)
+            for iy in range(iy_lo, iy_hi + 1):
+                for ix in range(ix_lo, ix_hi + 1):
+                    if step == 0:
+                        counts[iy * nx + ix] += 1
+                    else:
+                        items[fill[iy * nx + ix]] = j
+                        fill[iy * nx + ix] += 1
+    return bounds, x0, y0, x1, y1, inv_cx, inv_cy, nx, ny, starts, items
 
 
 @numba.njit(cache=True, parallel=True)
 def _points_in_boxes_kernel(points: np.ndarray, boxes: np.ndarray, eps: float, mask: np.ndarray,
                             first: np.ndarray, want_mask: bool) -> None:
-    n = boxes.shape[0]
-    cos_yaw, sin_yaw = np.cos(boxes[:, 6]), np.sin(boxes[:, 6])
-    # Axis-aligned BEV bound of each box (half-diagonal radius + eps): a cheap two-compare prefilter.
-    radius = 0.5 * np.sqrt(boxes[:, 3] ** 2 + boxes[:, 4] ** 2) + eps
-    x_lo, x_hi = boxes[:, 0] - radius, boxes[:, 0] + radius
-    y_lo, y_hi = boxes[:, 1] - radius, boxes[:, 1] + radius
+    if boxes.shape[0] == 0:
+        return
+    bounds, x0, y0, x1, y1, inv_cx, inv_cy, nx, ny, starts, items = _box_grid(boxes, eps)
     for p in numba.prange(points.shape[0]):
         px, py, pz = points[p, 0], points[p, 1], points[p, 2]
-        for j in range(n):
-            if px < x_lo[j] or px > x_hi[j] or py < y_lo[j] or py > y_hi[j]:
+        if not (px >= x0 and px <= x1 and py >= y0 and py <= y1):  # also skips NaN
+            continue
+        cell = min(int((py - y0) * inv_cy), ny - 1) * nx + min(int((px - x0) * inv_cx), nx - 1)
+        for k in range(starts[cell], starts[cell + 1]):
+            j = items[k]
+            if px < bounds[j, 0] or px > bounds[j, 1] or py < bounds[j, 2] or py > bounds[j, 3]:
                 continue
-            if _point_in_box(px, py, pz, boxes[j], cos_yaw[j], sin_yaw[j], eps):
+            dx, dy, dz = px - boxes[j, 0], py - boxes[j, 1], pz - boxes[j, 2]
+            c, s = bounds[j, 4], bounds[j, 5]
+            if abs(dz) <= 0.5 * boxes[j, 5] + eps and abs(c * dx + s * dy) <= 0.5 * boxes[j, 3] + eps \
+                    and abs(-s * dx + c * dy) <= 0.5 * boxes[j, 4] + eps:
                 if want_mask:
                     mask[j, p] = True
                     if first[p] < 0:

@@ -178,3 +178,21 @@ def test_overlapping_boxes_lowest_index_wins_and_edge_cases() -> None:
         points_in_boxes(np.zeros((4, 2)), boxes)
     with pytest.raises(TaskologyError, match=r"boxes: expected an \(N, 7\) array"):
         points_in_boxes_mask(np.zeros((4, 3)), np.zeros(7))
+
+
+def test_points_in_boxes_grid_handles_mixed_scales_and_degenerate_boxes() -> None:
+    rng = np.random.default_rng(6)
+    boxes = random_boxes(rng, 40, 20.0)
+    boxes[0, 3:6] = [120.0, 80.0, 10.0]  # one huge box covering most cells
+    boxes[1, 3:6] = 0.0  # zero-size boxes: only their centre point is inside
+    boxes[2, 3:5] = [1e-6, 1e-6]
+    far = np.array([[3e4, -2e4, 0.0, 4.0, 2.0, 1.5, 0.4]])  # stretches the grid to its cell cap
+    boxes = np.concatenate([boxes, far])
+    points = np.concatenate([rng.uniform(-60, 60, (3000, 3)), boxes[:, :3], far[:, :3] + rng.uniform(-3, 3, (200, 3))])
+    points[5] = np.nan  # NaN points are in no box
+    expected = points_in_boxes_reference(points, boxes)
+    np.testing.assert_array_equal(points_in_boxes_mask(points, boxes), expected)
+    np.testing.assert_array_equal(points_in_boxes(points, boxes), np.where(expected.any(0), expected.argmax(0), -1))
+    assert expected[1, 3000 + 1] and expected[-1, -200:].sum() > 5 and not expected[:, 5].any()
+    single = np.array([[7.0, 7.0, 7.0, 0.0, 0.0, 0.0, 0.3]])
+    np.testing.assert_array_equal(points_in_boxes(np.array([[7.0, 7.0, 7.0], [7.0, 7.0, 7.5]]), single, eps=0.0), [0, -1])
