@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -290,3 +291,189 @@ def test_frame_layers_round_trip_through_the_shard_writer(tmp_path: object) -> N
     np.testing.assert_allclose(f["objects/box"], [[5.0, -1.0, 0.75, 4.0, 2.0, 1.5, 0.0]], atol=1e-12)
     assert f["objects/velocity"].tolist() == [[3.0, -4.0, 0.0]] and f["objects/track_id"].tolist() == [70000]
     np.testing.assert_allclose(f["ego/world_from_ego"][:3, 3], [100.0, -50.0, 0.0])
+
+
+# ------------------------------------------------------------------- recording loop, fake server
+class _FakeCarla:
+    """Just enough of the carla API, in-process, to drive the recording loop (no network)."""
+
+    def __init__(self) -> None:
+        import types
+
+        fake = self
+
+        class Location:
+            def __init__(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> None:
+                self.x, self.y, self.z = x, y, z
+
+        class Rotation:
+            def __init__(self, pitch: float = 0.0, yaw: float = 0.0, roll: float = 0.0) -> None:
+                self.pitch, self.yaw, self.roll = pitch, yaw, roll
+
+        class Transform:
+            def __init__(self, location: Location | None = None, rotation: Rotation | None = None) -> None:
+                self.location, self.rotation = location or Location(), rotation or Rotation()
+
+            def get_matrix(self) -> list[list[float]]:
+                r, l = self.rotation, self.location
+                return cb.matrix_from_carla_pose((l.x, l.y, l.z), (r.pitch, r.yaw, r.roll)).tolist()
+
+        class Blueprint:
+            def __init__(self, name: str) -> None:
+                self.id, self.attributes = name, {"number_of_wheels": "4"}
+
+            def set_attribute(self, key: str, value: str) -> None:
+                self.attributes[key] = value
+
+            def get_attribute(self, key: str) -> str:
+                return self.attributes[key]
+
+        class Actor:
+            def __init__(self, actor_id: int, bp: Blueprint, transform: Transform, parent: Actor | None) -> None:
+                self.id, self.type_id, self.bp, self.transform, self.parent = actor_id, bp.id, bp, transform, parent
+                self.bounding_box = types.SimpleNamespace(location=Location(0, 0, 0.75), extent=Location(2, 1, 0.75),
+                                                          rotation=Rotation())
+                self.semantic_tags, self.callback = [14], None
+
+            def get_transform(self) -> Transform:
+                return self.transform
+
+            def get_velocity(self) -> Location:
+                return Location(2.0, 1.0, 0.0)
+
+            def set_autopilot(self, on: bool, port: int) -> None:
+                assert on and port == 8000
+
+            def listen(self, callback: Any) -> None:
+                self.callback = callback
+
+            def stop(self) -> None:
+                self.callback = None
+
+        class World:
+            def __init__(self) -> None:
+                self.settings = types.SimpleNamespace(synchronous_mode=False, fixed_delta_seconds=None)
+                self.applied: list[Any] = []
+                self.actors: dict[int, Actor] = {}
+                self.frame = 100
+
+            def get_settings(self) -> Any:
+                return types.SimpleNamespace(**vars(self.settings))
+
+            def apply_settings(self, settings: Any) -> None:
+                self.settings = settings
+                self.applied.append(settings)
+
+            def get_blueprint_library(self) -> Any:
+                class Library:
+                    def filter(self, pattern: str) -> list[Blueprint]:
+                        return [Blueprint("vehicle.b"), Blueprint("vehicle.a")]
+
+                    def find(self, name: str) -> Blueprint:
+                        return Blueprint(name)
+                return Library()
+
+            def get_map(self) -> Any:
+                points = [Transform(Location(0, 0, 0)), Transform(Location(10, 3, 0), Rotation(yaw=90))]
+                return types.SimpleNamespace(name="FakeTown", get_spawn_points=lambda: points)
+
+            def spawn_actor(self, bp: Blueprint, transform: Transform, attach_to: Actor | None = None) -> Actor:
+                actor = Actor(70000 + len(self.actors), bp, transform, attach_to)
+                self.actors[actor.id] = actor
+                return actor
+
+            try_spawn_actor = spawn_actor
+
+            def tick(self) -> int:
+                self.frame += 1
+                for actor in list(self.actors.values()):
+                    if actor.callback is not None:
+                        actor.callback(fake.measurement(actor, self.frame))
+                return self.frame
+
+            def get_snapshot(self) -> Any:
+                return types.SimpleNamespace(find=lambda i: self.actors[i])
+
+            def get_actors(self) -> Any:
+                vehicles = [a for a in self.actors.values() if a.type_id.startswith("vehicle.")]
+                return types.SimpleNamespace(filter=lambda pattern: vehicles)
+
+        class Client:
+            def __init__(self, host: str, port: int) -> None:
+                fake.client = self
+                self.destroyed: list[int] = []
+                self.tm = types.SimpleNamespace(sync=None, seeds=[], get_port=lambda: 8000)
+                self.tm.set_synchronous_mode = lambda on: setattr(self.tm, "sync", on)
+                self.tm.set_random_device_seed = self.tm.seeds.append
+
+            def set_timeout(self, seconds: float) -> None:
+                self.timeout = seconds
+
+            def get_server_version(self) -> str:
+                return "0.9.16"
+
+            def get_world(self) -> World:
+                return fake.world
+
+            def get_trafficmanager(self) -> Any:
+                return self.tm
+
+            def apply_batch_sync(self, commands: list[Any]) -> None:
+                self.destroyed += [c.actor.id for c in commands]
+
+        self.world = World()
+        self.module = types.ModuleType("carla")
+        for cls in (Location, Rotation, Transform, Client):
+            setattr(self.module, cls.__name__, cls)
+        self.module.command = types.SimpleNamespace(DestroyActor=lambda actor: types.SimpleNamespace(actor=actor))
+
+    def measurement(self, sensor: Any, frame: int) -> Any:
+        import types
+
+        attrs = sensor.bp.attributes
+        if sensor.type_id.startswith("sensor.lidar"):
+            rec = np.zeros(3, cb.SEMANTIC_LIDAR_DTYPE)
+            rec["x"], rec["y"], rec["z"], rec["cos_inc"] = [5, 6, 7], [1, 2, 3], [0, 0, 0], [1, 1, 1]
+            rec["actor_id"], rec["tag"] = [70001, 0, 0], [14, 1, 1]
+            return types.SimpleNamespace(frame=frame, raw_data=rec.tobytes())
+        h, w = int(attrs["image_size_y"]), int(attrs["image_size_x"])
+        img = np.zeros((h, w, 4), np.uint8)
+        img[..., 2] = 1 if sensor.type_id.endswith("segmentation") else 100    # road tag / depth code
+        if sensor.type_id.endswith("segmentation"):
+            img[0, 0, 2] = 14                                                  # a car pixel, in both label cameras
+        if sensor.type_id.endswith("instance_segmentation"):
+            img[0, 0, :2] = [0x11, 0x71]                                       # actor 70001: B, G = 0x11, 0x71
+        return types.SimpleNamespace(frame=frame, raw_data=img.tobytes())
+
+
+def test_recording_loop_against_a_fake_server(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from taskology.data.shard import Shard
+
+    fake = _FakeCarla()
+    monkeypatch.setitem(sys.modules, "carla", fake.module)
+    paths = cb.generate_carla_shards(Path(str(tmp_path)), host="127.0.0.1:2000", sequences=1, frames=3, seed=4,
+                                     camera_hw=(8, 12), lidar_beams=4, lidar_azimuth=16, frame_rate=20.0,
+                                     vehicles=1, warmup_ticks=2)
+    assert [p.name for p in paths] == ["carla-seed4-seq00000.h5"]
+    with Shard.open(paths[0]) as shard:
+        shard.verify()
+        assert shard.num_frames == 3 and shard.generator["backend"] == "carla"
+        frame = shard.frame(2)
+    ego_id, npc_id = 70000, 70001
+    (spawned_ego,) = [a for a in fake.world.actors.values() if a.id == ego_id]
+    npc_in_ego = np.linalg.inv(np.array(spawned_ego.transform.get_matrix())) \
+        @ np.array(fake.world.actors[npc_id].transform.get_matrix())
+    want_yaw = -math.atan2(npc_in_ego[1, 0], npc_in_ego[0, 0])
+    np.testing.assert_allclose(frame["objects/box"][0, [0, 1, 3, 4, 5, 6]],
+                               [npc_in_ego[0, 3], -npc_in_ego[1, 3], 4.0, 2.0, 1.5, want_yaw], atol=1e-9)
+    assert frame["objects/track_id"].tolist() == [npc_id] and frame["camera/instance"][0, 0] == npc_id
+    assert frame["lidar/instance"].tolist() == [npc_id, -1, -1] and frame["lidar/points"][0, 1] == -1.0
+    assert frame["camera/depth"][4, 4] == np.float32(1000.0 * 100 / (256**3 - 1))
+    lidar_bp = [a for a in fake.world.actors.values() if a.type_id == "sensor.lidar.ray_cast_semantic"][0].bp
+    assert lidar_bp.attributes["channels"] == "4" and lidar_bp.attributes["points_per_second"] == str(4 * 16 * 20)
+    # world settings restored, traffic manager back to asynchronous, every actor destroyed
+    assert fake.world.settings.synchronous_mode is False and fake.world.applied[0].fixed_delta_seconds == 0.05
+    assert fake.client.tm.sync is False and fake.client.tm.seeds == [4 * 100_003]
+    assert sorted(fake.client.destroyed) == sorted(fake.world.actors)
