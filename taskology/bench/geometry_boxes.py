@@ -10,6 +10,11 @@ Figures (medians, all measured in the same run):
 - ``points_in_boxes``: 120k points x 50 boxes, against the faster of two vectorised NumPy
   references (all boxes at once by broadcasting; or a loop over boxes, each a vectorised test on
   all points); both return the same first-box index as the kernel (checked).
+- Kernel times are also taken with Numba on one thread (``*_1thread_s``): the references use one
+  core, and on a machine shared with other jobs the parallel timings are the noisier ones: with
+  Numba's OpenMP layer and libgomp's default (active, spinning) wait policy an oversubscribed machine
+  can make a 1 ms parallel call take tens of ms; ``OMP_WAIT_POLICY=passive`` (set before the process
+  starts) avoids that. The policy in effect is recorded in the figures.
 - ``jit``: first-call time (import + compile, or cache load) of every box kernel in a fresh Python
   process with ``NUMBA_CACHE_DIR`` set to an empty temporary directory, then again in a second
   fresh process with the same directory.
@@ -114,6 +119,16 @@ def lidar_like_points(rng: np.random.Generator, boxes: np.ndarray, n: int) -> np
     return np.concatenate([points, inside + owner[:, :3]])
 
 
+def _single_thread_time(fn: Any, repeats: int) -> float:
+    """Median time of ``fn()`` with Numba limited to one thread (shapely and NumPy use one core too)."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return median_time(fn, repeats=repeats)
+    finally:
+        numba.set_num_threads(previous)
+
+
 def jit_times() -> dict[str, Any]:
     """First-call times of the box kernels in two fresh processes sharing one empty NUMBA_CACHE_DIR."""
     out: dict[str, Any] = {}
@@ -132,20 +147,24 @@ def measure(quick: bool) -> tuple[dict[str, Any], str, dict[str, dict[str, Any]]
     """Run the box measurements: (figures, Markdown table, targets)."""
     rng = np.random.default_rng(0)
     repeats = 3 if quick else 9
-    figures: dict[str, Any] = {"numba_threads": numba.get_num_threads()}
-    rows = ["| measurement | taskology | reference | reference time | speed-up |", "| --- | --- | --- | --- | --- |"]
+    figures: dict[str, Any] = {"numba_threads": numba.get_num_threads(),
+                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}
+    rows = [f"| measurement | taskology ({numba.get_num_threads()} Numba threads) | reference | reference time | "
+            "speed-up (1 thread) |", "| --- | --- | --- | --- | --- |"]
     targets: dict[str, dict[str, Any]] = {}
     for scene, square in (("sparse", 50.0), ("dense", 10.0)):
         a, b = car_scene(rng, 500, square), car_scene(rng, 500, square)
         ours, ref = box_iou_bev(a, b), iou_bev_shapely(a, b)
         t_ours = median_time(lambda: box_iou_bev(a, b), repeats=repeats * 5)
+        t_one = _single_thread_time(lambda: box_iou_bev(a, b), repeats=repeats * 5)
         t_ref = median_time(lambda: iou_bev_shapely(a, b), repeats=1 if (quick and scene == "dense") else repeats)
         figures[f"iou_{scene}"] = {"pairs": 250_000, "square_m": square, "overlapping_pairs": int((ours > 0).sum()),
-                                   "taskology_s": t_ours, "shapely_strtree_s": t_ref, "speedup": t_ref / t_ours,
+                                   "taskology_s": t_ours, "taskology_1thread_s": t_one, "shapely_strtree_s": t_ref,
+                                   "speedup": t_ref / t_ours, "speedup_1thread": t_ref / t_one,
                                    "max_abs_diff": float(np.abs(ours - ref).max())}
         rows.append(f"| box_iou_bev 500x500, {scene} ({square:g} m square, {int((ours > 0).sum())} overlapping) | "
-                    f"{t_ours * 1e3:.2f} ms | shapely 2 STRtree + vectorised intersection | {t_ref * 1e3:.1f} ms | "
-                    f"{t_ref / t_ours:.0f}x |")
+                    f"{t_ours * 1e3:.2f} ms ({t_one * 1e3:.2f} ms on 1 thread) | shapely 2 STRtree + vectorised "
+                    f"intersection | {t_ref * 1e3:.1f} ms | {t_ref / t_ours:.0f}x ({t_ref / t_one:.0f}x) |")
         targets[f"box_iou_bev {scene} speed-up vs shapely"] = target(t_ref / t_ours, 50)
     boxes = car_scene(rng, 50, 50.0)
     points = lidar_like_points(rng, boxes, 120_000)
@@ -153,17 +172,20 @@ def measure(quick: bool) -> tuple[dict[str, Any], str, dict[str, dict[str, Any]]
     ref_fns = {"broadcast": points_in_boxes_broadcast, "loop": points_in_boxes_loop}
     agree = all(bool(np.array_equal(fn(points, boxes), ours_idx)) for fn in ref_fns.values())
     t_ours = median_time(lambda: points_in_boxes(points, boxes), repeats=repeats * 3)
+    t_one = _single_thread_time(lambda: points_in_boxes(points, boxes), repeats=repeats * 3)
     t_refs = {name: median_time(lambda fn=fn: fn(points, boxes), repeats=repeats) for name, fn in ref_fns.items()}
     best = min(t_refs, key=lambda k: t_refs[k])
     figures["points_in_boxes"] = {"points": len(points), "boxes": len(boxes), "inside": int((ours_idx >= 0).sum()),
-                                  "taskology_s": t_ours, **{f"numpy_{k}_s": v for k, v in t_refs.items()},
-                                  "reference": f"numpy_{best}", "speedup": t_refs[best] / t_ours,
+                                  "taskology_s": t_ours, "taskology_1thread_s": t_one,
+                                  **{f"numpy_{k}_s": v for k, v in t_refs.items()}, "reference": f"numpy_{best}",
+                                  "speedup": t_refs[best] / t_ours, "speedup_1thread": t_refs[best] / t_one,
                                   "agrees_with_references": agree}
-    rows.append(f"| points_in_boxes 120k points x 50 boxes | {t_ours * 1e3:.2f} ms | NumPy vectorised ({best}; "
-                f"other {min(v for k, v in t_refs.items() if k != best) * 1e3:.1f} ms) | {t_refs[best] * 1e3:.1f} ms | "
-                f"{t_refs[best] / t_ours:.0f}x |")
+    rows.append(f"| points_in_boxes 120k points x 50 boxes | {t_ours * 1e3:.2f} ms ({t_one * 1e3:.2f} ms on 1 thread) "
+                f"| NumPy vectorised ({best}; other {min(v for k, v in t_refs.items() if k != best) * 1e3:.1f} ms) | "
+                f"{t_refs[best] * 1e3:.1f} ms | {t_refs[best] / t_ours:.0f}x ({t_refs[best] / t_one:.0f}x) |")
     targets["points_in_boxes speed-up vs NumPy"] = target(t_refs[best] / t_ours, 10)
     targets["points_in_boxes agrees with NumPy"] = target(float(agree), 1)
+    figures["numba_threading_layer"] = numba.threading_layer()
     jit = jit_times()
     figures["jit"] = jit
     cold, cached = jit["cold"]["total_s"], jit["cached"]["total_s"]
