@@ -189,7 +189,7 @@ def run(quick: bool) -> BenchResult:
              f"every camera and LiDAR ray, plus shadow rays for camera pixels (static + dynamic), and rebuilds the "
              f"dynamic Embree scene each frame; the reference casts each ray once against one prebuilt scene. "
              f"Memory run at 32x96 camera + 8x256 LiDAR ({n2} frames in one shard, {memory['shard_mib']:.0f} MiB written, "
-             f"{memory['frames_per_s']:.1f} frames/s) so the full benchmark fits in minutes. The machine is shared: "
+             f"{memory['frames_per_s']:.1f} frames/s), small to keep the run short. The machine is shared: "
              f"1-minute load average {load_before[0]:.1f} before and {figures['load_average_1min']['after']:.1f} after "
              f"the run on {os.cpu_count()} cores, so absolute timings are pessimistic; the ratio is measured under "
              f"the same load.")
