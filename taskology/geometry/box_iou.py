@@ -107,7 +107,7 @@ def _pair_iou(fa: np.ndarray, i: int, fb: np.ndarray, j: int, use_3d: bool, buf:
     ext_bu, ext_bv = hlb * acr + hwb * asr, hlb * asr + hwb * acr  # half extents of b along a's axes
     if abs(u) >= hla + ext_bu or abs(v) >= hwa + ext_bv:
         return 0.0
-    ub, vb = cb * dx + sb * dy, -sb * dx + cb * dy  # centre of b seen from a, in b's frame
+    ub, vb = cb * dx + sb * dy, -sb * dx + cb * dy  # centre offset along b's axes
     ext_au, ext_av = hla * acr + hwa * asr, hla * asr + hwa * acr  # half extents of a along b's axes
     if abs(ub) >= hlb + ext_au or abs(vb) >= hwb + ext_av:
         return 0.0
