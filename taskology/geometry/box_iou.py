@@ -73,9 +73,10 @@ def _features(boxes: np.ndarray) -> np.ndarray:
     """(N, 7) boxes -> (N, 10): the box, then cos(yaw), sin(yaw), bounding-circle radius."""
     out = np.empty((boxes.shape[0], 10))
     for i in range(boxes.shape[0]):
-        out[i, :7] = boxes[i]
+        for k in range(7):
+            out[i, k] = boxes[i, k]
         out[i, 7], out[i, 8] = math.cos(boxes[i, 6]), math.sin(boxes[i, 6])
-        out[i, 9] = 0.5 * math.sqrt(boxes[i, 3] ** 2 + boxes[i, 4] ** 2)
+        out[i, 9] = 0.5 * math.sqrt(boxes[i, 3] * boxes[i, 3] + boxes[i, 4] * boxes[i, 4])
     return out
 
 
@@ -140,28 +141,33 @@ def _pair_iou(fa: np.ndarray, i: int, fb: np.ndarray, j: int, use_3d: bool, buf:
 
 
 @numba.njit(cache=True, parallel=True)
-def _iou_matrix_kernel(a: np.ndarray, b: np.ndarray, use_3d: bool) -> np.ndarray:
-    out = np.zeros((a.shape[0], b.shape[0]))
-    if a.shape[0] == 0 or b.shape[0] == 0:
-        return out
-    fa = _features(a)
-    # Sweep along x: only b boxes whose x lies within reach of box a can overlap it. b's features are
-    # stored sorted by x so the scan reads memory in order.
-    order = np.argsort(b[:, 0], kind="mergesort")
-    fb = _features(b[order])
-    max_radius_b = fb[:, 9].max()
+def _iou_matrix_kernel(a: np.ndarray, b_sorted: np.ndarray, order: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                       use_3d: bool) -> np.ndarray:
+    """IoU of every a against ``b_sorted[lo[i]:hi[i]]`` (b sorted by x); writes column ``order[k]``."""
+    out = np.zeros((a.shape[0], b_sorted.shape[0]))
+    fa, fb = _features(a), _features(b_sorted)
     for i in numba.prange(a.shape[0]):
         buf = np.empty((4, 8))
-        xa, ya, reach = fa[i, 0], fa[i, 1], fa[i, 9] + max_radius_b
-        lo = np.searchsorted(fb[:, 0], xa - reach, side="left")
-        hi = np.searchsorted(fb[:, 0], xa + reach, side="right")
-        for k in range(lo, hi):
-            dy = fb[k, 1] - ya
-            if abs(dy) < reach:
+        for k in range(lo[i], hi[i]):
+            if abs(fb[k, 1] - fa[i, 1]) < fa[i, 9] + fb[k, 9]:
                 iou = _pair_iou(fa, i, fb, k, use_3d, buf)
                 if iou > 0.0:
                     out[i, order[k]] = iou
     return out
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray, use_3d: bool) -> np.ndarray:
+    """Validate, then sweep along x: sort b by x (NumPy, outside the kernel: sorting is slow to
+    JIT-compile) and give each box of a the window of b whose x lies within reach of it."""
+    a, b = validate_boxes(a, "a"), validate_boxes(b, "b")
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    order = np.argsort(b[:, 0], kind="stable")
+    b_sorted = np.ascontiguousarray(b[order])
+    reach = 0.5 * (np.hypot(a[:, 3], a[:, 4]) + np.hypot(b[:, 3], b[:, 4]).max())
+    lo = np.searchsorted(b_sorted[:, 0], a[:, 0] - reach, side="left")
+    hi = np.searchsorted(b_sorted[:, 0], a[:, 0] + reach, side="right")
+    return _iou_matrix_kernel(a, b_sorted, order, lo, hi, use_3d)
 
 
 @numba.njit(cache=True)
@@ -199,7 +205,7 @@ def box_iou_bev(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         >>> float(box_iou_bev(a, a + [0, 0, 0, 0, 0, 0, np.pi / 4])[0, 0])  # square vs square at 45 deg
         0.7071067811865475
     """
-    return _iou_matrix_kernel(validate_boxes(a, "a"), validate_boxes(b, "b"), False)
+    return _iou_matrix(a, b, use_3d=False)
 
 
 def box_iou_3d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -217,7 +223,7 @@ def box_iou_3d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         >>> float(box_iou_3d(a, a + [0, 0, 1, 0, 0, 0, 0])[0, 0])  # half the height overlaps: 4 / 12
         0.3333333333333333
     """
-    return _iou_matrix_kernel(validate_boxes(a, "a"), validate_boxes(b, "b"), True)
+    return _iou_matrix(a, b, use_3d=True)
 
 
 def nms_bev(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

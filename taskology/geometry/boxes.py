@@ -186,17 +186,17 @@ def box_motion(box_t: np.ndarray, box_t1: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _box_grid(boxes: np.ndarray, eps: float):  # type: ignore[no-untyped-def]
+def _box_grid(boxes: np.ndarray, eps: float, cell: float):  # type: ignore[no-untyped-def]
     """Uniform BEV grid over the boxes' axis-aligned bounds, as CSR lists of box indices per cell.
 
     Returns ``(bounds (N, 6): x_lo, x_hi, y_lo, y_hi, cos, sin; x0, y0, x1, y1, inv_cell_x, inv_cell_y,
-    nx, ny, starts (nx*ny + 1,), items)``. Cells are about half the median box footprint wide (at
-    most ~16N + 256 cells, at most 1024 per axis); each box is listed, in index order, in every cell its bound
+    nx, ny, starts (nx*ny + 1,), items)``. Cells are ``cell`` metres wide, but at most ~16N + 256
+    cells and at most 1024 per axis; each box is listed, in index order, in every cell its bound
     touches, so a cell's list is ascending.
     """
     n = boxes.shape[0]
     bounds = np.empty((n, 6))
-    extent = np.empty(n)
+    x0, x1, y0, y1 = np.inf, -np.inf, np.inf, -np.inf
     for j in range(n):
         c, s = math.cos(boxes[j, 6]), math.sin(boxes[j, 6])
         ex = 0.5 * (abs(c) * boxes[j, 3] + abs(s) * boxes[j, 4]) + eps
@@ -204,10 +204,9 @@ def _box_grid(boxes: np.ndarray, eps: float):  # type: ignore[no-untyped-def]
         bounds[j, 0], bounds[j, 1] = boxes[j, 0] - ex, boxes[j, 0] + ex
         bounds[j, 2], bounds[j, 3] = boxes[j, 1] - ey, boxes[j, 1] + ey
         bounds[j, 4], bounds[j, 5] = c, s
-        extent[j] = 2.0 * max(ex, ey)
-    x0, x1 = bounds[:, 0].min(), bounds[:, 1].max()
-    y0, y1 = bounds[:, 2].min(), bounds[:, 3].max()
-    cell = max(0.5 * np.sort(extent)[n // 2], math.sqrt((x1 - x0) * (y1 - y0) / (16 * n + 256)))
+        x0, x1 = min(x0, bounds[j, 0]), max(x1, bounds[j, 1])
+        y0, y1 = min(y0, bounds[j, 2]), max(y1, bounds[j, 3])
+    cell = max(cell, math.sqrt((x1 - x0) * (y1 - y0) / (16 * n + 256)))
     nx = min(int((x1 - x0) / cell) + 1, 1024) if cell > 0 else 1
     ny = min(int((y1 - y0) / cell) + 1, 1024) if cell > 0 else 1
     inv_cx = nx / (x1 - x0) if x1 > x0 else 0.0
@@ -219,7 +218,9 @@ def _box_grid(boxes: np.ndarray, eps: float):  # type: ignore[no-untyped-def]
             for k in range(nx * ny):
                 starts[k + 1] = starts[k] + counts[k]
             items = np.empty(starts[nx * ny], dtype=np.int64)
-            fill = starts[:-1].copy()
+            fill = np.empty(nx * ny, dtype=np.int64)
+            for k in range(nx * ny):
+                fill[k] = starts[k]
         for j in range(n):
             ix_lo, ix_hi = int((bounds[j, 0] - x0) * inv_cx), min(int((bounds[j, 1] - x0) * inv_cx), nx - 1)
             iy_lo, iy_hi = int((bounds[j, 2] - y0) * inv_cy), min(int((bounds[j, 3] - y0) * inv_cy), ny - 1)
@@ -234,11 +235,9 @@ def _box_grid(boxes: np.ndarray, eps: float):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, parallel=True)
-def _points_in_boxes_kernel(points: np.ndarray, boxes: np.ndarray, eps: float, mask: np.ndarray,
+def _points_in_boxes_kernel(points: np.ndarray, boxes: np.ndarray, eps: float, cell: float, mask: np.ndarray,
                             first: np.ndarray, want_mask: bool) -> None:
-    if boxes.shape[0] == 0:
-        return
-    bounds, x0, y0, x1, y1, inv_cx, inv_cy, nx, ny, starts, items = _box_grid(boxes, eps)
+    bounds, x0, y0, x1, y1, inv_cx, inv_cy, nx, ny, starts, items = _box_grid(boxes, eps, cell)
     for p in numba.prange(points.shape[0]):
         px, py, pz = points[p, 0], points[p, 1], points[p, 2]
         if not (px >= x0 and px <= x1 and py >= y0 and py <= y1):  # also skips NaN
@@ -259,6 +258,12 @@ def _points_in_boxes_kernel(points: np.ndarray, boxes: np.ndarray, eps: float, m
                 else:
                     first[p] = j
                     break
+
+
+def _grid_cell(boxes: np.ndarray) -> float:
+    """Grid cell size, metres: half the median BEV diagonal of the boxes (computed in NumPy: sorting
+    is slow to JIT-compile)."""
+    return float(0.5 * np.median(np.hypot(boxes[:, 3], boxes[:, 4])))
 
 
 def points_in_boxes(points: np.ndarray, boxes: np.ndarray, eps: float = POINT_IN_BOX_EPS) -> np.ndarray:
@@ -283,7 +288,8 @@ def points_in_boxes(points: np.ndarray, boxes: np.ndarray, eps: float = POINT_IN
     """
     pts, arr = _validate_points(points), validate_boxes(boxes)
     first = np.full(pts.shape[0], -1, dtype=np.int64)
-    _points_in_boxes_kernel(pts, arr, float(eps), np.zeros((0, 0), dtype=np.bool_), first, False)
+    if len(arr):
+        _points_in_boxes_kernel(pts, arr, float(eps), _grid_cell(arr), np.zeros((0, 0), dtype=np.bool_), first, False)
     return first
 
 
@@ -305,7 +311,8 @@ def points_in_boxes_mask(points: np.ndarray, boxes: np.ndarray, eps: float = POI
     pts, arr = _validate_points(points), validate_boxes(boxes)
     mask = np.zeros((arr.shape[0], pts.shape[0]), dtype=np.bool_)
     first = np.full(pts.shape[0], -1, dtype=np.int64)
-    _points_in_boxes_kernel(pts, arr, float(eps), mask, first, True)
+    if len(arr):
+        _points_in_boxes_kernel(pts, arr, float(eps), _grid_cell(arr), mask, first, True)
     return mask
 
 
