@@ -10,6 +10,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,12 +73,19 @@ class PathFollower:
     def advance(self, ds: float) -> None:
         self.s = min(self.s + ds, float(self._cum[-1]))
 
+    def _xy(self, s: float) -> tuple[float, float]:
+        """(x, y) at arc length ``s`` (clamped to the path), plain floats (hot path of every step)."""
+        cum = self._cum
+        s = min(max(s, float(cum[0])), float(cum[-1]))
+        k = min(max(int(cum.searchsorted(s, side="right")) - 1, 0), len(cum) - 2)
+        c0, c1 = float(cum[k]), float(cum[k + 1])
+        t = (s - c0) / (c1 - c0) if c1 > c0 else 0.0
+        x0, y0 = self.points[k]
+        x1, y1 = self.points[k + 1]
+        return float(x0 + t * (x1 - x0)), float(y0 + t * (y1 - y0))
+
     def _at(self, s: float) -> np.ndarray:
-        s = float(np.clip(s, self._cum[0], self._cum[-1]))
-        k = int(np.clip(np.searchsorted(self._cum, s, side="right") - 1, 0, len(self._cum) - 2))
-        span = self._cum[k + 1] - self._cum[k]
-        t = (s - self._cum[k]) / span if span > 0 else 0.0
-        return self.points[k] + t * (self.points[k + 1] - self.points[k])
+        return np.array(self._xy(s))
 
     def position(self) -> np.ndarray:
         """(2,) float64 world (x, y)."""
@@ -86,8 +94,9 @@ class PathFollower:
     def heading(self, ahead_m: float = 0.0) -> float:
         """Yaw of the path tangent ``ahead_m`` metres ahead of the current position, radians (centred
         difference over 0.6 m)."""
-        d = self._at(self.s + ahead_m + 0.3) - self._at(self.s + ahead_m - 0.3)
-        return float(np.arctan2(d[1], d[0]))
+        x1, y1 = self._xy(self.s + ahead_m + 0.3)
+        x0, y0 = self._xy(self.s + ahead_m - 0.3)
+        return math.atan2(y1 - y0, x1 - x0)
 
 
 @dataclass

@@ -13,7 +13,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import trimesh
@@ -49,6 +49,7 @@ class MeshAsset:
     class_id: np.ndarray
     material: np.ndarray
     colour: np.ndarray
+    _box: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def triangles(self) -> np.ndarray:
@@ -56,9 +57,15 @@ class MeshAsset:
         return self.mesh.vertices[self.mesh.faces]
 
     def box(self) -> tuple[np.ndarray, np.ndarray]:
-        """Axis-aligned bounds of the mesh: (centre (3,), size (3,) = l, w, h), object frame."""
-        lo, hi = self.mesh.bounds
-        return (lo + hi) / 2.0, hi - lo
+        """Axis-aligned bounds of the mesh: (centre (3,), size (3,) = l, w, h), object frame.
+
+        Computed once (assets are not edited after construction; trimesh's own cache re-hashes the
+        vertices on every access).
+        """
+        if self._box is None:
+            lo, hi = self.mesh.bounds
+            self._box = ((lo + hi) / 2.0, hi - lo)
+        return self._box[0].copy(), self._box[1].copy()
 
 
 def part(mesh: trimesh.Trimesh, class_id: int, material: int, colour: np.ndarray | tuple[float, ...]) -> MeshAsset:

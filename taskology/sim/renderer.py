@@ -1,10 +1,11 @@
 """The embedded renderer: Embree ray casting of a :class:`~taskology.sim.world.SceneState` into the
 named layers of the shard schema (camera, LiDAR, ego pose, object boxes).
 
-Static geometry lives in one Embree scene built once per sequence; moving objects are transformed
-into the world and put into a small scene built per frame. Camera and LiDAR rays are cast together
-in one batch per scene; the dynamic scene is cast with the static hit distance as ``tfar``, so any
-hit there is the nearest one. Per-hit attributes (class, material, colour, track id) are gathered
+Static geometry lives in one Embree scene built once per sequence; each moving object has its own
+small scene in its object frame, also built once (:mod:`taskology.sim.instances`). Camera and LiDAR
+rays are cast together in one batch into the static scene; then only the rays passing near an
+object are transformed into its frame and cast with the nearest distance so far as ``tfar``, so any
+hit there is nearer. Per-hit attributes (class, material, colour, track id) are gathered
 from per-triangle arrays indexed by primitive id; shading runs in a Numba kernel.
 
 Example:
@@ -21,7 +22,8 @@ from embreex import mesh_construction, rtcore_scene
 
 from taskology.errors import SimError
 from taskology.sim import materials as mat
-from taskology.sim import sensors, shading
+from taskology.sim import hits, instances, sensors, shading
+from taskology.sim.instances import DynamicInstances
 from taskology.sim.meshes import MeshAsset
 from taskology.sim.world import SceneState
 
@@ -36,26 +38,6 @@ def _embree_scene(triangles: np.ndarray) -> rtcore_scene.EmbreeScene:
     if len(triangles):
         mesh_construction.TriangleMesh(scene=scene, vertices=np.ascontiguousarray(triangles, np.float32))
     return scene
-
-
-class _DynamicAssets:
-    """Per-triangle arrays of all dynamic assets in object order, built once per sequence."""
-
-    def __init__(self, assets: list[MeshAsset], asset_index: np.ndarray) -> None:
-        self.asset_index = asset_index.copy()
-        tris = [assets[a].triangles for a in asset_index]
-        counts = np.array([len(t) for t in tris], np.int64)
-        self.object_of_triangle = np.repeat(np.arange(len(asset_index)), counts)
-        self.triangles = np.concatenate(tris) if tris else np.zeros((0, 3, 3))
-        self.class_id = np.concatenate([assets[a].class_id for a in asset_index]) if tris else np.zeros(0, np.uint8)
-        self.material = np.concatenate([assets[a].material for a in asset_index]) if tris else np.zeros(0, np.uint8)
-        self.colour = np.concatenate([assets[a].colour for a in asset_index]) if tris else np.zeros((0, 3), np.float32)
-
-    def world_triangles(self, world_from_object: np.ndarray) -> np.ndarray:
-        """(T, 3, 3) float64 triangles posed in the world."""
-        rot = world_from_object[self.object_of_triangle, :3, :3]
-        trans = world_from_object[self.object_of_triangle, :3, 3]
-        return np.einsum("tij,tvj->tvi", rot, self.triangles) + trans[:, None, :]
 
 
 class EmbeddedRenderer:
@@ -92,14 +74,21 @@ class EmbeddedRenderer:
         self.lidar_enabled = lidar_beams > 0
         self._lidar_dirs = sensors.lidar_rays(lidar_beams, lidar_azimuth, lidar_vfov_deg) if self.lidar_enabled \
             else np.zeros((0, 3))
+        top, bottom = lidar_vfov_deg
+        self._lidar_elevations = np.radians(np.linspace(top, bottom, lidar_beams) if lidar_beams > 1
+                                            else np.array([(top + bottom) / 2]))
+        self._lidar_azimuth_steps = int(lidar_azimuth)
         self.lidar_range_m = float(lidar_range_m)
+        # Embree's tfar per ray: camera rays unbounded (1e5 m), LiDAR rays end at the range
+        self._t_max = np.concatenate([np.full(len(self._cam_dirs), 1e5, np.float32),
+                                      np.full(len(self._lidar_dirs), self.lidar_range_m, np.float32)])
         self.lidar_noise_m = float(lidar_noise_m)
         self.lidar_dropout = float(lidar_dropout)
         self.shadows = shadows
         self.seed = int(seed)
         self._static_key: object | None = None
         self._static_scene: rtcore_scene.EmbreeScene | None = None
-        self._dynamic: _DynamicAssets | None = None
+        self._dynamic: DynamicInstances | None = None
         self._dynamic_key: object | None = None
 
     # ------------------------------------------------------------------ set-up per sequence
@@ -109,7 +98,7 @@ class EmbeddedRenderer:
             self._static_key = state.static
         if self._dynamic is None or self._dynamic_key is not state.assets \
                 or not np.array_equal(self._dynamic.asset_index, state.asset_index):
-            self._dynamic = _DynamicAssets(state.assets, state.asset_index)
+            self._dynamic = DynamicInstances(state.assets, state.asset_index)
             self._dynamic_key = state.assets
 
     # ------------------------------------------------------------------ rendering
@@ -126,110 +115,110 @@ class EmbeddedRenderer:
         world_from_cam = state.world_from_ego @ np.linalg.inv(self.cam_from_ego)
         world_from_lidar = state.world_from_ego @ np.linalg.inv(self.lidar_from_ego)
         n_cam, n_lidar = len(self._cam_dirs), len(self._lidar_dirs)
-        dirs = np.concatenate([self._cam_dirs @ world_from_cam[:3, :3].T, self._lidar_dirs @ world_from_lidar[:3, :3].T])
-        origins = np.concatenate([np.broadcast_to(world_from_cam[:3, 3], (n_cam, 3)),
-                                  np.broadcast_to(world_from_lidar[:3, 3], (n_lidar, 3))])
-        origins32, dirs32 = origins.astype(np.float32), dirs.astype(np.float32)
-
-        hit = self._static_scene.run(origins32, dirs32, output=1)
-        t, prim, normal = hit["tfar"], hit["primID"], hit["Ng"]
-        dyn = self._dynamic
-        dyn_scene = _embree_scene(dyn.world_triangles(state.world_from_object))
-        dhit = dyn_scene.run(origins32, dirs32, dists=t.copy(), output=1) if len(dyn.triangles) else None
-        is_dyn = dhit["primID"] >= 0 if dhit is not None else np.zeros(len(t), bool)
-        is_hit = (prim >= 0) | is_dyn
-        sp, dp = np.where(is_dyn, 0, np.maximum(prim, 0)), np.where(is_dyn, dhit["primID"], 0) if dhit is not None \
-            else np.zeros(len(t), np.int64)
-        if dhit is not None:
-            t = np.where(is_dyn, dhit["tfar"], t)
-            normal = np.where(is_dyn[:, None], dhit["Ng"], normal)
+        dirs = np.empty((n_cam + n_lidar, 3))
+        np.matmul(self._cam_dirs, world_from_cam[:3, :3].T, out=dirs[:n_cam])
+        np.matmul(self._lidar_dirs, world_from_lidar[:3, :3].T, out=dirs[n_cam:])
+        origins = np.empty_like(dirs)
+        origins[:n_cam], origins[n_cam:] = world_from_cam[:3, 3], world_from_lidar[:3, 3]
+        # embreex writes the hit distances into the ``dists`` array it is given: pass a copy
+        hit = self._static_scene.run(origins.astype(np.float32), dirs.astype(np.float32), dists=self._t_max.copy(),
+                                     output=1)
+        t = hit["tfar"].astype(np.float64)  # t_max where nothing was hit
+        objects = self._dynamic
+        dyn = objects.intersect(state.world_from_object, origins, dirs, t,
+                                self._candidates(state, world_from_cam, world_from_lidar))  # updates t
         static = state.static
-        class_id = np.where(is_dyn, dyn.class_id[dp] if len(dyn.triangles) else 0, static.class_id[sp])
-        material = np.where(is_dyn, dyn.material[dp] if len(dyn.triangles) else 0, static.material[sp])
-        obj = dyn.object_of_triangle[dp] if len(dyn.triangles) else np.zeros(len(t), np.int64)
-        instance = np.where(is_dyn, state.track_id[obj] if len(state.track_id) else -1, -1).astype(np.int32)
-        t = np.where(is_hit, t, 0.0).astype(np.float64)
-        normal = normal.astype(np.float64)
-        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-        normal *= np.where(np.sum(normal * dirs, axis=1) > 0, -1.0, 1.0)[:, None]
-
-        layers = self._camera_layers(state, world_from_cam, origins[:n_cam], dirs[:n_cam], t[:n_cam], is_hit[:n_cam],
-                                     is_dyn[:n_cam], sp[:n_cam], dp[:n_cam], dhit, class_id[:n_cam],
-                                     material[:n_cam], instance[:n_cam], normal[:n_cam], dyn_scene)
+        rays = hits.resolve_hits(origins, dirs, t, hit["primID"], hit["Ng"], dyn["triangle"], dyn["u"], dyn["v"],
+                                 dyn["normal"], static.class_id, static.material, static.colour, objects.class_id,
+                                 objects.material, objects.colour, objects.triangles, objects.object_of_triangle,
+                                 state.track_id)
+        camera = {k: v[:n_cam] for k, v in rays.items()}
+        layers = self._camera_layers(state, world_from_cam, dirs[:n_cam], camera)
         layers["ego/world_from_ego"] = state.world_from_ego.astype(np.float64)
         if self.lidar_enabled:
-            layers.update(self._lidar_layers(frame_index, t[n_cam:], is_hit[n_cam:], class_id[n_cam:],
-                                             material[n_cam:], instance[n_cam:], normal[n_cam:], dirs[n_cam:]))
+            lidar = {k: v[n_cam:] for k, v in rays.items()}
+            layers.update(self._lidar_layers(frame_index, lidar, dirs[n_cam:]))
         layers.update(self._object_layers(state))
         return layers
 
-    def _camera_layers(self, state: SceneState, world_from_cam: np.ndarray, origins: np.ndarray, dirs: np.ndarray,
-                       t: np.ndarray, is_hit: np.ndarray, is_dyn: np.ndarray, sp: np.ndarray, dp: np.ndarray,
-                       dhit: dict | None, class_id: np.ndarray, material: np.ndarray, instance: np.ndarray,
-                       normal: np.ndarray, dyn_scene: rtcore_scene.EmbreeScene) -> dict[str, np.ndarray]:
+    def _candidates(self, state: SceneState, world_from_cam: np.ndarray,
+                    world_from_lidar: np.ndarray) -> list[np.ndarray]:
+        """Per object, the indices into the camera+LiDAR ray batch that may hit it."""
+        assert self._dynamic is not None
+        if not len(self._dynamic):
+            return []
+        centres = self._dynamic.posed_centres(state.world_from_object)
+        radii = self._dynamic.radius
+        cam_from_world = np.linalg.inv(world_from_cam)
+        cams = instances.camera_candidates(centres @ cam_from_world[:3, :3].T + cam_from_world[:3, 3], radii, self.K,
+                                           self.height, self.width)
+        if not self.lidar_enabled:
+            return cams
+        lidar_from_world = np.linalg.inv(world_from_lidar)
+        lidars = instances.lidar_candidates(centres @ lidar_from_world[:3, :3].T + lidar_from_world[:3, 3], radii,
+                                            self._lidar_elevations, self._lidar_azimuth_steps, self.lidar_range_m)
+        n_cam = self.height * self.width
+        return [np.concatenate([c, l + n_cam]) for c, l in zip(cams, lidars)]
+
+    def _camera_layers(self, state: SceneState, world_from_cam: np.ndarray, dirs: np.ndarray,
+                       rays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         h, w = self.height, self.width
-        dyn, static = self._dynamic, state.static
-        assert dyn is not None
+        is_hit, t, normal = rays["hit"], rays["t"], rays["normal"]
         idx = np.flatnonzero(is_hit)
-        world_point = origins[idx] + dirs[idx] * t[idx, None]
-        # texture frame: world for static geometry, object frame (barycentric) for moving objects
-        tex_point = world_point.copy()
-        colour = static.colour[sp[idx]]
-        dyn_sel = is_dyn[idx]
-        if dyn_sel.any() and dhit is not None:
-            k = idx[dyn_sel]
-            tri = dyn.triangles[dp[k]]
-            u, v = dhit["u"][k, None].astype(np.float64), dhit["v"][k, None].astype(np.float64)
-            tex_point[dyn_sel] = tri[:, 0] * (1 - u - v) + tri[:, 1] * u + tri[:, 2] * v
-            colour[dyn_sel] = dyn.colour[dp[k]]
+        normal_hit = normal[idx]
         sun = np.asarray(state.sun_direction, np.float64)
-        lit = np.sum(normal[idx] * sun, axis=1) > 0
+        lit = normal_hit @ sun > 0
         if self.shadows and lit.any():
-            src = (world_point[lit] + normal[idx][lit] * _SHADOW_BIAS_M).astype(np.float32)
-            sdir = np.broadcast_to(sun.astype(np.float32), src.shape).copy()
-            assert self._static_scene is not None
-            blocked = self._static_scene.run(src, sdir, query="OCCLUDED") >= 0
-            if len(dyn.triangles):
-                blocked |= dyn_scene.run(src, sdir, query="OCCLUDED") >= 0
-            lit[np.flatnonzero(lit)[blocked]] = False
-        rgb = np.empty((h * w, 3), np.uint8)
+            lit_idx = np.flatnonzero(lit)
+            world_point = world_from_cam[:3, 3] + dirs[idx[lit_idx]] * t[idx[lit_idx], None]
+            src = world_point + normal_hit[lit_idx] * _SHADOW_BIAS_M
+            assert self._static_scene is not None and self._dynamic is not None
+            blocked = self._static_scene.run(src.astype(np.float32),
+                                             np.broadcast_to(sun.astype(np.float32), src.shape).copy(),
+                                             query="OCCLUDED") >= 0
+            rest = lit_idx[~blocked]
+            blocked_dyn = self._dynamic.occluded(state.world_from_object, src[~blocked], sun)
+            lit[lit_idx[blocked]] = False
+            lit[rest[blocked_dyn]] = False
         # pixel footprint on the surface: range / focal length, stretched at grazing incidence
-        incidence = np.abs(np.sum(normal[idx] * dirs[idx], axis=1))
+        incidence = np.abs(np.einsum("ij,ij->i", normal_hit, dirs[idx]))
         footprint = t[idx] / self.K[0, 0] / np.maximum(incidence, 0.15)
-        rgb[idx] = shading.shade(material[idx], colour, tex_point, normal[idx], lit, sun, footprint)
+        rgb = np.empty((h * w, 3), np.uint8)
+        rgb[idx] = shading.shade(rays["material"][idx], rays["colour"][idx], rays["point"][idx], normal_hit, lit, sun,
+                                 footprint)
         sky = np.flatnonzero(~is_hit)
-        rgb[sky] = shading.sky_reference(dirs[sky])
+        rgb[sky] = shading.sky(dirs[sky])
         depth = (t * self._cam_z).astype(np.float32)
-        normals_cam = (normal @ world_from_cam[:3, :3]).astype(np.float32)  # R^T n for each row
-        normals_cam[~is_hit] = 0.0
-        semantic = np.where(is_hit, class_id, SKY).astype(np.uint8)
+        normals_cam = (normal @ world_from_cam[:3, :3]).astype(np.float32)  # R^T n per row; 0 stays 0
+        semantic = np.where(is_hit, rays["class_id"], SKY).astype(np.uint8)
         return {
             "camera/rgb": rgb.reshape(h, w, 3),
             "camera/depth": depth.reshape(h, w),
             "camera/normals": normals_cam.reshape(h, w, 3),
             "camera/semantic": semantic.reshape(h, w),
-            "camera/instance": instance.reshape(h, w),
+            "camera/instance": rays["instance"].reshape(h, w),
             "camera/K": self.K.copy(),
             "camera/cam_from_ego": self.cam_from_ego.copy(),
         }
 
-    def _lidar_layers(self, frame_index: int, t: np.ndarray, is_hit: np.ndarray, class_id: np.ndarray,
-                      material: np.ndarray, instance: np.ndarray, normal: np.ndarray,
+    def _lidar_layers(self, frame_index: int, rays: dict[str, np.ndarray],
                       dirs_world: np.ndarray) -> dict[str, np.ndarray]:
-        keep = is_hit & (t <= self.lidar_range_m)
+        t = rays["t"]
+        keep = rays["hit"] & (t <= self.lidar_range_m)
         rng = np.random.default_rng([self.seed, int(frame_index)])
         if self.lidar_dropout > 0:
             keep &= rng.random(len(t)) >= self.lidar_dropout
-        rng_noise = rng.normal(0.0, self.lidar_noise_m, len(t)) if self.lidar_noise_m > 0 else np.zeros(len(t))
         idx = np.flatnonzero(keep)
-        r = np.maximum(t[idx] + rng_noise[idx], 0.0)
+        r = t[idx]
+        if self.lidar_noise_m > 0:
+            r = np.maximum(r + rng.normal(0.0, self.lidar_noise_m, len(t))[idx], 0.0)
         xyz = self._lidar_dirs[idx] * r[:, None]
-        cos = np.abs(np.sum(normal[idx] * dirs_world[idx], axis=1))
-        intensity = np.clip(mat.REFLECTIVITY[material[idx]] * (0.3 + 0.7 * cos), 0.0, 1.0)
+        cos = np.abs(np.einsum("ij,ij->i", rays["normal"][idx], dirs_world[idx]))
+        intensity = np.clip(mat.REFLECTIVITY[rays["material"][idx]] * (0.3 + 0.7 * cos), 0.0, 1.0)
         return {
             "lidar/points": np.concatenate([xyz, intensity[:, None]], axis=1).astype(np.float32),
-            "lidar/semantic": class_id[idx].astype(np.uint8),
-            "lidar/instance": instance[idx].astype(np.int32),
+            "lidar/semantic": rays["class_id"][idx],
+            "lidar/instance": rays["instance"][idx],
             "lidar/lidar_from_ego": self.lidar_from_ego.copy(),
         }
 

@@ -149,6 +149,30 @@ def sky_reference(direction: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- Numba kernels
+@numba.njit(cache=True)
+def _sky_kernel(direction, horizon, zenith, out):  # noqa: ANN001
+    for i in range(direction.shape[0]):
+        up = min(max(direction[i, 2], 0.0), 1.0)
+        t = np.sqrt(up)
+        scale = 1.0 / max(up, 0.05)
+        u, v = direction[i, 0] * scale * 1.5, direction[i, 1] * scale * 1.5
+        cloud = (_noise_nb(u, v, 0.0) * 0.65 + _noise_nb(u * 3, v * 3, 1.0) * 0.35 - 0.5) * 2.5
+        cloud = min(max(cloud, 0.0), 1.0) * (1 - np.exp(-up * 8))
+        for k in range(3):
+            c = (horizon[k] * (1 - t) + zenith[k] * t) * (1 - cloud) + 0.95 * cloud
+            out[i, k] = np.uint8(min(max(c, 0.0), 1.0) * 255.0 + 0.5)
+
+
+def sky(direction: np.ndarray) -> np.ndarray:
+    """Numba twin of :func:`sky_reference`: (N, 3) unit world directions -> (N, 3) uint8."""
+    out = np.empty((len(direction), 3), np.uint8)
+    if len(direction):
+        _sky_kernel(np.ascontiguousarray(direction, np.float64), HORIZON.astype(np.float64),
+                    ZENITH.astype(np.float64), out)
+    return out
+
+
+
 @numba.njit(cache=True, inline="always")
 def _hash_nb(ix: float, iy: float, iz: float) -> float:
     h = np.uint32(np.uint32(np.int64(ix)) * np.uint32(0x9E3779B1)) \
@@ -187,9 +211,9 @@ def _fade_nb(frequency: float, footprint: float) -> float:
     return min(max(2.0 - 4.0 * frequency * footprint, 0.0), 1.0)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _shade_kernel(material, colour, point, normal, lit, sun_dir, footprint, ambient, sun, window_rgb, out):  # noqa: ANN001
-    for i in numba.prange(material.shape[0]):
+    for i in range(material.shape[0]):
         x, y, z = point[i, 0], point[i, 1], point[i, 2]
         nx, ny, nz = normal[i, 0], normal[i, 1], normal[i, 2]
         fp = footprint[i]

@@ -71,14 +71,15 @@ class SceneState:
         """(N, 7) float64 boxes (x, y, z, l, w, h, yaw) in the ego frame, z at the centre, exactly
         enclosing each object's mesh (objects and ego are level, so only yaw differs)."""
         ego_from_world = np.linalg.inv(self.world_from_ego)
-        out = np.zeros((len(self.track_id), 7))
-        ego_yaw = np.arctan2(self.world_from_ego[1, 0], self.world_from_ego[0, 0])
-        for k, (pose, a) in enumerate(zip(self.world_from_object, self.asset_index)):
-            centre, size = self.assets[a].box()
-            c = ego_from_world @ pose @ np.append(centre, 1.0)
-            yaw = np.arctan2(pose[1, 0], pose[0, 0]) - ego_yaw
-            out[k] = (*c[:3], *size, np.arctan2(np.sin(yaw), np.cos(yaw)))
-        return out
+        n = len(self.track_id)
+        if n == 0:
+            return np.zeros((0, 7))
+        centre = np.array([self.assets[a].box()[0] for a in self.asset_index])  # (N, 3) object frame
+        size = np.array([self.assets[a].box()[1] for a in self.asset_index])  # (N, 3)
+        ego_from_object = ego_from_world[None] @ self.world_from_object  # (N, 4, 4)
+        c = np.einsum("nij,nj->ni", ego_from_object[:, :3, :3], centre) + ego_from_object[:, :3, 3]
+        yaw = np.arctan2(ego_from_object[:, 1, 0], ego_from_object[:, 0, 0])
+        return np.concatenate([c, size, yaw[:, None]], axis=1)
 
 
 class World:
