@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 def sim_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from simdata import make_sim_root
 
-    return make_sim_root(tmp_path_factory.mktemp("sim"))
+    # one fixed folder per session, shared by tests/engine and tests/losses (generated once)
+    return make_sim_root(tmp_path_factory.getbasetemp() / "taskology-sim-32x96")
 
 import torch as _torch
 
