@@ -1,0 +1,215 @@
+"""``taskology demo``: simulate a small dataset, train the camera tasks alone and collectively at a low
+label fraction (``configs/demo.yaml``), evaluate both on held-out sequences, and write the report.
+
+Everything goes through the project's own entry points: ``taskology sim`` (:func:`sim_command`) for the
+data, :func:`~taskology.engine.command.train_command` (in-process or on a Dask cluster) and
+:func:`~taskology.engine.command.eval_command` for each arm, :func:`~taskology.engine.report.write_report`
+for the report.
+
+Layout of ``--out`` (a comparison directory, see :mod:`taskology.report.runs`)::
+
+    alone/        run directory of train.mode=alone      (config.yaml, checkpoints/, logs/, ...)
+    collective/   run directory of train.mode=collective
+    report/       report.md, metrics.json, loss_<task>.png, staleness.png, gallery.png
+
+Simulated data is cached under ``<cache>/sim/<key>/`` (``<cache>``: ``$TASKOLOGY_CACHE`` or
+``.taskology-cache`` in the working directory; ``<key>``: a hash of the sim settings and the schema
+version) and reused while every shard opens cleanly. Rerunning the demo on the same ``--out`` reuses
+finished arms and resumes interrupted ones from their newest checkpoints (``taskology train --resume``).
+Ctrl-C stops cleanly: the engines shut their workers down, every file is written atomically.
+
+Example:
+    $ taskology demo                       # local Dask cluster, runs/demo
+    $ taskology demo --out runs/demo2 --cluster none
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from taskology.errors import ConfigError, DataError
+
+#: the demo's experiment preset.
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+CACHE_ENV = "TASKOLOGY_CACHE"
+DEFAULT_CACHE = Path(".taskology-cache")
+COMPLETE_MARKER = "complete.json"
+ARMS: tuple[str, ...] = ("alone", "collective")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def sim_cache_key(sim: Any) -> str:
+    """12 hex digits identifying the simulated dataset of a config's ``sim`` section (and the schema)."""
+    from taskology.data.schema import SCHEMA_VERSION
+
+    fields = {"schema": SCHEMA_VERSION, "backend": sim.backend, "sequences": int(sim.sequences),
+              "frames": int(sim.frames), "seed": int(sim.seed), "camera": str(sim.camera),
+              "lidar_beams": int(sim.lidar_beams), "frame_rate": float(sim.frame_rate)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _valid_shards(folder: Path, expected: int) -> bool:
+    """Whether ``folder`` holds ``expected`` shards that all open; shards that do not are deleted."""
+    from taskology.data.shard import Shard
+
+    good = 0
+    for path in sorted(folder.glob("*.h5")):
+        try:
+            with Shard.open(path):
+                good += 1
+        except (DataError, OSError):
+            path.unlink(missing_ok=True)
+    return good == expected
+
+
+def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Path:
+    """The shard directory of ``config.sim`` under ``cache_root/sim/<key>/``, generated if needed."""
+    from taskology.sim.command import sim_command
+
+    sim = config.sim
+    if sim.backend != "embedded":
+        raise ConfigError(f"sim.backend: the demo renders with the embedded simulator; found {sim.backend!r}")
+    folder = (Path(cache_root) / "sim" / sim_cache_key(sim)).resolve()
+    marker = folder / COMPLETE_MARKER
+    if marker.is_file() and _valid_shards(folder, int(sim.sequences)):
+        console.print(f"[bold]data[/bold]: reusing {int(sim.sequences)} cached sequences in {folder}")
+        return folder
+    marker.unlink(missing_ok=True)
+    if folder.is_dir():
+        _valid_shards(folder, int(sim.sequences))  # drop unreadable leftovers; sim_command skips good ones
+    console.print(f"[bold]data[/bold]: simulating {int(sim.sequences)} sequences x {int(sim.frames)} frames "
+                  f"at {sim.camera} into {folder}")
+    sim_command(out=folder, sequences=int(sim.sequences), frames=int(sim.frames), seed=int(sim.seed),
+                camera=str(sim.camera), lidar_beams=int(sim.lidar_beams), backend="embedded", carla_host="",
+                preview=None)
+    if not _valid_shards(folder, int(sim.sequences)):
+        raise DataError(f"{folder}: expected {int(sim.sequences)} readable shards after simulating")
+    from taskology.engine.logbook import write_json_atomic
+
+    write_json_atomic(marker, {"key": folder.name, "sequences": int(sim.sequences), "time": time.time()})
+    return folder
+
+
+def _differences(saved: Any, wanted: Any) -> list[str]:
+    """Dotted keys whose values differ between two configs (the cluster section is ignored)."""
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                out.update(flat(v, f"{prefix}{k}."))
+            return out
+        return {prefix.rstrip("."): value}
+
+    a = flat({k: v for k, v in saved.model_dump(mode="json").items() if k != "cluster"})
+    b = flat({k: v for k, v in wanted.model_dump(mode="json").items() if k != "cluster"})
+    return [f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def arm_finished(arm_dir: Path, target_steps: int, tasks: Sequence[str]) -> bool:
+    """Whether ``arm_dir`` has held-out metrics of every task at ``target_steps``."""
+    from taskology.report.runs import find_arms
+
+    if not (arm_dir / "config.yaml").is_file():
+        return False
+    arm = next(iter(find_arms(arm_dir).values()))
+    return all(task in arm.metrics and arm.metrics[task].get("step", -1) >= target_steps for task in tasks)
+
+
+def run_arm(mode: str, out: Path, wanted: Any, overrides: Sequence[str], cluster: str | None,
+            console: Any) -> None:
+    """Train (or resume) and evaluate the ``mode`` arm in ``out/<mode>`` unless it is finished."""
+    from taskology.config import load_config
+    from taskology.engine.command import eval_command, train_command
+    from taskology.engine.runner import enabled_tasks
+
+    arm_dir = out / mode
+    target = int(wanted.train.steps)
+    tasks = enabled_tasks(wanted)
+    if (arm_dir / "config.yaml").is_file():
+        differences = _differences(load_config(arm_dir / "config.yaml"), wanted)
+        if differences:
+            raise ConfigError(f"{arm_dir} holds a demo run with other settings ({'; '.join(differences[:4])}); "
+                              "use another --out or the same settings")
+        if arm_finished(arm_dir, target, tasks):
+            console.print(f"[bold]{mode}[/bold]: finished earlier ({target} steps); reusing {arm_dir}")
+            return
+        console.rule(f"[bold]{mode}[/bold]: resuming {arm_dir}")
+        train_command(resume=arm_dir, cluster=cluster)
+    else:
+        console.rule(f"[bold]{mode}[/bold]: training {len(tasks)} tasks for {target} steps -> {arm_dir}")
+        train_command(DEMO_CONFIG, overrides, cluster=cluster, run_dir=arm_dir)
+    if not arm_finished(arm_dir, target, tasks):
+        console.print(f"[bold]{mode}[/bold]: evaluating on the held-out test sequences")
+        eval_command(arm_dir, split="test")
+
+
+def _print_table(report_dir: Path, console: Any) -> None:
+    from rich.table import Table
+
+    from taskology.report.tables import format_value
+
+    data = json.loads((report_dir / "metrics.json").read_text())
+    table = Table(title="held-out test metrics", show_lines=False)
+    for column in ("task", "metric", "alone", "collective", "change"):
+        table.add_column(column, justify="right" if column in ("alone", "collective", "change") else "left")
+    for row in data["rows"]:
+        change = row["change_pct"]
+        colour = {"better": "green", "worse": "red"}.get(row["verdict"], "white")
+        table.add_row(row["task"], row["metric"], format_value(row["alone"]), format_value(row["collective"]),
+                      "—" if change is None else f"[{colour}]{change:+.1f}%[/{colour}]")
+    console.print(table)
+
+
+def demo_command(out: Path = Path("runs/demo"), cluster: str | None = "local", *, overrides: Sequence[str] = (),
+                 cache_dir: Path | None = None) -> Path:
+    """Entry point of ``taskology demo``; returns the report directory.
+
+    Args:
+        out: the demo's directory (see the module docstring).
+        cluster: ``none`` (in-process), ``local`` (LocalCluster) or ``tcp://HOST:PORT`` / ``tls://...``.
+        overrides: dotted overrides of ``configs/demo.yaml`` (tests and experiments; e.g. ``train.steps=5``).
+        cache_dir: root of the simulated-data cache (default ``$TASKOLOGY_CACHE`` or ``.taskology-cache``).
+    """
+    from taskology.config import load_config
+    from taskology.engine.report import write_report
+    from taskology.engine.store_data import manifest_for
+
+    if not DEMO_CONFIG.is_file():
+        raise ConfigError(f"{DEMO_CONFIG}: the demo preset is missing; expected configs/demo.yaml of the "
+                          "taskology source tree")
+    out = Path(out)
+    console = _console()
+    started = time.time()
+    base = load_config(DEMO_CONFIG, list(overrides))
+    cache_root = Path(cache_dir) if cache_dir is not None else Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+    try:
+        console.rule("[bold]taskology demo[/bold]: 1/3 simulated data")
+        data_root = ensure_sim_data(base, cache_root, console)
+        arm_overrides = {mode: [*overrides, f"data.root={data_root}", f"train.mode={mode}"] for mode in ARMS}
+        wanted = {mode: load_config(DEMO_CONFIG, arm_overrides[mode]) for mode in ARMS}
+        if cluster is not None:
+            from taskology.config import apply_overrides
+
+            wanted = {m: apply_overrides(c, [f"cluster.address={cluster}"]) for m, c in wanted.items()}
+        manifest_for(data_root, wanted["collective"])  # write splits.json once, before workers race for it
+        console.rule("[bold]taskology demo[/bold]: 2/3 training alone and collectively")
+        for mode in ARMS:
+            run_arm(mode, out, wanted[mode], arm_overrides[mode], cluster, console)
+        console.rule("[bold]taskology demo[/bold]: 3/3 report")
+        report_dir = write_report(out)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]demo interrupted[/yellow]; finished parts are kept. Continue with "
+                      f"`taskology demo --out {out}`" + (f" --cluster {cluster}" if cluster else ""))
+        raise
+    _print_table(report_dir, console)
+    console.print(f"demo finished in {time.time() - started:.0f} s; report: [bold]{report_dir / 'report.md'}[/bold]")
+    return report_dir
