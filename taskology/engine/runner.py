@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from taskology.engine.batches import BatchStream, to_device
+from taskology.engine.batches import BatchStream, collate, to_device
 from taskology.engine.protocol import PeerView, Predictions
 from taskology.engine.task_data import TaskData, open_task_data
 from taskology.errors import ConfigError
@@ -124,9 +124,6 @@ class TaskRunner:
         self.mediator_stream: BatchStream | None = None
         if self.relations:
             self._open_mediator_stream(self.data.mediator)
-        # The runner's own RNGs; they are part of the state and restored with it.
-        self._rng_python = random.Random(self.seed)
-        self._rng_numpy = np.random.default_rng(self.seed)
 
     # -- data ---------------------------------------------------------------------------------------
     def _open_mediator_stream(self, dataset: Any) -> None:
@@ -216,8 +213,6 @@ class TaskRunner:
         size = int(batch_size or self.config.train.mediator_batch_size)
         chunks: dict[str, list[np.ndarray]] = {}
         step, wall = self.step, time.time()
-        from taskology.engine.batches import collate
-
         for lo in range(0, len(ids), size):
             batch = collate([pool[index[s]] for s in ids[lo:lo + size]])
             for name, value in self.predict(batch).items():
@@ -231,8 +226,6 @@ class TaskRunner:
         dataset = self.data.evaluation(split)
         size = int(self.task_config.batch_size)
         state: dict[str, torch.Tensor] = {}
-        from taskology.engine.batches import collate
-
         for lo in range(0, len(dataset), size):
             batch = to_device(collate([dataset[i] for i in range(lo, min(lo + size, len(dataset)))]), self.device)
             add_metric_state(state, self.task.metrics(self.predict(batch), batch))
@@ -241,7 +234,6 @@ class TaskRunner:
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer, step, RNG states and stream positions (tensors and primitives only)."""
-        np_state = self._rng_numpy.bit_generator.state
         return {
             "task": self.task_name,
             "step": self.step,
@@ -250,16 +242,15 @@ class TaskRunner:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-                "numpy_global": _numpy_global_state(),
-                "numpy": _flatten_np_state(np_state),
-                "python": _python_state(self._rng_python),
-                "python_global": _python_state(random),
+                "numpy": _numpy_global_state(),
+                "python": _python_state(random),
             },
             "streams": {"train": self.train_stream.state_dict(),
                         "mediator": self.mediator_stream.state_dict() if self.mediator_stream else {}},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (same task, same model shapes)."""
         if state.get("task") != self.task_name:
             raise ConfigError(f"checkpoint is for task {state.get('task')!r}, not {self.task_name!r}")
         self.step = int(state["step"])
@@ -269,10 +260,8 @@ class TaskRunner:
         torch.set_rng_state(rng["torch"])
         if self.device.type == "cuda" and rng["cuda"]:
             torch.cuda.set_rng_state_all(rng["cuda"])
-        _set_numpy_global_state(rng["numpy_global"])
-        self._rng_numpy.bit_generator.state = _unflatten_np_state(rng["numpy"])
-        _set_python_state(self._rng_python, rng["python"])
-        _set_python_state(random, rng["python_global"])
+        _set_numpy_global_state(rng["numpy"])
+        _set_python_state(random, rng["python"])
         self.train_stream.load_state_dict(state["streams"]["train"])
         if self.mediator_stream is not None and state["streams"]["mediator"]:
             self.mediator_stream.load_state_dict(state["streams"]["mediator"])
@@ -335,16 +324,3 @@ def _numpy_global_state() -> dict[str, Any]:
 def _set_numpy_global_state(state: Mapping[str, Any]) -> None:
     np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
                          state["has_gauss"], state["cached"]))
-
-
-def _flatten_np_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    # PCG64: {"bit_generator": str, "state": {"state": int, "inc": int}, "has_uint32": int, "uinteger": int}
-    # 128-bit ints do not fit a tensor: store them as decimal strings.
-    return {"bit_generator": state["bit_generator"], "state": str(state["state"]["state"]),
-            "inc": str(state["state"]["inc"]), "has_uint32": int(state["has_uint32"]),
-            "uinteger": int(state["uinteger"])}
-
-
-def _unflatten_np_state(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return {"bit_generator": flat["bit_generator"], "state": {"state": int(flat["state"]), "inc": int(flat["inc"])},
-            "has_uint32": flat["has_uint32"], "uinteger": flat["uinteger"]}
