@@ -44,9 +44,9 @@ class WorldConfig:
     lane_width_m: float = 3.5
     sidewalk_width_m: float = 3.0
     kerb_height_m: float = 0.15
-    cars: int = 24
+    cars: int = 36
     truck_fraction: float = 0.2
-    pedestrians: int = 30
+    pedestrians: int = 40
     trees_per_100m: float = 6.0
     poles_per_100m: float = 4.0
     car_speed_mps: tuple[float, float] = (4.0, 10.0)
