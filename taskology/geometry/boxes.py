@@ -272,7 +272,7 @@ def points_in_boxes(points: np.ndarray, boxes: np.ndarray, eps: float = POINT_IN
     Boundary rule: a point is inside box j when its coordinates in the box frame satisfy
     ``|u| <= l/2 + eps``, ``|v| <= w/2 + eps`` and ``|z - z_j| <= h/2 + eps`` (faces, edges and corners
     included; ``eps`` absorbs the rounding of points computed on a face). Where boxes overlap the
-    **lowest box index wins**.
+    **lowest box index wins**. Points with NaN coordinates are in no box.
 
     Args:
         points: (P, 3) float64, metres, same frame as ``boxes``.
