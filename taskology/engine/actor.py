@@ -105,6 +105,16 @@ class CheckpointDir:
                 p.unlink(missing_ok=True)
 
 
+def _current_worker() -> Any:
+    """The Dask worker running this code, or ``None`` outside one."""
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
@@ -199,8 +209,16 @@ class TaskActor:
             return self._state
 
     def set_peers(self, peers: Mapping[str, Any]) -> None:
-        """Actor handles of the peers this task reads (replaced after a peer is recreated)."""
-        self.fetcher.set_peers({k: v for k, v in peers.items() if k != self.task_name})
+        """Actor handles of the peers this task reads (replaced after a peer is recreated).
+
+        A handle unpickled here is not bound to this worker, and the fetch thread cannot find the worker
+        itself (``get_worker`` is thread-local), so bind each handle to the worker holding this actor."""
+        peers = {k: v for k, v in peers.items() if k != self.task_name}
+        worker = _current_worker()
+        for handle in peers.values():
+            if worker is not None and getattr(handle, "_worker", "absent") is None:
+                handle._worker = worker
+        self.fetcher.set_peers(peers)
 
     def set_mediator_pool(self, shard_paths: list[str]) -> None:
         """New mediator shard list; applied by the training thread between two steps."""
@@ -231,6 +249,7 @@ class TaskActor:
                     "checkpoint_step": self._last_ckpt_step, "restored_from": self.restored_from,
                     "exchange_bytes_per_s": self.fetcher.meter.bytes_per_s(),
                     "exchange_bytes": self.fetcher.meter.bytes_total, "fetch_errors": dict(self.fetcher.errors),
+                    "fetch_last_error": dict(self.fetcher.last_error),
                     "exchange_s_on_training_thread": self._exchange_s, "train_s": self._train_s,
                     "pid": os.getpid()}
 

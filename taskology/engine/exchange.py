@@ -287,10 +287,11 @@ class PeerFetcher:
     """
 
     def __init__(self, cache: PredictionCache, peers: Mapping[str, Any] | None = None,
-                 call_timeout_s: float = 10.0) -> None:
+                 call_timeout_s: float = 5.0) -> None:
         self.cache = cache
         self.meter = TrafficMeter()
         self.errors: dict[str, int] = {}
+        self.last_error: dict[str, str] = {}
         self.call_timeout_s = call_timeout_s
         self._peers: dict[str, Any] = dict(peers or {})
         self._last_fetch: dict[str, float] = {}
@@ -323,8 +324,9 @@ class PeerFetcher:
             try:
                 pubs = self._value(handle.predictions_since(self.cache.latest_step(name)))
                 step = self._value(handle.current_step())
-            except Exception:  # noqa: BLE001 - a dead peer is normal during recovery
+            except Exception as exc:  # noqa: BLE001 - a dead peer is normal during recovery
                 self.errors[name] = self.errors.get(name, 0) + 1
+                self.last_error[name] = f"{type(exc).__name__}: {exc}"[:300]
                 continue
             nbytes = 0
             for pub in pubs or []:

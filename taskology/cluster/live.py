@@ -1,0 +1,77 @@
+"""Live terminal view of a supervised run: one row per actor (rich ``Live`` table).
+
+Columns: task, state, step/target, steps/s, total loss, mean peer staleness (steps and seconds),
+exchange bytes/s, restarts. :func:`status_table` is pure (statuses in, table out) and tested.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+def staleness_summary(staleness: Mapping[str, float]) -> tuple[float | None, float | None]:
+    """Mean over peers of ``staleness/<peer>/mean_steps`` and ``.../mean_s`` (None when no peer used).
+
+    Example:
+        >>> staleness_summary({"staleness/a/mean_steps": 10.0, "staleness/b/mean_steps": 30.0,
+        ...                    "staleness/a/mean_s": 1.0, "staleness/b/mean_s": 2.0})
+        (20.0, 1.5)
+    """
+    steps = [v for k, v in staleness.items() if k.endswith("/mean_steps")]
+    secs = [v for k, v in staleness.items() if k.endswith("/mean_s")]
+    return (sum(steps) / len(steps) if steps else None, sum(secs) / len(secs) if secs else None)
+
+
+def status_rows(actors: Mapping[str, Mapping[str, Any]], target_steps: int) -> list[list[str]]:
+    """Rows of the table from ``{name: {"kind", "restarts", "status": actor status}}``."""
+    rows = []
+    for name, info in actors.items():
+        st = info.get("status") or {}
+        if info.get("kind") == "sim":
+            rows.append([name, str(st.get("phase", "?")), f"{st.get('shards_available', 0)} shards", "",
+                         f"{st.get('frames_per_s', 0.0):.1f} fr/s", "", "", str(info.get("restarts", 0))])
+            continue
+        mean_steps, mean_s = staleness_summary(st.get("staleness", {}))
+        loss = (st.get("scalars") or {}).get("loss/total")
+        rows.append([name, str(st.get("state", "starting")), f"{st.get('step', 0)}/{target_steps}",
+                     f"{st.get('steps_per_s', 0.0):.2f}", "" if loss is None else f"{loss:.4g}",
+                     "" if mean_steps is None else f"{mean_steps:.0f} st / {mean_s:.1f} s",
+                     f"{st.get('exchange_bytes_per_s', 0.0) / 1e3:.1f} kB/s", str(info.get("restarts", 0))])
+    return rows
+
+
+def status_table(actors: Mapping[str, Mapping[str, Any]], target_steps: int) -> Table:
+    table = Table(title="taskology run")
+    for col in ("actor", "state", "step", "steps/s", "loss", "peer staleness", "exchange", "restarts"):
+        table.add_column(col)
+    for row in status_rows(actors, target_steps):
+        table.add_row(*row)
+    return table
+
+
+class LiveView:
+    """Context manager refreshing the table after each supervisor poll (no-op when ``enabled`` is False)."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+        self.enabled = enabled
+        self._live: Live | None = None
+        self._console = console
+
+    def __enter__(self) -> LiveView:
+        if self.enabled:
+            self._live = Live(Table(), console=self._console, refresh_per_second=2, transient=False)
+            self._live.__enter__()
+        return self
+
+    def update(self, supervisor: Any) -> None:
+        if self._live is not None:
+            summary = supervisor.summary()
+            self._live.update(status_table(summary["actors"], summary["target_steps"]))
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None

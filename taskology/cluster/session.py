@@ -1,0 +1,252 @@
+"""Making or connecting the Dask cluster the engine runs on; the same engine code for every kind.
+
+- ``local`` (default): a :class:`distributed.LocalCluster` on 127.0.0.1 with worker *processes*, one
+  single-threaded worker per actor. Each worker gets ``OMP_NUM_THREADS``/``NUMBA_NUM_THREADS``/
+  ``MKL_NUM_THREADS`` in its environment (set before torch is imported there) and
+  :class:`ThreadLimitPlugin` calls ``torch.set_num_threads``. With GPUs, worker ``i`` sees only GPU
+  ``i`` (``CUDA_VISIBLE_DEVICES``), so one task actor placed on it owns one GPU.
+- ``tcp://HOST:PORT`` / ``tls://HOST:PORT``: an existing scheduler (workers started by
+  ``dask worker``, SLURM via dask-jobqueue, Kubernetes via dask-kubernetes; see docs/cluster.md).
+- TLS: with certificate files configured, :func:`tls_security` requires encryption, so a plaintext
+  client or worker is refused by the scheduler.
+
+Example:
+    >>> with open_cluster(ClusterSpec(address="local", n_workers=2)) as session:  # doctest: +SKIP
+    ...     print(session.dashboard_link, session.worker_addresses())
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.security import Security
+
+from taskology.errors import ClusterError
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for mutual TLS: the CA that signed every party, and this party's certificate and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where the engine runs.
+
+    Attributes:
+        address: ``"local"`` or ``"tcp://HOST:PORT"`` / ``"tls://HOST:PORT"`` of a running scheduler.
+        n_workers: local worker processes (default: one per actor, given to :func:`open_cluster`).
+        threads_per_worker: compute threads per worker (torch/OMP/Numba); Dask threads stay 1.
+        dashboard: start (local) / print the dashboard link.
+        tls: certificate files; ``None`` for plaintext TCP (loopback or trusted networks only).
+        gpus: GPU ids for local workers (worker i gets ``gpus[i % len(gpus)]``); ``None`` detects.
+        connect_timeout_s: how long to try reaching a remote scheduler.
+        spare_workers: extra local workers beyond one per actor (when ``n_workers`` is None): a lost
+            actor is recreated on a warm spare at once while the nanny restarts the dead process.
+    """
+
+    address: str = "local"
+    n_workers: int | None = None
+    threads_per_worker: int = 1
+    dashboard: bool = True
+    tls: TLSFiles | None = None
+    gpus: tuple[int, ...] | None = None
+    connect_timeout_s: float = 10.0
+    spare_workers: int = 1
+
+
+def cluster_spec_from_config(cluster: Any) -> ClusterSpec:
+    """:class:`ClusterSpec` from the ``cluster`` section of an experiment config (attribute access)."""
+    tls_cfg = getattr(cluster, "tls", None)
+    tls = None
+    if tls_cfg is not None and getattr(tls_cfg, "ca_file", None):
+        tls = TLSFiles(Path(tls_cfg.ca_file), Path(tls_cfg.cert_file), Path(tls_cfg.key_file))
+    return ClusterSpec(address=str(getattr(cluster, "address", "local") or "local"),
+                       n_workers=getattr(cluster, "n_workers", None),
+                       threads_per_worker=int(getattr(cluster, "threads_per_worker", 1) or 1),
+                       dashboard=bool(getattr(cluster, "dashboard", True)), tls=tls)
+
+
+def worker_environments(n_workers: int, threads_per_worker: int, gpus: tuple[int, ...] | list[int]) -> list[dict[str, str]]:
+    """Environment of each local worker process: thread limits, and one GPU each when there are GPUs.
+
+    Example:
+        >>> [e["CUDA_VISIBLE_DEVICES"] for e in worker_environments(3, 1, [0, 1])]
+        ['0', '1', '0']
+        >>> worker_environments(1, 2, [])[0]["CUDA_VISIBLE_DEVICES"], worker_environments(1, 2, [])[0]["OMP_NUM_THREADS"]
+        ('', '2')
+    """
+    threads = str(max(int(threads_per_worker), 1))
+    envs = []
+    for i in range(n_workers):
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+               "NUMBA_NUM_THREADS": threads, "CUDA_VISIBLE_DEVICES": str(gpus[i % len(gpus)]) if gpus else ""}
+        envs.append(env)
+    return envs
+
+
+def tls_security(tls: TLSFiles) -> Security:
+    """Mutual-TLS :class:`~distributed.security.Security` requiring encryption (plaintext is refused)."""
+    for what, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if not Path(path).is_file():
+            raise ClusterError(f"cluster.tls.{what}: expected a PEM file, found nothing at {path}")
+    return Security(require_encryption=True, tls_ca_file=str(tls.ca_file),
+                    tls_client_cert=str(tls.cert_file), tls_client_key=str(tls.key_file),
+                    tls_scheduler_cert=str(tls.cert_file), tls_scheduler_key=str(tls.key_file),
+                    tls_worker_cert=str(tls.cert_file), tls_worker_key=str(tls.key_file))
+
+
+class ThreadLimitPlugin(WorkerPlugin):
+    """Sets torch (and Numba, when loaded) thread counts in each worker process as it starts, and warms
+    the process: torch's first optimizer imports ``torch._dynamo`` (about 2.5 s here), which would
+    otherwise delay the first actor created on the worker (and so every recovery)."""
+
+    name = "taskology-thread-limit"
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(int(threads), 1)
+
+    def setup(self, worker: Any) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # warm-up import, see class doc
+        try:
+            import numba
+
+            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+        except Exception:  # noqa: BLE001 - numba optional at this point
+            pass
+
+
+class _PerWorkerEnvCluster(LocalCluster):
+    """LocalCluster whose worker ``i`` gets ``worker_envs[i % n]`` (a Nanny restarting a dead worker
+    process reuses its spec, so a restarted worker keeps its GPU)."""
+
+    def __init__(self, *, worker_envs: list[dict[str, str]], **kwargs: Any) -> None:
+        self._worker_envs = worker_envs
+        super().__init__(n_workers=0, **kwargs)
+
+    def new_worker_spec(self) -> dict[Any, Any]:
+        spec = super().new_worker_spec()
+        out = {}
+        for name, one in spec.items():
+            one = copy.deepcopy(one)
+            index = int(name) if str(name).isdigit() else len(self.worker_spec)
+            one.setdefault("options", {})["env"] = dict(self._worker_envs[index % len(self._worker_envs)])
+            out[name] = one
+        return out
+
+
+def detect_gpus() -> tuple[int, ...]:
+    """GPU ids this machine exposes (empty without CUDA)."""
+    try:
+        import torch
+
+        return tuple(range(torch.cuda.device_count())) if torch.cuda.is_available() else ()
+    except Exception:  # noqa: BLE001
+        return ()
+
+
+class ClusterSession:
+    """A connected :class:`~distributed.Client` plus the LocalCluster it owns (if any); close() both."""
+
+    def __init__(self, client: Client, cluster: LocalCluster | None, spec: ClusterSpec, gpus: tuple[int, ...]) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.spec = spec
+        self.gpus = gpus
+
+    @property
+    def address(self) -> str:
+        return str(self.client.scheduler.address)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        try:
+            return str(self.client.dashboard_link) if self.spec.dashboard else None
+        except Exception:  # noqa: BLE001 - no dashboard (bokeh missing, disabled)
+            return None
+
+    def worker_addresses(self) -> list[str]:
+        """Addresses of the workers alive now, sorted."""
+        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def close(self) -> None:
+        """Close the client, then the cluster we own; a slow or failing close is not an error (the
+        run's results are on disk by now), only a warning on stderr."""
+        for what, closer in (("client", self.client), ("cluster", self.cluster)):
+            if closer is None:
+                continue
+            try:
+                closer.close(timeout=20)
+            except Exception as exc:  # noqa: BLE001
+                print(f"taskology: warning: closing the Dask {what} failed: {type(exc).__name__}: {exc}",
+                      file=sys.stderr)
+
+    def __enter__(self) -> ClusterSession:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_cluster(spec: ClusterSpec, n_actors: int = 1, wait_for_workers: bool = True) -> ClusterSession:
+    """Start a LocalCluster (``spec.address == "local"``) or connect to a scheduler; never hangs longer
+    than ``spec.connect_timeout_s`` on an unreachable address (raises :class:`ClusterError`)."""
+    security = tls_security(spec.tls) if spec.tls is not None else None
+    if spec.address in ("local", "", None):
+        n_workers = spec.n_workers or max(n_actors, 1) + max(spec.spare_workers, 0)
+        gpus = spec.gpus if spec.gpus is not None else detect_gpus()
+        envs = worker_environments(n_workers, spec.threads_per_worker, gpus)
+        try:
+            cluster = _PerWorkerEnvCluster(
+                worker_envs=envs, processes=True, threads_per_worker=1, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0" if spec.dashboard else None, silence_logs=40,
+                security=security, protocol="tls://" if security else "tcp://", memory_limit=0)
+            cluster.scale(n_workers)
+            client = Client(cluster, security=security)
+            client.register_plugin(ThreadLimitPlugin(spec.threads_per_worker))
+            if wait_for_workers:
+                client.wait_for_workers(n_workers, timeout=120)
+        except Exception as exc:
+            raise ClusterError(f"cannot start a local Dask cluster with {n_workers} workers: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        return ClusterSession(client, cluster, spec, tuple(gpus))
+    if not (spec.address.startswith("tcp://") or spec.address.startswith("tls://")):
+        raise ClusterError(f"cluster.address: expected none, local, tcp://HOST:PORT or tls://HOST:PORT, "
+                           f"found {spec.address!r}")
+    if spec.address.startswith("tls://") and security is None:
+        raise ClusterError(f"cluster.address {spec.address} is TLS but cluster.tls has no certificate files")
+    try:
+        client = Client(spec.address, security=security, timeout=spec.connect_timeout_s)
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ClusterError(f"cannot reach scheduler at {spec.address}: {message}") from exc
+    try:
+        client.register_plugin(ThreadLimitPlugin(spec.threads_per_worker))
+        if wait_for_workers:
+            client.wait_for_workers(1, timeout=max(spec.connect_timeout_s, 30))
+    except Exception as exc:
+        client.close()
+        raise ClusterError(f"scheduler at {spec.address} has no live worker: {type(exc).__name__}: {exc}") from exc
+    return ClusterSession(client, None, spec, ())
+
+
+def describe(session: ClusterSession) -> str:
+    """One line for the terminal: where we run, how many workers, the dashboard link."""
+    kind = "local cluster" if session.cluster is not None else "scheduler"
+    link = session.dashboard_link
+    return (f"{kind} {session.address}: {len(session.worker_addresses())} workers"
+            + (f", GPUs {list(session.gpus)}" if session.gpus else "") + (f"; dashboard {link}" if link else "")
+            + f" (pid {os.getpid()})")

@@ -1,0 +1,374 @@
+"""The collective run on a Dask cluster: one :class:`~taskology.engine.actor.TaskActor` per task (and a
+:class:`~taskology.sim.actor.SimActor` feeding the mediator pool), supervised and recovered.
+
+Dask actors are not resilient: when the worker holding one dies (SIGKILL, OOM, lost node), calls fail
+with "Worker holding Actor was lost". The :class:`Supervisor` polls every actor's ``status()``; a lost
+(or failed) actor is recreated on a live worker (a LocalCluster's nanny restarts the dead process; on a
+remote cluster it waits for any live worker), where it resumes from its newest checkpoint. Peers get
+the new handle. What to do (restart now, wait, give up) and where (which worker) are pure decisions in
+:mod:`taskology.cluster.supervision`.
+
+State on disk (``run_dir``): ``config.yaml`` (resolved), ``manifest.json`` (tasks, targets, restarts,
+last statuses; atomic), ``checkpoints/<task>/``, ``tensorboard/<task>/``, ``mediator/`` (SimActor
+shards). ``run_distributed(config, run_dir, resume=True)`` continues a run whose driver died.
+
+Example:
+    >>> run_distributed(load_config(Path("configs/demo.yaml")), Path("runs/x"), resume=False)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from taskology.cluster.session import ClusterSession, cluster_spec_from_config, describe, open_cluster
+from taskology.cluster.supervision import RestartPolicy, choose_worker
+from taskology.engine.exchange import ExchangePolicy
+from taskology.errors import ClusterError, ConfigError
+
+
+@dataclass
+class ActorSlot:
+    """One supervised actor: how to (re)create it, and its current handle."""
+
+    name: str
+    cls: Any
+    kwargs: dict[str, Any]
+    kind: str = "task"  # "task" or "sim"
+    needs_gpu: bool = False
+    future: Any = None
+    handle: Any = None
+    worker: str | None = None
+    restarts: int = 0
+    lost_since: float | None = None
+    last_status: dict[str, Any] = field(default_factory=dict)
+    lost_work_steps: list[int] = field(default_factory=list)
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class Supervisor:
+    """Creates, starts, polls and recovers actors on a :class:`ClusterSession`.
+
+    Args:
+        session: the connected cluster.
+        slots: the actors (task actors and at most one sim actor).
+        target_steps: optimizer steps every task must reach.
+        policy: restart policy.
+        run_dir: manifest goes to ``run_dir/manifest.json``.
+        poll_s: seconds between polls.
+        call_timeout_s: a status call slower than this counts as lost.
+        mediator_every_s: how often the SimActor's shard list is pushed to the task actors.
+        on_poll: called with the supervisor after every poll (the live view).
+    """
+
+    def __init__(self, session: ClusterSession, slots: list[ActorSlot], *, target_steps: int,
+                 policy: RestartPolicy, run_dir: Path, poll_s: float = 0.5, call_timeout_s: float = 10.0,
+                 mediator_every_s: float = 5.0, wait_free_s: float = 20.0, on_poll: Callable[[Supervisor], None] | None = None) -> None:
+        self.session = session
+        self.slots = {s.name: s for s in slots}
+        self.target_steps = int(target_steps)
+        self.policy = policy
+        self.run_dir = Path(run_dir)
+        self.poll_s = poll_s
+        self.call_timeout_s = call_timeout_s
+        self.mediator_every_s = mediator_every_s
+        self.wait_free_s = wait_free_s
+        self.dead_workers: set[str] = set()  # addresses that lost an actor (never reused: a restarted
+        # worker process gets a new address)
+        self.on_poll = on_poll
+        self.events: list[str] = []
+        self._pool: list[str] = []
+        self._pool_pushed_at = 0.0
+
+    # ---- creation ------------------------------------------------------------------------------
+    @property
+    def tasks(self) -> dict[str, ActorSlot]:
+        return {n: s for n, s in self.slots.items() if s.kind == "task"}
+
+    def _live_workers(self) -> dict[str, dict[str, float]]:
+        info = self.session.client.scheduler_info(n_workers=-1)["workers"]
+        return {addr: dict(w.get("resources", {}) or {}) for addr, w in info.items()
+                if w.get("status", "running") == "running"}
+
+    def _occupied(self, live: Mapping[str, Any]) -> dict[str, int]:
+        occ: dict[str, int] = {}
+        for s in self.slots.values():
+            if s.handle is not None and s.worker in live:
+                occ[s.worker] = occ.get(s.worker, 0) + 1
+        return occ
+
+    def create(self, slot: ActorSlot, wait_for_worker_s: float = 120.0) -> None:
+        """Create ``slot``'s actor on a chosen live worker: a free one if one appears within
+        ``wait_free_s`` (a nanny restarts a killed worker in seconds), else the least occupied; on a
+        remote cluster without any live worker, wait up to ``wait_for_worker_s``."""
+        started = time.time()
+        deadline = started + wait_for_worker_s
+        while True:
+            live = {a: r for a, r in self._live_workers().items() if a not in self.dead_workers}
+            worker = choose_worker(live, self._occupied(live), slot.needs_gpu,
+                                   allow_shared=time.time() - started > self.wait_free_s)
+            if worker is not None:
+                future = self.session.client.submit(slot.cls, actor=True, workers=[worker],
+                                                    allow_other_workers=False, pure=False, **slot.kwargs)
+                try:
+                    handle = future.result(timeout=self.call_timeout_s + 20)
+                except Exception as exc:  # noqa: BLE001 - that worker died meanwhile, or init failed
+                    future.cancel()
+                    self.dead_workers.add(worker)
+                    if time.time() > deadline:
+                        raise ClusterError(f"could not create actor {slot.name} on {worker}: "
+                                           f"{type(exc).__name__}: {exc}") from exc
+                    self._event(f"{slot.name}: creation on {worker} failed ({type(exc).__name__}); retrying")
+                    time.sleep(0.5)
+                    continue
+                slot.future, slot.handle, slot.worker, slot.lost_since = future, handle, worker, None
+                return
+            if time.time() > deadline:
+                raise ClusterError(f"no live worker to place actor {slot.name} on after {wait_for_worker_s:.0f} s "
+                                   f"(scheduler {self.session.address})")
+            time.sleep(0.5)
+
+    def _task_handles(self) -> dict[str, Any]:
+        return {n: s.handle for n, s in self.tasks.items() if s.handle is not None}
+
+    def _start_slot(self, slot: ActorSlot) -> None:
+        if slot.kind == "task":
+            slot.handle.set_peers(self._task_handles()).result(timeout=self.call_timeout_s)
+            if self._pool:
+                slot.handle.set_mediator_pool(self._pool).result(timeout=self.call_timeout_s)
+            slot.handle.start(self.target_steps).result(timeout=self.call_timeout_s)
+        else:
+            slot.handle.start().result(timeout=self.call_timeout_s)
+
+    def start(self) -> None:
+        """Create every actor, wire peers, start them."""
+        for slot in self.slots.values():
+            self.create(slot)
+        for slot in sorted(self.slots.values(), key=lambda s: s.kind != "sim"):
+            self._start_slot(slot)
+        self.write_manifest("running")
+
+    def _event(self, text: str) -> None:
+        self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+    # ---- supervision ---------------------------------------------------------------------------
+    def _recover(self, slot: ActorSlot, reason: str) -> None:
+        now = time.time()
+        if slot.lost_since is None:
+            slot.lost_since = now
+            if slot.worker is not None and not reason.startswith("failed"):
+                self.dead_workers.add(slot.worker)
+            self._event(f"{slot.name}: lost on {slot.worker} ({reason})")
+        decision = self.policy.decide(slot.restarts, slot.lost_since, now)
+        if decision.action == "give_up":
+            raise ClusterError(f"actor {slot.name} {decision.reason}; last: {reason}")
+        if decision.action == "wait":
+            return
+        last_step = int(slot.last_status.get("step", 0) or 0)
+        if slot.future is not None:
+            slot.future.release()
+        slot.handle = slot.future = None
+        self.create(slot)
+        slot.restarts += 1
+        try:
+            self._start_slot(slot)
+            if slot.kind == "task":
+                resumed = int(slot.handle.current_step().result(timeout=self.call_timeout_s))
+                slot.lost_work_steps.append(max(last_step - resumed, 0))
+                slot.last_status = {**slot.last_status, "step": resumed, "state": "training"}
+                self._rewire_peers(slot)
+        except Exception as exc:  # noqa: BLE001 - its new worker died too: the next poll recovers again
+            self._event(f"{slot.name}: restart on {slot.worker} did not start ({type(exc).__name__}); retrying")
+            self.dead_workers.add(str(slot.worker))
+            if slot.future is not None:
+                slot.future.release()
+            slot.handle = slot.future = None
+            return
+        self._event(f"{slot.name}: restarted on {slot.worker} (restart {slot.restarts})")
+        self.write_manifest("running")
+
+    def _rewire_peers(self, slot: ActorSlot) -> None:
+        handles = self._task_handles()
+        for other in self.tasks.values():
+            if other is not slot and other.handle is not None:
+                try:
+                    other.handle.set_peers(handles).result(timeout=self.call_timeout_s)
+                except Exception:  # noqa: BLE001 - that one is lost too; its own recovery wires it
+                    pass
+
+    def poll(self) -> None:
+        """One round: status of every actor; recover lost/failed ones; push the mediator pool."""
+        futures: dict[str, Any] = {}
+        live = self._live_workers()
+        for name, slot in self.slots.items():
+            if slot.handle is not None and slot.worker not in live:  # the scheduler already knows
+                futures[name] = RuntimeError(f"worker {slot.worker} is gone")
+                continue
+            try:
+                futures[name] = slot.handle.status() if slot.handle is not None else None
+            except Exception as exc:  # noqa: BLE001 - "Worker holding Actor was lost"
+                futures[name] = exc
+        for name, fut in futures.items():
+            slot = self.slots[name]
+            try:
+                if fut is None or isinstance(fut, Exception):
+                    raise fut if isinstance(fut, Exception) else RuntimeError("no actor")
+                status = fut.result(timeout=self.call_timeout_s)
+            except Exception as exc:  # noqa: BLE001
+                self._recover(slot, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                continue
+            slot.last_status = status
+            failed = status.get("state") == "failed" or status.get("phase") == "failed"
+            if failed:
+                error = str(status.get("error") or status.get("errors"))
+                self.session.client.cancel(slot.future) if slot.future is not None else None
+                self._recover(slot, f"failed: {error.splitlines()[0] if error else '?'}")
+        self._push_mediator_pool()
+
+    def _push_mediator_pool(self) -> None:
+        sims = [s for s in self.slots.values() if s.kind == "sim" and s.handle is not None]
+        if not sims or time.time() - self._pool_pushed_at < self.mediator_every_s:
+            return
+        self._pool_pushed_at = time.time()
+        try:
+            pool = list(sims[0].handle.shards().result(timeout=self.call_timeout_s))
+        except Exception:  # noqa: BLE001 - the sim is lost; poll() recovers it
+            return
+        if pool and pool != self._pool:
+            self._pool = pool
+            for slot in self.tasks.values():
+                try:
+                    slot.handle.set_mediator_pool(pool).result(timeout=self.call_timeout_s)
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def finished(self) -> bool:
+        return all(s.last_status.get("state") == "done" and int(s.last_status.get("step", 0)) >= self.target_steps
+                   for s in self.tasks.values())
+
+    def run(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Poll until every task reaches the target (or ``timeout_s``); stop all actors; return summary."""
+        deadline = None if timeout_s is None else time.time() + timeout_s
+        try:
+            while not self.finished():
+                if deadline is not None and time.time() > deadline:
+                    raise ClusterError(f"run did not finish in {timeout_s:.0f} s: "
+                                       + ", ".join(f"{n} at step {s.last_status.get('step')}"
+                                                   for n, s in self.tasks.items()))
+                time.sleep(self.poll_s)
+                self.poll()
+                if self.on_poll is not None:
+                    self.on_poll(self)
+        finally:
+            self.stop()
+        self.write_manifest("done")
+        return self.summary()
+
+    def stop(self) -> None:
+        for slot in self.slots.values():
+            if slot.handle is None:
+                continue
+            try:
+                slot.handle.stop().result(timeout=self.call_timeout_s + 30)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    def summary(self) -> dict[str, Any]:
+        return {"target_steps": self.target_steps, "events": list(self.events),
+                "actors": {n: {"kind": s.kind, "restarts": s.restarts, "worker": s.worker,
+                               "lost_work_steps": list(s.lost_work_steps), "status": s.last_status}
+                           for n, s in self.slots.items()}}
+
+    def write_manifest(self, state: str) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(self.run_dir / "manifest.json", {"state": state, "updated": time.time(),
+                                                            "cluster": self.session.address, **self.summary()})
+
+
+def exchange_policy_from_config(exchange: Any) -> ExchangePolicy:
+    """:class:`ExchangePolicy` from the ``exchange`` section of an experiment config."""
+    return ExchangePolicy(publish_every_steps=int(exchange.publish_every_steps),
+                          refresh_every_s=float(exchange.refresh_every_s),
+                          max_staleness_steps=exchange.max_staleness_steps,
+                          max_staleness_s=exchange.max_staleness_s, payload_dtype=str(exchange.payload_dtype))
+
+
+def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_sim: bool = True,
+                    live: bool = True, runner_cls: Any = None, timeout_s: float | None = None) -> dict[str, Any]:
+    """Train every enabled task of ``config`` as its own actor on the configured cluster.
+
+    Args:
+        config: resolved :class:`taskology.config.ExperimentConfig` (ignored on ``resume``: the run's
+            ``config.yaml`` is used).
+        run_dir: the run directory.
+        resume: continue the run in ``run_dir`` (actors resume from their newest checkpoints).
+        with_sim: run a SimActor feeding a live mediator pool into ``run_dir/mediator``.
+        live: show the live terminal table.
+        runner_cls: the trainable class (default :class:`taskology.engine.runner.TaskRunner`).
+
+    Returns:
+        the supervisor's summary (also in ``run_dir/manifest.json``).
+    """
+    from taskology.config import load_config, save_config
+    from taskology.engine.actor import TaskActor
+    from taskology.cluster.live import LiveView
+
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {run_dir}: expected a run directory with config.yaml, found none")
+        config = load_config(run_dir / "config.yaml")
+    elif (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"{run_dir}: already holds a run (checkpoints/); continue it with --resume {run_dir} "
+                          "or choose another --run-dir")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    if runner_cls is None:
+        from taskology.engine.runner import TaskRunner as runner_cls
+    from taskology.engine.runner import enabled_tasks
+
+    tasks = enabled_tasks(config)
+    spec = cluster_spec_from_config(config.cluster)
+    if spec.address == "none":
+        raise ConfigError("cluster.address none runs in-process; run_distributed needs local or tcp://HOST:PORT")
+    policy = exchange_policy_from_config(config.exchange)
+    seed = int(config.train.seeds[0])
+    collective = config.train.mode == "collective"
+    session = open_cluster(spec, n_actors=len(tasks) + int(with_sim))
+    print(describe(session), flush=True)
+    try:
+        device = str(config.train.device)
+        if device == "auto":
+            device = "cuda" if session.gpus else "cpu"
+        slots = [ActorSlot(name=task, cls=TaskActor, needs_gpu=device.startswith("cuda"), kwargs=dict(
+            task_name=task, runner_cls=runner_cls, run_dir=str(run_dir), policy=policy,
+            runner_kwargs={"task_name": task, "config": config, "data_root": Path(config.data.root),
+                           "run_dir": run_dir, "seed": seed, "device": device, "collective": collective},
+            checkpoint_every_steps=int(config.train.checkpoint_every_steps) or None,
+            checkpoint_every_s=float(config.train.checkpoint_every_s) or None,
+            log_every=int(config.train.log_every), device=device)) for task in tasks]
+        if with_sim and collective:
+            from taskology.sim.actor import SimActor
+
+            h, w = (int(x) for x in str(config.sim.camera).split("x"))
+            slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", kwargs=dict(
+                run_dir=str(run_dir / "mediator"), seed=int(config.sim.seed), frames=int(config.sim.frames),
+                camera_hw=(h, w), lidar_beams=int(config.sim.lidar_beams), frame_rate=float(config.sim.frame_rate),
+                pool_size=int(config.exchange.mediator_pool_shards))))
+        view = LiveView(enabled=live)
+        supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
+                                run_dir=run_dir, on_poll=view.update)
+        supervisor.start()
+        with view:
+            return supervisor.run(timeout_s=timeout_s)
+    finally:
+        session.close()
