@@ -1,26 +1,28 @@
 """Moving objects as Embree instances: one scene per object in its own frame, built once per
-sequence; per frame only the rays that may pass through an object's bounding sphere are transformed
+sequence; per frame only the rays that may pass through an object's bounding box are transformed
 into its frame and cast (rebuilding a world-space scene per frame costs more than the rays, because
 embreex copies vertices element by element in Python).
 
 Candidate rays come from the sensors' structure, so finding them costs about the number of
 candidates, not rays x objects:
 
-- camera (pinhole pixel grid): the pixel box of the projected cube around the sphere;
-- LiDAR (beam x azimuth grid): the beams within the sphere's elevation cone and the azimuth columns
-  within its azimuth half-width ``asin(r / horizontal distance)``;
-- parallel rays (shadow rays towards the sun): origins within ``r`` of the sphere centre across the
-  ray direction, found by binary search on origins sorted along one axis of that plane.
+- camera (pinhole pixel grid): the pixel box of the projected object box (clipped at the near plane);
+- LiDAR (beam x azimuth grid): the azimuth columns between the extreme footprint corners and the
+  beams within the box's elevation range;
+- parallel rays (shadow rays towards the sun): origins within the bounding sphere's radius across
+  the ray direction, found by binary search on origins sorted along one axis of that plane.
 
-Each is conservative (every ray that hits the sphere is listed); :func:`rays_hitting_sphere` is the
-brute-force reference the tests compare against.
+Each is conservative (every ray that hits the box / sphere is listed; the tests compare with brute
+force); candidates are then slab-tested against the box in the object frame before Embree.
 
 Example:
     >>> import numpy as np
     >>> K = np.array([[10.0, 0, 4.5], [0, 10.0, 4.5], [0, 0, 1]])
-    >>> rays = camera_candidates(np.array([[0.0, 0, 10]]), np.array([1.0]), K, 10, 10)[0]
-    >>> sorted({int(i) // 10 for i in rays}) == list(range(3, 7))
-    True
+    >>> pose = np.eye(4)[None].copy(); pose[0, 2, 3] = 10.0  # a 2 m cube 10 m ahead of the camera
+    >>> corners = box_corners(np.full((1, 3), -1.0), np.full((1, 3), 1.0), pose)
+    >>> rays = camera_candidates(corners, K, 10, 10)[0]
+    >>> sorted({int(i) // 10 for i in rays})
+    [3, 4, 5, 6]
 """
 from __future__ import annotations
 
@@ -28,6 +30,19 @@ import numpy as np
 from embreex import mesh_construction, rtcore_scene
 
 from taskology.sim.meshes import MeshAsset
+
+
+def rays_hitting_box(origins: np.ndarray, dirs: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                     world_from_object: np.ndarray) -> np.ndarray:
+    """Brute force: indices of the rays (unit ``dirs``) whose half-line meets the posed box [lo, hi]. (M,) int64."""
+    rot, trans = world_from_object[:3, :3], world_from_object[:3, 3]
+    o, d = (origins - trans) @ rot, dirs @ rot
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a, b = (lo - o) / d, (hi - o) / d
+    a = np.where(np.isnan(a), -np.inf, a)
+    b = np.where(np.isnan(b), np.inf, b)
+    t_enter, t_exit = np.minimum(a, b).max(axis=1), np.maximum(a, b).min(axis=1)
+    return np.flatnonzero(t_exit >= np.maximum(t_enter, 0.0)).astype(np.int64)
 
 
 def rays_hitting_sphere(origins: np.ndarray, dirs: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
@@ -39,58 +54,79 @@ def rays_hitting_sphere(origins: np.ndarray, dirs: np.ndarray, centre: np.ndarra
     return np.flatnonzero(inside | ((along >= 0) & (perp2 <= radius**2))).astype(np.int64)
 
 
-def camera_candidates(centres_cam: np.ndarray, radii: np.ndarray, K: np.ndarray, height: int,
-                      width: int) -> list[np.ndarray]:
-    """Per sphere (centres in the OpenCV camera frame), the row-major pixel indices whose ray may hit it."""
-    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
-    cube = centres_cam[:, None, :] + corners[None] * radii[:, None, None]  # (K, 8, 3)
-    z = cube[..., 2]
-    in_front = np.all(z >= 1e-3, axis=1)
-    straddles = ~in_front & np.any(z >= 1e-3, axis=1)  # the sphere crosses the image plane: whole image
-    safe_z = np.where(z >= 1e-3, z, 1.0)
-    u = cube[..., 0] / safe_z * K[0, 0] + K[0, 2]
-    v = cube[..., 1] / safe_z * K[1, 1] + K[1, 2]
-    u0 = np.where(in_front, np.floor(u.min(axis=1)), 0).clip(0, None).astype(np.int64)
-    u1 = np.where(in_front, np.ceil(u.max(axis=1)), width - 1).clip(None, width - 1).astype(np.int64)
-    v0 = np.where(in_front, np.floor(v.min(axis=1)), 0).clip(0, None).astype(np.int64)
-    v1 = np.where(in_front, np.ceil(v.max(axis=1)), height - 1).clip(None, height - 1).astype(np.int64)
-    visible = (in_front | straddles) & (u0 <= u1) & (v0 <= v1)
-    empty = np.zeros(0, np.int64)
-    out = [empty] * len(radii)
-    for k in np.flatnonzero(visible):
-        rows = np.arange(v0[k], v1[k] + 1, dtype=np.int64)[:, None] * width
-        out[k] = (rows + np.arange(u0[k], u1[k] + 1, dtype=np.int64)[None, :]).ravel()
+_CORNER_SIGNS = np.array([[sx, sy, sz] for sx in (0, 1) for sy in (0, 1) for sz in (0, 1)], np.float64)
+_EDGES = np.array([(i, j) for i in range(8) for j in range(i + 1, 8) if bin(i ^ j).count("1") == 1])
+
+
+def box_corners(lo: np.ndarray, hi: np.ndarray, sensor_from_object: np.ndarray) -> np.ndarray:
+    """(K, 8, 3) corners of object-frame boxes [lo, hi] (K, 3) mapped by (K, 4, 4) transforms."""
+    local = lo[:, None, :] + _CORNER_SIGNS[None] * (hi - lo)[:, None, :]  # (K, 8, 3)
+    return np.einsum("kij,kcj->kci", sensor_from_object[:, :3, :3], local) + sensor_from_object[:, None, :3, 3]
+
+
+def camera_candidates(corners_cam: np.ndarray, K: np.ndarray, height: int, width: int,
+                      near: float = 0.05) -> list[np.ndarray]:
+    """Per box (corners (K, 8, 3) in the OpenCV camera frame), the row-major pixel indices whose ray
+    may hit it: the pixel bounding box of the projection of the box part with depth >= ``near``
+    (edges crossing that plane are clipped there)."""
+    out = [np.zeros(0, np.int64)] * len(corners_cam)
+    a, b = corners_cam[:, _EDGES[:, 0]], corners_cam[:, _EDGES[:, 1]]  # (K, 12, 3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (near - a[..., 2]) / (b[..., 2] - a[..., 2])
+    crosses = (s > 0) & (s < 1)
+    clipped = a + np.where(crosses, s, 0.0)[..., None] * (b - a)  # (K, 12, 3)
+    points = np.concatenate([corners_cam, clipped], axis=1)  # (K, 20, 3)
+    usable = np.concatenate([corners_cam[..., 2] >= near, crosses], axis=1)
+    z = np.where(usable, points[..., 2], 1.0)
+    u = np.where(usable, points[..., 0] / z * K[0, 0] + K[0, 2], np.nan)
+    v = np.where(usable, points[..., 1] / z * K[1, 1] + K[1, 2], np.nan)
+    any_usable = usable.any(axis=1)
+    for k in np.flatnonzero(any_usable):
+        u0, u1 = max(int(np.floor(np.nanmin(u[k]))), 0), min(int(np.ceil(np.nanmax(u[k]))), width - 1)
+        v0, v1 = max(int(np.floor(np.nanmin(v[k]))), 0), min(int(np.ceil(np.nanmax(v[k]))), height - 1)
+        if u0 > u1 or v0 > v1:
+            continue
+        rows = np.arange(v0, v1 + 1, dtype=np.int64)[:, None] * width
+        out[k] = (rows + np.arange(u0, u1 + 1, dtype=np.int64)[None, :]).ravel()
     return out
 
 
-def lidar_candidates(centres_lidar: np.ndarray, radii: np.ndarray, elevations_rad: np.ndarray,
+def lidar_candidates(lo: np.ndarray, hi: np.ndarray, lidar_from_object: np.ndarray, elevations_rad: np.ndarray,
                      azimuth_steps: int, max_range: float = np.inf) -> list[np.ndarray]:
-    """Per sphere (centres in the LiDAR frame), the beam-major ray indices (beam * azimuth_steps +
-    column, column k at azimuth 2 pi k / azimuth_steps) whose ray may hit it within ``max_range``."""
+    """Per level object box [lo, hi] (K, 3, object frame, posed by ``lidar_from_object`` (K, 4, 4) with
+    a rotation about z only), the beam-major ray indices (beam * azimuth_steps + column, column k at
+    azimuth 2 pi k / azimuth_steps) whose ray may hit it within ``max_range``.
+
+    Azimuth: the extreme corners of the footprint (exact for a convex footprint not around the axis).
+    Elevation: bounded by the box's height range over its nearest and farthest horizontal distance.
+    """
     step = 2 * np.pi / azimuth_steps
-    dist = np.linalg.norm(centres_lidar, axis=1)
-    horizontal = np.hypot(centres_lidar[:, 0], centres_lidar[:, 1])
-    inside = dist <= radii
-    half = np.arcsin(np.clip(radii / np.maximum(dist, 1e-12), 0.0, 1.0))
-    el = np.arcsin(np.clip(centres_lidar[:, 2] / np.maximum(dist, 1e-12), -1.0, 1.0))
-    around_axis = horizontal <= radii
-    half_az = np.arcsin(np.clip(radii / np.maximum(horizontal, 1e-12), 0.0, 1.0))
-    az = np.arctan2(centres_lidar[:, 1], centres_lidar[:, 0])
-    k0 = np.floor((az - half_az) / step).astype(np.int64) - 1
-    k1 = np.ceil((az + half_az) / step).astype(np.int64) + 1
-    reachable = dist - radii <= max_range
-    empty = np.zeros(0, np.int64)
-    all_beams = np.arange(len(elevations_rad), dtype=np.int64)
-    out = [empty] * len(radii)
-    for k in np.flatnonzero(reachable):
-        beams = all_beams if inside[k] else np.flatnonzero(
-            (elevations_rad >= el[k] - half[k] - 1e-9) & (elevations_rad <= el[k] + half[k] + 1e-9))
+    corners = box_corners(lo, hi, lidar_from_object)  # (K, 8, 3)
+    rho_max = np.hypot(corners[..., 0], corners[..., 1]).max(axis=1)
+    # nearest horizontal distance from the sensor axis to the footprint, in the object frame
+    object_from_lidar = np.linalg.inv(lidar_from_object)
+    axis = object_from_lidar[:, :2, 3]  # sensor position in the object frame (xy)
+    centre, half = (lo[:, :2] + hi[:, :2]) / 2, (hi[:, :2] - lo[:, :2]) / 2
+    rho_min = np.linalg.norm(np.maximum(np.abs(axis - centre) - half, 0.0), axis=1)
+    around_axis = rho_min <= 1e-9
+    z_lo, z_hi = corners[..., 2].min(axis=1), corners[..., 2].max(axis=1)
+    el_hi = np.where(z_hi > 0, np.arctan2(z_hi, np.maximum(rho_min, 1e-9)), np.arctan2(z_hi, rho_max))
+    el_lo = np.where(z_lo > 0, np.arctan2(z_lo, rho_max), np.arctan2(z_lo, np.maximum(rho_min, 1e-9)))
+    nearest = np.hypot(rho_min, np.where(z_lo > 0, z_lo, np.where(z_hi < 0, -z_hi, 0.0)))
+    az = np.arctan2(corners[..., 1], corners[..., 0])  # (K, 8)
+    az_ref = az[:, :1]
+    rel = (az - az_ref + np.pi) % (2 * np.pi) - np.pi  # unwrap around the first corner
+    az_min, az_max = az_ref[:, 0] + rel.min(axis=1), az_ref[:, 0] + rel.max(axis=1)
+    out = [np.zeros(0, np.int64)] * len(lo)
+    for k in np.flatnonzero(nearest <= max_range):
+        beams = np.flatnonzero((elevations_rad >= el_lo[k] - 1e-9) & (elevations_rad <= el_hi[k] + 1e-9))
         if not len(beams):
             continue
-        if around_axis[k] or k1[k] - k0[k] + 1 >= azimuth_steps:
+        k0, k1 = int(np.floor(az_min[k] / step)) - 1, int(np.ceil(az_max[k] / step)) + 1
+        if around_axis[k] or k1 - k0 + 1 >= azimuth_steps:
             cols = np.arange(azimuth_steps, dtype=np.int64)
         else:
-            cols = np.arange(k0[k], k1[k] + 1, dtype=np.int64) % azimuth_steps
+            cols = np.arange(k0, k1 + 1, dtype=np.int64) % azimuth_steps
         out[k] = (beams[:, None] * azimuth_steps + cols[None, :]).ravel()
     return out
 
@@ -144,6 +180,18 @@ class DynamicInstances:
         bounds = [a.mesh.bounds for a in chosen]
         self.centre = np.array([(lo + hi) / 2 for lo, hi in bounds]).reshape(-1, 3)
         self.radius = np.array([np.linalg.norm(hi - lo) / 2 + 0.05 for lo, hi in bounds])
+        #: (K, 3) object-frame bounding boxes, padded by 1 cm
+        self.box_lo = np.array([lo - 0.01 for lo, _ in bounds]).reshape(-1, 3)
+        self.box_hi = np.array([hi + 0.01 for _, hi in bounds]).reshape(-1, 3)
+
+    def _through_box(self, k: int, o_local: np.ndarray, d_local: np.ndarray, t_max: np.ndarray) -> np.ndarray:
+        """(M,) bool: the rays (object frame) cross object k's bounding box before ``t_max`` (slab test)."""
+        d = np.where(np.abs(d_local) < 1e-12, 1e-12, d_local)
+        a = (self.box_lo[k] - o_local) / d
+        b = (self.box_hi[k] - o_local) / d
+        t_enter = np.minimum(a, b).max(axis=1)
+        t_exit = np.maximum(a, b).min(axis=1)
+        return (t_exit >= np.maximum(t_enter, 0.0)) & (t_enter <= t_max)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -163,19 +211,19 @@ class DynamicInstances:
         n = len(origins)
         triangle = np.full(n, -1, np.int64)
         u, v, normal = np.zeros(n), np.zeros(n), np.zeros((n, 3))
-        centres = self.posed_centres(poses) if len(self) else np.zeros((0, 3))
         for k, idx in enumerate(candidates):
             if not len(idx):
                 continue
-            # drop rays already stopped before the sphere
-            near = np.linalg.norm(centres[k] - origins[idx], axis=1) - self.radius[k]
-            idx = idx[t_best[idx] > near]
-            if not len(idx):
-                continue
             rot, trans = poses[k, :3, :3], poses[k, :3, 3]
-            o_local = ((origins[idx] - trans) @ rot).astype(np.float32)
-            d_local = (dirs[idx] @ rot).astype(np.float32)
-            hit = self.scenes[k].run(o_local, d_local, dists=t_best[idx].astype(np.float32), output=1)
+            o_local = (origins[idx] - trans) @ rot
+            d_local = dirs[idx] @ rot
+            through = self._through_box(k, o_local, d_local, t_best[idx])
+            if not through.all():
+                idx, o_local, d_local = idx[through], o_local[through], d_local[through]
+                if not len(idx):
+                    continue
+            hit = self.scenes[k].run(o_local.astype(np.float32), d_local.astype(np.float32),
+                                     dists=t_best[idx].astype(np.float32), output=1)
             ok = (hit["primID"] >= 0) & (hit["tfar"] < t_best[idx])
             if not ok.any():
                 continue
@@ -198,7 +246,13 @@ class DynamicInstances:
             if not len(idx):
                 continue
             rot, trans = poses[k, :3, :3], poses[k, :3, 3]
-            hit = self.scenes[k].run(((origins[idx] - trans) @ rot).astype(np.float32),
+            o_local = (origins[idx] - trans) @ rot
+            d_local = np.broadcast_to(direction @ rot, o_local.shape)
+            through = self._through_box(k, o_local, d_local, np.full(len(idx), np.inf))
+            idx, o_local = idx[through], o_local[through]
+            if not len(idx):
+                continue
+            hit = self.scenes[k].run(o_local.astype(np.float32),
                                      np.ascontiguousarray(np.broadcast_to(d32 @ rot.astype(np.float32), (len(idx), 3))),
                                      query="OCCLUDED")
             blocked[idx[hit >= 0]] = True

@@ -147,16 +147,15 @@ class EmbeddedRenderer:
         assert self._dynamic is not None
         if not len(self._dynamic):
             return []
-        centres = self._dynamic.posed_centres(state.world_from_object)
-        radii = self._dynamic.radius
-        cam_from_world = np.linalg.inv(world_from_cam)
-        cams = instances.camera_candidates(centres @ cam_from_world[:3, :3].T + cam_from_world[:3, 3], radii, self.K,
-                                           self.height, self.width)
+        objects = self._dynamic
+        cam_from_object = np.linalg.inv(world_from_cam)[None] @ state.world_from_object
+        cams = instances.camera_candidates(instances.box_corners(objects.box_lo, objects.box_hi, cam_from_object),
+                                           self.K, self.height, self.width)
         if not self.lidar_enabled:
             return cams
-        lidar_from_world = np.linalg.inv(world_from_lidar)
-        lidars = instances.lidar_candidates(centres @ lidar_from_world[:3, :3].T + lidar_from_world[:3, 3], radii,
-                                            self._lidar_elevations, self._lidar_azimuth_steps, self.lidar_range_m)
+        lidar_from_object = np.linalg.inv(world_from_lidar)[None] @ state.world_from_object
+        lidars = instances.lidar_candidates(objects.box_lo, objects.box_hi, lidar_from_object, self._lidar_elevations,
+                                            self._lidar_azimuth_steps, self.lidar_range_m)
         n_cam = self.height * self.width
         return [np.concatenate([c, l + n_cam]) for c, l in zip(cams, lidars)]
 

@@ -29,6 +29,7 @@ def lead_vehicle_world(seed: int, config: WorldConfig | None = None, gap_m: floa
     lead.follower.advance(gap_m)
     lead.route = world.ego.route
     lead.cruise = lead.speed = float(speed_mps)
+    world.sync_poses()
     return world
 
 

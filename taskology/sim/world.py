@@ -94,6 +94,9 @@ class World:
         self.config = config
         self.time = 0.0
         self.sun_direction = np.array([0.0, 0.0, 1.0])
+        self._xy: np.ndarray | None = None
+        self._yaw = np.zeros(0)
+        self._is_vehicle = np.zeros(0, bool)
 
     @classmethod
     def generate(cls, seed: int, config: WorldConfig | None = None) -> World:
@@ -177,37 +180,52 @@ class World:
             agent.follower.advance(agent.speed * dt)
         self._extend_routes()
         self.time += dt
-        positions = np.array([a.follower.position() for a in everyone])
-        headings = np.array([a.follower.heading() for a in everyone])
-        is_vehicle = np.array([a.kind == "vehicle" for a in everyone])
+        self.sync_poses()
+        positions, headings = self._xy, self._yaw
+        is_vehicle = self._is_vehicle
         for k, agent in enumerate(everyone):
             if agent.kind == "vehicle":
                 target = self._target_speed(agent, positions, headings, is_vehicle, k)
                 agent.speed = float(np.clip(target, agent.speed - 5.0 * dt, agent.speed + 2.0 * dt))
 
     # ------------------------------------------------------------------ snapshot
-    def _pose(self, agent: ag.Agent) -> tuple[np.ndarray, np.ndarray]:
-        xy = agent.follower.position()
-        yaw = agent.follower.heading()
-        z = float(self.town.ground_height(xy[None])[0]) if agent.kind == "pedestrian" else 0.0
-        velocity = np.array([np.cos(yaw), np.sin(yaw), 0.0]) * agent.speed
-        return pose_matrix(xy[0], xy[1], z, yaw), velocity
+    def sync_poses(self) -> None:
+        """Cache (x, y) and yaw of the ego (row 0) and every agent; :meth:`step` calls it, and so must
+        code that edits agents' paths by hand (see :mod:`taskology.sim.scenarios`)."""
+        everyone = [self.ego, *self.agents]
+        self._xy = np.array([a.follower.position() for a in everyone]).reshape(-1, 2)
+        self._yaw = np.array([a.follower.heading() for a in everyone])
+        self._is_vehicle = np.array([a.kind == "vehicle" for a in everyone])
+
+    def _poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """world_from_object (M, 4, 4) and world velocity (M, 3) of the ego (row 0) and the agents."""
+        if getattr(self, "_xy", None) is None or len(self._xy) != len(self.agents) + 1:
+            self.sync_poses()
+        xy, yaw = self._xy, self._yaw
+        z = np.where(self._is_vehicle, 0.0, self.town.ground_height(xy))
+        c, s = np.cos(yaw), np.sin(yaw)
+        poses = np.zeros((len(yaw), 4, 4))
+        poses[:, 0, 0], poses[:, 0, 1], poses[:, 1, 0], poses[:, 1, 1] = c, -s, s, c
+        poses[:, 2, 2] = poses[:, 3, 3] = 1.0
+        poses[:, 0, 3], poses[:, 1, 3], poses[:, 2, 3] = xy[:, 0], xy[:, 1], z
+        speed = np.array([a.speed for a in [self.ego, *self.agents]])
+        velocity = np.stack([c * speed, s * speed, np.zeros_like(speed)], axis=1)
+        return poses, velocity
 
     def state(self) -> SceneState:
         """Snapshot of the current frame (poses are copies; later steps do not change it)."""
-        poses, velocities = zip(*(self._pose(a) for a in self.agents)) if self.agents else ((), ())
-        ego_pose, ego_velocity = self._pose(self.ego)
+        poses, velocities = self._poses()
         n = len(self.agents)
         return SceneState(
             time=self.time,
             static=self.town.static,
             assets=self.assets,
-            world_from_ego=ego_pose,
-            world_from_object=np.array(poses, np.float64).reshape(n, 4, 4),
+            world_from_ego=poses[0],
+            world_from_object=poses[1:].reshape(n, 4, 4),
             asset_index=np.array([a.asset for a in self.agents], np.int64),
             track_id=np.array([a.track_id for a in self.agents], np.int32),
             class_id=np.array([a.class_id for a in self.agents], np.uint8),
-            velocity=np.array(velocities, np.float64).reshape(n, 3),
-            ego_velocity=ego_velocity,
+            velocity=velocities[1:].reshape(n, 3),
+            ego_velocity=velocities[0],
             sun_direction=self.sun_direction.copy(),
         )

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from taskology.sim import meshes, sensors
-from taskology.sim.instances import (DynamicInstances, camera_candidates, lidar_candidates, parallel_candidates,
-                                     rays_hitting_sphere)
+from taskology.sim.instances import (DynamicInstances, box_corners, camera_candidates, lidar_candidates,
+                                     parallel_candidates, rays_hitting_box, rays_hitting_sphere)
 from taskology.sim.renderer import _embree_scene
 from taskology.sim.world import pose_matrix
 
@@ -19,26 +19,50 @@ def _spheres(seed: int, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
     return centres, rng.uniform(0.3, 4.0, n)
 
 
+def _boxes(seed: int, n: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Level boxes (object frame lo/hi, world_from_object) around, beside, behind and far from the sensor."""
+    rng = np.random.default_rng(seed)
+    size = rng.uniform(0.3, 8.0, (n, 3))
+    lo = -size / 2 + rng.uniform(-0.5, 0.5, (n, 3))
+    hi = lo + size
+    poses = np.stack([pose_matrix(*rng.uniform(-30, 30, 2), rng.uniform(-3, 3), rng.uniform(-np.pi, np.pi))
+                      for _ in range(n)])
+    poses[0, :3, 3] = [0.0, 0.0, 0.0]  # around the sensor
+    poses[1, :3, 3] = [0.0, 0.1, 2.0]  # on the axis, straddling the camera plane
+    poses[2, :3, 3] = [1.0, 3.0, 0.0]
+    poses[3, :3, 3] = [0.0, 0.0, -6.0]  # behind the camera / below the LiDAR
+    return lo, hi, poses
+
+
 @pytest.mark.parametrize("seed", [0, 1])
-def test_camera_candidates_contain_every_ray_that_hits_the_sphere(seed: int) -> None:
+def test_camera_candidates_contain_every_ray_that_hits_the_box(seed: int) -> None:
     K = sensors.camera_intrinsics(24, 60)
     dirs, _ = sensors.camera_rays(K, 24, 60)
-    centres, radii = _spheres(seed)
-    for c, r, cand in zip(centres, radii, camera_candidates(centres, radii, K, 24, 60)):
-        truth = rays_hitting_sphere(np.zeros_like(dirs), dirs, c, r)
-        assert set(truth.tolist()) <= set(cand.tolist())
+    lo, hi, poses = _boxes(seed)
+    cands = camera_candidates(box_corners(lo, hi, poses), K, 24, 60)
+    hits = 0
+    for k, cand in enumerate(cands):
+        # the sensor never sees closer than the near plane: shift rays' start by 5 cm along z
+        truth = rays_hitting_box(dirs * 0.05 / dirs[:, 2:], dirs, lo[k], hi[k], poses[k])
+        assert set(truth.tolist()) <= set(cand.tolist()), k
         assert len(cand) == len(set(cand.tolist()))
+        hits += len(truth)
+    assert hits > 100 and sum(len(c) for c in cands) < 40 * 24 * 60  # culled, not everything
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_lidar_candidates_contain_every_ray_that_hits_the_sphere(seed: int) -> None:
+def test_lidar_candidates_contain_every_ray_that_hits_the_box(seed: int) -> None:
     dirs = sensors.lidar_rays(16, 90)
     elevations = np.radians(np.linspace(*sensors.LIDAR_VFOV_DEG, 16))
-    centres, radii = _spheres(seed)
-    for c, r, cand in zip(centres, radii, lidar_candidates(centres, radii, elevations, 90)):
-        truth = rays_hitting_sphere(np.zeros_like(dirs), dirs, c, r)
-        assert set(truth.tolist()) <= set(cand.tolist())
-    far = lidar_candidates(np.array([[100.0, 0, 0]]), np.array([1.0]), elevations, 90, max_range=80.0)
+    lo, hi, poses = _boxes(seed)
+    cands = lidar_candidates(lo, hi, poses, elevations, 90)
+    hits = 0
+    for k, cand in enumerate(cands):
+        truth = rays_hitting_box(np.zeros_like(dirs), dirs, lo[k], hi[k], poses[k])
+        assert set(truth.tolist()) <= set(cand.tolist()), k
+        hits += len(truth)
+    assert hits > 100 and sum(len(c) for c in cands) < 0.5 * 40 * 16 * 90
+    far = lidar_candidates(lo[:1], hi[:1], pose_matrix(100.0, 0, 0, 0.3)[None], elevations, 90, max_range=80.0)
     assert len(far[0]) == 0
 
 
@@ -77,9 +101,10 @@ def test_instance_hits_match_a_world_space_scene() -> None:
     assert np.mean(hit["triangle"][both] == ref["primID"][both]) > 0.98
     # the candidate path gives the same answer as casting every ray at every object
     t2 = np.full(len(dirs), 1e4)
-    centres = objects.posed_centres(poses)
-    cand = lidar_candidates(centres - [0, 0, 1.9], objects.radius, np.radians(np.linspace(*sensors.LIDAR_VFOV_DEG, 32)),
-                            512)
+    lidar_from_object = poses.copy()
+    lidar_from_object[:, 2, 3] -= 1.9
+    cand = lidar_candidates(objects.box_lo, objects.box_hi, lidar_from_object,
+                            np.radians(np.linspace(*sensors.LIDAR_VFOV_DEG, 32)), 512)
     hit2 = objects.intersect(poses, origins, dirs, t2, cand)
     np.testing.assert_array_equal(hit2["triangle"], hit["triangle"])
     # shadows: a ray from under the bus towards the sky is blocked, one beside it is not
