@@ -116,18 +116,9 @@ class Supervisor:
             worker = choose_worker(live, self._occupied(live), slot.needs_gpu,
                                    allow_shared=time.time() - started > self.wait_free_s)
             if worker is not None:
-                future = self.session.client.submit(slot.cls, actor=True, workers=[worker],
-                                                    allow_other_workers=False, pure=False, **slot.kwargs)
-                try:
-                    handle = future.result(timeout=self.call_timeout_s + 20)
-                except Exception as exc:  # noqa: BLE001 - that worker died meanwhile, or init failed
-                    future.cancel()
-                    self.dead_workers.add(worker)
-                    if time.time() > deadline:
-                        raise ClusterError(f"could not create actor {slot.name} on {worker}: "
-                                           f"{type(exc).__name__}: {exc}") from exc
-                    self._event(f"{slot.name}: creation on {worker} failed ({type(exc).__name__}); retrying")
-                    time.sleep(0.5)
+                handle, future = self._create_on(slot, worker, deadline)
+                if handle is None:  # that worker died meanwhile: choose again
+                    self._event(f"{slot.name}: worker {worker} died during creation; choosing another")
                     continue
                 slot.future, slot.handle, slot.worker, slot.lost_since = future, handle, worker, None
                 return
@@ -135,6 +126,33 @@ class Supervisor:
                 raise ClusterError(f"no live worker to place actor {slot.name} on after {wait_for_worker_s:.0f} s "
                                    f"(scheduler {self.session.address})")
             time.sleep(0.5)
+
+    def _create_on(self, slot: ActorSlot, worker: str, deadline: float) -> tuple[Any, Any]:
+        """Submit ``slot``'s actor to ``worker`` and wait for it (a slow constructor is fine until
+        ``deadline``); ``(None, None)`` if the worker died meanwhile. A constructor that raises on a live
+        worker is a real error (bad config, unreadable checkpoint): :class:`ClusterError`."""
+        future = self.session.client.submit(slot.cls, actor=True, workers=[worker], allow_other_workers=False,
+                                            pure=False, **slot.kwargs)
+        while True:
+            try:
+                return future.result(timeout=2.0), future
+            except TimeoutError:
+                alive = worker in self._live_workers()
+                if alive and time.time() < deadline:
+                    continue
+                future.cancel()
+                if not alive:
+                    self.dead_workers.add(worker)
+                    return None, None
+                raise ClusterError(f"actor {slot.name} was not created on {worker} before the deadline") from None
+            except Exception as exc:  # noqa: BLE001
+                future.cancel()
+                if worker not in self._live_workers():
+                    self.dead_workers.add(worker)
+                    return None, None
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise ClusterError(f"actor {slot.name} failed to start on {worker}: {type(exc).__name__}: {first}") \
+                    from exc
 
     def _task_handles(self) -> dict[str, Any]:
         return {n: s.handle for n, s in self.tasks.items() if s.handle is not None}

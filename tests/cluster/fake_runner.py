@@ -1,8 +1,9 @@
 """A tiny trainable with the TaskRunner API (used until/besides the real runner in cluster tests).
 
 Linear regression ``y = x @ W`` on random data from a seeded generator, plus, when peers are given, a
-consistency term pulling its mediator outputs towards each peer's published outputs. Shipped to
-workers by value (``cloudpickle.register_pickle_by_value``), so workers need not import ``tests``.
+consistency term pulling its mediator outputs towards each peer's published outputs. Workers import
+it by name like any trainable: LocalCluster worker processes inherit the test's ``sys.path``;
+command-line workers get ``tests/cluster`` on ``PYTHONPATH``.
 """
 from __future__ import annotations
 

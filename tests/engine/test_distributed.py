@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import cloudpickle
 import pytest
 import torch
 
@@ -20,7 +19,6 @@ from taskology.engine.actor import CheckpointDir, TaskActor  # noqa: E402
 from taskology.engine.distributed import ActorSlot, Supervisor  # noqa: E402
 from taskology.engine.exchange import ExchangePolicy  # noqa: E402
 
-cloudpickle.register_pickle_by_value(fake_runner)
 
 EVERY = 20
 TARGET = 260

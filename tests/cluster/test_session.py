@@ -1,0 +1,167 @@
+"""Cluster sessions: unreachable scheduler, TLS refusal of plaintext, a cluster started from the command
+line running a job through tcp://127.0.0.1:PORT. Loopback only, bounded, always shut down."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster
+
+import fake_runner
+from taskology.cluster.session import (ClusterSpec, TLSFiles, cluster_spec_from_config, open_cluster, tls_security,
+                                       worker_environments)
+from taskology.cluster.supervision import RestartPolicy
+from taskology.engine.actor import TaskActor
+from taskology.engine.distributed import ActorSlot, Supervisor
+from taskology.engine.exchange import ExchangePolicy
+from taskology.errors import ClusterError
+
+DASK = Path(sys.executable).with_name("dask")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_worker_environments_pin_threads_and_one_gpu_each() -> None:
+    envs = worker_environments(4, 3, [0, 1])
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
+    assert all(e["OMP_NUM_THREADS"] == e["NUMBA_NUM_THREADS"] == e["MKL_NUM_THREADS"] == "3" for e in envs)
+    assert worker_environments(2, 0, [])[1] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                                                 "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+                                                 "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_spec_from_config_sections(tmp_path: Path) -> None:
+    from taskology.config import ExperimentConfig
+
+    cfg = ExperimentConfig()
+    spec = cluster_spec_from_config(cfg.cluster)
+    assert spec.address == "local" and spec.tls is None and spec.threads_per_worker == 1
+
+
+def test_unreachable_scheduler_is_one_line_cluster_error() -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    start = time.time()
+    with pytest.raises(ClusterError) as info:
+        open_cluster(ClusterSpec(address=address, connect_timeout_s=1.0))
+    message = str(info.value)
+    assert message.startswith(f"cannot reach scheduler at {address}: ") and "\n" not in message
+    assert time.time() - start < 15
+
+
+def test_bad_addresses_are_refused_up_front(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="expected none, local, tcp://HOST:PORT"):
+        open_cluster(ClusterSpec(address="udp://1.2.3.4:5"))
+    with pytest.raises(ClusterError, match="is TLS but cluster.tls has no certificate"):
+        open_cluster(ClusterSpec(address="tls://127.0.0.1:1"))
+    with pytest.raises(ClusterError, match=r"cluster.tls.ca_file: expected a PEM file"):
+        tls_security(TLSFiles(tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem"))
+
+
+def make_certificate(tmp_path: Path) -> TLSFiles:
+    """A self-signed certificate for 127.0.0.1 acting as its own CA (openssl CLI)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=taskology-test", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return TLSFiles(cert, cert, key)
+
+
+def _env() -> dict[str, str]:
+    """Workers and scheduler need the trainable's code, like any Dask deployment: here tests/cluster."""
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
+def _worker(args: list[str], tmp_path: Path, name: str) -> subprocess.Popen:
+    log = open(tmp_path / f"{name}.log", "wb")
+    return subprocess.Popen([str(DASK), "worker", *args, "--nthreads", "1", "--no-dashboard", "--name", name,
+                             "--local-directory", str(tmp_path / name), "--death-timeout", "20"],
+                            stdout=log, stderr=subprocess.STDOUT, env=_env())
+
+
+@pytest.mark.skipif(not Path("/usr/bin/openssl").exists() and not os.path.exists("/bin/openssl"),
+                    reason="needs the openssl CLI")
+@pytest.mark.timeout(120)
+def test_tls_scheduler_refuses_plaintext_clients_and_workers(tmp_path: Path) -> None:
+    tls = make_certificate(tmp_path)
+    security = tls_security(tls)
+    with LocalCluster(n_workers=0, processes=False, host="127.0.0.1", security=security, protocol="tls://",
+                      dashboard_address=None, scheduler_port=0) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://127.0.0.1:")
+        host_port = address[len("tls://"):]
+        with pytest.raises(OSError):
+            Client(f"tcp://{host_port}", timeout=2)  # plaintext TCP to a TLS listener
+        with pytest.raises((OSError, TypeError, ValueError)):
+            Client(address, timeout=2)  # TLS address without certificates
+        plain = _worker([f"tcp://{host_port}"], tmp_path, "plain")
+        secure = _worker([address, "--tls-ca-file", str(tls.ca_file), "--tls-cert", str(tls.cert_file),
+                          "--tls-key", str(tls.key_file)], tmp_path, "secure")
+        try:
+            with Client(address, security=security, timeout=10) as client:
+                client.wait_for_workers(1, timeout=60)  # the TLS worker (positive control) joins
+                time.sleep(2.0)
+                names = [w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+                assert names == ["secure"]  # the plaintext worker never got in
+                assert client.submit(lambda x: x + 1, 41).result(timeout=30) == 42
+        finally:
+            for proc in (plain, secure):
+                proc.terminate()
+            for proc in (plain, secure):
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+@pytest.mark.timeout(150)
+def test_command_line_cluster_runs_a_supervised_job(tmp_path: Path) -> None:
+    sched_file = tmp_path / "scheduler.json"
+    sched_log = open(tmp_path / "scheduler.log", "wb")
+    scheduler = subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                  "--scheduler-file", str(sched_file)], stdout=sched_log, stderr=subprocess.STDOUT,
+                                 env=_env())
+    workers: list[subprocess.Popen] = []
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        workers = [_worker(["--scheduler-file", str(sched_file)], tmp_path, f"w{i}") for i in range(3)]
+        with open_cluster(ClusterSpec(address=address, connect_timeout_s=30)) as session:
+            session.client.wait_for_workers(3, timeout=90)
+            assert session.cluster is None and len(session.worker_addresses()) == 3
+            slots = [ActorSlot(name=n, cls=TaskActor, kwargs=dict(
+                task_name=n, runner_cls=fake_runner.FakeRunner, run_dir=str(tmp_path / "run"),
+                runner_kwargs={"task_name": n, "seed": i, "peers": (p,), "step_sleep_s": 0.01},
+                policy=ExchangePolicy(publish_every_steps=5, refresh_every_s=0.1, max_staleness_steps=None),
+                checkpoint_every_steps=25, checkpoint_every_s=None, log_every=0))
+                for i, (n, p) in enumerate((("a", "b"), ("b", "a")))]
+            sup = Supervisor(session, slots, target_steps=60, policy=RestartPolicy(max_restarts=0),
+                             run_dir=tmp_path / "run", poll_s=0.2)
+            sup.start()
+            assert sup.slots["a"].worker != sup.slots["b"].worker
+            summary = sup.run(timeout_s=90)
+        for n in "ab":
+            st = summary["actors"][n]["status"]
+            assert st["state"] == "done" and st["step"] == 60 and st["exchange_bytes"] > 0
+            assert summary["actors"][n]["restarts"] == 0
+    finally:
+        for proc in [*workers, scheduler]:
+            proc.terminate()
+        for proc in [*workers, scheduler]:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
