@@ -8,7 +8,7 @@ OpenCV (x right, y down, z forward), pixel (row r, column c) looks through image
 
 Example:
     >>> K = camera_intrinsics(64, 208, hfov_deg=90.0)
-    >>> float(K[0, 0]), float(K[0, 2])
+    >>> round(float(K[0, 0]), 9), float(K[0, 2])
     (104.0, 103.5)
 """
 from __future__ import annotations

@@ -151,26 +151,24 @@ class World:
                 else:
                     ag.extend_walk_route(self.town, agent)
 
-    def _target_speed(self, agent: ag.Agent, positions: np.ndarray, headings: np.ndarray, is_vehicle: np.ndarray,
-                      index: int) -> float:
-        """Cruise speed, reduced to keep a gap to a vehicle ahead in the same lane or a pedestrian."""
-        here, yaw = positions[index], headings[index]
-        fwd = np.array([np.cos(yaw), np.sin(yaw)])
-        rel = positions - here
-        ahead = rel @ fwd
-        lateral = np.abs(rel @ np.array([-fwd[1], fwd[0]]))
-        same_dir = np.cos(headings - yaw) > 0.7
+    def _target_speeds(self, everyone: list[ag.Agent]) -> np.ndarray:
+        """(M,) cruise speeds, reduced before turns and to keep a gap to a vehicle ahead in the same
+        lane or a pedestrian in the way (pedestrians' rows are unused)."""
+        positions, headings, is_vehicle = self._xy, self._yaw, self._is_vehicle
+        fwd = np.stack([np.cos(headings), np.sin(headings)], axis=1)  # (M, 2)
+        rel = positions[None, :, :] - positions[:, None, :]  # (M, M, 2): row i sees agent j
+        ahead = np.einsum("ijk,ik->ij", rel, fwd)
+        lateral = np.abs(rel[..., 0] * -fwd[:, 1:2] + rel[..., 1] * fwd[:, 0:1])
+        same_dir = np.cos(headings[None, :] - headings[:, None]) > 0.7
         blocking = (ahead > 0.5) & (ahead < _LOOKAHEAD_M) & (
-            (is_vehicle & same_dir & (lateral < 1.6)) | (~is_vehicle & (lateral < 1.3)))
-        blocking[index] = False
-        cruise = agent.cruise
-        turn = abs(np.sin((agent.follower.heading(_TURN_LOOKAHEAD_M) - yaw) / 2))
-        if turn > 0.2:  # a turn within the look-ahead: slow to a safe cornering speed
-            cruise = min(cruise, _TURN_SPEED_MPS)
-        if not blocking.any():
-            return cruise
-        gap = float(ahead[blocking].min())
-        return float(np.clip((gap - 7.0) * 0.8, 0.0, cruise))
+            (is_vehicle[None, :] & same_dir & (lateral < 1.6)) | (~is_vehicle[None, :] & (lateral < 1.3)))
+        np.fill_diagonal(blocking, False)
+        cruise = np.array([a.cruise for a in everyone])
+        turn_ahead = np.array([abs(np.sin((a.follower.heading(_TURN_LOOKAHEAD_M) - h) / 2)) > 0.2 if v else False
+                               for a, h, v in zip(everyone, headings, is_vehicle)])
+        cruise = np.where(turn_ahead, np.minimum(cruise, _TURN_SPEED_MPS), cruise)
+        gap = np.where(blocking, ahead, np.inf).min(axis=1)
+        return np.where(np.isfinite(gap), np.clip((gap - 7.0) * 0.8, 0.0, cruise), cruise)
 
     def step(self, dt: float) -> None:
         """Advance time by ``dt`` seconds: move along paths at the current speeds (the velocities of
@@ -181,11 +179,9 @@ class World:
         self._extend_routes()
         self.time += dt
         self.sync_poses()
-        positions, headings = self._xy, self._yaw
-        is_vehicle = self._is_vehicle
-        for k, agent in enumerate(everyone):
+        targets = self._target_speeds(everyone)
+        for agent, target in zip(everyone, targets):
             if agent.kind == "vehicle":
-                target = self._target_speed(agent, positions, headings, is_vehicle, k)
                 agent.speed = float(np.clip(target, agent.speed - 5.0 * dt, agent.speed + 2.0 * dt))
 
     # ------------------------------------------------------------------ snapshot
