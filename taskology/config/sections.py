@@ -178,6 +178,10 @@ class TrainConfig(_Section):
     log_every: Annotated[Int, Field(ge=1)] = 50
     checkpoint_every_steps: Annotated[Int, Field(ge=0)] = Field(500, description="0 disables step checkpoints.")
     checkpoint_every_s: Annotated[Float, Field(ge=0)] = Field(300.0, description="0 disables timed checkpoints.")
+    consistency_start_step: Annotated[Int, Field(ge=0)] = Field(
+        0, description="Supervised-only steps before the relations start (peers must be somewhat trained first).")
+    consistency_ramp_steps: Annotated[Int, Field(ge=0)] = Field(
+        0, description="Steps over which relation weights ramp linearly from 0 to full after the start.")
 
     @field_validator("seeds")
     @classmethod

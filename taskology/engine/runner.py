@@ -6,7 +6,9 @@ One :meth:`TaskRunner.train_step` = one optimizer step on
 - in collective mode, a mediator batch: the task's outputs on it are tied to its peers' outputs
   (obtained from a :class:`~taskology.engine.protocol.PeerView`: fresh in-process, cached and possibly
   stale when distributed) by every enabled relation involving the task (``consistency/<name>``,
-  weighted by ``relations.<name>.weight``). Peers' outputs are detached; only this task learns.
+  weighted by ``relations.<name>.weight`` times a warm-up schedule: 0 for the first
+  ``train.consistency_start_step`` steps, then a linear ramp over ``train.consistency_ramp_steps``).
+  Peers' outputs are detached; only this task learns.
 
 Mode ``alone`` (``collective=False``) is the same runner with no relations and no mediator data.
 State (:meth:`state_dict`) holds the model, the optimizer, the step, the RNG states (torch, numpy,
@@ -55,6 +57,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def task_kwargs(task_name: str, config: Any) -> dict[str, Any]:
     """Constructor keyword arguments of a task from its config entry (``width``)."""
     return {"width": int(config.tasks[task_name].width)}
+
+
+def consistency_scale(step: int, start: int, ramp: int) -> float:
+    """Multiplier of every relation weight at optimizer step ``step`` (0-based, the step being taken):
+    0 before ``start``, then a linear ramp to 1 over ``ramp`` steps.
+
+    Example:
+        >>> [consistency_scale(s, 2, 4) for s in (0, 1, 2, 4, 6, 9)]
+        [0.0, 0.0, 0.25, 0.75, 1.0, 1.0]
+    """
+    if step < start:
+        return 0.0
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, (step - start + 1) / ramp)
 
 
 def enabled_tasks(config: Any) -> list[str]:
@@ -155,7 +172,9 @@ class TaskRunner:
         scalars: dict[str, float] = {f"loss/{k}": float(v.detach()) for k, v in supervised.items()}
         staleness_steps: list[float] = []
         staleness_s: list[float] = []
-        if self.relations:
+        scale = consistency_scale(self.step, int(self.config.train.consistency_start_step),
+                                  int(self.config.train.consistency_ramp_steps))
+        if self.relations and scale > 0:
             assert self.mediator_stream is not None
             mediator = to_device(self.mediator_stream.next_batch(), self.device)
             own = self._forward(mediator)
@@ -175,7 +194,7 @@ class TaskRunner:
                     peers[peer] = {k: v.to(self.device) for k, v in peer_cache[peer].outputs.items()}
                 else:
                     value = evaluate_for_receiver(relation, self.task_name, own, peers, mediator, self.tasks)
-                    total = total + weight * value
+                    total = total + scale * weight * value
                     scalars[f"consistency/{relation.name}"] = float(value.detach())
                     continue
                 scalars[f"skipped/{relation.name}"] = 1.0
@@ -184,6 +203,8 @@ class TaskRunner:
         self.optimizer.step()
         self.step += 1
         scalars["loss/total"] = float(total.detach())
+        if self.relations:
+            scalars["consistency/scale"] = scale
         scalars["staleness/steps_mean"] = float(np.mean(staleness_steps)) if staleness_steps else 0.0
         scalars["staleness/seconds_mean"] = float(np.mean(staleness_s)) if staleness_s else 0.0
         scalars["time/step_s"] = time.perf_counter() - start

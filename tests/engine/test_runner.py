@@ -116,3 +116,21 @@ def test_set_mediator_pool_replaces_samples(tmp_path: Path) -> None:
     assert list(runner.data.mediator.sample_ids) == [f"pool:{i}" for i in range(4)]
     runner.train_step()
     assert runner.predict_mediator().sample_ids == [f"pool:{i}" for i in range(4)]
+
+
+def test_consistency_warm_up_schedule(tmp_path: Path) -> None:
+    cfg = tiny_config("train.consistency_start_step=2", "train.consistency_ramp_steps=2")
+    view = InProcessPeerView()
+    runners = {t: TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
+                             data=synthetic_task_data()) for t in ("depth", "normals")}
+    for t, r in runners.items():
+        view.register(t, r)
+    depth = runners["depth"]
+    seen = [depth.train_step() for _ in range(4)]
+    assert [s["consistency/scale"] for s in seen] == [0.0, 0.0, 0.5, 1.0]
+    assert "consistency/depth_normals" not in seen[0] and "consistency/depth_normals" in seen[2]
+    # during warm-up the total is the supervised loss alone; afterwards the weighted relation is added
+    assert seen[0]["loss/total"] == pytest.approx(seen[0]["loss/depth_log_l1"])
+    assert seen[2]["loss/total"] == pytest.approx(seen[2]["loss/depth_log_l1"] + 0.5 * seen[2]["consistency/depth_normals"],
+                                                  rel=1e-5)
+    assert depth.mediator_stream.state_dict() == {"epoch": 0, "offset": 4}  # two mediator batches of 2 used
