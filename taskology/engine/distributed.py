@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -320,73 +320,91 @@ def exchange_policy_from_config(exchange: Any) -> ExchangePolicy:
 
 
 def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_sim: bool = True,
-                    live: bool = True, runner_cls: Any = None, timeout_s: float | None = None) -> dict[str, Any]:
+                    live: bool = True, runner_cls: Any = None, timeout_s: float | None = None,
+                    spare_workers: int = 1) -> dict[str, Any]:
     """Train every enabled task of ``config`` as its own actor on the configured cluster.
 
+    One seed trains into ``run_dir``; several seeds one after the other into ``run_dir/seed_<s>/`` (the
+    layout of the in-process run, so ``taskology eval`` reads both).
+
     Args:
-        config: resolved :class:`taskology.config.ExperimentConfig` (ignored on ``resume``: the run's
-            ``config.yaml`` is used).
+        config: resolved :class:`taskology.config.ExperimentConfig`; ``None`` with ``resume`` reads
+            ``run_dir/config.yaml``.
         run_dir: the run directory.
         resume: continue the run in ``run_dir`` (actors resume from their newest checkpoints).
-        with_sim: run a SimActor feeding a live mediator pool into ``run_dir/mediator``.
+        with_sim: run a SimActor feeding a live mediator pool (``<seed dir>/mediator``) in collective mode.
         live: show the live terminal table.
         runner_cls: the trainable class (default :class:`taskology.engine.runner.TaskRunner`).
+        timeout_s: give up (ClusterError) when a seed's run takes longer.
+        spare_workers: warm spare worker processes of a local cluster (fast recovery).
 
     Returns:
-        the supervisor's summary (also in ``run_dir/manifest.json``).
+        seed -> the supervisor's summary (also in ``<seed dir>/manifest.json``).
     """
     from taskology.config import load_config, save_config
-    from taskology.engine.actor import TaskActor
-    from taskology.cluster.live import LiveView
 
     run_dir = Path(run_dir)
-    if resume:
+    if config is None:
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"--resume {run_dir}: expected a run directory with config.yaml, found none")
         config = load_config(run_dir / "config.yaml")
-    elif (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        raise ConfigError(f"{run_dir}: already holds a run (checkpoints/); continue it with --resume {run_dir} "
-                          "or choose another --run-dir")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
+    seeds = [int(s) for s in config.train.seeds]
+    seed_dirs = [(seeds[0], run_dir)] if len(seeds) == 1 else [(s, run_dir / f"seed_{s}") for s in seeds]
+    if not resume:
+        for _seed, seed_dir in seed_dirs:
+            ckpts = seed_dir / "checkpoints"
+            if ckpts.is_dir() and any(ckpts.iterdir()):
+                raise ConfigError(f"{seed_dir}: already holds a run (checkpoints/); continue it with "
+                                  f"--resume {run_dir} or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    if str(config.cluster.address) == "none":
+        raise ConfigError("cluster.address none runs in-process; run_distributed needs local or tcp://HOST:PORT")
     if runner_cls is None:
         from taskology.engine.runner import TaskRunner as runner_cls
     from taskology.engine.runner import enabled_tasks
 
     tasks = enabled_tasks(config)
-    spec = cluster_spec_from_config(config.cluster)
-    if spec.address == "none":
-        raise ConfigError("cluster.address none runs in-process; run_distributed needs local or tcp://HOST:PORT")
-    policy = exchange_policy_from_config(config.exchange)
-    seed = int(config.train.seeds[0])
     collective = config.train.mode == "collective"
-    session = open_cluster(spec, n_actors=len(tasks) + int(with_sim))
+    use_sim = with_sim and collective
+    spec = replace(cluster_spec_from_config(config.cluster), spare_workers=spare_workers)
+    session = open_cluster(spec, n_actors=len(tasks) + int(use_sim))
     print(describe(session), flush=True)
     try:
-        device = str(config.train.device)
-        if device == "auto":
-            device = "cuda" if session.gpus else "cpu"
-        slots = [ActorSlot(name=task, cls=TaskActor, needs_gpu=device.startswith("cuda"), kwargs=dict(
-            task_name=task, runner_cls=runner_cls, run_dir=str(run_dir), policy=policy,
-            runner_kwargs={"task_name": task, "config": config, "data_root": Path(config.data.root),
-                           "run_dir": run_dir, "seed": seed, "device": device, "collective": collective},
-            checkpoint_every_steps=int(config.train.checkpoint_every_steps) or None,
-            checkpoint_every_s=float(config.train.checkpoint_every_s) or None,
-            log_every=int(config.train.log_every), device=device)) for task in tasks]
-        if with_sim and collective:
-            from taskology.sim.actor import SimActor
-
-            h, w = (int(x) for x in str(config.sim.camera).split("x"))
-            slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", kwargs=dict(
-                run_dir=str(run_dir / "mediator"), seed=int(config.sim.seed), frames=int(config.sim.frames),
-                camera_hw=(h, w), lidar_beams=int(config.sim.lidar_beams), frame_rate=float(config.sim.frame_rate),
-                pool_size=int(config.exchange.mediator_pool_shards))))
-        view = LiveView(enabled=live)
-        supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
-                                run_dir=run_dir, on_poll=view.update)
-        supervisor.start()
-        with view:
-            return supervisor.run(timeout_s=timeout_s)
+        return {str(seed): _run_seed(session, config, seed_dir, seed, tasks, runner_cls, use_sim, live, timeout_s)
+                for seed, seed_dir in seed_dirs}
     finally:
         session.close()
+
+
+def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, tasks: list[str], runner_cls: Any,
+              use_sim: bool, live: bool, timeout_s: float | None) -> dict[str, Any]:
+    from taskology.cluster.live import LiveView
+    from taskology.engine.actor import TaskActor
+
+    policy = exchange_policy_from_config(config.exchange)
+    device = str(config.train.device)
+    if device == "auto":
+        device = "cuda" if session.gpus else "cpu"
+    slots = [ActorSlot(name=task, cls=TaskActor, needs_gpu=device.startswith("cuda"), kwargs=dict(
+        task_name=task, runner_cls=runner_cls, run_dir=str(run_dir), policy=policy,
+        runner_kwargs={"task_name": task, "config": config, "data_root": Path(config.data.root),
+                       "run_dir": run_dir, "seed": seed, "device": device,
+                       "collective": config.train.mode == "collective"},
+        checkpoint_every_steps=int(config.train.checkpoint_every_steps) or None,
+        checkpoint_every_s=float(config.train.checkpoint_every_s) or None,
+        log_every=int(config.train.log_every), device=device)) for task in tasks]
+    if use_sim:
+        from taskology.sim.actor import SimActor
+
+        h, w = (int(x) for x in str(config.sim.camera).split("x"))
+        slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", kwargs=dict(
+            run_dir=str(run_dir / "mediator"), seed=int(config.sim.seed), frames=int(config.sim.frames),
+            camera_hw=(h, w), lidar_beams=int(config.sim.lidar_beams), frame_rate=float(config.sim.frame_rate),
+            pool_size=int(config.exchange.mediator_pool_shards))))
+    view = LiveView(enabled=live)
+    supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
+                            run_dir=run_dir, on_poll=view.update)
+    supervisor.start()
+    with view:
+        return supervisor.run(timeout_s=timeout_s)

@@ -90,3 +90,34 @@ def test_two_tasks_exchange_and_survive_three_sigkills(tmp_path: Path) -> None:
     assert all(k["pid"] != actors[k["task"]]["status"]["pid"] for k in kills)
     assert (tmp_path / "manifest.json").is_file() and (tmp_path / "tensorboard" / "a").is_dir()
     assert sum("lost on" in e for e in summary["events"]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_run_distributed_with_real_runners_and_resume(sim_root: Path, tmp_path: Path) -> None:
+    """Two real TaskRunners (depth, normals) tied by depth_normals on tiny shards, on a LocalCluster;
+    then the driver "dies" and a resumed run continues from the checkpoints to a higher target."""
+    from taskology.config import load_config
+    from taskology.engine.distributed import run_distributed
+    from taskology.errors import ConfigError
+
+    cfg = load_config(None, [
+        f"data.root={sim_root}", "data.test_sequences=1", "data.mediator_fraction=0.4", "train.steps=6",
+        "train.mediator_batch_size=2", "train.log_every=2", "train.eval_every=0", "train.device=cpu",
+        "train.checkpoint_every_steps=2", "train.checkpoint_every_s=0", "train.seeds=[0]",
+        "tasks.segmentation.enabled=false", "tasks.motion.enabled=false",
+        "exchange.publish_every_steps=1", "exchange.refresh_every_s=0.2",
+        *[f"tasks.{t}.{k}" for t in ("depth", "normals") for k in ("width=4", "batch_size=2", "label_fraction=0.5")]])
+    summary = run_distributed(cfg, tmp_path, resume=False, with_sim=False, live=False, timeout_s=180)["0"]
+    for task in ("depth", "normals"):
+        st = summary["actors"][task]["status"]
+        assert st["state"] == "done" and st["step"] == 6
+        assert CheckpointDir(tmp_path / "checkpoints" / task).steps()[-1] == 6
+        assert st["published_step"] is not None and st["published_step"] >= 1
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_distributed(cfg, tmp_path, resume=False, with_sim=False, live=False)
+    more = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 8})})
+    resumed = run_distributed(more, tmp_path, resume=True, with_sim=False, live=False, timeout_s=180)["0"]
+    for task in ("depth", "normals"):
+        st = resumed["actors"][task]["status"]
+        assert st["restored_from"] == 6 and st["step"] == 8 and st["state"] == "done"
