@@ -2,7 +2,7 @@
 
 Example:
     >>> rows = metric_rows({"depth": {"abs_rel": 0.2}}, {"depth": {"abs_rel": 0.15}})
-    >>> rows[0].change_pct, rows[0].verdict
+    >>> round(rows[0].change_pct, 6), rows[0].verdict
     (-25.0, 'better')
     >>> metric_table_markdown(rows).splitlines()[2]
     '| depth | abs_rel ↓ | 0.2 | 0.15 | -25.0% | better |'
