@@ -37,7 +37,8 @@ HEADLINE: dict[str, tuple[str, bool]] = {
 QUICK_OVERRIDES = ["sim.sequences=6", "sim.frames=10", "sim.camera=32x96", "data.camera=32x96",
                    "data.test_sequences=2", "train.steps=20", "train.mediator_batch_size=4",
                    "train.checkpoint_every_steps=0", "train.checkpoint_every_s=0", "train.seeds=[0,1]",
-                   "train.device=cpu", "train.consistency_start_step=8", "train.consistency_ramp_steps=4"] + [f"tasks.{t}.{k}" for t in HEADLINE for k in ("width=4", "batch_size=4")]
+                   "train.device=cpu", "train.consistency_start_step=8", "train.consistency_ramp_steps=4",
+                   ] + [f"tasks.{t}.{k}" for t in HEADLINE for k in ("width=4", "batch_size=4")]
 
 
 def _config(quick: bool, extra: list[str]) -> Any:

@@ -40,7 +40,8 @@ def train_command(config: Path | None = None, overrides: Sequence[str] = (), clu
         resume = Path(resume)
         saved = resume / CONFIG_NAME
         if not saved.is_file():
-            raise ConfigError(f"--resume {resume}: no {CONFIG_NAME} there; expected a run directory of `taskology train`")
+            raise ConfigError(f"--resume {resume}: no {CONFIG_NAME} there; "
+                              "expected a run directory of `taskology train`")
         if run_dir is not None and Path(run_dir) != resume:
             raise ConfigError(f"--run-dir {run_dir} and --resume {resume} disagree; give one of them")
         cfg = load_config(saved, list(overrides))

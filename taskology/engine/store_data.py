@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from taskology.data.datasets import FrameDataset, to_training_layout

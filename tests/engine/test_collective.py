@@ -39,7 +39,8 @@ def fixed_losses(runners: dict[str, TaskRunner], labelled: dict, mediator: dict)
             batch = labelled[name]
             # the task's supervised total (single components that start at their floor, such as a
             # near-zero ego rotation, may jitter)
-            values[f"{name}/supervised"] = float(sum(runner.task.supervised_loss(runner._forward(batch), batch).values()))
+            supervised = runner.task.supervised_loss(runner._forward(batch), batch)
+            values[f"{name}/supervised"] = float(sum(supervised.values()))
             own = runner._forward(mediator)
             for relation, _ in runner.relations:
                 peers = {p: runners[p]._forward(mediator) for p in relation.tasks if p != name}

@@ -131,6 +131,6 @@ def test_consistency_warm_up_schedule(tmp_path: Path) -> None:
     assert "consistency/depth_normals" not in seen[0] and "consistency/depth_normals" in seen[2]
     # during warm-up the total is the supervised loss alone; afterwards the weighted relation is added
     assert seen[0]["loss/total"] == pytest.approx(seen[0]["loss/depth_log_l1"])
-    assert seen[2]["loss/total"] == pytest.approx(seen[2]["loss/depth_log_l1"] + 0.5 * seen[2]["consistency/depth_normals"],
-                                                  rel=1e-5)
+    expected = seen[2]["loss/depth_log_l1"] + 0.5 * seen[2]["consistency/depth_normals"]
+    assert seen[2]["loss/total"] == pytest.approx(expected, rel=1e-5)
     assert depth.mediator_stream.state_dict() == {"epoch": 0, "offset": 4}  # two mediator batches of 2 used

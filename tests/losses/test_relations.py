@@ -109,7 +109,7 @@ def test_segmentation_geometry_ground_term_hand_case() -> None:
     level = torch.tensor([0.0, -1.0, 0.0]).view(1, 3, 1, 1)        # up in this camera = -y
     wall = torch.tensor([0.0, 0.0, -1.0]).view(1, 3, 1, 1)
     far = torch.full((1, 1, 1, 1), depth_task.max_depth)
-    args = ({"segmentation": seg, "depth": depth_task})
+    args = {"segmentation": seg, "depth": depth_task}
     ok = segmentation_geometry_terms({"segmentation": {"logits": road}, "normals": {"normals": level},
                                       "depth": {"depth": far}}, {"cam_from_ego": cam_from_ego}, args)
     bad = segmentation_geometry_terms({"segmentation": {"logits": road}, "normals": {"normals": wall},
@@ -147,12 +147,12 @@ def test_depth_normals_and_segmentation_motion_gradcheck_float64() -> None:
     normals = F.normalize(torch.randn(1, 3, 5, 6, generator=g, dtype=torch.float64), dim=1).requires_grad_(True)
     tasks = {"depth": build_task("depth", width=4)}
     fn = RELATIONS["depth_normals"].fn
-    assert torch.autograd.gradcheck(lambda d, n: fn({"depth": {"depth": d}, "normals": {"normals": n}}, {"K": K}, tasks),
-                                    (depth, normals))
+    assert torch.autograd.gradcheck(
+        lambda d, n: fn({"depth": {"depth": d}, "normals": {"normals": n}}, {"K": K}, tasks), (depth, normals))
     seg = build_task("segmentation", width=4, class_ids=(1, 11, 14))
     logits = torch.randn(1, 3, 4, 5, generator=g, dtype=torch.float64).requires_grad_(True)
     motion = (0.1 * torch.randn(1, 3, 4, 5, generator=g, dtype=torch.float64)).requires_grad_(True)
     fn2 = RELATIONS["segmentation_motion"].fn
     assert torch.autograd.gradcheck(
-        lambda lg, m: fn2({"segmentation": {"logits": lg}, "motion": {"object_translation": m}}, {}, {"segmentation": seg}),
-        (logits, motion))
+        lambda lg, m: fn2({"segmentation": {"logits": lg}, "motion": {"object_translation": m}}, {},
+                          {"segmentation": seg}), (logits, motion))
