@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from taskology.data.labels import PAIR_TASKS, check_task, visible_layers
+from taskology.data.read_kernels import rgb_chw_float
 from taskology.data.schema import LAYERS
 from taskology.data.shard import Shard
 from taskology.data.splits import SplitManifest
@@ -60,13 +61,12 @@ _STATIC = frozenset(n for n in KEYS if not LAYERS[n].per_frame and LAYERS[n].sha
 def to_training_layout(name: str, values: np.ndarray) -> torch.Tensor:
     """Convert one layer of one frame from its on-disk layout to the training layout (see module doc).
 
-    The conversion runs in NumPy (single-threaded) rather than torch ops: per-sample work in a data
-    loader must not spin torch's intra-op thread pool, which is very slow on a loaded machine.
+    The conversion runs in NumPy / serial Numba (:mod:`taskology.data.read_kernels`) rather than torch
+    ops: per-sample work in a data loader must not spin torch's intra-op thread pool, which is very
+    slow on a loaded machine.
     """
     if name == "camera/rgb":
-        out = np.empty((values.shape[2], *values.shape[:2]), dtype=np.float32)   # (3, H, W)
-        np.divide(values.transpose(2, 0, 1), np.float32(255.0), out=out, dtype=np.float32)
-        return torch.from_numpy(out)
+        return torch.from_numpy(rgb_chw_float(values))                            # (3, H, W) float32 0..1
     if name == "camera/depth":
         return torch.from_numpy(np.ascontiguousarray(values)[None])               # (1, H, W)
     if name == "camera/normals":
@@ -116,9 +116,11 @@ class FrameDataset(Dataset):
                     raise DataError(f"{manifest.root}: layer {name!r} is not in every shard of the {split} split")
             chosen = [n for n in chosen if n in KEYS]  # offsets are consumed, not yielded
         self.layers: tuple[str, ...] = tuple(chosen)
+        #: (layer, key, static) per yielded layer, in layer order: built once, not per sample.
+        self._plan: tuple[tuple[str, str, bool], ...] = tuple((n, KEYS[n], n in _STATIC) for n in chosen)
         self.samples: list[tuple[str, int]] = self._samples()
         self._shards: dict[str, Shard] = {}
-        self._static: dict[tuple[str, str], np.ndarray] = {}
+        self._static: dict[tuple[str, str], torch.Tensor] = {}
         self._pid = -1
 
     def _sequences(self) -> list[str]:
@@ -160,15 +162,15 @@ class FrameDataset(Dataset):
         sequence_id, frame = self.samples[index]
         shard = self._shard(sequence_id)
         sample: dict[str, Any] = {"sample_id": f"{sequence_id}:{frame}"}
-        for name in self.layers:
-            if name in _STATIC:
-                sample[KEYS[name]] = self._static_layer(shard, sequence_id, name)
+        for name, key, static in self._plan:
+            if static:
+                sample[key] = self._static_layer(shard, sequence_id, name)
             else:
-                sample[KEYS[name]] = to_training_layout(name, shard.read(name, frame))
+                sample[key] = to_training_layout(name, shard.read(name, frame))
         if self.pairs:
-            for name in self.layers:
-                if name not in _STATIC:
-                    sample[KEYS[name] + "_next"] = to_training_layout(name, shard.read(name, frame + 1))
+            for name, key, static in self._plan:
+                if not static:
+                    sample[key + "_next"] = to_training_layout(name, shard.read(name, frame + 1))
             if "ego/world_from_ego" in self.visible and "ego" in shard.groups:
                 world_from_ego = shard.read("ego/world_from_ego", [frame, frame + 1])  # (2, 4, 4) float64
                 ego_next_from_ego = np.linalg.solve(world_from_ego[1], world_from_ego[0])
@@ -180,11 +182,13 @@ class FrameDataset(Dataset):
         return sample
 
     def _static_layer(self, shard: Shard, sequence_id: str, name: str) -> torch.Tensor:
-        """A static layer (calibration) in training layout, read once per shard and process."""
+        """A static layer (calibration) in training layout, read and converted once per shard and
+        process; every call returns a fresh copy (callers may modify it)."""
         key = (sequence_id, name)
-        if key not in self._static:
-            self._static[key] = shard.read(name)
-        return to_training_layout(name, self._static[key])  # a fresh tensor: callers may modify it
+        cached = self._static.get(key)
+        if cached is None:
+            cached = self._static[key] = to_training_layout(name, shard.read(name))
+        return cached.clone()
 
     def close(self) -> None:
         for shard in self._shards.values():

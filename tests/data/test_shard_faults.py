@@ -159,6 +159,30 @@ def test_nan_in_depth(shard_path: Path) -> None:
             shard.verify()
 
 
+@pytest.mark.parametrize(("layer", "index", "value"), [
+    ("camera/normals", (1, 31, 95, 2), -np.inf),   # last element of the frame
+    ("camera/depth", (1, 0, 0), np.inf),           # first element
+    ("lidar/points", (0, 3), np.nan),              # frame 0's rows
+])
+def test_non_finite_lazy_layer_raises_through_the_dataset(shard_path: Path, layer: str, index: tuple,
+                                                          value: float) -> None:
+    from taskology.data.datasets import FrameDataset
+    from taskology.data.splits import SplitManifest
+
+    _corrupt(shard_path, lambda f: f[layer].__setitem__(index, value))
+    manifest = SplitManifest(root=shard_path.parent, seed=0, files={"seq0000": shard_path.name},
+                             num_frames={"seq0000": 4}, test=("seq0000",), train={}, mediator={}, labels={},
+                             label_fractions={}, mediator_fraction=0.0)
+    dataset = FrameDataset(manifest, "test", layers=[layer])
+    bad_frame = 0 if layer == "lidar/points" else index[0]  # sample i is frame i (one test shard)
+    dataset[3 if bad_frame == 0 else 0]  # a clean frame reads fine
+    with pytest.raises(DataError) as err:
+        dataset[bad_frame]
+    message = str(err.value)
+    assert str(shard_path) in message and layer in message and "1 NaN/inf" in message
+    dataset.close()
+
+
 def test_nan_in_box_caught_at_open(shard_path: Path) -> None:
     _corrupt(shard_path, lambda f: f["objects/box"].__setitem__((0, 3), np.inf))
     with pytest.raises(DataError, match="objects/box.*finite"):
