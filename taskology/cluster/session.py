@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,14 @@ def tls_security(tls: TLSFiles) -> Security:
 
 
 class ThreadLimitPlugin(WorkerPlugin):
-    """Sets torch (and Numba, when loaded) thread counts in each worker process as it starts, and warms
-    the process: torch's first optimizer imports ``torch._dynamo`` (about 2.5 s here), which would
-    otherwise delay the first actor created on the worker (and so every recovery)."""
+    """Sets torch (and Numba, when loaded) thread counts in each worker process, and warms the process:
+    torch's first optimizer imports ``torch._dynamo`` (about 2.5 s here), which would otherwise delay the
+    first actor created on the worker (and so every recovery).
+
+    The work runs in a background thread: ``setup`` runs while the worker starts, and a worker whose
+    start takes longer than the nanny's timeout is killed (importing torch on busy cores can). An actor
+    created meanwhile simply waits on Python's import lock.
+    """
 
     name = "taskology-thread-limit"
 
@@ -117,6 +123,9 @@ class ThreadLimitPlugin(WorkerPlugin):
         self.threads = max(int(threads), 1)
 
     def setup(self, worker: Any) -> None:
+        threading.Thread(target=self._configure, name="taskology-worker-warmup", daemon=True).start()
+
+    def _configure(self) -> None:
         import torch
 
         torch.set_num_threads(self.threads)

@@ -178,6 +178,8 @@ class TaskActor:
         self._last_ckpt_step = self._step
         self._last_ckpt_time = time.time()
         self._writer: Any = None
+        #: alone mode (``collective=False``) has no mediator pool and no peers: nothing to publish
+        self.publishes = bool(getattr(self.runner, "collective", True))
 
     # ---- actor methods (short) -------------------------------------------------------------
     def start(self, target_steps: int) -> str:
@@ -269,7 +271,7 @@ class TaskActor:
                 scalars = self.runner.train_step()
                 t1 = time.perf_counter()
                 step = int(self.runner.step)
-                if self.policy.should_publish(step, self.last_published_step):
+                if self.publishes and self.policy.should_publish(step, self.last_published_step):
                     self._publish(step)
                 t2 = time.perf_counter()
                 with self._lock:

@@ -17,7 +17,7 @@ from taskology.engine.exchange import ExchangePolicy  # noqa: E402
 from taskology.engine.protocol import Predictions  # noqa: E402
 
 
-def make_actor(run_dir: Path, task: str = "a", collective: bool = False, every: int | None = 5,
+def make_actor(run_dir: Path, task: str = "a", collective: bool = True, every: int | None = 5,
                **kw: object) -> TaskActor:
     return TaskActor(task_name=task, runner_cls=FakeRunner,
                      runner_kwargs={"task_name": task, "seed": 3, "collective": collective, "peers": ("b",)},
@@ -121,3 +121,12 @@ def test_stop_interrupts_training(tmp_path: Path) -> None:
     step = actor.current_step()
     assert 0 < step < 10_000
     assert CheckpointDir(tmp_path / "checkpoints" / "a").steps() == [step]  # final checkpoint on stop
+
+
+def test_alone_mode_does_not_publish(tmp_path: Path) -> None:
+    actor = make_actor(tmp_path, collective=False)
+    actor.runner.predict_mediator = None  # type: ignore[assignment] # would raise if called
+    actor.start(6)
+    st = wait_state(actor, {"done", "failed"})
+    assert st["state"] == "done" and st["published_step"] is None
+    actor.stop()
