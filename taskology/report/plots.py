@@ -111,6 +111,8 @@ def plot_staleness_histogram(samples: Mapping[str, tuple[np.ndarray, np.ndarray]
         out_png: where the PNG goes.
     """
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), constrained_layout=True)
     for ax, k, unit in ((axes[0], 0, "steps behind the publisher"), (axes[1], 1, "seconds old")):
         values = [np.asarray(v[k], dtype=np.float64) for v in samples.values()]
@@ -124,6 +126,7 @@ def plot_staleness_histogram(samples: Mapping[str, tuple[np.ndarray, np.ndarray]
             ax.legend(fontsize=8, title="consumer")
         ax.set_xlabel(f"mean staleness per logged step ({unit})")
         ax.set_ylabel("logged steps")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle("staleness of the peer predictions each task trained on")
     fig.savefig(out_png, dpi=100)
