@@ -221,7 +221,7 @@ def open_cluster(spec: ClusterSpec, n_actors: int = 1, wait_for_workers: bool = 
         try:
             cluster = _PerWorkerEnvCluster(
                 worker_envs=envs, processes=True, threads_per_worker=1, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0" if spec.dashboard else None, silence_logs=40,
+                dashboard_address="127.0.0.1:0", silence_logs=40,
                 security=security, protocol="tls://" if security else "tcp://", memory_limit=0)
             cluster.scale(n_workers)
             client = Client(cluster, security=security)

@@ -344,6 +344,7 @@ class PeerFetcher:
 
     def start(self) -> None:
         if self._thread is None:
+            self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="taskology-peer-fetcher", daemon=True)
             self._thread.start()
 

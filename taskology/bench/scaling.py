@@ -1,0 +1,179 @@
+"""``taskology bench scaling``: what the distributed engine costs and buys.
+
+Measured in one run, on tiny simulator shards (generated once into a temp dir, 32x96 unless full):
+
+1. **engine vs bare loop** — one task (depth, ``alone``) trained by a :class:`TaskActor` (background
+   thread, status, checkpoint bookkeeping) vs a bare PyTorch loop over the same model, optimizer and
+   batches; ratio of steps/s (target >= 0.95).
+2. **task parallelism** — two tasks (depth, normals, ``alone``: identical work on both sides) trained
+   one after the other in one process vs as two actors on two single-threaded worker processes of a
+   LocalCluster; ratio of aggregate steps/s (target >= 1.7 on >= 2 free cores).
+3. **exchange** — the same two tasks ``collective`` (depth_normals) on the cluster: time spent on the
+   training thread publishing (predict + compact) as a share of step time (target <= 5%), and the
+   bytes/s each consumer fetched.
+
+Every process uses one torch thread, so the parallel ratio measures processes, not intra-op threads.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taskology.bench import BenchResult, target
+
+
+def _sim_root(root: Path, hw: tuple[int, int]) -> Path:
+    from taskology.sim.generate import generate_shard
+
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(5):
+        generate_shard(root, seed=0, index=index, frames=8, camera_hw=hw, lidar_beams=0, overwrite=True)
+    return root
+
+
+def _config(root: Path, steps: int, mode: str) -> Any:
+    from taskology.config import load_config
+
+    over = [f"data.root={root}", "data.test_sequences=1", "data.mediator_fraction=0.4", f"train.steps={steps}",
+            "train.mediator_batch_size=2", "train.device=cpu", "train.checkpoint_every_steps=0",
+            "train.checkpoint_every_s=0", "train.seeds=[0]", f"train.mode={mode}", "train.eval_every=0",
+            "tasks.segmentation.enabled=false", "tasks.motion.enabled=false", "exchange.publish_every_steps=10",
+            "exchange.refresh_every_s=1.0", "relations.depth_normals.enabled=true"]
+    for t in ("depth", "normals"):
+        over += [f"tasks.{t}.width=8", f"tasks.{t}.batch_size=4", f"tasks.{t}.label_fraction=1.0"]
+    return load_config(None, over)
+
+
+def _runner(cfg: Any, task: str, run_dir: Path, collective: bool) -> Any:
+    from taskology.engine.peers import InProcessPeerView
+    from taskology.engine.runner import TaskRunner
+
+    return TaskRunner(task_name=task, config=cfg, data_root=Path(cfg.data.root), run_dir=run_dir,
+                      peer_view=InProcessPeerView(), seed=0, device="cpu", collective=collective)
+
+
+def _bare_steps_per_s(runner: Any, steps: int, warmup: int) -> float:
+    from taskology.engine.batches import to_device
+
+    model, opt, task = runner.model, runner.optimizer, runner.task
+    start = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        batch = to_device(runner.train_stream.next_batch(), runner.device)
+        loss = sum(task.supervised_loss(task.forward(model, batch), batch).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps / (time.perf_counter() - start)
+
+
+def _actor_steps_per_s(actor: Any, steps: int, warmup: int) -> float:
+    actor.start(warmup)
+    while actor.status()["state"] == "training":
+        time.sleep(0.005)
+    start = time.perf_counter()
+    actor.start(warmup + steps)
+    while actor.status()["state"] == "training":
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    actor.stop()
+    return steps / elapsed
+
+
+def _cluster_run(session: Any, cfg: Any, run_dir: Path, warmup: int, steps: int) -> tuple[float, dict[str, Any]]:
+    """Aggregate steps/s of the two task actors between ``warmup`` and ``warmup + steps``."""
+    from taskology.cluster.supervision import RestartPolicy
+    from taskology.engine.actor import TaskActor
+    from taskology.engine.distributed import ActorSlot, Supervisor, exchange_policy_from_config
+    from taskology.engine.runner import TaskRunner
+
+    slots = [ActorSlot(name=t, cls=TaskActor, kwargs=dict(
+        task_name=t, runner_cls=TaskRunner, run_dir=str(run_dir), policy=exchange_policy_from_config(cfg.exchange),
+        runner_kwargs={"task_name": t, "config": cfg, "data_root": Path(cfg.data.root), "run_dir": run_dir,
+                       "seed": 0, "device": "cpu", "collective": cfg.train.mode == "collective"},
+        checkpoint_every_steps=None, checkpoint_every_s=None, log_every=0)) for t in ("depth", "normals")]
+    sup = Supervisor(session, slots, target_steps=warmup, policy=RestartPolicy(max_restarts=0), run_dir=run_dir,
+                     poll_s=0.05)
+    sup.start()
+    sup.run(timeout_s=600)  # warm-up: both at `warmup`, then stopped
+    sup.target_steps = warmup + steps
+    start = time.perf_counter()
+    for slot in sup.slots.values():
+        slot.handle.start(warmup + steps).result()
+    summary = sup.run(timeout_s=1200)
+    elapsed = time.perf_counter() - start
+    return 2 * steps / elapsed, summary
+
+
+def run(quick: bool) -> BenchResult:
+    from taskology.cluster.session import ClusterSpec, open_cluster
+    from taskology.engine.actor import TaskActor
+    from taskology.engine.exchange import ExchangePolicy
+
+    torch.set_num_threads(1)
+    hw = (32, 96)
+    steps, warmup = (20, 3) if quick else (100, 10)
+    with tempfile.TemporaryDirectory(prefix="taskology-bench-scaling-") as tmp:
+        tmp_path = Path(tmp)
+        root = _sim_root(tmp_path / "sim", hw)
+        alone = _config(root, warmup + steps, "alone")
+
+        # 1. engine vs bare loop (one process, one task)
+        bare = _bare_steps_per_s(_runner(alone, "depth", tmp_path / "bare", False), steps, warmup)
+        actor = TaskActor(task_name="depth", runner_cls=type(_runner(alone, "depth", tmp_path / "x", False)),
+                          runner_kwargs={"task_name": "depth", "config": alone, "data_root": root,
+                                         "run_dir": tmp_path / "engine", "seed": 0, "device": "cpu",
+                                         "collective": False},
+                          run_dir=str(tmp_path / "engine"), policy=ExchangePolicy(), checkpoint_every_steps=None,
+                          checkpoint_every_s=None, log_every=0)
+        engine = _actor_steps_per_s(actor, steps, warmup)
+
+        # 2a. two tasks one after the other in one process
+        runners = [_runner(alone, t, tmp_path / "serial", False) for t in ("depth", "normals")]
+        for r in runners:
+            _bare_steps_per_s(r, 1, warmup - 1)
+        start = time.perf_counter()
+        for _ in range(steps):
+            for r in runners:
+                r.train_step()
+        serial = 2 * steps / (time.perf_counter() - start)
+
+        # 2b / 3. two actors on two worker processes
+        with open_cluster(ClusterSpec(address="local", n_workers=2, threads_per_worker=1, dashboard=False,
+                                      spare_workers=0), n_actors=2) as session:
+            parallel, _ = _cluster_run(session, alone, tmp_path / "parallel", warmup, steps)
+            collective_rate, summary = _cluster_run(session, _config(root, warmup + steps, "collective"),
+                                                    tmp_path / "collective", warmup, steps)
+    statuses = {t: summary["actors"][t]["status"] for t in ("depth", "normals")}
+    exchange_share = max(s["exchange_s_on_training_thread"] / max(s["train_s"], 1e-9) for s in statuses.values())
+    bytes_per_s = {t: s["exchange_bytes_per_s"] for t, s in statuses.items()}
+    figures = {"steps": steps, "warmup": warmup, "camera_hw": list(hw), "cores_available": os.cpu_count(),
+               "load_average_1min": os.getloadavg()[0],
+               "bare_loop_steps_per_s": bare, "engine_steps_per_s": engine, "engine_over_bare": engine / bare,
+               "one_process_two_tasks_steps_per_s": serial, "two_workers_two_tasks_steps_per_s": parallel,
+               "parallel_speedup": parallel / serial, "collective_two_workers_steps_per_s": collective_rate,
+               "exchange_share_of_step_time": exchange_share, "exchange_bytes_per_s": bytes_per_s,
+               "staleness": {t: s["staleness"] for t, s in statuses.items()}}
+    table = "\n".join([
+        "| measurement | value |", "| --- | --- |",
+        f"| bare PyTorch loop, depth | {bare:.2f} steps/s |",
+        f"| TaskActor (engine), depth | {engine:.2f} steps/s ({engine / bare:.3f}x bare) |",
+        f"| 2 tasks, one process | {serial:.2f} steps/s |",
+        f"| 2 tasks, 2 worker processes | {parallel:.2f} steps/s ({parallel / serial:.2f}x) |",
+        f"| 2 tasks collective, 2 workers | {collective_rate:.2f} steps/s |",
+        f"| publishing on the training thread | {100 * exchange_share:.2f}% of step time |",
+        "| exchange fetched | " + ", ".join(f"{t} {b / 1e3:.1f} kB/s" for t, b in bytes_per_s.items()) + " |"])
+    return BenchResult(
+        figures=figures, table=table,
+        targets={"engine_over_bare": target(engine / bare, 0.95),
+                 "parallel_speedup": target(parallel / serial, 1.7),
+                 "exchange_share_of_step_time": target(exchange_share, 0.05, higher_is_better=False)},
+        notes=("Reference numbers are measured in the same run. Timings on a shared machine are noisy: "
+               f"1-minute load average at the end was {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+               "the parallel speedup needs two otherwise idle cores."))
