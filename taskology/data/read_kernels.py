@@ -29,8 +29,8 @@ import numpy as np
 
 __all__ = ["rgb_chw_float", "rgb_chw_float_reference", "all_finite", "all_finite_reference"]
 
-_EXPONENT_MASK = {np.dtype(np.float32): (np.uint32, np.uint32(0x7F800000)),
-                  np.dtype(np.float64): (np.uint64, np.uint64(0x7FF0000000000000))}
+#: dtype char -> (unsigned view type, exponent mask); keyed by char, which hashes faster than a dtype.
+_EXPONENT_MASK = {"f": (np.uint32, np.uint32(0x7F800000)), "d": (np.uint64, np.uint64(0x7FF0000000000000))}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -78,10 +78,11 @@ def _max_masked_bits(bits: np.ndarray, mask: np.integer) -> np.integer:  # pragm
 
 def all_finite(values: np.ndarray) -> bool:
     """True iff no element of a float array is NaN or +-inf (exact; integer arrays are always finite)."""
-    values = np.asarray(values)
-    if values.dtype.kind in "iub":
+    if not isinstance(values, np.ndarray):
+        values = np.asarray(values)
+    spec = _EXPONENT_MASK.get(values.dtype.char)
+    if spec is None and values.dtype.kind in "iub":
         return True
-    spec = _EXPONENT_MASK.get(values.dtype)
     if spec is None or not values.flags.c_contiguous:
         return all_finite_reference(values)
     uint, mask = spec

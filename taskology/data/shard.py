@@ -70,6 +70,7 @@ class Shard:
         self._file = file
         self._datasets: dict[str, h5py.Dataset] = {}
         self._offsets: dict[str, np.ndarray] = {}
+        self._per_frame: frozenset[str] = frozenset()
         try:
             self._validate()
         except BaseException:
@@ -128,6 +129,8 @@ class Shard:
             for name in GROUPS[group]:
                 self._check_dataset(name, sizes)
         self.camera_hw = (sizes["H"], sizes["W"]) if "camera" in self.groups else None
+        #: per-frame layers present (one chunk per frame): the hot path of :meth:`read`.
+        self._per_frame = frozenset(n for n in self._datasets if LAYERS[n].per_frame)
         for group, name in _OFFSETS.items():
             if group in self.groups:
                 self._offsets[group] = self._check_offsets(name, sizes["P" if group == "lidar" else "O"])
@@ -199,6 +202,13 @@ class Shard:
     def read(self, name: str, frames: Frames = None) -> np.ndarray:
         """Read layer ``name``: per-frame layers sliced by ``frames`` (int: no F axis; slice/sequence:
         with it), ragged layers as the rows of those frames (concatenated), static layers whole."""
+        if type(frames) is int and name in self._per_frame:  # hot path: one frame (torch Dataset)
+            if not 0 <= frames < self.num_frames:
+                raise DataError(f"{self.path}: frame {frames} out of range 0..{self.num_frames - 1}")
+            values = self._read_raw(name, frames)
+            if name in LAZY_FINITE_LAYERS:
+                self._check_finite(name, values, lambda: f"frames {frames}")
+            return values
         if name not in self._datasets:
             raise DataError(f"{self.path}: dataset {name!r}: expected one of {list(self.layers)}, found none "
                             f"(groups present: {self.groups})")
