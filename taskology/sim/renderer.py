@@ -21,8 +21,8 @@ import numpy as np
 from embreex import mesh_construction, rtcore_scene
 
 from taskology.errors import SimError
-from taskology.sim import materials as mat
-from taskology.sim import hits, instances, sensors, shading
+from taskology.sim import hits, instances, sensors
+from taskology.sim import layers as layers_mod
 from taskology.sim.instances import DynamicInstances
 from taskology.sim.meshes import MeshAsset
 from taskology.sim.world import SceneState
@@ -90,6 +90,8 @@ class EmbeddedRenderer:
         self._static_scene: rtcore_scene.EmbreeScene | None = None
         self._dynamic: DynamicInstances | None = None
         self._dynamic_key: object | None = None
+        self._tables_key: tuple | None = None
+        self._surface_tables: layers_mod.SurfaceTables | None = None
 
     # ------------------------------------------------------------------ set-up per sequence
     def _prepare(self, state: SceneState) -> None:
@@ -127,19 +129,29 @@ class EmbeddedRenderer:
         objects = self._dynamic
         dyn = objects.intersect(state.world_from_object, origins, dirs, t,
                                 self._candidates(state, world_from_cam, world_from_lidar))  # updates t
-        static = state.static
-        rays = hits.resolve_hits(origins, dirs, t, hit["primID"], hit["Ng"], dyn["triangle"], dyn["u"], dyn["v"],
-                                 dyn["normal"], static.class_id, static.material, static.colour, objects.class_id,
-                                 objects.material, objects.colour, objects.triangles, objects.object_of_triangle,
-                                 state.track_id)
-        camera = {k: v[:n_cam] for k, v in rays.items()}
-        layers = self._camera_layers(state, world_from_cam, dirs[:n_cam], camera)
+        hit_record = layers_mod.RayHits(t, hit["primID"], hit["Ng"], dyn["triangle"], dyn["u"], dyn["v"], dyn["normal"])
+        tables = self._tables(state)
+        layers = self._camera_layers(state, world_from_cam, dirs[:n_cam], hit_record.take(0, n_cam), tables)
         layers["ego/world_from_ego"] = state.world_from_ego.astype(np.float64)
         if self.lidar_enabled:
-            lidar = {k: v[n_cam:] for k, v in rays.items()}
-            layers.update(self._lidar_layers(frame_index, lidar, dirs[n_cam:]))
+            layers.update(self._lidar_layers(frame_index, world_from_lidar, dirs[n_cam:],
+                                             hit_record.take(n_cam, n_cam + n_lidar), tables))
         layers.update(self._object_layers(state))
         return layers
+
+    def _tables(self, state: SceneState) -> layers_mod.SurfaceTables:
+        """Per-triangle attribute tables of this sequence (cached with the scenes)."""
+        assert self._dynamic is not None
+        key = self._tables_key
+        if key is None or key[0] is not state.static or key[1] is not self._dynamic \
+                or not np.array_equal(key[2], state.track_id):
+            objects, static = self._dynamic, state.static
+            self._surface_tables = layers_mod.SurfaceTables.build(
+                static.class_id, static.material, static.colour, objects.class_id, objects.material, objects.colour,
+                objects.triangles, objects.object_of_triangle, state.track_id)
+            self._tables_key = (state.static, self._dynamic, state.track_id.copy())
+        assert self._surface_tables is not None
+        return self._surface_tables
 
     def _candidates(self, state: SceneState, world_from_cam: np.ndarray,
                     world_from_lidar: np.ndarray) -> list[np.ndarray]:
@@ -159,65 +171,57 @@ class EmbeddedRenderer:
         n_cam = self.height * self.width
         return [np.concatenate([c, l + n_cam]) for c, l in zip(cams, lidars)]
 
-    def _camera_layers(self, state: SceneState, world_from_cam: np.ndarray, dirs: np.ndarray,
-                       rays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        h, w = self.height, self.width
-        is_hit, t, normal = rays["hit"], rays["t"], rays["normal"]
-        idx = np.flatnonzero(is_hit)
-        normal_hit = normal[idx]
+    def _shadowed(self, state: SceneState, origin: np.ndarray, dirs: np.ndarray, hit_record: layers_mod.RayHits,
+                  tables: layers_mod.SurfaceTables) -> np.ndarray:
+        """(N,) bool: camera hits facing the sun whose shadow ray towards it is blocked (static scene,
+        then the moving objects)."""
+        assert self._static_scene is not None and self._dynamic is not None
+        rays = hits.resolve_hits(np.broadcast_to(origin, dirs.shape), dirs, *hit_record, *tables)
         sun = np.asarray(state.sun_direction, np.float64)
-        lit = normal_hit @ sun > 0
-        if self.shadows and lit.any():
-            lit_idx = np.flatnonzero(lit)
-            world_point = world_from_cam[:3, 3] + dirs[idx[lit_idx]] * t[idx[lit_idx], None]
-            src = world_point + normal_hit[lit_idx] * _SHADOW_BIAS_M
-            assert self._static_scene is not None and self._dynamic is not None
-            blocked = self._static_scene.run(src.astype(np.float32),
-                                             np.broadcast_to(sun.astype(np.float32), src.shape).copy(),
-                                             query="OCCLUDED") >= 0
-            rest = lit_idx[~blocked]
-            blocked_dyn = self._dynamic.occluded(state.world_from_object, src[~blocked], sun)
-            lit[lit_idx[blocked]] = False
-            lit[rest[blocked_dyn]] = False
-        # pixel footprint on the surface: range / focal length, stretched at grazing incidence
-        incidence = np.abs(np.einsum("ij,ij->i", normal_hit, dirs[idx]))
-        footprint = t[idx] / self.K[0, 0] / np.maximum(incidence, 0.15)
-        rgb = np.empty((h * w, 3), np.uint8)
-        rgb[idx] = shading.shade(rays["material"][idx], rays["colour"][idx], rays["point"][idx], normal_hit, lit, sun,
-                                 footprint)
-        sky = np.flatnonzero(~is_hit)
-        rgb[sky] = shading.sky(dirs[sky])
-        depth = (t * self._cam_z).astype(np.float32)
-        normals_cam = (normal @ world_from_cam[:3, :3]).astype(np.float32)  # R^T n per row; 0 stays 0
-        semantic = np.where(is_hit, rays["class_id"], SKY).astype(np.uint8)
+        shadowed = np.zeros(len(dirs), bool)
+        lit_idx = np.flatnonzero(rays["hit"] & (rays["normal"] @ sun > 0))
+        if not len(lit_idx):
+            return shadowed
+        world_point = origin + dirs[lit_idx] * rays["t"][lit_idx, None]
+        src = world_point + rays["normal"][lit_idx] * _SHADOW_BIAS_M
+        blocked = self._static_scene.run(src.astype(np.float32),
+                                         np.broadcast_to(sun.astype(np.float32), src.shape).copy(),
+                                         query="OCCLUDED") >= 0
+        rest = lit_idx[~blocked]
+        blocked_dyn = self._dynamic.occluded(state.world_from_object, src[~blocked], sun)
+        shadowed[lit_idx[blocked]] = True
+        shadowed[rest[blocked_dyn]] = True
+        return shadowed
+
+    def _camera_layers(self, state: SceneState, world_from_cam: np.ndarray, dirs: np.ndarray,
+                       hit_record: layers_mod.RayHits, tables: layers_mod.SurfaceTables) -> dict[str, np.ndarray]:
+        h, w = self.height, self.width
+        origin = world_from_cam[:3, 3].copy()
+        shadowed = self._shadowed(state, origin, dirs, hit_record, tables) if self.shadows else None
+        cam = layers_mod.camera_layers(hit_record, tables, origin, dirs, self._cam_z, world_from_cam[:3, :3],
+                                       float(self.K[0, 0]), state.sun_direction, shadowed)
         return {
-            "camera/rgb": rgb.reshape(h, w, 3),
-            "camera/depth": depth.reshape(h, w),
-            "camera/normals": normals_cam.reshape(h, w, 3),
-            "camera/semantic": semantic.reshape(h, w),
-            "camera/instance": rays["instance"].reshape(h, w),
+            "camera/rgb": cam["rgb"].reshape(h, w, 3),
+            "camera/depth": cam["depth"].reshape(h, w),
+            "camera/normals": cam["normals"].reshape(h, w, 3),
+            "camera/semantic": cam["semantic"].reshape(h, w),
+            "camera/instance": cam["instance"].reshape(h, w),
             "camera/K": self.K.copy(),
             "camera/cam_from_ego": self.cam_from_ego.copy(),
         }
 
-    def _lidar_layers(self, frame_index: int, rays: dict[str, np.ndarray],
-                      dirs_world: np.ndarray) -> dict[str, np.ndarray]:
-        t = rays["t"]
-        keep = rays["hit"] & (t <= self.lidar_range_m)
+    def _lidar_layers(self, frame_index: int, world_from_lidar: np.ndarray, dirs_world: np.ndarray,
+                      hit_record: layers_mod.RayHits, tables: layers_mod.SurfaceTables) -> dict[str, np.ndarray]:
+        n = len(dirs_world)
         rng = np.random.default_rng([self.seed, int(frame_index)])
-        if self.lidar_dropout > 0:
-            keep &= rng.random(len(t)) >= self.lidar_dropout
-        idx = np.flatnonzero(keep)
-        r = t[idx]
-        if self.lidar_noise_m > 0:
-            r = np.maximum(r + rng.normal(0.0, self.lidar_noise_m, len(t))[idx], 0.0)
-        xyz = self._lidar_dirs[idx] * r[:, None]
-        cos = np.abs(np.einsum("ij,ij->i", rays["normal"][idx], dirs_world[idx]))
-        intensity = np.clip(mat.REFLECTIVITY[rays["material"][idx]] * (0.3 + 0.7 * cos), 0.0, 1.0)
+        dropped = rng.random(n) < self.lidar_dropout if self.lidar_dropout > 0 else None
+        noise = rng.normal(0.0, self.lidar_noise_m, n) if self.lidar_noise_m > 0 else None
+        lidar = layers_mod.lidar_layers(hit_record, tables, world_from_lidar[:3, 3].copy(), dirs_world,
+                                        self._lidar_dirs, self.lidar_range_m, dropped, noise)
         return {
-            "lidar/points": np.concatenate([xyz, intensity[:, None]], axis=1).astype(np.float32),
-            "lidar/semantic": rays["class_id"][idx],
-            "lidar/instance": rays["instance"][idx],
+            "lidar/points": lidar["points"],
+            "lidar/semantic": lidar["semantic"],
+            "lidar/instance": lidar["instance"],
             "lidar/lidar_from_ego": self.lidar_from_ego.copy(),
         }
 

@@ -149,18 +149,26 @@ def sky_reference(direction: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- Numba kernels
+@numba.njit(cache=True, inline="always")
+def sky_one(dx: float, dy: float, dz: float, horizon: np.ndarray, zenith: np.ndarray) -> tuple[int, int, int]:
+    """Sky colour (three uint8) of one unit world direction; the per-ray body of :func:`sky`."""
+    up = min(max(dz, 0.0), 1.0)
+    t = np.sqrt(up)
+    scale = 1.0 / max(up, 0.05)
+    u, v = dx * scale * 1.5, dy * scale * 1.5
+    cloud = (_noise_nb(u, v, 0.0) * 0.65 + _noise_nb(u * 3, v * 3, 1.0) * 0.35 - 0.5) * 2.5
+    cloud = min(max(cloud, 0.0), 1.0) * (1 - np.exp(-up * 8))
+    c0 = (horizon[0] * (1 - t) + zenith[0] * t) * (1 - cloud) + 0.95 * cloud
+    c1 = (horizon[1] * (1 - t) + zenith[1] * t) * (1 - cloud) + 0.95 * cloud
+    c2 = (horizon[2] * (1 - t) + zenith[2] * t) * (1 - cloud) + 0.95 * cloud
+    return (np.uint8(min(max(c0, 0.0), 1.0) * 255.0 + 0.5), np.uint8(min(max(c1, 0.0), 1.0) * 255.0 + 0.5),
+            np.uint8(min(max(c2, 0.0), 1.0) * 255.0 + 0.5))
+
+
 @numba.njit(cache=True)
 def _sky_kernel(direction, horizon, zenith, out):  # noqa: ANN001
     for i in range(direction.shape[0]):
-        up = min(max(direction[i, 2], 0.0), 1.0)
-        t = np.sqrt(up)
-        scale = 1.0 / max(up, 0.05)
-        u, v = direction[i, 0] * scale * 1.5, direction[i, 1] * scale * 1.5
-        cloud = (_noise_nb(u, v, 0.0) * 0.65 + _noise_nb(u * 3, v * 3, 1.0) * 0.35 - 0.5) * 2.5
-        cloud = min(max(cloud, 0.0), 1.0) * (1 - np.exp(-up * 8))
-        for k in range(3):
-            c = (horizon[k] * (1 - t) + zenith[k] * t) * (1 - cloud) + 0.95 * cloud
-            out[i, k] = np.uint8(min(max(c, 0.0), 1.0) * 255.0 + 0.5)
+        out[i, 0], out[i, 1], out[i, 2] = sky_one(direction[i, 0], direction[i, 1], direction[i, 2], horizon, zenith)
 
 
 def sky(direction: np.ndarray) -> np.ndarray:
@@ -211,61 +219,69 @@ def _fade_nb(frequency: float, footprint: float) -> float:
     return min(max(2.0 - 4.0 * frequency * footprint, 0.0), 1.0)
 
 
+@numba.njit(cache=True, inline="always")
+def shade_one(m: int, r: float, g: float, b: float, x: float, y: float, z: float, nx: float, ny: float, nz: float,
+              fp: float, lit: bool, sun_dir: np.ndarray, ambient: np.ndarray, sun: np.ndarray,
+              window_rgb: np.ndarray) -> tuple[int, int, int]:
+    """sRGB (three uint8) of one hit: material ``m``, base colour (r, g, b), texture-frame point
+    (x, y, z), unit normal (nx, ny, nz), pixel footprint ``fp`` metres, ``lit`` False in shadow.
+    The per-hit body of :func:`shade` (and of the fused layer kernels)."""
+    f = 1.0
+    if m == 0:  # asphalt
+        f = 0.8 + 0.3 * (_noise_nb(x * 0.15, y * 0.15, z * 0.15) - 0.5) \
+            + 0.35 * (_noise_nb(x * 6, y * 6, z * 6) - 0.5) * _fade_nb(6.0, fp)
+    elif m == 1:  # concrete
+        joint = 1.0 if (_frac_nb(x / 1.5) < 0.04 or _frac_nb(y / 1.5) < 0.04) else 0.0
+        tile = 0.95 + 0.16 * (_hash_nb(np.floor(x / 1.5), np.floor(y / 1.5), np.floor(z)) - 0.5) \
+            + 0.12 * (_noise_nb(x * 3, y * 3, z * 3) - 0.5) * _fade_nb(3.0, fp)
+        f = tile + (0.72 - tile) * joint * _fade_nb(8.0, fp)
+    elif m == 2:  # road paint
+        f = 0.95 + 0.1 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
+    elif m == 3 or m == 4:  # facades
+        h = x if abs(ny) > abs(nx) else y
+        if m == 3:
+            row = np.floor(z / 0.3)
+            shifted = h / 0.6 + 0.5 * (row - 2 * np.floor(row / 2))
+            mortar = 1.0 if (_frac_nb(z / 0.3) < 0.14 or _frac_nb(shifted) < 0.07) else 0.0
+            f = 0.97 + (0.82 + 0.3 * _hash_nb(row, np.floor(shifted), 0.0) - 0.97) * _fade_nb(3.0, fp)
+            f = f + (1.3 - f) * mortar * _fade_nb(6.0, fp)
+        else:
+            f = 0.92 + 0.2 * (_noise_nb(x * 1.5, y * 1.5, z * 1.5) - 0.5) \
+                + 0.1 * (_noise_nb(x * 8, y * 8, z * 8) - 0.5) * _fade_nb(8.0, fp)
+        fz, fh = _frac_nb(z / 3.2), _frac_nb(h / 3.0)
+        if abs(nz) < 0.5 and z > 2.0 and fz > 0.3 and fz < 0.8 and fh > 0.22 and fh < 0.78:
+            pane = 0.75 + 0.6 * _hash_nb(np.floor(z / 3.2), np.floor(h / 3.0), np.floor(nx * 2 + ny * 3))
+            r, g, b = window_rgb[0] * pane, window_rgb[1] * pane, window_rgb[2] * pane
+            f = 1.0
+    elif m == 5:  # roof
+        f = 0.8 + 0.35 * (_noise_nb(x * 0.5, y * 0.5, z * 0.5) - 0.5)
+    elif m == 6:  # bark
+        f = 0.75 + 0.5 * (_noise_nb(x * 10, y * 10, z * 1.0) - 0.5) * _fade_nb(10.0, fp)
+    elif m == 7 or m == 14:  # foliage, grass
+        f = 0.6 + 0.6 * _noise_nb(x * 2.5, y * 2.5, z * 2.5) \
+            + 0.4 * (_noise_nb(x * 9, y * 9, z * 9) - 0.5) * _fade_nb(9.0, fp)
+    elif m == 8:  # metal
+        f = 0.9 + 0.2 * (_noise_nb(x * 5, y * 5, z * 5) - 0.5) * _fade_nb(5.0, fp)
+    elif m == 9 or m == 10:  # car paint, glass
+        f = 0.95 + 0.14 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
+    elif m == 12:  # cloth
+        f = 0.95 + 0.3 * (_noise_nb(x * 15, y * 15, z * 15) - 0.5) * _fade_nb(15.0, fp)
+    cos = nx * sun_dir[0] + ny * sun_dir[1] + nz * sun_dir[2]
+    if cos < 0.0 or not lit:
+        cos = 0.0
+    v0 = min(max(r * f * (ambient[0] + sun[0] * cos), 0.0), 1.0)
+    v1 = min(max(g * f * (ambient[1] + sun[1] * cos), 0.0), 1.0)
+    v2 = min(max(b * f * (ambient[2] + sun[2] * cos), 0.0), 1.0)
+    return np.uint8(v0 * 255.0 + 0.5), np.uint8(v1 * 255.0 + 0.5), np.uint8(v2 * 255.0 + 0.5)
+
+
 @numba.njit(cache=True)
 def _shade_kernel(material, colour, point, normal, lit, sun_dir, footprint, ambient, sun, window_rgb, out):  # noqa: ANN001
     for i in range(material.shape[0]):
-        x, y, z = point[i, 0], point[i, 1], point[i, 2]
-        nx, ny, nz = normal[i, 0], normal[i, 1], normal[i, 2]
-        fp = footprint[i]
-        m = material[i]
-        r, g, b = float(colour[i, 0]), float(colour[i, 1]), float(colour[i, 2])
-        f = 1.0
-        if m == 0:  # asphalt
-            f = 0.8 + 0.3 * (_noise_nb(x * 0.15, y * 0.15, z * 0.15) - 0.5) \
-                + 0.35 * (_noise_nb(x * 6, y * 6, z * 6) - 0.5) * _fade_nb(6.0, fp)
-        elif m == 1:  # concrete
-            joint = 1.0 if (_frac_nb(x / 1.5) < 0.04 or _frac_nb(y / 1.5) < 0.04) else 0.0
-            tile = 0.95 + 0.16 * (_hash_nb(np.floor(x / 1.5), np.floor(y / 1.5), np.floor(z)) - 0.5) \
-                + 0.12 * (_noise_nb(x * 3, y * 3, z * 3) - 0.5) * _fade_nb(3.0, fp)
-            f = tile + (0.72 - tile) * joint * _fade_nb(8.0, fp)
-        elif m == 2:  # road paint
-            f = 0.95 + 0.1 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
-        elif m == 3 or m == 4:  # facades
-            h = x if abs(ny) > abs(nx) else y
-            if m == 3:
-                row = np.floor(z / 0.3)
-                shifted = h / 0.6 + 0.5 * (row - 2 * np.floor(row / 2))
-                mortar = 1.0 if (_frac_nb(z / 0.3) < 0.14 or _frac_nb(shifted) < 0.07) else 0.0
-                f = 0.97 + (0.82 + 0.3 * _hash_nb(row, np.floor(shifted), 0.0) - 0.97) * _fade_nb(3.0, fp)
-                f = f + (1.3 - f) * mortar * _fade_nb(6.0, fp)
-            else:
-                f = 0.92 + 0.2 * (_noise_nb(x * 1.5, y * 1.5, z * 1.5) - 0.5) \
-                    + 0.1 * (_noise_nb(x * 8, y * 8, z * 8) - 0.5) * _fade_nb(8.0, fp)
-            fz, fh = _frac_nb(z / 3.2), _frac_nb(h / 3.0)
-            if abs(nz) < 0.5 and z > 2.0 and fz > 0.3 and fz < 0.8 and fh > 0.22 and fh < 0.78:
-                pane = 0.75 + 0.6 * _hash_nb(np.floor(z / 3.2), np.floor(h / 3.0), np.floor(nx * 2 + ny * 3))
-                r, g, b = window_rgb[0] * pane, window_rgb[1] * pane, window_rgb[2] * pane
-                f = 1.0
-        elif m == 5:  # roof
-            f = 0.8 + 0.35 * (_noise_nb(x * 0.5, y * 0.5, z * 0.5) - 0.5)
-        elif m == 6:  # bark
-            f = 0.75 + 0.5 * (_noise_nb(x * 10, y * 10, z * 1.0) - 0.5) * _fade_nb(10.0, fp)
-        elif m == 7 or m == 14:  # foliage, grass
-            f = 0.6 + 0.6 * _noise_nb(x * 2.5, y * 2.5, z * 2.5) \
-                + 0.4 * (_noise_nb(x * 9, y * 9, z * 9) - 0.5) * _fade_nb(9.0, fp)
-        elif m == 8:  # metal
-            f = 0.9 + 0.2 * (_noise_nb(x * 5, y * 5, z * 5) - 0.5) * _fade_nb(5.0, fp)
-        elif m == 9 or m == 10:  # car paint, glass
-            f = 0.95 + 0.14 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
-        elif m == 12:  # cloth
-            f = 0.95 + 0.3 * (_noise_nb(x * 15, y * 15, z * 15) - 0.5) * _fade_nb(15.0, fp)
-        cos = nx * sun_dir[0] + ny * sun_dir[1] + nz * sun_dir[2]
-        if cos < 0.0 or not lit[i]:
-            cos = 0.0
-        for k, a in enumerate((r, g, b)):
-            v = a * f * (ambient[k] + sun[k] * cos)
-            v = min(max(v, 0.0), 1.0)
-            out[i, k] = np.uint8(v * 255.0 + 0.5)
+        out[i, 0], out[i, 1], out[i, 2] = shade_one(
+            material[i], float(colour[i, 0]), float(colour[i, 1]), float(colour[i, 2]), point[i, 0], point[i, 1],
+            point[i, 2], normal[i, 0], normal[i, 1], normal[i, 2], footprint[i], lit[i], sun_dir, ambient, sun,
+            window_rgb)
 
 
 def shade(material: np.ndarray, colour: np.ndarray, point: np.ndarray, normal: np.ndarray, lit: np.ndarray,
