@@ -26,6 +26,7 @@ Example:
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from embreex import mesh_construction, rtcore_scene
 
@@ -81,13 +82,20 @@ def camera_candidates(corners_cam: np.ndarray, K: np.ndarray, height: int, width
     u = np.where(usable, points[..., 0] / z * K[0, 0] + K[0, 2], np.nan)
     v = np.where(usable, points[..., 1] / z * K[1, 1] + K[1, 2], np.nan)
     any_usable = usable.any(axis=1)
-    for k in np.flatnonzero(any_usable):
-        u0, u1 = max(int(np.floor(np.nanmin(u[k]))), 0), min(int(np.ceil(np.nanmax(u[k]))), width - 1)
-        v0, v1 = max(int(np.floor(np.nanmin(v[k]))), 0), min(int(np.ceil(np.nanmax(v[k]))), height - 1)
-        if u0 > u1 or v0 > v1:
-            continue
-        rows = np.arange(v0, v1 + 1, dtype=np.int64)[:, None] * width
-        out[k] = (rows + np.arange(u0, u1 + 1, dtype=np.int64)[None, :]).ravel()
+    if not any_usable.any():
+        return out
+    # pixel box per object, vectorised (rows without a usable point are skipped below)
+    u_lo, u_hi = np.where(usable, u, np.inf).min(axis=1), np.where(usable, u, -np.inf).max(axis=1)
+    v_lo, v_hi = np.where(usable, v, np.inf).min(axis=1), np.where(usable, v, -np.inf).max(axis=1)
+    with np.errstate(invalid="ignore"):
+        u0 = np.maximum(np.floor(u_lo), 0.0)
+        u1 = np.minimum(np.ceil(u_hi), width - 1.0)
+        v0 = np.maximum(np.floor(v_lo), 0.0)
+        v1 = np.minimum(np.ceil(v_hi), height - 1.0)
+    for k in np.flatnonzero(any_usable & (u0 <= u1) & (v0 <= v1)):
+        u0k, u1k, v0k, v1k = int(u0[k]), int(u1[k]), int(v0[k]), int(v1[k])
+        rows = np.arange(v0k, v1k + 1, dtype=np.int64)[:, None] * width
+        out[k] = (rows + np.arange(u0k, u1k + 1, dtype=np.int64)[None, :]).ravel()
     return out
 
 
@@ -152,6 +160,79 @@ def parallel_candidates(origins: np.ndarray, direction: np.ndarray, centres: np.
     return out
 
 
+def local_rays_through_box_reference(origins: np.ndarray, dirs: np.ndarray, idx: np.ndarray,
+                                     world_from_object: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                                     t_max: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rays ``idx`` of a world batch (origins, unit dirs (N, 3) float64) moved into an object frame,
+    kept where they cross its box [lo, hi] (3,) before ``t_max`` (N,) (slab test; direction components
+    below 1e-12 count as 1e-12).
+
+    Returns ``kept`` (M,) int64 ray indices, ``o_local``, ``d_local`` (M, 3) float32 and
+    ``t_local`` (M,) float32 (= t_max of the kept rays; rigid motion keeps distances), ready for Embree.
+    """
+    rot, trans = world_from_object[:3, :3], world_from_object[:3, 3]
+    o_local = (origins[idx] - trans) @ rot
+    d_local = dirs[idx] @ rot
+    d = np.where(np.abs(d_local) < 1e-12, 1e-12, d_local)
+    a, b = (lo - o_local) / d, (hi - o_local) / d
+    t_enter = np.minimum(a, b).max(axis=1)
+    t_exit = np.maximum(a, b).min(axis=1)
+    through = (t_exit >= np.maximum(t_enter, 0.0)) & (t_enter <= t_max[idx])
+    return (idx[through].astype(np.int64), o_local[through].astype(np.float32), d_local[through].astype(np.float32),
+            t_max[idx][through].astype(np.float32))
+
+
+@numba.njit(cache=True, inline="always")
+def _slab(o: float, d: float, lo: float, hi: float) -> tuple[float, float]:
+    """Entry and exit distance of a ray coordinate (origin o, direction d) through [lo, hi]."""
+    if abs(d) < 1e-12:
+        d = 1e-12
+    a, b = (lo - o) / d, (hi - o) / d
+    return min(a, b), max(a, b)
+
+
+@numba.njit(cache=True)
+def _local_rays_kernel(origins, dirs, idx, rot, trans, lo, hi, t_max, kept, o_out, d_out, t_out):  # noqa: ANN001, ANN202
+    n = 0
+    for m in range(idx.shape[0]):
+        j = idx[m]
+        px, py, pz = origins[j, 0] - trans[0], origins[j, 1] - trans[1], origins[j, 2] - trans[2]
+        dx, dy, dz = dirs[j, 0], dirs[j, 1], dirs[j, 2]
+        ox = px * rot[0, 0] + py * rot[1, 0] + pz * rot[2, 0]  # (p - trans) @ rot
+        oy = px * rot[0, 1] + py * rot[1, 1] + pz * rot[2, 1]
+        oz = px * rot[0, 2] + py * rot[1, 2] + pz * rot[2, 2]
+        ex = dx * rot[0, 0] + dy * rot[1, 0] + dz * rot[2, 0]
+        ey = dx * rot[0, 1] + dy * rot[1, 1] + dz * rot[2, 1]
+        ez = dx * rot[0, 2] + dy * rot[1, 2] + dz * rot[2, 2]
+        a0, b0 = _slab(ox, ex, lo[0], hi[0])
+        a1, b1 = _slab(oy, ey, lo[1], hi[1])
+        a2, b2 = _slab(oz, ez, lo[2], hi[2])
+        t_enter, t_exit = max(a0, a1, a2), min(b0, b1, b2)
+        if t_exit >= max(t_enter, 0.0) and t_enter <= t_max[j]:
+            kept[n] = j
+            o_out[n, 0], o_out[n, 1], o_out[n, 2] = np.float32(ox), np.float32(oy), np.float32(oz)
+            d_out[n, 0], d_out[n, 1], d_out[n, 2] = np.float32(ex), np.float32(ey), np.float32(ez)
+            t_out[n] = np.float32(t_max[j])
+            n += 1
+    return n
+
+
+def local_rays_through_box(origins: np.ndarray, dirs: np.ndarray, idx: np.ndarray, world_from_object: np.ndarray,
+                           lo: np.ndarray, hi: np.ndarray,
+                           t_max: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Numba twin of :func:`local_rays_through_box_reference` (same arguments and outputs; the
+    object-frame rays agree to float64 rounding before the float32 cast)."""
+    m = len(idx)
+    kept, o_out = np.empty(m, np.int64), np.empty((m, 3), np.float32)
+    d_out, t_out = np.empty((m, 3), np.float32), np.empty(m, np.float32)
+    if m:
+        c = np.ascontiguousarray
+        m = _local_rays_kernel(c(origins, np.float64), c(dirs, np.float64), c(idx, np.int64),
+                               c(world_from_object[:3, :3], np.float64), c(world_from_object[:3, 3], np.float64),
+                               c(lo, np.float64), c(hi, np.float64), c(t_max, np.float64), kept, o_out, d_out, t_out)
+    return kept[:m], o_out[:m], d_out[:m], t_out[:m]
+
+
 class DynamicInstances:
     """The moving objects of a sequence: per-object Embree scenes (object frame) and per-triangle
     attributes concatenated over objects (global triangle id = ``tri_offset[k] + prim``).
@@ -214,16 +295,12 @@ class DynamicInstances:
         for k, idx in enumerate(candidates):
             if not len(idx):
                 continue
-            rot, trans = poses[k, :3, :3], poses[k, :3, 3]
-            o_local = (origins[idx] - trans) @ rot
-            d_local = dirs[idx] @ rot
-            through = self._through_box(k, o_local, d_local, t_best[idx])
-            if not through.all():
-                idx, o_local, d_local = idx[through], o_local[through], d_local[through]
-                if not len(idx):
-                    continue
-            hit = self.scenes[k].run(o_local.astype(np.float32), d_local.astype(np.float32),
-                                     dists=t_best[idx].astype(np.float32), output=1)
+            idx, o_local, d_local, t_local = local_rays_through_box(origins, dirs, idx, poses[k], self.box_lo[k],
+                                                                   self.box_hi[k], t_best)
+            if not len(idx):
+                continue
+            rot = poses[k, :3, :3]
+            hit = self.scenes[k].run(o_local, d_local, dists=t_local, output=1)
             ok = (hit["primID"] >= 0) & (hit["tfar"] < t_best[idx])
             if not ok.any():
                 continue

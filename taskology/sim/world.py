@@ -37,6 +37,13 @@ def pose_matrix(x: float, y: float, z: float, yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0, x], [s, c, 0, y], [0, 0, 1, z], [0, 0, 0, 1]], np.float64)
 
 
+def asset_boxes(assets: list[MeshAsset], asset_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) centres and (N, 3) sizes (l, w, h) of the object-frame mesh boxes of ``assets[asset_index]``."""
+    boxes = [assets[a].box() for a in asset_index]
+    return (np.array([c for c, _ in boxes], np.float64).reshape(-1, 3),
+            np.array([z for _, z in boxes], np.float64).reshape(-1, 3))
+
+
 @dataclass(frozen=True)
 class SceneState:
     """Everything a renderer needs for one frame.
@@ -53,6 +60,8 @@ class SceneState:
         velocity: (N, 3) float64 world-frame velocity, m/s.
         ego_velocity: (3,) float64 world-frame ego velocity, m/s.
         sun_direction: (3,) float64 unit vector towards the sun, world frame.
+        box_centre, box_size: (N, 3) float64 object-frame box centre and (l, w, h) of each object's
+            mesh, or None to compute them from ``assets`` (:meth:`World.state` passes cached ones).
     """
 
     time: float
@@ -66,6 +75,8 @@ class SceneState:
     velocity: np.ndarray
     ego_velocity: np.ndarray
     sun_direction: np.ndarray
+    box_centre: np.ndarray | None = None
+    box_size: np.ndarray | None = None
 
     def boxes_in_ego(self) -> np.ndarray:
         """(N, 7) float64 boxes (x, y, z, l, w, h, yaw) in the ego frame, z at the centre, exactly
@@ -74,8 +85,10 @@ class SceneState:
         n = len(self.track_id)
         if n == 0:
             return np.zeros((0, 7))
-        centre = np.array([self.assets[a].box()[0] for a in self.asset_index])  # (N, 3) object frame
-        size = np.array([self.assets[a].box()[1] for a in self.asset_index])  # (N, 3)
+        if self.box_centre is not None and self.box_size is not None:
+            centre, size = self.box_centre, self.box_size  # (N, 3) object frame
+        else:
+            centre, size = asset_boxes(self.assets, self.asset_index)
         ego_from_object = ego_from_world[None] @ self.world_from_object  # (N, 4, 4)
         c = np.einsum("nij,nj->ni", ego_from_object[:, :3, :3], centre) + ego_from_object[:, :3, 3]
         yaw = np.arctan2(ego_from_object[:, 1, 0], ego_from_object[:, 0, 0])
@@ -97,6 +110,8 @@ class World:
         self._xy: np.ndarray | None = None
         self._yaw = np.zeros(0)
         self._is_vehicle = np.zeros(0, bool)
+        #: (asset_index, box centres, box sizes) of the agents, read-only, shared by the states
+        self._boxes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def generate(cls, seed: int, config: WorldConfig | None = None) -> World:
@@ -212,16 +227,24 @@ class World:
         """Snapshot of the current frame (poses are copies; later steps do not change it)."""
         poses, velocities = self._poses()
         n = len(self.agents)
+        asset_index = np.array([a.asset for a in self.agents], np.int64)
+        if self._boxes is None or not np.array_equal(self._boxes[0], asset_index):
+            centre, size = asset_boxes(self.assets, asset_index)
+            centre.flags.writeable = size.flags.writeable = False
+            self._boxes = (asset_index.copy(), centre, size)
+        _, centre, size = self._boxes
         return SceneState(
             time=self.time,
             static=self.town.static,
             assets=self.assets,
             world_from_ego=poses[0],
             world_from_object=poses[1:].reshape(n, 4, 4),
-            asset_index=np.array([a.asset for a in self.agents], np.int64),
+            asset_index=asset_index,
             track_id=np.array([a.track_id for a in self.agents], np.int32),
             class_id=np.array([a.class_id for a in self.agents], np.uint8),
             velocity=velocities[1:].reshape(n, 3),
             ego_velocity=velocities[0],
             sun_direction=self.sun_direction.copy(),
+            box_centre=centre,
+            box_size=size,
         )

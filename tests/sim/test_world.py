@@ -132,3 +132,14 @@ def test_config_rejects_out_of_range_values_and_round_trips() -> None:
     with pytest.raises(SimError, match="unknown keys"):
         WorldConfig.from_dict({"lanes": 3})
     assert WorldConfig.from_dict(CONFIG.to_dict()) == CONFIG
+
+
+def test_cached_object_boxes_equal_boxes_from_the_assets() -> None:
+    import dataclasses
+
+    world = World.generate(4, WorldConfig(blocks=2, cars=5, pedestrians=4))
+    world.step(0.1)
+    state = world.state()
+    assert state.box_centre is not None and not state.box_centre.flags.writeable
+    recomputed = dataclasses.replace(state, box_centre=None, box_size=None).boxes_in_ego()
+    np.testing.assert_array_equal(state.boxes_in_ego(), recomputed)
