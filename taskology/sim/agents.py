@@ -10,6 +10,7 @@ Example:
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -50,39 +51,52 @@ class PathFollower:
     """
 
     def __init__(self, points: np.ndarray) -> None:
-        self.points = densify(np.asarray(points, np.float64))
-        self._cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(self.points, axis=0), axis=1))])
+        pts = densify(np.asarray(points, np.float64))
+        self._set_path(pts, np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]))
         self.s = 0.0
+
+    def _set_path(self, points: np.ndarray, cum: np.ndarray) -> None:
+        """Install the polyline (P, 2) and its cumulative arc length (P,); plain-float list copies
+        serve the per-step lookups (bisect on a list beats NumPy calls on scalars)."""
+        self._points, self._cum = points, cum
+        self._cum_list: list[float] = cum.tolist()
+        self._x_list: list[float] = points[:, 0].tolist()
+        self._y_list: list[float] = points[:, 1].tolist()
+
+    @property
+    def points(self) -> np.ndarray:
+        """(P, 2) float64 the kept part of the densified polyline (world x, y), metres."""
+        return self._points
 
     @property
     def remaining(self) -> float:
-        return float(self._cum[-1] - self.s)
+        return self._cum_list[-1] - self.s
 
     def extend(self, points: np.ndarray) -> None:
-        pts = densify(np.concatenate([self.points[-1:], np.asarray(points, np.float64)]))[1:]
-        seg = np.linalg.norm(np.diff(np.concatenate([self.points[-1:], pts]), axis=0), axis=1)
+        pts = densify(np.concatenate([self._points[-1:], np.asarray(points, np.float64)]))[1:]
+        seg = np.linalg.norm(np.diff(np.concatenate([self._points[-1:], pts]), axis=0), axis=1)
         keep = seg > 1e-9
         pts, seg = pts[keep], seg[keep]
-        self.points = np.concatenate([self.points, pts])
-        self._cum = np.concatenate([self._cum, self._cum[-1] + np.cumsum(seg)])
+        all_points = np.concatenate([self._points, pts])
+        cum = np.concatenate([self._cum, self._cum[-1] + np.cumsum(seg)])
         # drop the consumed prefix (keep a few metres behind for the heading estimate)
-        cut = int(np.searchsorted(self._cum, self.s - 5.0)) - 1
+        cut = int(np.searchsorted(cum, self.s - 5.0)) - 1
         if cut > 64:
-            self.points, self._cum = self.points[cut:], self._cum[cut:]
+            all_points, cum = all_points[cut:], cum[cut:]
+        self._set_path(all_points, cum)
 
     def advance(self, ds: float) -> None:
-        self.s = min(self.s + ds, float(self._cum[-1]))
+        self.s = min(self.s + ds, self._cum_list[-1])
 
     def _xy(self, s: float) -> tuple[float, float]:
         """(x, y) at arc length ``s`` (clamped to the path), plain floats (hot path of every step)."""
-        cum = self._cum
-        s = min(max(s, float(cum[0])), float(cum[-1]))
-        k = min(max(int(cum.searchsorted(s, side="right")) - 1, 0), len(cum) - 2)
-        c0, c1 = float(cum[k]), float(cum[k + 1])
+        cum = self._cum_list
+        s = min(max(s, cum[0]), cum[-1])
+        k = min(max(bisect.bisect_right(cum, s) - 1, 0), len(cum) - 2)
+        c0, c1 = cum[k], cum[k + 1]
         t = (s - c0) / (c1 - c0) if c1 > c0 else 0.0
-        x0, y0 = self.points[k]
-        x1, y1 = self.points[k + 1]
-        return float(x0 + t * (x1 - x0)), float(y0 + t * (y1 - y0))
+        xs, ys = self._x_list, self._y_list
+        return xs[k] + t * (xs[k + 1] - xs[k]), ys[k] + t * (ys[k + 1] - ys[k])
 
     def _at(self, s: float) -> np.ndarray:
         return np.array(self._xy(s))

@@ -197,7 +197,7 @@ class World:
         targets = self._target_speeds(everyone)
         for agent, target in zip(everyone, targets):
             if agent.kind == "vehicle":
-                agent.speed = float(np.clip(target, agent.speed - 5.0 * dt, agent.speed + 2.0 * dt))
+                agent.speed = min(max(float(target), agent.speed - 5.0 * dt), agent.speed + 2.0 * dt)
 
     # ------------------------------------------------------------------ snapshot
     def sync_poses(self) -> None:
