@@ -93,10 +93,12 @@ class Supervisor:
     def tasks(self) -> dict[str, ActorSlot]:
         return {n: s for n, s in self.slots.items() if s.kind == "task"}
 
-    def _live_workers(self) -> dict[str, dict[str, float]]:
+    def _live_workers(self, running_only: bool = True) -> dict[str, dict[str, float]]:
+        """Workers the scheduler knows (``running_only``: only those accepting work, for placement;
+        otherwise every known one, for deciding an actor's worker is gone)."""
         info = self.session.client.scheduler_info(n_workers=-1)["workers"]
         return {addr: dict(w.get("resources", {}) or {}) for addr, w in info.items()
-                if w.get("status", "running") == "running"}
+                if not running_only or w.get("status", "running") == "running"}
 
     def _occupied(self, live: Mapping[str, Any]) -> dict[str, int]:
         occ: dict[str, int] = {}
@@ -137,7 +139,7 @@ class Supervisor:
             try:
                 return future.result(timeout=2.0), future
             except TimeoutError:
-                alive = worker in self._live_workers()
+                alive = worker in self._live_workers(running_only=False)
                 if alive and time.time() < deadline:
                     continue
                 future.cancel()
@@ -147,7 +149,7 @@ class Supervisor:
                 raise ClusterError(f"actor {slot.name} was not created on {worker} before the deadline") from None
             except Exception as exc:  # noqa: BLE001
                 future.cancel()
-                if worker not in self._live_workers():
+                if worker not in self._live_workers(running_only=False):
                     self.dead_workers.add(worker)
                     return None, None
                 first = str(exc).splitlines()[0] if str(exc) else ""
@@ -191,6 +193,11 @@ class Supervisor:
         if decision.action == "wait":
             return
         last_step = int(slot.last_status.get("step", 0) or 0)
+        if slot.handle is not None and slot.worker in self._live_workers(running_only=False):
+            try:  # merely unresponsive, or failed: make sure it stops writing before its successor starts
+                slot.handle.stop().result(timeout=self.call_timeout_s)
+            except Exception:  # noqa: BLE001 - best effort; its checkpoints are atomic either way
+                pass
         if slot.future is not None:
             slot.future.release()
         slot.handle = slot.future = None
@@ -225,9 +232,9 @@ class Supervisor:
     def poll(self) -> None:
         """One round: status of every actor; recover lost/failed ones; push the mediator pool."""
         futures: dict[str, Any] = {}
-        live = self._live_workers()
+        known = self._live_workers(running_only=False)
         for name, slot in self.slots.items():
-            if slot.handle is not None and slot.worker not in live:  # the scheduler already knows
+            if slot.handle is not None and slot.worker not in known:  # the scheduler already knows
                 futures[name] = RuntimeError(f"worker {slot.worker} is gone")
                 continue
             try:
@@ -247,7 +254,6 @@ class Supervisor:
             failed = status.get("state") == "failed" or status.get("phase") == "failed"
             if failed:
                 error = str(status.get("error") or status.get("errors"))
-                self.session.client.cancel(slot.future) if slot.future is not None else None
                 self._recover(slot, f"failed: {error.splitlines()[0] if error else '?'}")
         self._push_mediator_pool()
 
