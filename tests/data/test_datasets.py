@@ -120,3 +120,42 @@ def test_dataloader_workers_and_collate(manifest: SplitManifest) -> None:
 def test_input_layers_are_yielded_everywhere() -> None:
     assert {"camera/rgb", "camera/K", "lidar/points"} <= set(INPUT_LAYERS)
     assert not set(INPUT_LAYERS) & {n for labels in TASK_LABELS.values() for n in labels}
+
+
+def _reference_layout(name: str, values: np.ndarray) -> torch.Tensor:
+    """The training layout written with plain torch ops (independent of the fast path)."""
+    t = torch.from_numpy(np.array(values))
+    if name == "camera/rgb":
+        return t.permute(2, 0, 1).to(torch.float32) / 255.0
+    if name == "camera/depth":
+        return t[None]
+    if name == "camera/normals":
+        return t.permute(2, 0, 1)
+    if name in ("objects/box", "camera/instance", "lidar/instance"):
+        return t
+    if t.dtype == torch.float64:
+        return t.to(torch.float32)
+    if not t.dtype.is_floating_point and t.dtype != torch.int64:
+        return t.to(torch.int64)
+    return t
+
+
+def test_every_yielded_tensor_equals_the_plain_torch_layout(manifest: SplitManifest) -> None:
+    from taskology.data.datasets import KEYS
+
+    ds = FrameDataset(manifest, "test")
+    for index in (0, 3, 5):
+        sample = ds[index]
+        sequence_id, frame = sample["sample_id"].split(":")
+        with Shard.open(manifest.shard_path(sequence_id)) as shard:
+            raw = shard.frame(int(frame))
+        for name, key in KEYS.items():
+            got, want = sample[key], _reference_layout(name, raw[name])
+            assert got.dtype == want.dtype and got.shape == want.shape, key
+            assert torch.equal(got, want), key  # bit-exact (rgb: IEEE float32 v / 255)
+        assert sample["normals"].stride() == (1, 96 * 3, 3)  # the strided (3, H, W) view, as before
+    first = ds[0]
+    first["K"][0, 0] = -1.0  # calibration tensors are fresh copies: editing one leaves the cache intact
+    first["cam_from_ego"].zero_()
+    again = ds[0]
+    assert again["K"][0, 0] > 0 and again["cam_from_ego"][3, 3] == 1.0
