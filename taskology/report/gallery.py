@@ -145,7 +145,7 @@ def draw_gallery(rows: Sequence[tuple[str, Any, Mapping[str, Any], Mapping[str, 
             image = images.get(column)
             if image is None:
                 ax.imshow(np.full((height, width, 3), 0.85))
-                ax.text(0.5, 0.5, f"no {column} arm" if column in GALLERY_COLUMNS[2:] else "n/a",
+                ax.text(0.5, 0.5, f"no {column} prediction" if column in GALLERY_COLUMNS[2:] else "n/a",
                         ha="center", va="center", transform=ax.transAxes, fontsize=8)
             else:
                 ax.imshow(image, interpolation="nearest")
