@@ -82,6 +82,10 @@ class EmbeddedRenderer:
         # Embree's tfar per ray: camera rays unbounded (1e5 m), LiDAR rays end at the range
         self._t_max = np.concatenate([np.full(len(self._cam_dirs), 1e5, np.float32),
                                       np.full(len(self._lidar_dirs), self.lidar_range_m, np.float32)])
+        # per-frame ray buffers (world frame), reused across frames
+        n_rays = len(self._t_max)
+        self._dirs, self._origins = np.empty((n_rays, 3)), np.empty((n_rays, 3))
+        self._dirs32, self._origins32 = np.empty((n_rays, 3), np.float32), np.empty((n_rays, 3), np.float32)
         self.lidar_noise_m = float(lidar_noise_m)
         self.lidar_dropout = float(lidar_dropout)
         self.shadows = shadows
@@ -117,8 +121,9 @@ class EmbeddedRenderer:
         world_from_cam, world_from_lidar, origins, dirs = self._world_rays(state)
         n_cam, n_lidar = len(self._cam_dirs), len(self._lidar_dirs)
         # embreex writes the hit distances into the ``dists`` array it is given: pass a copy
-        hit = self._static_scene.run(origins.astype(np.float32), dirs.astype(np.float32), dists=self._t_max.copy(),
-                                     output=1)
+        np.copyto(self._origins32, origins)
+        np.copyto(self._dirs32, dirs)
+        hit = self._static_scene.run(self._origins32, self._dirs32, dists=self._t_max.copy(), output=1)
         t = hit["tfar"].astype(np.float64)  # t_max where nothing was hit
         objects = self._dynamic
         dyn = objects.intersect(state.world_from_object, origins, dirs, t,
@@ -149,15 +154,15 @@ class EmbeddedRenderer:
 
     def _world_rays(self, state: SceneState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """world_from_cam, world_from_lidar (4, 4) and the frame's world rays: origins, unit dirs
-        (N, 3) float64, camera pixels (row-major) then LiDAR beams (beam-major)."""
+        (N, 3) float64, camera pixels (row-major) then LiDAR beams (beam-major). The arrays are the
+        renderer's own buffers, overwritten by the next frame (no layer refers to them)."""
         world_from_cam = state.world_from_ego @ np.linalg.inv(self.cam_from_ego)
         world_from_lidar = state.world_from_ego @ np.linalg.inv(self.lidar_from_ego)
-        n_cam, n_lidar = len(self._cam_dirs), len(self._lidar_dirs)
-        dirs = np.empty((n_cam + n_lidar, 3))
+        n_cam = len(self._cam_dirs)
+        dirs, origins = self._dirs, self._origins
         # a contiguous R^T takes NumPy's fast matmul path (a transposed view is ~4x slower), same result
         np.matmul(self._cam_dirs, np.ascontiguousarray(world_from_cam[:3, :3].T), out=dirs[:n_cam])
         np.matmul(self._lidar_dirs, np.ascontiguousarray(world_from_lidar[:3, :3].T), out=dirs[n_cam:])
-        origins = np.empty_like(dirs)
         origins[:n_cam], origins[n_cam:] = world_from_cam[:3, 3], world_from_lidar[:3, 3]
         return world_from_cam, world_from_lidar, origins, dirs
 

@@ -225,15 +225,16 @@ def shade_one(m: int, r: float, g: float, b: float, x: float, y: float, z: float
               window_rgb: np.ndarray) -> tuple[int, int, int]:
     """sRGB (three uint8) of one hit: material ``m``, base colour (r, g, b), texture-frame point
     (x, y, z), unit normal (nx, ny, nz), pixel footprint ``fp`` metres, ``lit`` False in shadow.
-    The per-hit body of :func:`shade` (and of the fused layer kernels)."""
+    The per-hit body of :func:`shade` (and of the fused layer kernels). A detail noise whose fade
+    weight is 0 adds exactly 0 and is not evaluated (most distant and grazing pixels)."""
     f = 1.0
     if m == 0:  # asphalt
         f = 0.8 + 0.3 * (_noise_nb(x * 0.15, y * 0.15, z * 0.15) - 0.5) \
-            + 0.35 * (_noise_nb(x * 6, y * 6, z * 6) - 0.5) * _fade_nb(6.0, fp)
+            + (0.35 * (_noise_nb(x * 6, y * 6, z * 6) - 0.5) * _fade_nb(6.0, fp) if _fade_nb(6.0, fp) > 0.0 else 0.0)
     elif m == 1:  # concrete
         joint = 1.0 if (_frac_nb(x / 1.5) < 0.04 or _frac_nb(y / 1.5) < 0.04) else 0.0
         tile = 0.95 + 0.16 * (_hash_nb(np.floor(x / 1.5), np.floor(y / 1.5), np.floor(z)) - 0.5) \
-            + 0.12 * (_noise_nb(x * 3, y * 3, z * 3) - 0.5) * _fade_nb(3.0, fp)
+            + (0.12 * (_noise_nb(x * 3, y * 3, z * 3) - 0.5) * _fade_nb(3.0, fp) if _fade_nb(3.0, fp) > 0.0 else 0.0)
         f = tile + (0.72 - tile) * joint * _fade_nb(8.0, fp)
     elif m == 2:  # road paint
         f = 0.95 + 0.1 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
@@ -247,7 +248,7 @@ def shade_one(m: int, r: float, g: float, b: float, x: float, y: float, z: float
             f = f + (1.3 - f) * mortar * _fade_nb(6.0, fp)
         else:
             f = 0.92 + 0.2 * (_noise_nb(x * 1.5, y * 1.5, z * 1.5) - 0.5) \
-                + 0.1 * (_noise_nb(x * 8, y * 8, z * 8) - 0.5) * _fade_nb(8.0, fp)
+                + (0.1 * (_noise_nb(x * 8, y * 8, z * 8) - 0.5) * _fade_nb(8.0, fp) if _fade_nb(8.0, fp) > 0.0 else 0.0)
         fz, fh = _frac_nb(z / 3.2), _frac_nb(h / 3.0)
         if abs(nz) < 0.5 and z > 2.0 and fz > 0.3 and fz < 0.8 and fh > 0.22 and fh < 0.78:
             pane = 0.75 + 0.6 * _hash_nb(np.floor(z / 3.2), np.floor(h / 3.0), np.floor(nx * 2 + ny * 3))
@@ -256,16 +257,18 @@ def shade_one(m: int, r: float, g: float, b: float, x: float, y: float, z: float
     elif m == 5:  # roof
         f = 0.8 + 0.35 * (_noise_nb(x * 0.5, y * 0.5, z * 0.5) - 0.5)
     elif m == 6:  # bark
-        f = 0.75 + 0.5 * (_noise_nb(x * 10, y * 10, z * 1.0) - 0.5) * _fade_nb(10.0, fp)
+        f = 0.75 + (0.5 * (_noise_nb(x * 10, y * 10, z * 1.0) - 0.5) * _fade_nb(10.0, fp)
+                    if _fade_nb(10.0, fp) > 0.0 else 0.0)
     elif m == 7 or m == 14:  # foliage, grass
         f = 0.6 + 0.6 * _noise_nb(x * 2.5, y * 2.5, z * 2.5) \
-            + 0.4 * (_noise_nb(x * 9, y * 9, z * 9) - 0.5) * _fade_nb(9.0, fp)
+            + (0.4 * (_noise_nb(x * 9, y * 9, z * 9) - 0.5) * _fade_nb(9.0, fp) if _fade_nb(9.0, fp) > 0.0 else 0.0)
     elif m == 8:  # metal
-        f = 0.9 + 0.2 * (_noise_nb(x * 5, y * 5, z * 5) - 0.5) * _fade_nb(5.0, fp)
+        f = 0.9 + (0.2 * (_noise_nb(x * 5, y * 5, z * 5) - 0.5) * _fade_nb(5.0, fp) if _fade_nb(5.0, fp) > 0.0 else 0.0)
     elif m == 9 or m == 10:  # car paint, glass
         f = 0.95 + 0.14 * (_noise_nb(x * 2, y * 2, z * 2) - 0.5)
     elif m == 12:  # cloth
-        f = 0.95 + 0.3 * (_noise_nb(x * 15, y * 15, z * 15) - 0.5) * _fade_nb(15.0, fp)
+        f = 0.95 + (0.3 * (_noise_nb(x * 15, y * 15, z * 15) - 0.5) * _fade_nb(15.0, fp)
+                    if _fade_nb(15.0, fp) > 0.0 else 0.0)
     cos = nx * sun_dir[0] + ny * sun_dir[1] + nz * sun_dir[2]
     if cos < 0.0 or not lit:
         cos = 0.0
