@@ -126,11 +126,13 @@ def lidar_candidates(lo: np.ndarray, hi: np.ndarray, lidar_from_object: np.ndarr
     rel = (az - az_ref + np.pi) % (2 * np.pi) - np.pi  # unwrap around the first corner
     az_min, az_max = az_ref[:, 0] + rel.min(axis=1), az_ref[:, 0] + rel.max(axis=1)
     out = [np.zeros(0, np.int64)] * len(lo)
-    for k in np.flatnonzero(nearest <= max_range):
-        beams = np.flatnonzero((elevations_rad >= el_lo[k] - 1e-9) & (elevations_rad <= el_hi[k] + 1e-9))
-        if not len(beams):
-            continue
-        k0, k1 = int(np.floor(az_min[k] / step)) - 1, int(np.ceil(az_max[k] / step)) + 1
+    # beams within [el_lo, el_hi] (vectorised over objects; beam order need not be monotonic)
+    in_band = (elevations_rad[None, :] >= el_lo[:, None] - 1e-9) & (elevations_rad[None, :] <= el_hi[:, None] + 1e-9)
+    col_lo = np.floor(az_min / step).astype(np.int64) - 1
+    col_hi = np.ceil(az_max / step).astype(np.int64) + 1
+    for k in np.flatnonzero((nearest <= max_range) & in_band.any(axis=1)):
+        beams = np.flatnonzero(in_band[k])
+        k0, k1 = int(col_lo[k]), int(col_hi[k])
         if around_axis[k] or k1 - k0 + 1 >= azimuth_steps:
             cols = np.arange(azimuth_steps, dtype=np.int64)
         else:

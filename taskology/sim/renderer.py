@@ -4,9 +4,11 @@ named layers of the shard schema (camera, LiDAR, ego pose, object boxes).
 Static geometry lives in one Embree scene built once per sequence; each moving object has its own
 small scene in its object frame, also built once (:mod:`taskology.sim.instances`). Camera and LiDAR
 rays are cast together in one batch into the static scene; then only the rays passing near an
-object are transformed into its frame and cast with the nearest distance so far as ``tfar``, so any
-hit there is nearer. Per-hit attributes (class, material, colour, track id) are gathered
-from per-triangle arrays indexed by primitive id; shading runs in a Numba kernel.
+object (pixel box / beam window, then a slab test in its frame) are moved into its frame and cast
+with the nearest distance so far as ``tfar``, so any hit there is nearer. One fused Numba pass per
+sensor (:mod:`taskology.sim.layers`) resolves the hits against per-triangle tables (class,
+material, colour, track id), shades (or paints sky) and writes the labels. Optional shadow rays
+(``shadows=True``) are cast towards the sun from lit camera hits, static scene then objects.
 
 Example:
     >>> from taskology.sim.world import World, WorldConfig
@@ -189,7 +191,8 @@ class EmbeddedRenderer:
         lidars = instances.lidar_candidates(objects.box_lo, objects.box_hi, lidar_from_object, self._lidar_elevations,
                                             self._lidar_azimuth_steps, self.lidar_range_m)
         n_cam = self.height * self.width
-        return [np.concatenate([c, l + n_cam]) for c, l in zip(cams, lidars)]
+        return [l + n_cam if not len(c) else c if not len(l) else np.concatenate([c, l + n_cam])
+                for c, l in zip(cams, lidars)]
 
     def _shadowed(self, state: SceneState, origin: np.ndarray, dirs: np.ndarray, hit_record: layers_mod.RayHits,
                   tables: layers_mod.SurfaceTables) -> np.ndarray:
