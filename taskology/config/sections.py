@@ -244,6 +244,11 @@ class ExchangeConfig(_Section):
     max_staleness_s: Annotated[Float, Field(gt=0)] = Field(1200.0, description="Older predictions are not used.")
     payload_dtype: Literal["float16", "float32"] = "float16"
     mediator_pool_shards: Annotated[Int, Field(ge=1)] = 4
+    live_mediator: Bool = Field(True, description="Collective distributed runs: a SimActor keeps a live pool of "
+                                "mediator shards (false: the fixed mediator split of data.root).")
+    lockstep_lag_steps: Optional[Annotated[Int, Field(ge=0)]] = Field(
+        None, description="null: never wait for peers. N: a task at step s waits (up to 60 s) until it holds a "
+        "peer publication from peer step >= s - N (0 with publish_every_steps=1: peers refreshed every step).")
 
 
 def _registry_names(module: str, attribute: str, fallback: tuple[str, ...]) -> tuple[str, ...]:

@@ -149,7 +149,9 @@ class TaskActor:
         self.cache = PredictionCache(policy)
         self.fetcher = PeerFetcher(self.cache)
         self.box = PublicationBox()
-        view = DistributedPeerView(self.cache, device)
+        self._stop = threading.Event()
+        view = DistributedPeerView(self.cache, device, stop=self._stop)
+        self.view = view
         kwargs = dict(runner_kwargs, peer_view=view)
         latest = self.checkpoints.latest()
         self.restored_from: int | None = None
@@ -164,7 +166,6 @@ class TaskActor:
         else:
             self.runner = runner_cls(**kwargs)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending_pool: list[str] | None = None
         self._state = "idle"
@@ -178,6 +179,9 @@ class TaskActor:
         self._last_ckpt_step = self._step
         self._last_ckpt_time = time.time()
         self._writer: Any = None
+        #: relation terms the runner evaluated / skipped (``consistency/<name>`` / ``skipped/<name>``)
+        self._relation_terms: dict[str, int] = {}
+        self._relation_skips: dict[str, int] = {}
         #: alone mode (``collective=False``) has no mediator pool and no peers: nothing to publish
         self.publishes = bool(getattr(self.runner, "collective", True))
 
@@ -253,6 +257,8 @@ class TaskActor:
                     "exchange_bytes": self.fetcher.meter.bytes_total, "fetch_errors": dict(self.fetcher.errors),
                     "fetch_last_error": dict(self.fetcher.last_error),
                     "exchange_s_on_training_thread": self._exchange_s, "train_s": self._train_s,
+                    "relation_terms": dict(self._relation_terms), "relation_skips": dict(self._relation_skips),
+                    "lockstep_wait_s": self.view.wait_s, "lockstep_timeouts": dict(self.view.timeouts),
                     "pid": os.getpid()}
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
@@ -262,14 +268,19 @@ class TaskActor:
     # ---- background training ---------------------------------------------------------------
     def _train_loop(self) -> None:
         try:
+            lockstep = self.policy.lockstep_lag_steps is not None
+            if self.publishes and lockstep and self.last_published_step is None:
+                self._publish(int(self.runner.step))  # the initial model: peers at step 0 wait for it
             while not self._stop.is_set() and self.runner.step < self._target:
                 with self._lock:
                     pool, self._pending_pool = self._pending_pool, None
                 if pool is not None:
                     self.runner.set_mediator_pool(pool)
+                self.view.consumer_step = int(self.runner.step)
                 t0 = time.perf_counter()
                 scalars = self.runner.train_step()
                 t1 = time.perf_counter()
+                self._count_relations(scalars)
                 step = int(self.runner.step)
                 if self.publishes and self.policy.should_publish(step, self.last_published_step):
                     self._publish(step)
@@ -291,6 +302,15 @@ class TaskActor:
             with self._lock:
                 self._state = "failed"
                 self._error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+
+    def _count_relations(self, scalars: Mapping[str, float]) -> None:
+        with self._lock:
+            for key in scalars:
+                name = key.split("/", 1)[1] if "/" in key else key
+                if key.startswith("consistency/") and name != "scale":
+                    self._relation_terms[name] = self._relation_terms.get(name, 0) + 1
+                elif key.startswith("skipped/"):
+                    self._relation_skips[name] = self._relation_skips.get(name, 0) + 1
 
     def _publish(self, step: int) -> None:
         predictions = self.runner.predict_mediator()

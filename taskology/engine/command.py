@@ -63,7 +63,7 @@ def train_command(config: Path | None = None, overrides: Sequence[str] = (), clu
         except (ModuleNotFoundError, AttributeError) as exc:
             raise NotYetAvailable("distributed training (--cluster local|tcp://...) is not available yet; "
                                   "use --cluster none") from exc
-        return run_distributed(cfg, run_dir, resume is not None)
+        return run_distributed(cfg, run_dir, resume is not None, with_sim=bool(cfg.exchange.live_mediator))
     _check_data_root(Path(cfg.data.root))
     records = {}
     for seed, seed_dir in _seed_dirs(run_dir, cfg.train.seeds):

@@ -322,10 +322,11 @@ def exchange_policy_from_config(exchange: Any) -> ExchangePolicy:
     return ExchangePolicy(publish_every_steps=int(exchange.publish_every_steps),
                           refresh_every_s=float(exchange.refresh_every_s),
                           max_staleness_steps=exchange.max_staleness_steps,
-                          max_staleness_s=exchange.max_staleness_s, payload_dtype=str(exchange.payload_dtype))
+                          max_staleness_s=exchange.max_staleness_s, payload_dtype=str(exchange.payload_dtype),
+                          lockstep_lag_steps=getattr(exchange, "lockstep_lag_steps", None))
 
 
-def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_sim: bool = True,
+def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_sim: bool | None = None,
                     live: bool = True, runner_cls: Any = None, timeout_s: float | None = None,
                     spare_workers: int = 1) -> dict[str, Any]:
     """Train every enabled task of ``config`` as its own actor on the configured cluster.
@@ -338,7 +339,8 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
             ``run_dir/config.yaml``.
         run_dir: the run directory.
         resume: continue the run in ``run_dir`` (actors resume from their newest checkpoints).
-        with_sim: run a SimActor feeding a live mediator pool (``<seed dir>/mediator``) in collective mode.
+        with_sim: run a SimActor feeding a live mediator pool (``<seed dir>/mediator``) in collective mode;
+            ``False``: the fixed mediator split of ``data.root``; ``None``: ``config.exchange.live_mediator``.
         live: show the live terminal table.
         runner_cls: the trainable class (default :class:`taskology.engine.runner.TaskRunner`).
         timeout_s: give up (ClusterError) when a seed's run takes longer.
@@ -372,6 +374,8 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
 
     tasks = enabled_tasks(config)
     collective = config.train.mode == "collective"
+    if with_sim is None:
+        with_sim = bool(config.exchange.live_mediator)
     use_sim = with_sim and collective
     spec = replace(cluster_spec_from_config(config.cluster), spare_workers=spare_workers)
     session = open_cluster(spec, n_actors=len(tasks) + int(use_sim))

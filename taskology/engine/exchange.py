@@ -37,6 +37,11 @@ class ExchangePolicy:
         max_staleness_steps: rows older than this many publisher steps are not used (None: no limit).
         max_staleness_s: rows older than this many seconds are not used (None: no limit).
         payload_dtype: dtype floats travel in, ``"float16"`` or ``"float32"``.
+        lockstep_lag_steps: ``None``: a consumer never waits. ``N``: a consumer at its step ``s`` waits (up
+            to ``lockstep_timeout_s``) until it holds a peer publication from peer step ``>= s - N``, and
+            publishers also publish their initial model (step 0). ``0`` with ``publish_every_steps=1`` is
+            the in-process reference's freshness up to one step (see :class:`DistributedPeerView`).
+        lockstep_timeout_s: longest wait for one peer; then the step goes on with what the cache holds.
 
     Example:
         >>> p = ExchangePolicy(publish_every_steps=10, max_staleness_steps=100)
@@ -51,9 +56,12 @@ class ExchangePolicy:
     max_staleness_steps: int | None = 2000
     max_staleness_s: float | None = None
     payload_dtype: str = "float16"
+    lockstep_lag_steps: int | None = None
+    lockstep_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         assert self.publish_every_steps >= 1, "publish_every_steps must be >= 1"
+        assert self.lockstep_lag_steps is None or self.lockstep_lag_steps >= 0, "lockstep_lag_steps must be >= 0"
         assert self.refresh_every_s >= 0, "refresh_every_s must be >= 0"
         assert self.payload_dtype in ("float16", "float32"), self.payload_dtype
 
@@ -246,14 +254,46 @@ class PredictionCache:
 
 
 class DistributedPeerView:
-    """:class:`~taskology.engine.protocol.PeerView` answered from a :class:`PredictionCache` (never blocks
-    on the network: a missing or stale peer gives ``None`` and the runner skips that relation)."""
+    """:class:`~taskology.engine.protocol.PeerView` answered from a :class:`PredictionCache`.
 
-    def __init__(self, cache: PredictionCache, device: str | torch.device = "cpu") -> None:
+    By default it never blocks on the network: a missing or stale peer gives ``None`` and the runner
+    skips that relation. In lockstep (``policy.lockstep_lag_steps = N``) the owner sets
+    :attr:`consumer_step` before every step; ``peer_outputs`` then first waits (polling the cache, which
+    the background fetcher fills) until the cache holds a publication of the peer from peer step
+    ``>= consumer_step - N``, at most ``policy.lockstep_timeout_s`` (a peer being recovered must not stall
+    training forever; such waits are counted in :attr:`timeouts`). With ``N = 0`` and a publication after
+    every step, the consumer at step ``s`` uses the peer's model after ``s`` (or more) of its steps; the
+    in-process round-robin run gives the first task the peer after ``s`` steps and the second task the
+    peer after ``s + 1``: the same freshness up to one step.
+    """
+
+    def __init__(self, cache: PredictionCache, device: str | torch.device = "cpu",
+                 stop: threading.Event | None = None) -> None:
         self.cache = cache
         self.device = device
+        self.consumer_step: int | None = None
+        self.timeouts: dict[str, int] = {}
+        self.wait_s = 0.0
+        self._stop = stop
+
+    def _wait_for(self, task: str) -> None:
+        lag = self.cache.policy.lockstep_lag_steps
+        if lag is None or self.consumer_step is None:
+            return
+        need = self.consumer_step - lag
+        start = time.perf_counter()
+        deadline = start + self.cache.policy.lockstep_timeout_s
+        while self.cache.latest_step(task) < need:
+            if time.perf_counter() > deadline:
+                self.timeouts[task] = self.timeouts.get(task, 0) + 1
+                break
+            if self._stop is not None and self._stop.is_set():
+                break
+            time.sleep(0.002)
+        self.wait_s += time.perf_counter() - start
 
     def peer_outputs(self, task: str, batch: Mapping[str, Any]) -> PeerOutputs | None:
+        self._wait_for(task)
         ids = batch["sample_id"]
         return self.cache.lookup(task, list(ids), self.device)
 
@@ -338,9 +378,10 @@ class PeerFetcher:
         return received
 
     def _loop(self) -> None:
+        floor = 0.005 if self.cache.policy.lockstep_lag_steps is not None else 0.02
         while not self._stop.is_set():
             self.poll_once()
-            self._stop.wait(max(min(self.cache.policy.refresh_every_s, 1.0), 0.02))
+            self._stop.wait(max(min(self.cache.policy.refresh_every_s, 1.0), floor))
 
     def start(self) -> None:
         if self._thread is None:
