@@ -196,7 +196,7 @@ def _camera_kernel(origin, dirs, t, static_prim, static_ng, dyn_tri, dyn_u, dyn_
         d, s = dyn_tri[i], static_prim[i]
         dx, dy, dz = dirs[i, 0], dirs[i, 1], dirs[i, 2]
         if d < 0 and s < 0:
-            rgb[i, 0], rgb[i, 1], rgb[i, 2] = shading.sky_one(dx, dy, dz, horizon, zenith)
+            shading.sky_into(rgb, i, dx, dy, dz, horizon, zenith)
             depth[i] = 0.0
             normals[i, 0] = 0.0
             normals[i, 1] = 0.0
@@ -229,8 +229,8 @@ def _camera_kernel(origin, dirs, t, static_prim, static_ng, dyn_tri, dyn_u, dyn_
         if cos_view > 0:
             nx, ny, nz = -nx, -ny, -nz
         footprint = t[i] / fx / max(abs(cos_view), 0.15)
-        rgb[i, 0], rgb[i, 1], rgb[i, 2] = shading.shade_one(material, r, g, b, px, py, pz, nx, ny, nz, footprint,
-                                                            not shadowed[i], sun_dir, ambient, sun, window_rgb)
+        shading.shade_into(rgb, i, material, r, g, b, px, py, pz, nx, ny, nz, footprint, not shadowed[i], sun_dir,
+                           ambient, sun, window_rgb)
         depth[i] = np.float32(t[i] * cam_z[i])
         normals[i, 0] = np.float32(nx * rot[0, 0] + ny * rot[1, 0] + nz * rot[2, 0])  # R^T n
         normals[i, 1] = np.float32(nx * rot[0, 1] + ny * rot[1, 1] + nz * rot[2, 1])

@@ -150,8 +150,9 @@ def sky_reference(direction: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- Numba kernels
 @numba.njit(cache=True, inline="always")
-def sky_one(dx: float, dy: float, dz: float, horizon: np.ndarray, zenith: np.ndarray) -> tuple[int, int, int]:
-    """Sky colour (three uint8) of one unit world direction; the per-ray body of :func:`sky`."""
+def sky_into(out: np.ndarray, i: int, dx: float, dy: float, dz: float, horizon: np.ndarray,
+             zenith: np.ndarray) -> None:
+    """Write ``out[i]``: the sky colour (three uint8) of one unit world direction; the per-ray body of :func:`sky`."""
     up = min(max(dz, 0.0), 1.0)
     t = np.sqrt(up)
     scale = 1.0 / max(up, 0.05)
@@ -161,14 +162,15 @@ def sky_one(dx: float, dy: float, dz: float, horizon: np.ndarray, zenith: np.nda
     c0 = (horizon[0] * (1 - t) + zenith[0] * t) * (1 - cloud) + 0.95 * cloud
     c1 = (horizon[1] * (1 - t) + zenith[1] * t) * (1 - cloud) + 0.95 * cloud
     c2 = (horizon[2] * (1 - t) + zenith[2] * t) * (1 - cloud) + 0.95 * cloud
-    return (np.uint8(min(max(c0, 0.0), 1.0) * 255.0 + 0.5), np.uint8(min(max(c1, 0.0), 1.0) * 255.0 + 0.5),
-            np.uint8(min(max(c2, 0.0), 1.0) * 255.0 + 0.5))
+    out[i, 0] = np.uint8(min(max(c0, 0.0), 1.0) * 255.0 + 0.5)
+    out[i, 1] = np.uint8(min(max(c1, 0.0), 1.0) * 255.0 + 0.5)
+    out[i, 2] = np.uint8(min(max(c2, 0.0), 1.0) * 255.0 + 0.5)
 
 
 @numba.njit(cache=True)
 def _sky_kernel(direction, horizon, zenith, out):  # noqa: ANN001
     for i in range(direction.shape[0]):
-        out[i, 0], out[i, 1], out[i, 2] = sky_one(direction[i, 0], direction[i, 1], direction[i, 2], horizon, zenith)
+        sky_into(out, i, direction[i, 0], direction[i, 1], direction[i, 2], horizon, zenith)
 
 
 def sky(direction: np.ndarray) -> np.ndarray:
@@ -220,10 +222,10 @@ def _fade_nb(frequency: float, footprint: float) -> float:
 
 
 @numba.njit(cache=True, inline="always")
-def shade_one(m: int, r: float, g: float, b: float, x: float, y: float, z: float, nx: float, ny: float, nz: float,
-              fp: float, lit: bool, sun_dir: np.ndarray, ambient: np.ndarray, sun: np.ndarray,
-              window_rgb: np.ndarray) -> tuple[int, int, int]:
-    """sRGB (three uint8) of one hit: material ``m``, base colour (r, g, b), texture-frame point
+def shade_into(out: np.ndarray, i: int, m: int, r: float, g: float, b: float, x: float, y: float, z: float,
+               nx: float, ny: float, nz: float, fp: float, lit: bool, sun_dir: np.ndarray, ambient: np.ndarray,
+               sun: np.ndarray, window_rgb: np.ndarray) -> None:
+    """Write ``out[i]`` (three uint8 sRGB) for one hit: material ``m``, base colour (r, g, b), texture-frame point
     (x, y, z), unit normal (nx, ny, nz), pixel footprint ``fp`` metres, ``lit`` False in shadow.
     The per-hit body of :func:`shade` (and of the fused layer kernels). A detail noise whose fade
     weight is 0 adds exactly 0 and is not evaluated (most distant and grazing pixels)."""
@@ -275,14 +277,16 @@ def shade_one(m: int, r: float, g: float, b: float, x: float, y: float, z: float
     v0 = min(max(r * f * (ambient[0] + sun[0] * cos), 0.0), 1.0)
     v1 = min(max(g * f * (ambient[1] + sun[1] * cos), 0.0), 1.0)
     v2 = min(max(b * f * (ambient[2] + sun[2] * cos), 0.0), 1.0)
-    return np.uint8(v0 * 255.0 + 0.5), np.uint8(v1 * 255.0 + 0.5), np.uint8(v2 * 255.0 + 0.5)
+    out[i, 0] = np.uint8(v0 * 255.0 + 0.5)
+    out[i, 1] = np.uint8(v1 * 255.0 + 0.5)
+    out[i, 2] = np.uint8(v2 * 255.0 + 0.5)
 
 
 @numba.njit(cache=True)
 def _shade_kernel(material, colour, point, normal, lit, sun_dir, footprint, ambient, sun, window_rgb, out):  # noqa: ANN001
     for i in range(material.shape[0]):
-        out[i, 0], out[i, 1], out[i, 2] = shade_one(
-            material[i], float(colour[i, 0]), float(colour[i, 1]), float(colour[i, 2]), point[i, 0], point[i, 1],
+        shade_into(
+            out, i, material[i], float(colour[i, 0]), float(colour[i, 1]), float(colour[i, 2]), point[i, 0], point[i, 1],
             point[i, 2], normal[i, 0], normal[i, 1], normal[i, 2], footprint[i], lit[i], sun_dir, ambient, sun,
             window_rgb)
 
