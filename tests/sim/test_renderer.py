@@ -222,3 +222,23 @@ def test_camera_sizes_render(hw: tuple[int, int]) -> None:
     layers = EmbeddedRenderer(hw, lidar_beams=0).render(world.state())
     assert layers["camera/rgb"].shape == (*hw, 3) and "lidar/points" not in layers
     assert np.isclose(2 * np.degrees(np.arctan(hw[1] / 2 / layers["camera/K"][0, 0])), 90.0)
+
+
+def test_frame_rays_are_the_rays_the_renderer_casts() -> None:
+    """Casting frame_rays into the static town reproduces the rendered depth and LiDAR ranges of a
+    world without moving objects (the benchmark's raw reference relies on this)."""
+    from taskology.sim.renderer import _embree_scene
+
+    world = World.generate(6, WorldConfig(blocks=2, cars=0, pedestrians=0))
+    renderer = EmbeddedRenderer((16, 48), lidar_beams=4, lidar_azimuth=64, shadows=False)
+    state = world.state()
+    layers = renderer.render(state)
+    origins, dirs, t_max = renderer.frame_rays(state)
+    n_cam = 16 * 48
+    assert origins.shape == dirs.shape == (n_cam + 4 * 64, 3) and origins.dtype == dirs.dtype == np.float32
+    hit = _embree_scene(state.static.triangles).run(origins, dirs, dists=t_max.copy(), output=1)
+    t = np.where(hit["primID"] >= 0, hit["tfar"].astype(np.float64), 0.0)
+    depth = (t[:n_cam] * renderer._cam_z).astype(np.float32).reshape(16, 48)
+    np.testing.assert_array_equal(depth, layers["camera/depth"])
+    ranges = np.linalg.norm(layers["lidar/points"][:, :3].astype(np.float64), axis=1)
+    np.testing.assert_allclose(np.sort(ranges), np.sort(t[n_cam:][t[n_cam:] > 0]), rtol=1e-5)
