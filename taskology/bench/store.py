@@ -172,7 +172,7 @@ def run(quick: bool) -> BenchResult:
     default = results["lzf labels (default)"]
     notes = (f"One shard of {frames} frames at {HW[0]}x{HW[1]} with all camera layers (rgb, depth, normals, "
              f"semantic, instance, K, cam_from_ego), read in one random order; median of {passes} interleaved "
-             "passes per reader (alternating which reader goes first). Dataset = FrameDataset(split='test') incl. validation, finite checks and "
+             "passes per reader (rotating which reader goes first). Dataset = FrameDataset(split='test') incl. validation, finite checks and "
              "conversion to training-layout tensors; reference = plain h5py `dset[f]` per layer, same file, "
              "same frames, same order, default chunk cache for both; both keep the file open across passes "
              "(first pass discarded) and read from the page cache (the file was just written), so the gap is "
