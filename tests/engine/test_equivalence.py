@@ -149,3 +149,31 @@ def test_distributed_run_matches_in_process_run_within_seed_noise(sim_root: Path
             if not diff <= tol:
                 failures.append((task, metric, float(ref.mean()), float(got.mean()), tol))
     assert not failures, failures
+
+
+def test_stale_peer_view_fresh_equals_in_process_and_ages_by_the_interval(sim_root: Path, tmp_path: Path) -> None:
+    """The staleness benchmark's view: interval 1 serves the in-process (fresh) predictions up to float16
+    rounding; interval 3 serves a snapshot whose age cycles 0, 1, 2 peer steps and is refreshed on time."""
+    import torch
+
+    from taskology.bench.staleness import StalePeerView
+    from taskology.config import load_config
+    from taskology.engine.collective import build_runners
+
+    cfg = load_config(None, _overrides(sim_root) + ["cluster.address=none", "train.seeds=[0]"])
+    runners, fresh = build_runners(cfg, tmp_path, seed=0, device="cpu", collective=True)
+    batch = runners["depth"].mediator_stream.next_batch()
+    every1, every3 = StalePeerView(runners, 1), StalePeerView(runners, 3)
+    ages = []
+    for _ in range(5):
+        ref = fresh.peer_outputs("depth", batch).outputs
+        got = every1.peer_outputs("depth", batch)
+        assert got.staleness_steps == [0] * len(batch["sample_id"])
+        for key, value in ref.items():
+            torch.testing.assert_close(got.outputs[key], value.half().float(), rtol=0, atol=0)
+        stale = every3.peer_outputs("depth", batch)
+        ages.append(stale.staleness_steps[0])
+        if stale.staleness_steps[0] > 0:  # a stale snapshot really differs from the current model
+            assert any(not torch.equal(stale.outputs[k], got.outputs[k]) for k in ref)
+        runners["depth"].train_step()
+    assert ages == [0, 1, 2, 0, 1] and every3.refreshes == {"depth": 2} and every1.refreshes == {"depth": 5}
