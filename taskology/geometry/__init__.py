@@ -8,6 +8,7 @@ Modules: :mod:`.rigid` (transforms, SO(3)), :mod:`.kabsch` (rigid fits), :mod:`.
 (unproject, project, normals from depth), :mod:`.warp` (differentiable photometric warp),
 :mod:`.boxes` / :mod:`.box_iou` / :mod:`.boxes_match` (3D boxes). Names are re-exported here lazily,
 so ``import taskology.geometry`` stays cheap (no torch import until a torch twin is used).
+``taskology.geometry.kabsch`` is the submodule; its function is ``taskology.geometry.kabsch.kabsch``.
 
 Example:
     >>> import numpy as np
@@ -24,7 +25,7 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["transform_points", "transform_points_per_object", "compose", "invert", "so3_exp", "so3_log",
                      "so3_exp_torch", "transform_points_torch", "pose_from_axis_angle_torch"], "rigid"),
-    **dict.fromkeys(["kabsch", "kabsch_batched", "KabschBatchResult", "DegeneratePointSetError"], "kabsch"),
+    **dict.fromkeys(["kabsch_batched", "KabschBatchResult", "DegeneratePointSetError"], "kabsch"),
     **dict.fromkeys(["points_from_depth", "project_points", "normals_from_depth", "points_from_depth_torch",
                      "project_points_torch", "normals_from_depth_torch"], "camera"),
     **dict.fromkeys(["warp_frame", "WarpResult"], "warp"),

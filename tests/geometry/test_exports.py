@@ -19,3 +19,12 @@ def test_unknown_name_is_an_attribute_error() -> None:
         assert "no_such_kernel" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("expected AttributeError")
+
+
+def test_submodule_named_like_a_function_stays_the_submodule() -> None:
+    import types
+
+    from taskology.geometry import kabsch
+
+    assert isinstance(kabsch, types.ModuleType)
+    assert callable(kabsch.kabsch)
