@@ -22,6 +22,7 @@ Example (see tests/engine/test_runner.py for a runnable one on tiny shards):
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -38,6 +39,8 @@ from taskology.errors import ConfigError
 from taskology.losses import RELATIONS
 from taskology.losses.relation import Relation, evaluate_for_receiver
 from taskology.tasks import Task, add_metric_state, build_task
+
+_log = logging.getLogger(__name__)
 
 #: dtype of published predictions (protocol.Predictions: compact).
 PUBLISH_DTYPE = np.float16
@@ -152,11 +155,26 @@ class TaskRunner:
         if old is not None:
             self.mediator_stream.epoch = old["epoch"]  # keep epoch numbering; start the new pool fresh
 
-    def set_mediator_pool(self, shard_paths: Sequence[Path]) -> None:
-        """Replace the mediator samples by all frames (pairs) of ``shard_paths`` (a live pool)."""
-        self.data.mediator = self.data.mediator_from_shards([Path(p) for p in shard_paths])
+    def set_mediator_pool(self, shard_paths: Sequence[Path]) -> bool:
+        """Replace the mediator samples by all frames (pairs) of ``shard_paths`` (a live pool).
+
+        Shards that vanished or are unreadable by now are skipped (the pool logs them); when none of
+        ``shard_paths`` is readable the current pool is kept. Returns whether the pool was replaced."""
+        pool = self.data.mediator_from_shards([Path(p) for p in shard_paths])
+        if len(pool) == 0:
+            _log.warning("%s: none of the %d mediator shard(s) offered is readable; keeping the current pool",
+                         self.task_name, len(shard_paths))
+            close = getattr(pool, "close", None)
+            if close is not None:
+                close()
+            return False
+        old, self.data.mediator = self.data.mediator, pool
         if self.relations:
             self._open_mediator_stream(self.data.mediator)
+        close = getattr(old, "close", None)
+        if close is not None and old is not pool:
+            close()  # frees retired shards' inodes
+        return True
 
     # -- training -----------------------------------------------------------------------------------
     def _forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -234,12 +252,14 @@ class TaskRunner:
         size = int(batch_size or self.config.train.mediator_batch_size)
         chunks: dict[str, list[np.ndarray]] = {}
         step, wall = self.step, time.time()
+        served: list[str] = []  # a live pool may serve another sample for one whose shard vanished
         for lo in range(0, len(ids), size):
             batch = collate([pool[index[s]] for s in ids[lo:lo + size]])
+            served.extend(batch["sample_id"])
             for name, value in self.predict(batch).items():
                 chunks.setdefault(name, []).append(value.float().cpu().numpy().astype(PUBLISH_DTYPE))
         outputs = {k: np.concatenate(v) for k, v in chunks.items()}
-        return Predictions(task=self.task_name, step=step, wall_time=wall, sample_ids=ids, outputs=outputs)
+        return Predictions(task=self.task_name, step=step, wall_time=wall, sample_ids=served, outputs=outputs)
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, float]:

@@ -12,6 +12,7 @@ so every yielded value is a fixed-shape tensor (or the ``sample_id`` string).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +35,7 @@ TASK_LAYERS: dict[str, tuple[str, ...]] = {
     "motion": CAMERA_INPUTS + ("ego/world_from_ego", "camera/instance", "objects/track_id", "objects/class_id",
                                "objects/box"),
 }
+_log = logging.getLogger(__name__)
 _RAGGED_DROPPED = ("boxes", "track_id", "class_id", "velocity")
 
 
@@ -90,33 +92,86 @@ class PreparedDataset:
 class ShardPoolDataset:
     """Mediator pairs (t, t+1) over every frame of the given shards: camera inputs + ``sample_id``.
 
-    Used for a live pool (shards the simulator keeps producing); no split manifest involved.
+    Used for a live pool (shards the simulator keeps producing and retires); no split manifest involved.
+    A pool must survive its shards vanishing (the SimActor unlinks the oldest while readers still use
+    them), so:
+
+    - every shard is opened (and its handle kept) when the pool is built: a shard retired afterwards
+      stays readable through the open handle (POSIX keeps an unlinked inode alive while it is open);
+    - a listed shard that is missing or unreadable by then is skipped and named in :attr:`skipped`;
+    - a shard whose (re)opening fails later (e.g. after the pool was pickled) is marked dead, and its
+      samples are served by the samples of a live shard (the returned ``sample_id`` is the one served);
+      only a pool with no live shard at all raises :class:`DataError`.
+
+    Attributes:
+        paths: the readable shards (in the given order).
+        skipped: ``"<path>: <reason>"`` of the listed shards that could not be opened.
+        samples: ``(shard index into paths, sequence id, frame t)`` per sample.
+        sample_ids: ``"<sequence>:<t>"`` per sample.
     """
 
     def __init__(self, shard_paths: Sequence[Path]) -> None:
-        self.paths = [Path(p) for p in shard_paths]
+        self.paths: list[Path] = []
+        self.skipped: list[str] = []
         self.samples: list[tuple[int, str, int]] = []
-        for k, path in enumerate(self.paths):
-            with Shard.open(path) as shard:
-                if "camera" not in shard.groups:
-                    raise DataError(f"{path}: mediator shards need the camera group; found {sorted(shard.groups)}")
-                self.samples += [(k, shard.sequence_id, f) for f in range(shard.num_frames - 1)]
-        self.sample_ids = [f"{s}:{f}" for _, s, f in self.samples]
         self._open: dict[int, Shard] = {}
+        self._dead: set[int] = set()
+        for path in (Path(p) for p in shard_paths):
+            try:
+                shard = Shard.open(path)
+            except (DataError, OSError) as exc:
+                self.skipped.append(f"{path}: {exc}")
+                continue
+            if "camera" not in shard.groups:
+                shard.close()
+                raise DataError(f"{path}: mediator shards need the camera group; found {sorted(shard.groups)}")
+            k = len(self.paths)
+            self.paths.append(path)
+            self._open[k] = shard
+            self.samples += [(k, shard.sequence_id, f) for f in range(shard.num_frames - 1)]
+        if self.skipped:
+            _log.warning("mediator pool: skipped %d vanished/unreadable shard(s): %s", len(self.skipped),
+                         "; ".join(self.skipped[:3]))
+        self.sample_ids = [f"{s}:{f}" for _, s, f in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        k, sequence_id, frame = self.samples[index]
+    def _shard(self, k: int) -> Shard | None:
+        """The open shard ``k``, (re)opened if needed; None (and ``k`` marked dead) when it is gone."""
+        if k in self._dead:
+            return None
         shard = self._open.get(k)
         if shard is None:
-            shard = self._open[k] = Shard.open(self.paths[k])
+            try:
+                shard = self._open[k] = Shard.open(self.paths[k])
+            except (DataError, OSError) as exc:
+                self._dead.add(k)
+                _log.warning("mediator pool: %s vanished (%s); serving the other shards", self.paths[k], exc)
+                return None
+        return shard
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.samples)
+        for probe in range(n):  # the sample itself, else the next sample of a live shard
+            k, sequence_id, frame = self.samples[(index + probe) % n]
+            shard = self._shard(k)
+            if shard is not None:
+                break
+        else:
+            raise DataError(f"mediator pool: all {len(self.paths)} shard(s) vanished "
+                            f"({', '.join(str(p) for p in self.paths[:3])}); expected at least one readable shard")
         return {"sample_id": f"{sequence_id}:{frame}",
                 "rgb": to_training_layout("camera/rgb", shard.read("camera/rgb", frame)),
                 "rgb_next": to_training_layout("camera/rgb", shard.read("camera/rgb", frame + 1)),
                 "K": to_training_layout("camera/K", shard.read("camera/K")),
                 "cam_from_ego": to_training_layout("camera/cam_from_ego", shard.read("camera/cam_from_ego"))}
+
+    def close(self) -> None:
+        """Close the shard handles (retired shards' disk space is freed once closed)."""
+        for shard in self._open.values():
+            shard.close()
+        self._open = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -17,8 +17,9 @@ Guarantees (the decisions are pure functions below, tested without a cluster, ST
   ``.sim_actor.lock`` (the OS drops it when a process dies, so a killed actor never blocks its
   successor, and a live one is never raced), deletes stale temp files of dead writers, opens and
   validates every existing shard and moves invalid ones aside as ``<name>.corrupt`` (never ``*.h5``).
-- **Bounded pool.** With ``pool_size=N`` (or :meth:`SimActor.retire`) only the newest N shards stay:
-  the oldest are unlinked. Unlinking a complete file is atomic; a reader that already opened it keeps
+- **Bounded pool.** With ``pool_size=N`` :meth:`SimActor.shards` lists the newest N shards; the
+  files of the ``retire_margin`` (default N) shards before them stay on disk too, so a reader that got
+  an older listing can still open it; older ones are unlinked (:meth:`SimActor.retire` deletes now). Unlinking a complete file is atomic; a reader that already opened it keeps
   reading the old inode (POSIX), a reader that lists and then opens a retired path gets
   ``FileNotFoundError`` and should re-list.
 
@@ -159,13 +160,16 @@ class SimActor:
         seed: world seed; with the index it determines each shard bit for bit.
         frames: frames per shard.
         camera_hw, lidar_beams, lidar_azimuth, frame_rate: passed to :func:`taskology.sim.generate.generate_shard`.
-        pool_size: keep only the newest ``pool_size`` shards (``None``: keep all).
+        pool_size: list only the newest ``pool_size`` shards (``None``: keep and list all).
+        retire_margin: shards kept on disk beyond ``pool_size`` before the oldest are unlinked
+            (``None``: ``pool_size``, i.e. files live while two pool generations are produced).
         max_shards: stop after this many shards exist in total (``None``: run until :meth:`stop`).
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], *, seed: int = 0, frames: int = 20,
                  camera_hw: tuple[int, int] = (64, 208), lidar_beams: int = 32, lidar_azimuth: int = 1024,
-                 frame_rate: float = 10.0, pool_size: int | None = None, max_shards: int | None = None) -> None:
+                 frame_rate: float = 10.0, pool_size: int | None = None, max_shards: int | None = None,
+                 retire_margin: int | None = None) -> None:
         if frames <= 0:
             raise SimError(f"SimActor: frames must be > 0, found {frames}")
         if pool_size is not None and pool_size < 1:
@@ -175,7 +179,10 @@ class SimActor:
         self.frames = int(frames)
         self.generate_kwargs: dict[str, Any] = {"camera_hw": tuple(camera_hw), "lidar_beams": int(lidar_beams),
                                                 "lidar_azimuth": int(lidar_azimuth), "frame_rate": float(frame_rate)}
+        if retire_margin is not None and retire_margin < 0:
+            raise SimError(f"SimActor: retire_margin must be >= 0 shards or None, found {retire_margin}")
         self.pool_size = pool_size
+        self.retire_margin = pool_size if retire_margin is None else int(retire_margin)
         self.max_shards = max_shards
         self._lock = threading.Lock()          # guards the state below
         self._stop = threading.Event()
@@ -247,9 +254,12 @@ class SimActor:
                     "removed_temp_files": list(self._removed_temp)}
 
     def shards(self) -> list[str]:
-        """Paths of the complete shards in the pool, in index order (oldest first)."""
+        """Paths of the complete shards in the pool (the newest ``pool_size``), in index order (oldest first)."""
         with self._lock:
-            return [str(self._pool[i]) for i in sorted(self._pool)]
+            indices = sorted(self._pool)
+            if self.pool_size is not None:
+                indices = indices[-self.pool_size:]
+            return [str(self._pool[i]) for i in indices]
 
     def retire(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` shards now; returns the retired paths."""
@@ -371,4 +381,4 @@ class SimActor:
             self._in_progress = None
         _write_json_atomic(self.run_dir / LEDGER_NAME, {"config": self._config(), "next_index": index + 1})
         if self.pool_size is not None:
-            self.retire(self.pool_size)
+            self.retire(self.pool_size + (self.retire_margin or 0))

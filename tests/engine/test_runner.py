@@ -134,3 +134,70 @@ def test_consistency_warm_up_schedule(tmp_path: Path) -> None:
     expected = seen[2]["loss/depth_log_l1"] + 0.5 * seen[2]["consistency/depth_normals"]
     assert seen[2]["loss/total"] == pytest.approx(expected, rel=1e-5)
     assert depth.mediator_stream.state_dict() == {"epoch": 0, "offset": 4}  # two mediator batches of 2 used
+
+
+def _pool_runners(tmp_path: Path, sim_root: Path, n_shards: int = 3):
+    """depth + normals runners whose mediator pools are real shards copied into ``tmp_path/pool``."""
+    import shutil
+
+    from taskology.engine.store_data import ShardPoolDataset
+
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    paths = [Path(shutil.copy(p, pool_dir)) for p in sorted(sim_root.glob("*.h5"))[:n_shards]]
+    cfg = tiny_config()
+    view = InProcessPeerView()
+    runners = {}
+    for t in ("depth", "normals"):
+        data = synthetic_task_data()
+        data.open_mediator = lambda ps: ShardPoolDataset(ps)
+        runners[t] = TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view,
+                                seed=0, data=data)
+        view.register(t, runners[t])
+    return runners, paths
+
+
+def test_live_pool_survives_shards_deleted_mid_training(tmp_path: Path, sim_root: Path) -> None:
+    runners, paths = _pool_runners(tmp_path, sim_root)
+    for runner in runners.values():
+        assert runner.set_mediator_pool(paths)
+    frames = len(runners["depth"].data.mediator)
+    paths[0].unlink()                         # retired while the runners train on it: open handles keep it
+    for _ in range(3):
+        for runner in runners.values():
+            scalars = runner.train_step()
+            assert "consistency/depth_normals" in scalars and np.isfinite(scalars["loss/total"])
+    assert len(runners["depth"].predict_mediator().sample_ids) == frames
+    # a new listing that still names the deleted shard (listed, then retired before reading): skipped
+    for runner in runners.values():
+        assert runner.set_mediator_pool(paths)
+        assert runner.data.mediator.paths == paths[1:] and str(paths[0]) in runner.data.mediator.skipped[0]
+        assert len(runner.data.mediator) == frames * 2 // 3
+        runner.train_step()
+    # nothing readable offered: the current pool is kept
+    for p in paths[1:]:
+        p.unlink()
+    assert not runners["depth"].set_mediator_pool(paths)
+    assert runners["depth"].data.mediator.paths == paths[1:]
+    assert np.isfinite(runners["depth"].train_step()["loss/total"])
+
+
+def test_pool_serves_live_shards_when_a_reopen_fails(tmp_path: Path, sim_root: Path) -> None:
+    import pickle
+
+    from taskology.engine.store_data import ShardPoolDataset
+
+    runners, paths = _pool_runners(tmp_path, sim_root, n_shards=2)
+    pool = ShardPoolDataset(paths)
+    per_shard = len(pool) // 2
+    copy = pickle.loads(pickle.dumps(pool))   # handles are not pickled: the copy reopens lazily
+    paths[0].unlink()
+    sample = copy[0]                          # shard 0 is gone: the first sample of shard 1 instead
+    assert sample["sample_id"] == copy.sample_ids[per_shard]
+    torch.testing.assert_close(sample["rgb"], pool[per_shard]["rgb"])
+    torch.testing.assert_close(pool[0]["rgb"], pool[0]["rgb"])  # the original still reads shard 0
+    paths[1].unlink()
+    copy2 = pickle.loads(pickle.dumps(pool))
+    with pytest.raises(DataError, match="all 2 shard"):
+        copy2[0]
+    pool.close()

@@ -177,3 +177,19 @@ def test_actor_survives_worker_sigkill_mid_shard(tmp_path: Path) -> None:
             shard.verify()
             assert shard.num_frames == SMALL["frames"] and shard.generator["seed"] == 0
     assert json.loads((run_dir / LEDGER_NAME).read_text())["next_index"] == len(indices)
+
+
+def test_listing_is_the_newest_pool_size_and_the_margin_stays_on_disk(tmp_path: Path) -> None:
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"s{i}.h5")
+        files[-1].write_bytes(b"x")
+    actor = SimActor(tmp_path, pool_size=2)           # margin defaults to pool_size
+    assert actor.retire_margin == 2
+    actor._pool = dict(enumerate(files))
+    assert actor.shards() == [str(files[3]), str(files[4])]
+    actor.retire(actor.pool_size + actor.retire_margin)
+    assert [p.exists() for p in files] == [False, True, True, True, True]
+    assert actor.shards() == [str(files[3]), str(files[4])]
+    with pytest.raises(SimError, match="retire_margin"):
+        SimActor("x", pool_size=2, retire_margin=-1)
