@@ -230,8 +230,9 @@ def run(quick: bool) -> BenchResult:
         "| peak RSS, MiB | " + " | ".join(f"{memory['peak_rss_mib'][n]:.1f}" for n in (1, n1, n2)) + " |",
         "| current RSS, MiB | " + " | ".join(f"{memory['rss_mib'][n]:.1f}" for n in (1, n1, n2)) + " |",
     ]
+    # judged on CPU time only: a wall-clock median on a loaded machine measures the scheduler (the
+    # wall ratio stays in the table and figures)
     targets = {"sim_fps_vs_raw_embree_128x416_cpu": target(ratio_cpu, 0.5),
-               "sim_fps_vs_raw_embree_128x416_wall": target(ratio_wall, 0.5),
                f"rss_growth_mib_{n1}_to_{n2}_frames": target(memory["rss_growth_mib"], 64.0, higher_is_better=False)}
     notes = (f"Simulator frames/s are steady-state: frames {WARMUP_FRAMES + 1}..{frames_main} / {frames_small} of one "
              f"shard (world build + first frame: {main['first_frame_s']:.2f} s wall at 128x416). Per frame the "
