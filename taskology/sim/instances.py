@@ -194,11 +194,12 @@ def _slab(o: float, d: float, lo: float, hi: float) -> tuple[float, float]:
 
 
 @numba.njit(cache=True)
-def _local_rays_kernel(origins, dirs, idx, rot, trans, lo, hi, t_max, kept, o_out, d_out, t_out):  # noqa: ANN001, ANN202
+def _local_rays_kernel(origins, dirs, idx, rot, lo, hi, t_max, kept, o_out, d_out, t_out):  # noqa: ANN001, ANN202
+    # rot: the (4, 4) world_from_object; its top-left 3x3 is the rotation, column 3 the translation
     n = 0
     for m in range(idx.shape[0]):
         j = idx[m]
-        px, py, pz = origins[j, 0] - trans[0], origins[j, 1] - trans[1], origins[j, 2] - trans[2]
+        px, py, pz = origins[j, 0] - rot[0, 3], origins[j, 1] - rot[1, 3], origins[j, 2] - rot[2, 3]
         dx, dy, dz = dirs[j, 0], dirs[j, 1], dirs[j, 2]
         ox = px * rot[0, 0] + py * rot[1, 0] + pz * rot[2, 0]  # (p - trans) @ rot
         oy = px * rot[0, 1] + py * rot[1, 1] + pz * rot[2, 1]
@@ -230,9 +231,50 @@ def local_rays_through_box(origins: np.ndarray, dirs: np.ndarray, idx: np.ndarra
     if m:
         c = np.ascontiguousarray
         m = _local_rays_kernel(c(origins, np.float64), c(dirs, np.float64), c(idx, np.int64),
-                               c(world_from_object[:3, :3], np.float64), c(world_from_object[:3, 3], np.float64),
-                               c(lo, np.float64), c(hi, np.float64), c(t_max, np.float64), kept, o_out, d_out, t_out)
+                               c(world_from_object, np.float64), c(lo, np.float64), c(hi, np.float64),
+                               c(t_max, np.float64), kept, o_out, d_out, t_out)
     return kept[:m], o_out[:m], d_out[:m], t_out[:m]
+
+
+def merge_object_hits_reference(idx: np.ndarray, hit: dict[str, np.ndarray], world_from_object: np.ndarray,
+                                tri_offset: int, t_best: np.ndarray, triangle: np.ndarray, u: np.ndarray,
+                                v: np.ndarray, normal: np.ndarray) -> None:
+    """Fold one object's Embree hits (``hit``: ``primID``, ``tfar``, ``u``, ``v``, ``Ng`` of the rays
+    ``idx``, object frame) into the batch records, in place, where they are nearer than ``t_best``:
+    ``t_best`` (N,) float64, ``triangle`` (N,) int64 (= ``tri_offset`` + primitive), ``u``/``v`` (N,)
+    float64 barycentrics, ``normal`` (N, 3) float64 world-frame geometric normal."""
+    ok = (hit["primID"] >= 0) & (hit["tfar"] < t_best[idx])
+    sel = idx[ok]
+    t_best[sel] = hit["tfar"][ok]
+    triangle[sel] = tri_offset + hit["primID"][ok]
+    u[sel], v[sel] = hit["u"][ok], hit["v"][ok]
+    normal[sel] = hit["Ng"][ok].astype(np.float64) @ world_from_object[:3, :3].T
+
+
+@numba.njit(cache=True)
+def _merge_kernel(idx, prim, tfar, hit_u, hit_v, ng, rot, tri_offset, t_best, triangle, u, v, normal):  # noqa: ANN001
+    for m in range(idx.shape[0]):
+        j = idx[m]
+        if prim[m] < 0 or not tfar[m] < t_best[j]:
+            continue
+        t_best[j] = tfar[m]
+        triangle[j] = tri_offset + prim[m]
+        u[j], v[j] = hit_u[m], hit_v[m]
+        gx, gy, gz = float(ng[m, 0]), float(ng[m, 1]), float(ng[m, 2])
+        for r in range(3):
+            normal[j, r] = gx * rot[r, 0] + gy * rot[r, 1] + gz * rot[r, 2]
+
+
+def merge_object_hits(idx: np.ndarray, hit: dict[str, np.ndarray], world_from_object: np.ndarray, tri_offset: int,
+                      t_best: np.ndarray, triangle: np.ndarray, u: np.ndarray, v: np.ndarray,
+                      normal: np.ndarray) -> None:
+    """Numba twin of :func:`merge_object_hits_reference` (same arguments; ``idx`` without repeats;
+    the normal rotation agrees to float64 rounding). The records must be contiguous."""
+    if len(idx):
+        c = np.ascontiguousarray
+        _merge_kernel(c(idx, np.int64), c(hit["primID"], np.int32), c(hit["tfar"], np.float32),
+                      c(hit["u"], np.float32), c(hit["v"], np.float32), c(hit["Ng"], np.float32),
+                      c(world_from_object, np.float64), int(tri_offset), t_best, triangle, u, v, normal)
 
 
 class DynamicInstances:
@@ -301,16 +343,8 @@ class DynamicInstances:
                                                                    self.box_hi[k], t_best)
             if not len(idx):
                 continue
-            rot = poses[k, :3, :3]
             hit = self.scenes[k].run(o_local, d_local, dists=t_local, output=1)
-            ok = (hit["primID"] >= 0) & (hit["tfar"] < t_best[idx])
-            if not ok.any():
-                continue
-            sel = idx[ok]
-            t_best[sel] = hit["tfar"][ok]
-            triangle[sel] = self.tri_offset[k] + hit["primID"][ok]
-            u[sel], v[sel] = hit["u"][ok], hit["v"][ok]
-            normal[sel] = hit["Ng"][ok].astype(np.float64) @ rot.T
+            merge_object_hits(idx, hit, poses[k], int(self.tri_offset[k]), t_best, triangle, u, v, normal)
         return {"triangle": triangle, "u": u, "v": v, "normal": normal}
 
     def occluded(self, poses: np.ndarray, origins: np.ndarray, direction: np.ndarray) -> np.ndarray:

@@ -141,3 +141,27 @@ def test_local_rays_kernel_matches_reference(seed: int) -> None:
     assert set(fast[0].tolist()) <= set(rays_hitting_box(origins, dirs, lo, hi, pose).tolist())
     empty = local_rays_through_box(origins, dirs, np.zeros(0, np.int64), pose, lo, hi, t_max)
     assert [len(a) for a in empty] == [0, 0, 0, 0]
+
+
+def test_merge_object_hits_kernel_matches_reference() -> None:
+    """Folding one object's hits into the batch: only nearer hits replace, misses (-1) never do."""
+    from taskology.sim.instances import merge_object_hits, merge_object_hits_reference
+
+    rng = np.random.default_rng(3)
+    n, m = 500, 200
+    idx = np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
+    hit = {"primID": np.where(rng.random(m) < 0.3, -1, rng.integers(0, 50, m)).astype(np.int32),
+           "tfar": rng.uniform(0, 60, m).astype(np.float32), "u": rng.random(m).astype(np.float32),
+           "v": rng.random(m).astype(np.float32), "Ng": rng.normal(size=(m, 3)).astype(np.float32)}
+    pose = pose_matrix(3.0, -1.0, 0.2, 0.7)
+    t0 = rng.uniform(0, 60, n)
+    records = [(t0.copy(), np.full(n, -1, np.int64), np.zeros(n), np.zeros(n), np.zeros((n, 3))) for _ in range(2)]
+    merge_object_hits(idx, hit, pose, 1000, *records[0])
+    merge_object_hits_reference(idx, hit, pose, 1000, *records[1])
+    for fast, ref in zip(*records):
+        np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)
+    changed = records[0][1] >= 0
+    assert 20 < changed.sum() < m  # some replaced, some kept
+    assert np.all(records[0][0][changed] < t0[changed]) and np.all(records[0][0][~changed] == t0[~changed])
+    np.testing.assert_allclose(np.linalg.norm(records[0][4][changed], axis=1),
+                               np.linalg.norm(hit["Ng"][np.isin(idx, np.flatnonzero(changed))], axis=1), rtol=1e-6)
