@@ -173,7 +173,7 @@ def _memory(n1: int, n2: int, sizes: dict[str, Any], out_dir: Path) -> dict[str,
 
 
 def run(quick: bool) -> BenchResult:
-    frames_main, frames_small, repeats = (12, 16, 7) if quick else (60, 120, 21)
+    frames_main, frames_small, repeats = (24, 32, 9) if quick else (60, 120, 21)
     n1, n2 = (100, 1000) if quick else (1000, 10000)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="taskology-bench-sim-") as tmp:
