@@ -25,15 +25,6 @@ def up_in_camera(cam_from_ego: torch.Tensor) -> torch.Tensor:
     return cam_from_ego[:, :3, 2].reshape(-1, 3, 1, 1)
 
 
-def class_probability(logits: torch.Tensor, segmentation: Any, carla_ids: Any) -> torch.Tensor:
-    """(B, C, H, W) logits -> (B, 1, H, W) total probability of the listed CARLA classes."""
-    probs = torch.softmax(logits, dim=1)
-    index = segmentation.class_index(sorted(carla_ids))
-    if not index:
-        return torch.zeros_like(probs[:, :1])
-    return probs[:, index].sum(dim=1, keepdim=True)
-
-
 def segmentation_geometry_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
                                 tasks: Mapping[str, Task]) -> dict[str, torch.Tensor]:
     logits = outputs["segmentation"]["logits"]
@@ -41,9 +32,9 @@ def segmentation_geometry_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]
     depth = outputs["depth"]["depth"].to(logits.dtype)
     segmentation, depth_task = tasks["segmentation"], tasks["depth"]
     up = up_in_camera(batch["cam_from_ego"].to(logits.dtype))
-    p_ground = class_probability(logits, segmentation, GROUND_CLASS_IDS)
+    p_ground = segmentation.class_probability(logits, GROUND_CLASS_IDS)
     ground = (p_ground * (1.0 - (normals * up).sum(dim=1, keepdim=True))).mean()
-    p_sky = class_probability(logits, segmentation, [SKY_CLASS_ID])
+    p_sky = segmentation.class_probability(logits, [SKY_CLASS_ID])
     lo, hi = math.log(depth_task.min_depth), math.log(depth_task.max_depth)
     nearness = ((hi - torch.log(depth.clamp_min(1e-6))) / (hi - lo)).clamp_min(0.0)
     sky = (p_sky * nearness).mean()

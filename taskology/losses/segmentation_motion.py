@@ -29,20 +29,11 @@ from taskology.tasks.base import Task
 MOTION_SCALE_M = 0.1
 
 
-def movable_probability(logits: torch.Tensor, segmentation: Any) -> torch.Tensor:
-    """(B, C, H, W) logits -> (B, 1, H, W) total softmax probability of the movable classes."""
-    probs = torch.softmax(logits, dim=1)
-    index = segmentation.class_index(sorted(MOVABLE_CLASS_IDS))
-    if not index:
-        return torch.zeros_like(probs[:, :1])
-    return probs[:, index].sum(dim=1, keepdim=True)
-
-
 def segmentation_motion_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
                              tasks: Mapping[str, Task]) -> torch.Tensor:
     """``mean(p_static * tanh(|object_translation| / 0.1 m))`` -> scalar in [0, 1]."""
     logits = outputs["segmentation"]["logits"]
     translation = outputs["motion"]["object_translation"].to(logits.dtype)   # (B, 3, H, W)
     magnitude = torch.sqrt((translation ** 2).sum(dim=1, keepdim=True) + 1e-12)
-    p_static = 1.0 - movable_probability(logits, tasks["segmentation"])
+    p_static = 1.0 - tasks["segmentation"].class_probability(logits, MOVABLE_CLASS_IDS)
     return (p_static * torch.tanh(magnitude / MOTION_SCALE_M)).mean()

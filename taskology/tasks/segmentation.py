@@ -12,7 +12,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,15 @@ class SegmentationTask(Task):
     def class_index(self, carla_ids: Sequence[int]) -> list[int]:
         """Logit indices of the listed CARLA ids (ids not trained on are skipped)."""
         return [self.class_ids.index(c) for c in carla_ids if c in self.class_ids]
+
+    def class_probability(self, logits: torch.Tensor, carla_ids: Iterable[int]) -> torch.Tensor:
+        """(B, C, H, W) logits -> (B, 1, H, W) total softmax probability of the listed CARLA classes
+        (zeros when none of them is trained on)."""
+        probs = torch.softmax(logits, dim=1)
+        index = self.class_index(sorted(carla_ids))
+        if not index:
+            return torch.zeros_like(probs[:, :1])
+        return probs[:, index].sum(dim=1, keepdim=True)
 
     def build_model(self) -> nn.Module:
         return CompactUNet(in_channels=3, out_channels=self.num_classes, width=self.width)
