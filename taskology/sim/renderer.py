@@ -29,7 +29,7 @@ from taskology.sim.instances import DynamicInstances
 from taskology.sim.meshes import MeshAsset
 from taskology.sim.world import SceneState
 
-SKY = 11
+SKY = layers_mod.SKY  # semantic id of sky pixels
 #: offset of shadow-ray origins along the surface normal, metres.
 _SHADOW_BIAS_M = 0.02
 
