@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -279,7 +280,10 @@ class Supervisor:
                    for s in self.tasks.values())
 
     def run(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """Poll until every task reaches the target (or ``timeout_s``); stop all actors; return summary."""
+        """Poll until every task reaches the target (or ``timeout_s``); stop all actors; return summary.
+
+        Ctrl-C (KeyboardInterrupt) stops every actor (each writes its final checkpoint), records
+        ``state: interrupted`` in the manifest and re-raises."""
         deadline = None if timeout_s is None else time.time() + timeout_s
         try:
             while not self.finished():
@@ -291,18 +295,32 @@ class Supervisor:
                 self.poll()
                 if self.on_poll is not None:
                     self.on_poll(self)
+        except KeyboardInterrupt:
+            self._event("interrupted: stopping every actor (final checkpoints)")
+            self.stop()
+            self.write_manifest("interrupted")
+            raise
         finally:
             self.stop()
         self.write_manifest("done")
         return self.summary()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Ask every actor to stop at once, then wait for all of them together (at most ``timeout_s``,
+        default ``call_timeout_s + 30``): one hung or lost actor does not delay the others."""
+        deadline = time.time() + (self.call_timeout_s + 30 if timeout_s is None else timeout_s)
+        pending = []
         for slot in self.slots.values():
             if slot.handle is None:
                 continue
             try:
-                slot.handle.stop().result(timeout=self.call_timeout_s + 30)
+                pending.append(slot.handle.stop())
             except Exception:  # noqa: BLE001 - already gone
+                pass
+        for future in pending:
+            try:
+                future.result(timeout=max(deadline - time.time(), 0.1))
+            except Exception:  # noqa: BLE001 - already gone or too slow; checkpoints are atomic either way
                 pass
 
     def summary(self) -> dict[str, Any]:
@@ -378,13 +396,36 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
         with_sim = bool(config.exchange.live_mediator)
     use_sim = with_sim and collective
     spec = replace(cluster_spec_from_config(config.cluster), spare_workers=spare_workers)
-    session = open_cluster(spec, n_actors=len(tasks) + int(use_sim))
-    print(describe(session), flush=True)
+    previous_term = _sigterm_as_interrupt()
     try:
-        return {str(seed): _run_seed(session, config, seed_dir, seed, tasks, runner_cls, use_sim, live, timeout_s)
-                for seed, seed_dir in seed_dirs}
+        session = open_cluster(spec, n_actors=len(tasks) + int(use_sim))
+        print(describe(session), flush=True)
+        try:
+            return {str(seed): _run_seed(session, config, seed_dir, seed, tasks, runner_cls, use_sim, live,
+                                         timeout_s) for seed, seed_dir in seed_dirs}
+        finally:
+            session.close()
+    except KeyboardInterrupt:
+        print(f"interrupted: actors stopped at their final checkpoints, cluster closed; continue with "
+              f"`taskology train --resume {run_dir}`", flush=True)
+        raise
     finally:
-        session.close()
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Make SIGTERM raise KeyboardInterrupt in the driver (same clean stop as Ctrl-C); returns the
+    previous handler, or None when not on the main thread (signals cannot be set there)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, tasks: list[str], runner_cls: Any,
@@ -415,6 +456,11 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
     view = LiveView(enabled=live)
     supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
                             run_dir=run_dir, on_poll=view.update)
-    supervisor.start()
+    try:
+        supervisor.start()
+    except KeyboardInterrupt:
+        supervisor.stop()
+        supervisor.write_manifest("interrupted")
+        raise
     with view:
         return supervisor.run(timeout_s=timeout_s)
