@@ -157,14 +157,17 @@ class ShardWriter:
             raise DataError(f"{self.temp_path}: cannot create temp shard: {exc}") from exc
         for group in self.groups:
             self._file.create_group(group)
+        # Dataset handles are kept (h5py reopens a dataset by path on every ``file[name]``) and grown
+        # by doubling (one resize per frame costs as much as the write); close() trims to the rows written.
+        self._dsets: dict[str, h5py.Dataset] = {}
         for name in self._per_frame:
             shape = _expected_shape(name, self.camera_hw)
-            self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape),
+            self._dsets[name] = self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape),
                                       dtype=LAYERS[name].dtype, fletcher32=True, compression=codecs.get(name))
         for name in self._ragged:
             shape = _expected_shape(name, None)
             rows = RAGGED_CHUNK_ROWS[LAYERS[name].group]
-            self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), chunks=(rows, *shape),
+            self._dsets[name] = self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), chunks=(rows, *shape),
                                       dtype=LAYERS[name].dtype, fletcher32=True, compression=codecs.get(name))
 
     # ------------------------------------------------------------------ writing
@@ -205,19 +208,23 @@ class ShardWriter:
             arrays[name] = arr
         f = self._frames
         for name in self._per_frame:
-            dset = self._file[name]
-            dset.resize(f + 1, axis=0)
-            dset[f] = arrays[name]
+            self._reserve(name, f + 1)[f] = arrays[name]
         for name in self._ragged:
             group = LAYERS[name].group
             start = self._offsets[group][-1]
-            dset = self._file[name]
-            dset.resize(start + rows[group], axis=0)
+            dset = self._reserve(name, start + rows[group])
             if rows[group]:
                 dset[start:start + rows[group]] = arrays[name]
         for group, n in rows.items():
             self._offsets[group].append(self._offsets[group][-1] + n)
         self._frames += 1
+
+    def _reserve(self, name: str, rows: int) -> h5py.Dataset:
+        """The dataset ``name`` with room for at least ``rows`` rows along axis 0 (grown by doubling)."""
+        dset = self._dsets[name]
+        if rows > dset.shape[0]:
+            dset.resize(max(rows, 2 * dset.shape[0], 8), axis=0)
+        return dset
 
     # ------------------------------------------------------------------ finishing
     def close(self) -> Path:
@@ -229,6 +236,10 @@ class ShardWriter:
             missing = self._static_needed - {n for n in self._static_needed if n in self._file}
             if missing:
                 raise DataError(f"{self.path}: static layers not set: {sorted(missing)} (call set_static)")
+            for name in self._per_frame:
+                self._dsets[name].resize(self._frames, axis=0)
+            for name in self._ragged:
+                self._dsets[name].resize(self._offsets[LAYERS[name].group][-1], axis=0)
             for group, offsets in self._offsets.items():
                 self._file.create_dataset(f"{group}/offsets", data=np.asarray(offsets, dtype=np.int64),
                                           fletcher32=True)
