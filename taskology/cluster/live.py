@@ -52,21 +52,54 @@ def status_table(actors: Mapping[str, Mapping[str, Any]], target_steps: int) -> 
     return table
 
 
-class LiveView:
-    """Context manager refreshing the table after each supervisor poll (no-op when ``enabled`` is False)."""
+def status_line(actors: Mapping[str, Mapping[str, Any]], target_steps: int) -> str:
+    """One plain line of every actor's progress (logs, pipes): ``depth 120/300 loss 0.41 | ...``."""
+    parts = []
+    for info, row in zip(actors.values(), status_rows(actors, target_steps)):
+        name, state, step, _rate, loss, staleness = row[:6]
+        shown = state if state not in ("training", "generating") else ""
+        if info.get("kind") == "sim":
+            fields = (name, shown, step, loss)  # "<n> shards", "<r> fr/s"
+        else:
+            fields = (name, shown, step, f"loss {loss}" if loss else "", f"stale {staleness}" if staleness else "")
+        parts.append(" ".join(x for x in fields if x))
+    return " | ".join(parts)
 
-    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+
+class LiveView:
+    """Context manager refreshing the table after each supervisor poll (no-op when ``enabled`` is False).
+
+    When the console is not a terminal (a log file, a pipe) a live table cannot redraw, so one plain
+    :func:`status_line` is printed every ``plain_every_s`` seconds instead."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None, plain_every_s: float = 15.0) -> None:
         self.enabled = enabled
         self._live: Live | None = None
         self._console = console
+        self.plain_every_s = plain_every_s
+        self._plain = False
+        self._last_plain = 0.0
 
     def __enter__(self) -> LiveView:
         if self.enabled:
+            console = self._console or Console()
+            if not console.is_terminal:
+                self._console, self._plain = console, True
+                return self
             self._live = Live(Table(), console=self._console, refresh_per_second=2, transient=False)
             self._live.__enter__()
         return self
 
     def update(self, supervisor: Any) -> None:
+        if self._plain:
+            import time
+
+            if time.time() - self._last_plain >= self.plain_every_s:
+                self._last_plain = time.time()
+                summary = supervisor.summary()
+                assert self._console is not None
+                self._console.print(status_line(summary["actors"], summary["target_steps"]), highlight=False,
+                                    soft_wrap=True)
         if self._live is not None:
             summary = supervisor.summary()
             self._live.update(status_table(summary["actors"], summary["target_steps"]))
