@@ -110,3 +110,89 @@ def test_other_settings_on_the_same_out_are_refused_before_training(tmp_path: Pa
     monkeypatch.setattr(command_module, "train_command", lambda *a, **k: pytest.fail("must not train"))
     with pytest.raises(ConfigError, match=r"tasks.depth.lr: saved 0.01, now 0.001\); use another --out"):
         demo.run_arm("alone", tmp_path / "demo", wanted, [], "none", demo._console())
+
+
+@pytest.mark.slow  # a local Dask cluster starting on the loaded 2-core machine: ~40-60 s wall
+@pytest.mark.timeout(300)
+def test_ctrl_c_stops_a_distributed_run_cleanly(tmp_path: Path) -> None:
+    """SIGINT to the whole process group (a terminal Ctrl-C) while two task actors and the SimActor
+    run: exit 130 within seconds, a final checkpoint per task, manifest 'interrupted', one resume line,
+    no temp files, no process of the group left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from simdata import make_sim_root
+
+    data = make_sim_root(tmp_path / "data")
+    run = tmp_path / "run"
+    overrides = [f"data.root={data}", "data.camera=32x96", "sim.camera=32x96", "sim.frames=3", "sim.lidar_beams=0",
+                 "data.test_sequences=1", "train.steps=100000", "train.device=cpu", "train.mediator_batch_size=2",
+                 "train.checkpoint_every_steps=0", "train.checkpoint_every_s=0", "exchange.live_mediator=true",
+                 "train.log_every=2",
+                 "tasks.segmentation.enabled=false", "tasks.motion.enabled=false"]
+    for t in ("depth", "normals"):
+        overrides += [f"tasks.{t}.width=4", f"tasks.{t}.batch_size=2", f"tasks.{t}.label_fraction=1.0"]
+    exe = Path(sys.executable).with_name("taskology")
+    proc = subprocess.Popen([str(exe), "train", str(demo.DEMO_CONFIG), *overrides, "--cluster", "local",
+                             "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 200
+        while time.time() < deadline and len(list((run / "tensorboard").glob("*/events*"))) < 2:
+            time.sleep(0.5)
+        time.sleep(5)  # a few steps (and a SimActor shard in progress)
+        assert proc.poll() is None, proc.communicate()[0][-2000:]
+        sent = time.time()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        took = time.time() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-2000:]
+    assert took < 30, f"stopping took {took:.0f} s"
+    assert f"taskology train --resume {run}" in out
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["state"] == "interrupted"
+    for task in ("depth", "normals"):
+        assert list((run / "checkpoints" / task).glob("step_*.pt")), f"no final checkpoint of {task}"
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    left: list[str] = []
+    for _ in range(20):  # worker processes exit within seconds of the driver
+        left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.5)
+    detail = subprocess.run(["ps", "-o", "pid,etime,cmd", "-p", ",".join(left)], capture_output=True,
+                            text=True).stdout if left else ""
+    assert not left, f"processes of the run still alive 10 s after it ended:\n{detail}"
+
+
+def test_live_view_prints_plain_lines_when_not_a_terminal() -> None:
+    """The demo's driver output goes to a log file or pipe: no redrawing table, a progress line per
+    interval instead (the first poll prints, the next within the interval does not)."""
+    import io
+
+    from rich.console import Console
+
+    from taskology.cluster.live import LiveView
+
+    class Supervisor:
+        def summary(self) -> dict:
+            return {"target_steps": 200, "actors": {
+                "depth": {"kind": "task", "restarts": 0, "status": {
+                    "state": "training", "step": 12, "scalars": {"loss/total": 0.5},
+                    "staleness": {"staleness/normals/mean_steps": 4.0, "staleness/normals/mean_s": 1.0}}},
+                "normals": {"kind": "task", "restarts": 0, "status": {"state": "done", "step": 200}},
+                "sim": {"kind": "sim", "restarts": 0, "status": {"phase": "generating", "shards_available": 3,
+                                                                 "frames_per_s": 2.0}}}}
+
+    out = io.StringIO()
+    with LiveView(console=Console(file=out, width=60), plain_every_s=60) as view:
+        view.update(Supervisor())
+        view.update(Supervisor())
+    assert out.getvalue() == ("depth 12/200 loss 0.5 stale 4 st / 1.0 s | normals done 200/200 | "
+                              "sim 3 shards 2.0 fr/s\n")
