@@ -338,3 +338,11 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path: Path, monkeypat
         save_config(load_config(None, ["train.steps=1"]), path)
     assert path.read_text() == before
     assert os.listdir(tmp_path) == ["config.yaml"]
+
+
+def test_lockstep_lag_that_publication_can_never_meet_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"exchange\.lockstep_lag_steps: 3 can never be met.*use >= 9"):
+        load_config(None, ["exchange.lockstep_lag_steps=3", "exchange.publish_every_steps=10"])
+    config = load_config(None, ["exchange.lockstep_lag_steps=0", "exchange.publish_every_steps=1",
+                                "exchange.refresh_every_s=0"])
+    assert config.exchange.lockstep_lag_steps == 0 and config.exchange.refresh_every_s == 0.0

@@ -239,7 +239,8 @@ class ExchangeConfig(_Section):
     """How tasks share predictions on mediator samples (distributed runs)."""
 
     publish_every_steps: Annotated[Int, Field(ge=1)] = 50
-    refresh_every_s: Annotated[Float, Field(gt=0)] = 5.0
+    refresh_every_s: Annotated[Float, Field(ge=0)] = Field(5.0, description="Seconds between a consumer's "
+                                                           "fetches of its peers' publications (0: as often as possible).")
     max_staleness_steps: Annotated[Int, Field(ge=0)] = Field(2000, description="Older predictions are not used.")
     max_staleness_s: Annotated[Float, Field(gt=0)] = Field(1200.0, description="Older predictions are not used.")
     payload_dtype: Literal["float16", "float32"] = "float16"
@@ -249,6 +250,15 @@ class ExchangeConfig(_Section):
     lockstep_lag_steps: Optional[Annotated[Int, Field(ge=0)]] = Field(
         None, description="null: never wait for peers. N: a task at step s waits (up to 60 s) until it holds a "
         "peer publication from peer step >= s - N (0 with publish_every_steps=1: peers refreshed every step).")
+
+    @model_validator(mode="after")
+    def _lockstep_reachable(self) -> "ExchangeConfig":
+        lag = self.lockstep_lag_steps
+        if lag is not None and lag < self.publish_every_steps - 1:
+            raise _fail(f"{lag} can never be met when peers publish every {self.publish_every_steps} steps "
+                        f"(every step would wait for the timeout); use >= {self.publish_every_steps - 1} or null",
+                        "lockstep_lag_steps")
+        return self
 
 
 def _registry_names(module: str, attribute: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
