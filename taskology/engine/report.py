@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from taskology.engine.logbook import write_json_atomic
-from taskology.report.runs import ARM_NAMES, Arm, find_arms, read_task_scalars, staleness_samples
+from taskology.report.runs import (ARM_NAMES, Arm, find_arms, read_task_scalars, relation_usage,
+                                   staleness_samples)
 from taskology.report.tables import metric_rows, metric_table_markdown
 
 REPORT_DIR = "report"
@@ -89,6 +90,7 @@ def _staleness_section(arms: dict[str, Arm], out: Path, notes: list[str]) -> lis
     arm = arms.get("collective")
     if arm is None:
         return lines + ["_No collective arm: no peer predictions were used._", ""]
+    lines += _relation_usage_lines(arm, notes)
     if not arm.distributed:
         return lines + ["In-process run: predictions fresh (every peer prediction is computed by the peer's "
                         "current model at the step it is used; staleness 0 steps, 0 s).", ""]
@@ -105,6 +107,26 @@ def _staleness_section(arms: dict[str, Arm], out: Path, notes: list[str]) -> lis
         lines.append(f"| {task} | {steps.size} | {np.median(steps):.1f} | {steps.max():.1f} | "
                      f"{np.median(seconds):.1f} | {seconds.max():.1f} |")
     return lines + ["", "![staleness histogram](staleness.png)", ""]
+
+
+def _relation_usage_lines(arm: Arm, notes: list[str]) -> list[str]:
+    """Table of relation terms evaluated vs skipped (no peer prediction) per consumer task, at the
+    logged steps after the warm-up; a note when most were skipped (the arm hardly trained collectively)."""
+    usage = {task: relation_usage(read_task_scalars(arm.seed_dirs()[0], task)) for task in arm.tasks}
+    usage = {task: u for task, u in usage.items() if u}
+    if not usage:
+        return []
+    lines = ["Relation terms at the logged steps: evaluated / skipped because no peer prediction covered the "
+             "mediator samples.", "", "| consumer | relation | evaluated | skipped |", "| --- | --- | ---: | ---: |"]
+    for task, relations in usage.items():
+        used = sum(u for u, _ in relations.values())
+        skipped = sum(k for _, k in relations.values())
+        for name, (u, k) in relations.items():
+            lines.append(f"| {task} | {name} | {u} | {k} |")
+        if skipped > used:
+            notes.append(f"collective arm: {task} skipped {skipped} of {used + skipped} logged relation terms "
+                         "(no peer prediction for its mediator samples): it hardly trained collectively")
+    return lines + [""]
 
 
 def _gallery_section(arms: dict[str, Arm], out: Path, notes: list[str]) -> list[str]:

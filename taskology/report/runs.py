@@ -199,3 +199,19 @@ def staleness_samples(scalars: dict[str, Series]) -> tuple[np.ndarray, np.ndarra
     t = seconds[1][np.searchsorted(seconds[0], common)]
     used = (s > 0) | (t > 0)
     return s[used], t[used]
+
+
+def relation_usage(scalars: dict[str, Series]) -> dict[str, tuple[int, int]]:
+    """Per relation, ``(used, skipped)``: logged steps at which the task evaluated the relation
+    (``consistency/<name>``) or skipped it for lack of a peer prediction (``skipped/<name>``).
+
+    Example:
+        >>> s = {"consistency/photometric": (np.array([10, 20]), np.array([0.1, 0.2])),
+        ...      "skipped/photometric": (np.array([30]), np.array([1.0])), "consistency/scale": (np.array([10]), np.array([1.0]))}
+        >>> relation_usage(s)
+        {'photometric': (2, 1)}
+    """
+    names = {k.split("/", 1)[1] for k in scalars if k.startswith(("consistency/", "skipped/"))} - {"scale"}
+    return {name: (len(scalars.get(f"consistency/{name}", ((),))[0]), len(scalars.get(f"skipped/{name}", ((),))[0]))
+            for name in sorted(names)}
+

@@ -250,3 +250,23 @@ def test_depth_range_and_sample_picking() -> None:
     assert gallery.pick_indices(10, 3) == [0, 4, 9]
     assert gallery.pick_indices(2, 3) == [0, 1] and gallery.pick_indices(0, 3) == []
     assert gallery.semantic_from_logits(np.array([[[0.0, 3.0]], [[1.0, 2.0]]]), (1, 14)).tolist() == [[14, 1]]
+
+
+def test_relation_terms_evaluated_and_skipped_are_counted_and_flagged(sim_root: Path, tmp_path: Path) -> None:
+    from taskology.report.runs import relation_usage
+
+    make_arm(tmp_path / "alone", sim_root, "alone")
+    make_arm(tmp_path / "collective", sim_root, "collective")
+    # depth: evaluated depth_normals at steps 1-2, skipped it at 3-5 and photometric at 5; scale is no relation
+    records = [{"step": s, "loss/total": 1.0, "consistency/scale": 1.0,
+                **({"consistency/depth_normals": 0.1} if s <= 2 else {"skipped/depth_normals": 1.0}),
+                **({"skipped/photometric": 1.0} if s == 5 else {})} for s in range(1, 6)]
+    (tmp_path / "collective" / "logs" / "depth.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    usage = relation_usage(read_task_scalars(tmp_path / "collective", "depth"))
+    assert usage == {"depth_normals": (2, 3), "photometric": (0, 1)}
+    write_report(tmp_path)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| depth | depth_normals | 2 | 3 |" in text and "| depth | photometric | 0 | 1 |" in text
+    assert "| normals | depth_normals | 20 | 0 |" in text   # make_arm logs the term at every step
+    assert "depth skipped 4 of 6 logged relation terms" in text
+    assert "normals skipped" not in text
