@@ -29,7 +29,7 @@ def pyplot():  # type: ignore[no-untyped-def]
 def loss_tags(scalars: Mapping[str, Series]) -> tuple[list[str], list[str]]:
     """(supervised ``loss/<term>`` tags except ``loss/total``, ``consistency/<relation>`` tags), sorted."""
     supervised = sorted(t for t in scalars if t.startswith("loss/") and t != "loss/total")
-    consistency = sorted(t for t in scalars if t.startswith("consistency/"))
+    consistency = sorted(t for t in scalars if t.startswith("consistency/") and t != "consistency/scale")
     return supervised, consistency
 
 
