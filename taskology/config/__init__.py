@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from taskology.config.loading import (
     apply_overrides,
+    flatten_dotted,
     config_to_yaml,
     load_config,
     parse_override,
@@ -64,7 +65,7 @@ __all__ = [
     "CAMERA_RELATIONS", "CAMERA_TASKS", "KNOWN_RELATIONS", "KNOWN_TASKS", "MAX_CAMERA_SIDE",
     "ClusterConfig", "DataConfig", "ExchangeConfig", "ExperimentConfig", "RelationConfig", "SimConfig",
     "TaskConfig", "TLSConfig", "TrainConfig",
-    "apply_overrides", "available_relations", "available_tasks", "config_to_yaml", "describe_validation_error",
+    "apply_overrides", "flatten_dotted", "available_relations", "available_tasks", "config_to_yaml", "describe_validation_error",
     "load_config", "parse_camera_hw", "parse_cluster_address", "parse_override", "read_config_file",
     "save_config",
 ]

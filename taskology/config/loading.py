@@ -68,6 +68,21 @@ def read_config_file(path: Path) -> ExperimentConfig:
     return _validate({} if raw is None else raw, str(path))
 
 
+def flatten_dotted(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> ``{"dotted.key": leaf}``, the spelling overrides and error messages use.
+
+    Example:
+        >>> flatten_dotted({"train": {"steps": 5}, "seed": 0})
+        {'train.steps': 5, 'seed': 0}
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten_dotted(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
 def parse_override(override: str) -> tuple[list[str], Any]:
     """``"train.steps=2000"`` -> ``(["train", "steps"], 2000)``; the value is read with ``yaml.safe_load``."""
     key, sep, text = override.partition("=")

@@ -101,16 +101,10 @@ def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Path:
 
 def _differences(saved: Any, wanted: Any) -> list[str]:
     """Dotted keys whose values differ between two configs (the cluster section is ignored)."""
-    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(value, dict):
-            out: dict[str, Any] = {}
-            for k, v in value.items():
-                out.update(flat(v, f"{prefix}{k}."))
-            return out
-        return {prefix.rstrip("."): value}
+    from taskology.config import flatten_dotted
 
-    a = flat({k: v for k, v in saved.model_dump(mode="json").items() if k != "cluster"})
-    b = flat({k: v for k, v in wanted.model_dump(mode="json").items() if k != "cluster"})
+    a = flatten_dotted({k: v for k, v in saved.model_dump(mode="json").items() if k != "cluster"})
+    b = flatten_dotted({k: v for k, v in wanted.model_dump(mode="json").items() if k != "cluster"})
     return [f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

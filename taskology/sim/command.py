@@ -14,6 +14,7 @@ from typing import Any
 
 import h5py
 
+from taskology.config import flatten_dotted
 from taskology.data.schema import SCHEMA_VERSION
 from taskology.errors import NotYetAvailable, SimError
 from taskology.sim.generate import (generate_shard, generator_description, sequence_id_for, validate_parameters)
@@ -64,18 +65,9 @@ def check_output_dir(out: Path, generator: dict[str, Any]) -> None:
                            f"parameters (nothing was written)")
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
-
-
 def _describe_difference(existing: Any, wanted: dict[str, Any]) -> str:
     """``"config.frames: existing 5, this run 6; ..."`` for the keys that differ."""
-    old, new = _flatten(existing), _flatten(wanted)
+    old, new = flatten_dotted(existing), flatten_dotted(wanted)
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return "; ".join(f"{k}: existing {old.get(k)!r}, this run {new.get(k)!r}" for k in keys[:6])
 
