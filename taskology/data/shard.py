@@ -184,8 +184,8 @@ class Shard:
         try:
             return self._datasets[name][index]
         except OSError as exc:
-            raise self._fail(name, f"readable data at {index!r} (checksum ok)",
-                             f"a read error: {exc}") from exc
+            raise self._fail(name, f"intact data at {index!r} (fletcher32 checksums match)",
+                             f"a read error, the file is corrupt or truncated: {exc}") from exc
 
     # ------------------------------------------------------------------ reading
     @property
