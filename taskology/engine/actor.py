@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, PeerFetcher, PredictionCache,
-                                       PublicationBox, compact_predictions)
+                                       PublicationBox, StalenessLog, compact_predictions)
 from taskology.engine.protocol import Predictions
 
 _CKPT = re.compile(r"^step_(\d{8})\.pt$")
@@ -156,6 +156,7 @@ class TaskActor:
         latest = self.checkpoints.latest()
         self.restored_from: int | None = None
         self.last_published_step: int | None = None
+        state: dict[str, Any] = {}
         if latest is not None:
             self.runner = runner_cls.restore(latest, **kwargs)
             self.restored_from = int(self.runner.step)
@@ -163,6 +164,8 @@ class TaskActor:
             if pub is not None:
                 self.box.publish(pub)
             self.last_published_step = state.get("last_published_step")
+            # staleness and relation counts cover the whole run, not only this incarnation
+            self.cache.log = StalenessLog.from_dict(state.get("staleness_log", {}))
         else:
             self.runner = runner_cls(**kwargs)
         self._lock = threading.Lock()
@@ -180,8 +183,8 @@ class TaskActor:
         self._last_ckpt_time = time.time()
         self._writer: Any = None
         #: relation terms the runner evaluated / skipped (``consistency/<name>`` / ``skipped/<name>``)
-        self._relation_terms: dict[str, int] = {}
-        self._relation_skips: dict[str, int] = {}
+        self._relation_terms: dict[str, int] = dict(state.get("relation_terms", {}))
+        self._relation_skips: dict[str, int] = dict(state.get("relation_skips", {}))
         #: alone mode (``collective=False``) has no mediator pool and no peers: nothing to publish
         self.publishes = bool(getattr(self.runner, "collective", True))
 
@@ -322,8 +325,12 @@ class TaskActor:
         if step <= self._last_ckpt_step and self.checkpoints.latest() is not None:
             return
         self.runner.save_checkpoint(self.checkpoints.path(step))
+        with self._lock:
+            terms, skips = dict(self._relation_terms), dict(self._relation_skips)
         self.checkpoints.save_side(step, {"last_published_step": self.last_published_step, "step": step,
-                                          "exchange_bytes": self.fetcher.meter.bytes_total},
+                                          "exchange_bytes": self.fetcher.meter.bytes_total,
+                                          "staleness_log": self.cache.log.to_dict(),
+                                          "relation_terms": terms, "relation_skips": skips},
                                    self.box.latest())
         self.checkpoints.prune()
         with self._lock:

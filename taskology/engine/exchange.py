@@ -163,6 +163,19 @@ class StalenessLog:
         self.sum_s[task] = self.sum_s.get(task, 0.0) + float(sum(seconds))
         self.max_s[task] = max([self.max_s.get(task, 0.0), *seconds])
 
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        """JSON-ready copy (saved beside a checkpoint so the figures cover the whole run, not one incarnation)."""
+        return {name: dict(getattr(self, name)) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, float]]) -> "StalenessLog":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones start empty."""
+        log = cls()
+        for name in cls.__dataclass_fields__:
+            kind = int if name in ("count", "max_steps", "rejected") else float
+            getattr(log, name).update({str(k): kind(v) for k, v in dict(data.get(name, {})).items()})
+        return log
+
     def scalars(self) -> dict[str, float]:
         """``staleness/<peer>/{mean,max}_{steps,s}`` and ``staleness/<peer>/rejected``."""
         out: dict[str, float] = {}

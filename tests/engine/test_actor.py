@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 from fake_runner import FakeRunner  # noqa: E402
 
 from taskology.engine.actor import CheckpointDir, TaskActor, checkpoint_due  # noqa: E402
-from taskology.engine.exchange import ExchangePolicy  # noqa: E402
+from taskology.engine.exchange import ExchangePolicy, StalenessLog  # noqa: E402
 from taskology.engine.protocol import Predictions  # noqa: E402
 
 
@@ -83,6 +83,10 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path) -> Non
     straight.stop()
 
     first = make_actor(tmp_path / "two", every=4)
+    first.cache.log.record("b", [2, 5], [0.1, 0.2])  # as if peer b's rows had been used before step 4
+    first._relation_terms["b_consistency"] = 3
+    first_log_at_4 = StalenessLog.from_dict(first.cache.log.to_dict())
+    first_terms_at_4 = dict(first._relation_terms)
     first.start(6)  # checkpoints at 4 and at the end (6)
     wait_state(first, {"done"})
     first.stop()
@@ -91,6 +95,8 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path) -> Non
     resumed = make_actor(tmp_path / "two", every=4)
     assert resumed.restored_from == 4 and resumed.status()["step"] == 4
     assert resumed.latest_predictions(-1).step == 1  # the publication saved with checkpoint 4
+    # the staleness / relation figures of the first incarnation carry over (they describe the whole run)
+    assert resumed.cache.log == first_log_at_4 and resumed._relation_terms == first_terms_at_4
     resumed.start(10)
     wait_state(resumed, {"done"})
     resumed.stop()

@@ -1,6 +1,7 @@
 """Exchange policy, publication box and consumer cache, without a cluster."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, PeerFetcher, PredictionCache,
-                                       PublicationBox, compact_predictions)
+                                       PublicationBox, StalenessLog, compact_predictions)
 from taskology.engine.protocol import Predictions
 
 
@@ -101,6 +102,19 @@ def test_cache_merges_rows_and_reports_staleness() -> None:
     s = cache.log.scalars()
     assert s["staleness/depth/max_steps"] == 31.0 and s["staleness/depth/rejected"] == 1.0
     assert s["staleness/depth/mean_steps"] == pytest.approx((10 + 30 + 10 + 31) / 4)
+
+
+def test_staleness_log_survives_a_json_round_trip() -> None:
+    log = StalenessLog()
+    log.record("depth", [3, 9], [0.5, 1.25])
+    log.record("normals", [0], [0.0])
+    log.rejected["depth"] = 2
+    back = StalenessLog.from_dict(json.loads(json.dumps(log.to_dict())))
+    assert back == log and back.scalars() == log.scalars()
+    assert isinstance(back.count["depth"], int) and back.scalars()["staleness/depth/max_steps"] == 9.0
+    back.record("depth", [20], [2.0])  # keeps accumulating after a restore
+    assert back.scalars()["staleness/depth/mean_steps"] == pytest.approx(32 / 3)
+    assert StalenessLog.from_dict({}) == StalenessLog()
 
 
 def test_cache_ignores_older_rows_and_evicts_lru_and_forgets() -> None:
