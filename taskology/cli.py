@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import click
 
 from taskology.errors import NotYetAvailable, TaskologyError
+from taskology.runtime import tune_malloc
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
@@ -172,6 +173,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    tune_malloc()  # the same allocator settings as the Dask workers (in-process runs are the reference)
 
 
 @cli.command()

@@ -29,6 +29,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.security import Security
 
 from taskology.errors import ClusterError
+from taskology.runtime import tune_malloc
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def tls_security(tls: TLSFiles) -> Security:
 
 
 class ThreadLimitPlugin(WorkerPlugin):
-    """Sets torch (and Numba, when loaded) thread counts in each worker process, and warms the process:
+    """Sets torch (and Numba, when loaded) thread counts in each worker process (and :func:`tune_malloc`),
+    and warms the process:
     torch's first optimizer imports ``torch._dynamo`` (about 2.5 s here), which would otherwise delay the
     first actor created on the worker (and so every recovery).
 
@@ -123,6 +125,7 @@ class ThreadLimitPlugin(WorkerPlugin):
         self.threads = max(int(threads), 1)
 
     def setup(self, worker: Any) -> None:
+        tune_malloc()
         threading.Thread(target=self._configure, name="taskology-worker-warmup", daemon=True).start()
 
     def _configure(self) -> None:

@@ -244,6 +244,8 @@ class ExchangeConfig(_Section):
     max_staleness_steps: Annotated[Int, Field(ge=0)] = Field(2000, description="Older predictions are not used.")
     max_staleness_s: Annotated[Float, Field(gt=0)] = Field(1200.0, description="Older predictions are not used.")
     payload_dtype: Literal["float16", "float32"] = "float16"
+    predict_batch_size: Annotated[Int, Field(ge=1)] = Field(16, description="Mediator samples per forward pass "
+                                                            "when publishing (inference only: larger is cheaper per sample).")
     mediator_pool_shards: Annotated[Int, Field(ge=1)] = 4
     live_mediator: Bool = Field(True, description="Collective distributed runs: a SimActor keeps a live pool of "
                                 "mediator shards (false: the fixed mediator split of data.root).")

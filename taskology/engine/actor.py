@@ -179,6 +179,8 @@ class TaskActor:
         self._rate: deque[tuple[float, int]] = deque(maxlen=20)
         self._exchange_s = 0.0
         self._train_s = 0.0
+        #: (wall time start() launched training, wall time the last step ended or None, step at start)
+        self._window: tuple[float, float | None, int] = (time.time(), None, self._step)
         self._last_ckpt_step = self._step
         self._last_ckpt_time = time.time()
         self._writer: Any = None
@@ -197,10 +199,19 @@ class TaskActor:
                 return self._state
             self._stop.clear()
             self._state = "training"
+            self._window = (time.time(), None, int(self.runner.step))
             self._thread = threading.Thread(target=self._train_loop, name=f"taskology-train-{self.task_name}",
                                             daemon=True)
             self._thread.start()
             self.fetcher.start()
+            return self._state
+
+    def join(self, timeout_s: float | None = None) -> str:
+        """Wait for the training thread to end (in-process use; on a cluster poll :meth:`status`)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=timeout_s)
+        with self._lock:
             return self._state
 
     def stop(self, timeout_s: float = 30.0) -> str:
@@ -262,6 +273,7 @@ class TaskActor:
                     "exchange_s_on_training_thread": self._exchange_s, "train_s": self._train_s,
                     "relation_terms": dict(self._relation_terms), "relation_skips": dict(self._relation_skips),
                     "lockstep_wait_s": self.view.wait_s, "lockstep_timeouts": dict(self.view.timeouts),
+                    "window": {"started": self._window[0], "ended": self._window[1], "from_step": self._window[2]},
                     "pid": os.getpid()}
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
@@ -298,6 +310,8 @@ class TaskActor:
                 if checkpoint_due(step, self._last_ckpt_step, time.time(), self._last_ckpt_time,
                                   self.every_steps, self.every_s):
                     self._checkpoint(step)
+            with self._lock:
+                self._window = (self._window[0], time.time(), self._window[2])
             self._checkpoint(int(self.runner.step))
             with self._lock:
                 self._state = "done" if self.runner.step >= self._target else "stopped"

@@ -249,7 +249,7 @@ class TaskRunner:
         unknown = [s for s in ids if s not in index]
         if unknown:
             raise KeyError(f"{self.task_name}: sample ids not in the mediator pool: {unknown[:5]}")
-        size = int(batch_size or self.config.train.mediator_batch_size)
+        size = int(batch_size or self.config.exchange.predict_batch_size)
         chunks: dict[str, list[np.ndarray]] = {}
         step, wall = self.step, time.time()
         served: list[str] = []  # a live pool may serve another sample for one whose shard vanished
