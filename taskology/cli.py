@@ -289,13 +289,16 @@ def demo(**kwargs: Any) -> None:
 @click.option("--quick", is_flag=True, help="Small sizes and few repeats (a smoke run, not a result).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("benchmarks/results"),
               show_default=True, help="Where NAME.json and NAME.md are written.")
-def bench(name: str | None, quick: bool, out: Path) -> None:
+@click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Preset for benchmarks that train (consistency): results go to OUT/<preset name>.*")
+def bench(name: str | None, quick: bool, out: Path, config: Path | None) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
 
     \b
     Examples:
       taskology bench                 # list the benchmarks
       taskology bench geometry --quick
+      taskology bench consistency --config configs/consistency-cpu.yaml
     """
     from taskology.bench import BENCHMARKS, run_benchmark
 
@@ -303,7 +306,7 @@ def bench(name: str | None, quick: bool, out: Path) -> None:
         for bench_name in sorted(BENCHMARKS):
             click.echo(bench_name)
         return
-    run_benchmark(name, quick=quick, out_dir=out)
+    run_benchmark(name, quick=quick, out_dir=out, config=config)
 
 
 @cli.command()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -72,7 +73,7 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return times[len(times) // 2]
 
 
-def provenance(name: str, quick: bool) -> dict[str, Any]:
+def provenance(name: str, quick: bool, config: Path | None = None) -> dict[str, Any]:
     """Command, date, cores, commit and library versions of this run."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -86,7 +87,8 @@ def provenance(name: str, quick: bool) -> dict[str, Any]:
         if mod in sys.modules:
             versions[mod] = getattr(sys.modules[mod], "__version__", "?")
     return {
-        "command": f"taskology bench {name}" + (" --quick" if quick else ""),
+        "command": f"taskology bench {name}" + (" --quick" if quick else "")
+        + (f" --config {config}" if config is not None else ""),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
@@ -101,8 +103,25 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results")) -> dict[str, Any]:
-    """Run benchmark ``name`` and write ``out_dir/name.json`` and ``out_dir/name.md``; return the JSON."""
+def result_stem(name: str, quick: bool, config: Path | None) -> str:
+    """File stem of a result: the benchmark, the preset it ran when not the default, ``-quick``.
+
+    Example:
+        >>> result_stem("consistency", False, Path("configs/consistency-cpu.yaml"))
+        'consistency-cpu'
+        >>> result_stem("consistency", True, Path("my.yaml"))
+        'consistency-my-quick'
+    """
+    stem = name
+    if config is not None:
+        stem = config.stem if config.stem.startswith(name) else f"{name}-{config.stem}"
+    return stem + ("-quick" if quick else "")
+
+
+def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results"),
+                  config: Path | None = None) -> dict[str, Any]:
+    """Run benchmark ``name`` and write ``out_dir/<stem>.json`` and ``.md`` (see :func:`result_stem`);
+    return the JSON. ``config``: a preset for benchmarks that train from one (others refuse it)."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
     module_name, issue = BENCHMARKS[name]
@@ -112,12 +131,19 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         if exc.name == module_name:
             raise NotYetAvailable(f"benchmark {name!r} is not implemented yet (it lands with issue #{issue})") from exc
         raise
-    result: BenchResult = module.run(quick=quick)
+    if config is not None:
+        if "config" not in inspect.signature(module.run).parameters:
+            raise ConfigError(f"benchmark {name!r} takes no --config (it has fixed sizes)")
+        if not Path(config).is_file():
+            raise ConfigError(f"--config: no such file {config}")
+        result: BenchResult = module.run(quick=quick, config=Path(config))
+    else:
+        result = module.run(quick=quick)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(name, quick)
+    prov = provenance(name, quick, config)
     record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
               "notes": result.notes}
-    stem = name + ("-quick" if quick else "")
+    stem = result_stem(name, quick, config)
     _write_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
     lines = [f"# Benchmark `{name}`", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",

@@ -41,10 +41,10 @@ QUICK_OVERRIDES = ["sim.sequences=6", "sim.frames=10", "sim.camera=32x96", "data
                    ] + [f"tasks.{t}.{k}" for t in HEADLINE for k in ("width=4", "batch_size=4")]
 
 
-def _config(quick: bool, extra: list[str]) -> Any:
+def _config(quick: bool, extra: list[str], preset: Path = PRESET) -> Any:
     from taskology.config import load_config
 
-    return load_config(PRESET, (QUICK_OVERRIDES if quick else []) + extra)
+    return load_config(preset, (QUICK_OVERRIDES if quick else []) + extra)
 
 
 def ensure_data(config: Any) -> Path:
@@ -64,9 +64,26 @@ def ensure_data(config: Any) -> Path:
     return root
 
 
-def _arm_config(base_overrides: list[str], quick: bool, root: Path, fraction: float, arm: str) -> Any:
+def _arm_config(base_overrides: list[str], quick: bool, root: Path, fraction: float, arm: str,
+                preset: Path = PRESET) -> Any:
     extra = [f"data.root={root}", f"train.mode={arm}"] + [f"tasks.{t}.label_fraction={fraction}" for t in HEADLINE]
-    return _config(quick, base_overrides + extra)
+    return _config(quick, base_overrides + extra, preset)
+
+
+def _one_run(preset: str, quick: bool, root: str, fraction: float, arm: str, seed: int, run_dir: str,
+             threads: int) -> tuple[dict[str, Any], float]:
+    """One (fraction, arm, seed) training run + test evaluation, in a worker process."""
+    import torch
+
+    from taskology.engine.collective import run_collective
+    from taskology.runtime import tune_malloc
+
+    tune_malloc()
+    torch.set_num_threads(max(int(threads), 1))
+    t0 = time.time()
+    cfg = _arm_config([], quick, Path(root), fraction, arm, Path(preset))
+    record = run_collective(cfg, Path(run_dir), seed=seed, tensorboard=False)
+    return record["tasks"], time.time() - t0
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -120,26 +137,38 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def run(quick: bool) -> BenchResult:
-    from taskology.engine.collective import run_collective
+def run(quick: bool, config: Path | None = None) -> BenchResult:
+    """All (fraction, arm, seed) runs, as many at a time as there are cores (one process each, the
+    cores split between them; on a GPU machine they share the GPU)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    base = _config(quick, [])
+    preset = Path(config) if config is not None else PRESET
+    base = _config(quick, [], preset)
     started = time.time()
     root = ensure_data(base)
     sim_s = time.time() - started
     seeds = list(base.train.seeds)
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="taskology-consistency-") as scratch:
-        for fraction in FRACTIONS:
-            for arm in ARMS:
-                cfg = _arm_config([], quick, root, fraction, arm)
-                for seed in seeds:
-                    t0 = time.time()
-                    record = run_collective(cfg, Path(scratch) / f"{fraction}-{arm}-{seed}", seed=seed,
-                                            tensorboard=False)
-                    timings[f"{fraction}/{arm}/{seed}"] = time.time() - t0
-                    runs.setdefault(f"{fraction}", {}).setdefault(arm, {})[str(seed)] = record["tasks"]
+    jobs = [(fraction, arm, seed) for fraction in FRACTIONS for arm in ARMS for seed in seeds]
+    cores = os.cpu_count() or 1
+    workers = max(1, min(len(jobs), cores))
+    wall0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="taskology-consistency-") as scratch, ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_one_run, str(preset), quick, str(root), fraction, arm, seed,
+                               str(Path(scratch) / f"{fraction}-{arm}-{seed}"), max(cores // workers, 1)):
+                   (fraction, arm, seed) for fraction, arm, seed in jobs}
+        for done, future in enumerate(as_completed(futures), 1):
+            fraction, arm, seed = futures[future]
+            tasks, seconds = future.result()
+            timings[f"{fraction}/{arm}/{seed}"] = seconds
+            runs.setdefault(f"{fraction}", {}).setdefault(arm, {})[str(seed)] = tasks
+            print(f"[{done}/{len(jobs)}] labels {fraction:.0%} {arm} seed {seed}: {seconds:.0f} s "
+                  f"({time.time() - wall0:.0f} s elapsed)", flush=True)
+    runs = {f"{fr}": {arm: dict(sorted(runs[f"{fr}"][arm].items())) for arm in ARMS} for fr in FRACTIONS}
     summary: dict[str, Any] = {}
     for fr, arms in runs.items():
         for arm, by_seed in arms.items():
@@ -179,16 +208,20 @@ def run(quick: bool) -> BenchResult:
             gap = f"{100 * d['gap_recovered']:.0f} %" if "gap_recovered" in d else "–"
             lines.append(f"| {task} | {metric} | {fr:.0%} | {a['mean']:.4g} ± {a['std']:.2g} | "
                          f"{c['mean']:.4g} ± {c['std']:.2g} | {100 * d['relative_gain']:+.1f} % | {gap} |")
-    png = RESULTS / ("consistency-quick.png" if quick else "consistency.png")
+    from taskology.bench import result_stem
+
+    png = RESULTS / f"{result_stem('consistency', quick, config)}.png"
     _plot(summary, png)
     cfg_note = (f"{base.sim.sequences} sequences x {base.sim.frames} frames at {base.sim.camera}, "
                 f"{base.data.test_sequences} held-out test sequences, {base.train.steps} steps per task, "
                 f"seeds {seeds}, device {base.train.device}")
     notes = (f"Setup: {cfg_note}. Equal steps per task in both arms; test split used only for the final "
              f"evaluation. Plot: {png.relative_to(REPO)}. Simulation took {sim_s:.0f} s (0 when cached); "
-             f"training + evaluation {sum(timings.values()):.0f} s in total."
+             f"training + evaluation {sum(timings.values()):.0f} s of run time, {time.time() - wall0:.0f} s wall "
+             f"({workers} runs at a time)."
              + (" QUICK RUN: sizes far too small for the targets to be meaningful." if quick else ""))
-    figures = {"setup": {"data_root": str(root), "fractions": list(FRACTIONS), "seeds": seeds,
+    figures = {"setup": {"preset": str(preset.relative_to(REPO) if preset.is_relative_to(REPO) else preset),
+                         "data_root": str(root), "fractions": list(FRACTIONS), "seeds": seeds,
                          "steps": base.train.steps, "camera": base.sim.camera, "sequences": base.sim.sequences,
                          "frames": base.sim.frames},
                "summary": summary, "derived": derived, "runs": runs, "seconds": timings, "plot": str(png)}

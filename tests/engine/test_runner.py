@@ -201,3 +201,30 @@ def test_pool_serves_live_shards_when_a_reopen_fails(tmp_path: Path, sim_root: P
     with pytest.raises(DataError, match="all 2 shard"):
         copy2[0]
     pool.close()
+
+
+def test_in_process_view_reuses_a_peer_answer_only_while_the_peer_has_not_stepped(tmp_path: Path) -> None:
+    _, view, runners = make_runners(tmp_path)
+    batch = runners["depth"].mediator_stream.next_batch()
+    first = view.peer_outputs("normals", batch)
+    again = view.peer_outputs("normals", batch)
+    assert (view.forward_passes, view.cache_hits) == (1, 1)
+    for name, value in first.outputs.items():
+        assert again.outputs[name] is value  # the same tensors, not recomputed
+        assert torch.equal(value, runners["normals"].predict(batch)[name].float())  # and what predict gives
+    runners["normals"].train_step()  # new weights: the cached answer is void
+    after = view.peer_outputs("normals", batch)
+    assert view.forward_passes >= 2 and not torch.equal(after.outputs["normals"], first.outputs["normals"])
+    other = runners["depth"].mediator_stream.next_batch()  # other samples: computed, not reused
+    passes = view.forward_passes
+    view.peer_outputs("normals", other)
+    assert view.forward_passes == passes + 1
+
+
+def test_collective_round_shares_peer_forward_passes(tmp_path: Path) -> None:
+    _, view, runners = make_runners(tmp_path)
+    for _ in range(2):
+        for t in TASKS:
+            runners[t].train_step()
+    # every consumer draws the same mediator batch in a round, so most peer answers are reused
+    assert view.cache_hits >= view.forward_passes / 2
