@@ -171,6 +171,7 @@ class TaskActor:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pending_pool: list[str] | None = None
+        self._pools_applied = 0  # live mediator pools this incarnation switched to
         self._state = "idle"
         self._error: str | None = None
         self._target = 0
@@ -273,6 +274,7 @@ class TaskActor:
                     "exchange_s_on_training_thread": self._exchange_s, "train_s": self._train_s,
                     "relation_terms": dict(self._relation_terms), "relation_skips": dict(self._relation_skips),
                     "lockstep_wait_s": self.view.wait_s, "lockstep_timeouts": dict(self.view.timeouts),
+                    "mediator_pools_applied": self._pools_applied,
                     "window": {"started": self._window[0], "ended": self._window[1], "from_step": self._window[2]},
                     "pid": os.getpid()}
 
@@ -289,8 +291,9 @@ class TaskActor:
             while not self._stop.is_set() and self.runner.step < self._target:
                 with self._lock:
                     pool, self._pending_pool = self._pending_pool, None
-                if pool is not None:
-                    self.runner.set_mediator_pool(pool)
+                if pool is not None and self.runner.set_mediator_pool(pool) is not False:
+                    with self._lock:
+                        self._pools_applied += 1
                 self.view.consumer_step = int(self.runner.step)
                 t0 = time.perf_counter()
                 scalars = self.runner.train_step()

@@ -88,6 +88,7 @@ class Supervisor:
         self.events: list[str] = []
         self._pool: list[str] = []
         self._pool_pushed_at = 0.0
+        self._pushed_at_step: dict[str, int] = {}  # each task's published step when the pool last changed
 
     # ---- creation ------------------------------------------------------------------------------
     @property
@@ -258,17 +259,35 @@ class Supervisor:
                 self._recover(slot, f"failed: {error.splitlines()[0] if error else '?'}")
         self._push_mediator_pool()
 
+    def _published_since_push(self) -> bool:
+        """Every task actor has published after the last pool push (or there was none yet)."""
+        if not self._pool:
+            return True
+        for name, slot in self.tasks.items():
+            published = slot.last_status.get("published_step")
+            if published is None or int(published) <= self._pushed_at_step.get(name, -1):
+                return False
+        return True
+
     def _push_mediator_pool(self) -> None:
+        """Hand the task actors a newer mediator pool, paced by the exchange: only once every task has
+        published on the current pool, and replacing at most half of it (see :func:`advance_pool`), so
+        the samples peers have predictions for stay in every consumer's pool."""
         sims = [s for s in self.slots.values() if s.kind == "sim" and s.handle is not None]
         if not sims or time.time() - self._pool_pushed_at < self.mediator_every_s:
             return
+        if not self._published_since_push():
+            return
         self._pool_pushed_at = time.time()
         try:
-            pool = list(sims[0].handle.shards().result(timeout=self.call_timeout_s))
+            offered = list(sims[0].handle.shards().result(timeout=self.call_timeout_s))
         except Exception:  # noqa: BLE001 - the sim is lost; poll() recovers it
             return
+        pool = advance_pool(self._pool, offered)
         if pool and pool != self._pool:
             self._pool = pool
+            self._pushed_at_step = {n: int(s.last_status.get("published_step") or -1)
+                                    for n, s in self.tasks.items()}
             for slot in self.tasks.values():
                 try:
                     slot.handle.set_mediator_pool(pool).result(timeout=self.call_timeout_s)
@@ -333,6 +352,27 @@ class Supervisor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(self.run_dir / "manifest.json", {"state": state, "updated": time.time(),
                                                             "cluster": self.session.address, **self.summary()})
+
+
+def advance_pool(current: list[str], offered: list[str]) -> list[str]:
+    """The next mediator pool: ``offered`` (the SimActor's newest shards, oldest first), but replacing at
+    most half of ``current`` (the oldest go first) so consecutive pools overlap.
+
+    Example:
+        >>> advance_pool([], ["s3", "s4"])
+        ['s3', 's4']
+        >>> advance_pool(["s1", "s2", "s3", "s4"], ["s5", "s6", "s7", "s8"])
+        ['s3', 's4', 's5', 's6']
+        >>> advance_pool(["s1", "s2"], ["s2", "s3"])
+        ['s2', 's3']
+    """
+    if not current:
+        return list(offered)
+    new = [p for p in offered if p not in current]
+    if not new:
+        return list(current)
+    take = new[:max(1, len(current) // 2)]
+    return (list(current) + take)[-max(len(offered), 1):]
 
 
 def exchange_policy_from_config(exchange: Any) -> ExchangePolicy:

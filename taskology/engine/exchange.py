@@ -239,6 +239,17 @@ class PredictionCache:
             rows = self._rows.get(task)
             return max((r.step for r in rows.values()), default=-1) if rows else -1
 
+    def usable_ids(self, task: str) -> set[str]:
+        """Sample ids whose cached row of ``task`` is within the staleness limits now."""
+        now = self._clock()
+        with self._lock:
+            rows = self._rows.get(task)
+            if not rows:
+                return set()
+            current = self._peer_step.get(task, -1)
+            return {sid for sid, row in rows.items()
+                    if self.policy.is_usable(max(current - row.step, 0), max(now - row.wall_time, 0.0))}
+
     def lookup(self, task: str, sample_ids: list[str], device: str | torch.device = "cpu") -> PeerOutputs | None:
         """Outputs of ``task`` for every id (float32 tensors, no grad), or ``None`` if any row is missing
         or too stale. The staleness of returned rows is recorded in :attr:`log`."""
@@ -304,6 +315,11 @@ class DistributedPeerView:
                 break
             time.sleep(0.002)
         self.wait_s += time.perf_counter() - start
+
+    def usable_ids(self, task: str) -> set[str]:
+        """Mediator samples for which ``task``'s cached prediction can be used now (the runner draws its
+        mediator batches among them, so a live pool's new samples wait until peers have published them)."""
+        return self.cache.usable_ids(task)
 
     def peer_outputs(self, task: str, batch: Mapping[str, Any]) -> PeerOutputs | None:
         self._wait_for(task)

@@ -176,6 +176,29 @@ class TaskRunner:
             close()  # frees retired shards' inodes
         return True
 
+    def _mediator_batch(self) -> dict[str, Any]:
+        """The next mediator batch: the stream's, unless the peer view says which samples it can answer
+        (the distributed exchange: peers' published rows) and the stream's next batch has others; then a
+        seeded draw among the pool samples every needed peer can answer. In-process every sample can be
+        answered, so this is always the stream's batch (the reference behaviour)."""
+        assert self.mediator_stream is not None
+        usable = getattr(self.peer_view, "usable_ids", None)
+        if usable is None:
+            return self.mediator_stream.next_batch()
+        pool = self.data.mediator
+        ids = list(pool.sample_ids)
+        needed = sorted({p for relation, _ in self.relations for p in relation.tasks if p != self.task_name})
+        allowed = set(ids)
+        for peer in needed:
+            allowed &= usable(peer)
+        indices = self.mediator_stream.next_indices()
+        if not allowed or all(ids[i] in allowed for i in indices):
+            return collate([pool[i] for i in indices])  # nothing better to draw from / all answerable
+        choices = np.asarray([i for i, sid in enumerate(ids) if sid in allowed])
+        rng = np.random.default_rng([self.seed + 1, self.step, 1])
+        picked = rng.choice(choices, size=min(len(indices), len(choices)), replace=False)
+        return collate([pool[int(i)] for i in picked])
+
     # -- training -----------------------------------------------------------------------------------
     def _forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         return self.task.forward(self.model, batch)
@@ -194,7 +217,7 @@ class TaskRunner:
                                   int(self.config.train.consistency_ramp_steps))
         if self.relations and scale > 0:
             assert self.mediator_stream is not None
-            mediator = to_device(self.mediator_stream.next_batch(), self.device)
+            mediator = to_device(self._mediator_batch(), self.device)
             own = self._forward(mediator)
             peer_cache: dict[str, Any] = {}
             for relation, weight in self.relations:

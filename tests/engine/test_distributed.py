@@ -121,3 +121,34 @@ def test_run_distributed_with_real_runners_and_resume(sim_root: Path, tmp_path: 
     for task in ("depth", "normals"):
         st = resumed["actors"][task]["status"]
         assert st["restored_from"] == 6 and st["step"] == 8 and st["state"] == "done"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path, tmp_path: Path) -> None:
+    """A SimActor writes new shards during training; the pool handed to the task actors changes, and
+    because consumers draw mediator batches among samples their peer has published (and the pool turns
+    over at most half at a time, after every task published), the relation runs on nearly every step."""
+    from taskology.config import load_config
+    from taskology.engine.distributed import run_distributed
+
+    steps = 150
+    cfg = load_config(None, [
+        f"data.root={sim_root}", "data.test_sequences=1", "data.mediator_fraction=0.4", f"train.steps={steps}",
+        "train.mediator_batch_size=2", "train.log_every=10", "train.eval_every=0", "train.device=cpu",
+        "train.checkpoint_every_steps=0", "train.checkpoint_every_s=0", "train.seeds=[0]",
+        "train.consistency_start_step=0", "train.consistency_ramp_steps=1",
+        "tasks.segmentation.enabled=false", "tasks.motion.enabled=false",
+        "exchange.publish_every_steps=10", "exchange.refresh_every_s=0.5", "exchange.mediator_pool_shards=2",
+        "exchange.live_mediator=true", "sim.frames=6", "sim.camera=32x96", "sim.lidar_beams=0",
+        *[f"tasks.{t}.{k}" for t in ("depth", "normals") for k in ("width=4", "batch_size=2", "label_fraction=0.5")]])
+    summary = run_distributed(cfg, tmp_path, resume=False, with_sim=True, live=False, timeout_s=240)["0"]
+    for task in ("depth", "normals"):
+        st = summary["actors"][task]["status"]
+        assert st["state"] == "done" and st["step"] == steps
+        assert st["mediator_pools_applied"] >= 2, st  # the first pool and at least one newer one
+        terms = st["relation_terms"].get("depth_normals", 0)
+        # only the steps before the peer's first publication (and its first fetch) may skip
+        assert terms >= 0.8 * steps, (terms, st["relation_skips"])
+    shards = sorted((tmp_path / "mediator").glob("*.h5"))
+    assert len(shards) >= 3  # the sim kept writing (retired shards beyond the pool are unlinked)

@@ -228,3 +228,46 @@ def test_collective_round_shares_peer_forward_passes(tmp_path: Path) -> None:
             runners[t].train_step()
     # every consumer draws the same mediator batch in a round, so most peer answers are reused
     assert view.cache_hits >= view.forward_passes / 2
+
+
+class _AnsweringView(InProcessPeerView):
+    """In-process answers, but only for the sample ids in ``answerable`` (as a distributed cache would)."""
+
+    def __init__(self, answerable: set[str] | None) -> None:
+        super().__init__()
+        self.answerable = answerable
+        self.asked: list[list[str]] = []
+
+    def usable_ids(self, task: str) -> set[str]:
+        return set(self.answerable) if self.answerable is not None else set()
+
+    def peer_outputs(self, task, batch):
+        self.asked.append(list(batch["sample_id"]))
+        return super().peer_outputs(task, batch)
+
+
+@pytest.mark.parametrize("mode", ["subset", "all", "none"])
+def test_mediator_batches_come_from_samples_peers_can_answer(tmp_path: Path, mode: str) -> None:
+    cfg = tiny_config()
+    data = synthetic_task_data(seed=0)
+    reference = TaskRunner(task_name="depth", config=cfg, data_root=tmp_path, run_dir=tmp_path,
+                           peer_view=InProcessPeerView(), seed=0, collective=True, data=data)
+    pool_ids = list(reference.data.mediator.sample_ids)
+    answerable = {"subset": set(pool_ids[:3]), "all": set(pool_ids), "none": None}[mode]
+    view = _AnsweringView(answerable)
+    runner = TaskRunner(task_name="depth", config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view,
+                        seed=0, collective=True, data=synthetic_task_data(seed=0))
+    for t in ("normals", "segmentation", "motion"):
+        view.register(t, TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path,
+                                    peer_view=InProcessPeerView(), seed=0, collective=True,
+                                    data=synthetic_task_data(seed=0)))
+    streamed = [list(reference.mediator_stream.next_batch()["sample_id"]) for _ in range(4)]
+    for _ in range(4):
+        runner.train_step()
+    used = [view.asked[i] for i in range(0, len(view.asked), 3)]  # three peers asked per step, same batch
+    assert len(used) == 4
+    if mode == "subset":
+        assert all(set(b) <= answerable and len(b) == 2 for b in used)  # never a sample no peer published
+        assert used != streamed
+    else:  # all answerable: exactly the stream's (in-process) batches; none: nothing better, the stream
+        assert used == streamed
