@@ -14,9 +14,10 @@ deterministic refresh schedule instead of one perturbed by two processes competi
 so the interval, not the machine load, is what varies between arms. The staleness actually observed
 (steps and seconds since the snapshot, p50/p95 over every row used) is reported per arm.
 
-Full: 32x96, width 8, batch 4, 400 steps per task, 3 seeds, 12 runs of ~60 s CPU each, two at a time in
-single-threaded worker processes (~6-8 min on 2 idle cores). ``--quick``: 40 steps, intervals 1/5/10
-(= 25 %), one seed: a smoke run of the pipeline, not a result.
+Full: 32x96, width 8, batch 4, 800 steps per task (relations from step 200, ramped over 100: the
+collective recipe, so no snapshot is a random initialisation), 4 seeds, intervals 1/50/200 (= 25 %), 12
+runs of ~2 min CPU each, two at a time in single-threaded worker processes (~12-15 min on 2 idle cores).
+``--quick``: 40 steps, intervals 1/5/10 (= 25 %), one seed: a smoke run of the pipeline, not a result.
 """
 from __future__ import annotations
 
@@ -103,7 +104,9 @@ def _sim_root(root: Path, hw: tuple[int, int], sequences: int, frames: int) -> P
 def _config(root: Path, steps: int, width: int, batch: int) -> Any:
     from taskology.config import load_config
 
+    warmup = steps // 4  # the collective recipe (configs/consistency.yaml): supervised first, then relations
     over = [f"data.root={root}", "data.test_sequences=1", "data.mediator_fraction=0.4", f"train.steps={steps}",
+            f"train.consistency_start_step={warmup}", f"train.consistency_ramp_steps={max(warmup // 2, 1)}",
             "train.mediator_batch_size=4", "train.device=cpu", "train.checkpoint_every_steps=0",
             "train.checkpoint_every_s=0", "train.mode=collective", "train.eval_every=0",
             "tasks.segmentation.enabled=false", "tasks.motion.enabled=false", "relations.depth_normals.enabled=true"]
@@ -152,8 +155,8 @@ def run(quick: bool) -> BenchResult:
         hw, sequences, frames, steps, width, batch, seeds = (32, 96), 4, 6, 40, 4, 2, (0,)
         intervals = [1, 5, 10]
     else:
-        hw, sequences, frames, steps, width, batch, seeds = (32, 96), 6, 12, 400, 8, 4, (0, 1, 2)
-        intervals = [1, 50, 200, steps // 4]
+        hw, sequences, frames, steps, width, batch, seeds = (32, 96), 6, 12, 800, 8, 4, (0, 1, 2, 3)
+        intervals = [1, 50, steps // 4]
     intervals = sorted(set(intervals))
     quarter = max(steps // 4, 1)
     t0 = time.time()
@@ -171,20 +174,29 @@ def run(quick: bool) -> BenchResult:
     seed_sd = {t: float(np.std([runs[1][s]["metrics"][t][m] for s in seeds], ddof=1)) if len(seeds) > 1 else None
                for t, m in HEADLINE.items()}
     rel = {n: {t: (means[n][t] - means[1][t]) / abs(means[1][t]) for t in HEADLINE} for n in intervals}
+    # paired by seed (same initial weights, same batches): the change each seed sees, mean and standard error
+    paired = {n: {t: [(runs[n][s]["metrics"][t][m] - runs[1][s]["metrics"][t][m]) / abs(runs[1][s]["metrics"][t][m])
+                      for s in seeds] for t, m in HEADLINE.items()} for n in intervals}
+    paired_se = {n: {t: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+                     for t, v in by_task.items()} for n, by_task in paired.items()}
     worst = max((abs(v) for n in intervals if n <= quarter for v in rel[n].values()), default=0.0)
     rows = ["| refresh every (steps) | % of run | " + " | ".join(f"{t} {m}" for t, m in HEADLINE.items())
-            + " | change vs fresh | staleness p50/p95 steps | p50/p95 s |",
-            "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- | --- |"]
+            + " | change vs fresh | paired change ± s.e. | staleness p50/p95 steps | p50/p95 s |",
+            "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- | --- | --- |"]
     for n in intervals:
         st = [runs[n][s]["staleness"] for s in seeds]
         p50, p95 = np.mean([x["p50_steps"] for x in st]), np.mean([x["p95_steps"] for x in st])
         s50, s95 = np.mean([x["p50_s"] for x in st]), np.mean([x["p95_s"] for x in st])
         rows.append(f"| {n} | {100 * n / steps:.1f} | " + " | ".join(f"{means[n][t]:.4f}" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * rel[n][t]:+.2f}%" for t in HEADLINE)
+                    + " | " + ", ".join(f"{100 * float(np.mean(paired[n][t])):+.1f}"
+                                        + (f" ± {100 * paired_se[n][t]:.1f}%" if paired_se[n][t] is not None
+                                           else "% (1 seed)") for t in HEADLINE)
                     + f" | {p50:.0f} / {p95:.0f} | {s50:.2f} / {s95:.2f} |")
     figures = {"steps": steps, "seeds": list(seeds), "camera_hw": list(hw), "width": width, "batch_size": batch,
                "intervals": intervals, "quarter_of_run": quarter, "mean_metrics": means,
-               "relative_change_vs_fresh": rel, "fresh_seed_sd": seed_sd, "wall_s": time.time() - t0,
+               "relative_change_vs_fresh": rel, "paired_relative_change": paired, "paired_standard_error": paired_se,
+               "consistency_start_step": steps // 4, "fresh_seed_sd": seed_sd, "wall_s": time.time() - t0,
                "load_average_1min": os.getloadavg()[0],
                "runs": {str(n): {str(s): runs[n][s] for s in seeds} for n in intervals}}
     return BenchResult(
@@ -194,5 +206,8 @@ def run(quick: bool) -> BenchResult:
                "outputs), which serves the same predictions a distributed consumer uses with publish interval N "
                "but on a deterministic schedule (see the module docstring of taskology.bench.staleness). N = 1 is "
                "the fresh reference. Change = relative difference of seed means of the headline metric vs N = 1 "
-               f"(lower is better for both); seed sd of the fresh run: {seed_sd}. "
+               f"(lower is better for both); seed sd of the fresh run: {seed_sd}. Paired change: per seed (same "
+               "initial weights and batches in every arm), mean ± standard error over seeds. Relations start after "
+               f"{steps // 4} supervised steps and ramp in over {max(steps // 8, 1)} (the collective recipe of "
+               "configs/consistency.yaml); the snapshot of a peer is then never its random initialisation. "
                + ("--quick: a pipeline smoke run (40 steps, one seed), not a result." if quick else "")))
