@@ -100,16 +100,81 @@ def gap_recovered(alone: float, collective: float, alone_full: float, higher_is_
     Example:
         >>> gap_recovered(0.30, 0.24, 0.10, higher_is_better=False)
         0.3
+        >>> gap_recovered(0.06, 0.09, 0.12, higher_is_better=False)  # alone@100% worse: no gap
+        nan
     """
     gap = (alone_full - alone) if higher_is_better else (alone - alone_full)
     gain = (collective - alone) if higher_is_better else (alone - collective)
-    return gain / gap if gap != 0 else float("nan")
+    return gain / gap if gap > 0 else float("nan")  # no gap (full labels not better): nothing to recover
 
 
 def relative_gain(alone: float, collective: float, higher_is_better: bool) -> float:
     """How much better collective is than alone, as a fraction of alone (negative: worse)."""
     gain = (collective - alone) if higher_is_better else (alone - collective)
     return gain / abs(alone) if alone else float("nan")
+
+
+def derive(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]:
+    """Gains, gaps recovered, the acceptance targets and the table rows from the per-arm seed statistics."""
+    targets: dict[str, dict[str, Any]] = {}
+    derived: dict[str, Any] = {}
+    full = summary[f"{FRACTIONS[-1]}"]["alone"]
+    for task, (metric, higher) in HEADLINE.items():
+        alone_full = full[task][metric]["mean"]
+        for fr in FRACTIONS:
+            alone = summary[f"{fr}"]["alone"][task][metric]["mean"]
+            coll = summary[f"{fr}"]["collective"][task][metric]["mean"]
+            entry = {"alone": alone, "collective": coll, "relative_gain": relative_gain(alone, coll, higher)}
+            if fr != FRACTIONS[-1]:
+                entry["gap_recovered"] = gap_recovered(alone, coll, alone_full, higher)
+                targets[f"{task} {metric} gap recovered @{fr:.0%}"] = target(entry["gap_recovered"], 0.30)
+            derived.setdefault(task, {})[f"{fr}"] = entry
+        targets[f"{task} {metric} @100%: collective not >2% worse"] = target(
+            derived[task][f"{FRACTIONS[-1]}"]["relative_gain"], -0.02)
+    for task in ("depth", "normals"):
+        metric, higher = HEADLINE[task]
+        targets[f"{task} {metric} @2%: collective >=15% better"] = target(
+            derived[task][f"{FRACTIONS[0]}"]["relative_gain"], 0.15)
+        starved = -relative_gain(full[task][metric]["mean"], summary[f"{FRACTIONS[0]}"]["alone"][task][metric]["mean"],
+                                 higher)
+        targets[f"{task} {metric}: alone@2% worse than alone@100% (label starvation)"] = target(starved, 0.25)
+
+    lines = ["| task | metric | labels | alone (mean ± std) | collective (mean ± std) | gain | gap recovered |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for task, (metric, _) in HEADLINE.items():
+        for fr in FRACTIONS:
+            a = summary[f"{fr}"]["alone"][task][metric]
+            c = summary[f"{fr}"]["collective"][task][metric]
+            d = derived[task][f"{fr}"]
+            gap = "–" if "gap_recovered" not in d else (
+                "n/a (no gap)" if math.isnan(d["gap_recovered"]) else f"{100 * d['gap_recovered']:.0f} %")
+            lines.append(f"| {task} | {metric} | {fr:.0%} | {a['mean']:.4g} ± {a['std']:.2g} | "
+                         f"{c['mean']:.4g} ± {c['std']:.2g} | {100 * d['relative_gain']:+.1f} % | {gap} |")
+    return derived, targets, lines
+
+
+def rerender(json_path: Path) -> None:
+    """Recompute the derived figures, targets and table of a saved result (same runs) and rewrite its
+    ``.json`` and ``.md``; the note says so. For corrections of the derivation, never of the runs."""
+    import json
+
+    from taskology.bench import _write_atomic
+
+    record = json.loads(Path(json_path).read_text())
+    derived, targets, lines = derive(record["figures"]["summary"])
+    record["figures"]["derived"], record["targets"] = derived, targets
+    note = ("Derived figures recomputed from this run's per-seed metrics by "
+            f"`python -m taskology.bench.consistency --rerender {json_path}` (a gap recovered is n/a where "
+            "alone at 100 % labels is not better than alone at that fraction: there is no gap to recover).")
+    if note not in record["notes"]:
+        record["notes"] = record["notes"].rstrip() + " " + note
+    _write_atomic(Path(json_path), json.dumps(record, indent=2, default=float) + "\n")
+    md = Path(json_path).with_suffix(".md")
+    head = md.read_text().split("\n| task | metric |")[0].rstrip("\n")
+    out = [head, "", *lines, "", "| target | value | goal | met |", "| --- | --- | --- | --- |"]
+    out += [f"| {k} | {v['value']:.4g} | {v['target']} | {'yes' if v['met'] else '**no**'} |" for k, v in targets.items()]
+    out += ["", record["notes"].rstrip(), ""]
+    _write_atomic(md, "\n".join(out))
 
 
 def _plot(summary: dict[str, Any], path: Path) -> None:
@@ -175,39 +240,7 @@ def run(quick: bool, config: Path | None = None) -> BenchResult:
             tasks = next(iter(by_seed.values()))
             summary.setdefault(fr, {})[arm] = {
                 task: {m: _stats([by_seed[s][task][m] for s in by_seed]) for m in tasks[task]} for task in tasks}
-    targets: dict[str, dict[str, Any]] = {}
-    derived: dict[str, Any] = {}
-    full = summary[f"{FRACTIONS[-1]}"]["alone"]
-    for task, (metric, higher) in HEADLINE.items():
-        alone_full = full[task][metric]["mean"]
-        for fr in FRACTIONS:
-            alone = summary[f"{fr}"]["alone"][task][metric]["mean"]
-            coll = summary[f"{fr}"]["collective"][task][metric]["mean"]
-            entry = {"alone": alone, "collective": coll, "relative_gain": relative_gain(alone, coll, higher)}
-            if fr != FRACTIONS[-1]:
-                entry["gap_recovered"] = gap_recovered(alone, coll, alone_full, higher)
-                targets[f"{task} {metric} gap recovered @{fr:.0%}"] = target(entry["gap_recovered"], 0.30)
-            derived.setdefault(task, {})[f"{fr}"] = entry
-        targets[f"{task} {metric} @100%: collective not >2% worse"] = target(
-            derived[task][f"{FRACTIONS[-1]}"]["relative_gain"], -0.02)
-    for task in ("depth", "normals"):
-        metric, higher = HEADLINE[task]
-        targets[f"{task} {metric} @2%: collective >=15% better"] = target(
-            derived[task][f"{FRACTIONS[0]}"]["relative_gain"], 0.15)
-        starved = -relative_gain(full[task][metric]["mean"], summary[f"{FRACTIONS[0]}"]["alone"][task][metric]["mean"],
-                                 higher)
-        targets[f"{task} {metric}: alone@2% worse than alone@100% (label starvation)"] = target(starved, 0.25)
-
-    lines = ["| task | metric | labels | alone (mean ± std) | collective (mean ± std) | gain | gap recovered |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for task, (metric, _) in HEADLINE.items():
-        for fr in FRACTIONS:
-            a = summary[f"{fr}"]["alone"][task][metric]
-            c = summary[f"{fr}"]["collective"][task][metric]
-            d = derived[task][f"{fr}"]
-            gap = f"{100 * d['gap_recovered']:.0f} %" if "gap_recovered" in d else "–"
-            lines.append(f"| {task} | {metric} | {fr:.0%} | {a['mean']:.4g} ± {a['std']:.2g} | "
-                         f"{c['mean']:.4g} ± {c['std']:.2g} | {100 * d['relative_gain']:+.1f} % | {gap} |")
+    derived, targets, lines = derive(summary)
     from taskology.bench import result_stem
 
     png = RESULTS / f"{result_stem('consistency', quick, config)}.png"
@@ -226,3 +259,12 @@ def run(quick: bool, config: Path | None = None) -> BenchResult:
                          "frames": base.sim.frames},
                "summary": summary, "derived": derived, "runs": runs, "seconds": timings, "plot": str(png)}
     return BenchResult(figures=figures, table="\n".join(lines), targets=targets, notes=notes)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--rerender":
+        rerender(Path(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m taskology.bench.consistency --rerender RESULT.json")
