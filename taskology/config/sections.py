@@ -247,6 +247,8 @@ class ExchangeConfig(_Section):
     predict_batch_size: Annotated[Int, Field(ge=1)] = Field(16, description="Mediator samples per forward pass "
                                                             "when publishing (inference only: larger is cheaper per sample).")
     mediator_pool_shards: Annotated[Int, Field(ge=1)] = 4
+    pool_refresh_s: Annotated[Float, Field(gt=0)] = Field(5.0, description="Live pool: how often the driver "
+                                                          "checks for newer SimActor shards to hand the task actors.")
     live_mediator: Bool = Field(True, description="Collective distributed runs: a SimActor keeps a live pool of "
                                 "mediator shards (false: the fixed mediator split of data.root).")
     lockstep_lag_steps: Optional[Annotated[Int, Field(ge=0)]] = Field(

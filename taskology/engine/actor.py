@@ -188,6 +188,8 @@ class TaskActor:
         #: relation terms the runner evaluated / skipped (``consistency/<name>`` / ``skipped/<name>``)
         self._relation_terms: dict[str, int] = dict(state.get("relation_terms", {}))
         self._relation_skips: dict[str, int] = dict(state.get("relation_skips", {}))
+        #: step of the first evaluated term per relation (before it: no peer publication yet)
+        self._first_term_step: dict[str, int] = dict(state.get("first_term_step", {}))
         #: alone mode (``collective=False``) has no mediator pool and no peers: nothing to publish
         self.publishes = bool(getattr(self.runner, "collective", True))
 
@@ -273,6 +275,7 @@ class TaskActor:
                     "fetch_last_error": dict(self.fetcher.last_error),
                     "exchange_s_on_training_thread": self._exchange_s, "train_s": self._train_s,
                     "relation_terms": dict(self._relation_terms), "relation_skips": dict(self._relation_skips),
+                    "relation_first_step": dict(self._first_term_step),
                     "lockstep_wait_s": self.view.wait_s, "lockstep_timeouts": dict(self.view.timeouts),
                     "mediator_pools_applied": self._pools_applied,
                     "window": {"started": self._window[0], "ended": self._window[1], "from_step": self._window[2]},
@@ -298,8 +301,8 @@ class TaskActor:
                 t0 = time.perf_counter()
                 scalars = self.runner.train_step()
                 t1 = time.perf_counter()
-                self._count_relations(scalars)
                 step = int(self.runner.step)
+                self._count_relations(scalars, step)
                 if self.publishes and self.policy.should_publish(step, self.last_published_step):
                     self._publish(step)
                 t2 = time.perf_counter()
@@ -323,12 +326,13 @@ class TaskActor:
                 self._state = "failed"
                 self._error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
 
-    def _count_relations(self, scalars: Mapping[str, float]) -> None:
+    def _count_relations(self, scalars: Mapping[str, float], step: int) -> None:
         with self._lock:
             for key in scalars:
                 name = key.split("/", 1)[1] if "/" in key else key
                 if key.startswith("consistency/") and name != "scale":
                     self._relation_terms[name] = self._relation_terms.get(name, 0) + 1
+                    self._first_term_step.setdefault(name, step)
                 elif key.startswith("skipped/"):
                     self._relation_skips[name] = self._relation_skips.get(name, 0) + 1
 
@@ -343,11 +347,12 @@ class TaskActor:
             return
         self.runner.save_checkpoint(self.checkpoints.path(step))
         with self._lock:
-            terms, skips = dict(self._relation_terms), dict(self._relation_skips)
+            terms, skips, first = dict(self._relation_terms), dict(self._relation_skips), dict(self._first_term_step)
         self.checkpoints.save_side(step, {"last_published_step": self.last_published_step, "step": step,
                                           "exchange_bytes": self.fetcher.meter.bytes_total,
                                           "staleness_log": self.cache.log.to_dict(),
-                                          "relation_terms": terms, "relation_skips": skips},
+                                          "relation_terms": terms, "relation_skips": skips,
+                                          "first_term_step": first},
                                    self.box.latest())
         self.checkpoints.prune()
         with self._lock:

@@ -495,7 +495,8 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
             pool_size=int(config.exchange.mediator_pool_shards))))
     view = LiveView(enabled=live)
     supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
-                            run_dir=run_dir, on_poll=view.update)
+                            run_dir=run_dir, on_poll=view.update,
+                            mediator_every_s=float(config.exchange.pool_refresh_s))
     try:
         supervisor.start()
     except KeyboardInterrupt:

@@ -132,7 +132,7 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
     from taskology.config import load_config
     from taskology.engine.distributed import run_distributed
 
-    steps = 150
+    steps = 200
     cfg = load_config(None, [
         f"data.root={sim_root}", "data.test_sequences=1", "data.mediator_fraction=0.4", f"train.steps={steps}",
         "train.mediator_batch_size=2", "train.log_every=10", "train.eval_every=0", "train.device=cpu",
@@ -140,7 +140,7 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
         "train.consistency_start_step=0", "train.consistency_ramp_steps=1",
         "tasks.segmentation.enabled=false", "tasks.motion.enabled=false",
         "exchange.publish_every_steps=10", "exchange.refresh_every_s=0.5", "exchange.mediator_pool_shards=2",
-        "exchange.live_mediator=true", "sim.frames=6", "sim.camera=32x96", "sim.lidar_beams=0",
+        "exchange.live_mediator=true", "exchange.pool_refresh_s=0.3", "sim.frames=4", "sim.camera=32x96", "sim.lidar_beams=0",
         *[f"tasks.{t}.{k}" for t in ("depth", "normals") for k in ("width=4", "batch_size=2", "label_fraction=0.5")]])
     summary = run_distributed(cfg, tmp_path, resume=False, with_sim=True, live=False, timeout_s=240)["0"]
     for task in ("depth", "normals"):
@@ -148,7 +148,9 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
         assert st["state"] == "done" and st["step"] == steps
         assert st["mediator_pools_applied"] >= 2, st  # the first pool and at least one newer one
         terms = st["relation_terms"].get("depth_normals", 0)
-        # only the steps before the peer's first publication (and its first fetch) may skip
-        assert terms >= 0.8 * steps, (terms, st["relation_skips"])
+        first = st["relation_first_step"]["depth_normals"]  # before it: the peer had not published yet
+        # after it, only the switch from the fixed mediator split to the first SimActor pool (no overlap:
+        # about one publication round) may skip; pools that replace wholesale skipped ~95% (measured)
+        assert first <= steps // 2 and terms >= 0.85 * (steps - first + 1), (first, terms, st["relation_skips"])
     shards = sorted((tmp_path / "mediator").glob("*.h5"))
     assert len(shards) >= 3  # the sim kept writing (retired shards beyond the pool are unlinked)
