@@ -170,13 +170,36 @@ class Supervisor:
         else:
             slot.handle.start().result(timeout=self.call_timeout_s)
 
-    def start(self) -> None:
-        """Create every actor, wire peers, start them."""
+    def start(self, first_pool_timeout_s: float = 120.0) -> None:
+        """Create every actor, wire peers, start them. With a SimActor, the task actors start on its first
+        shard(s) (waiting up to ``first_pool_timeout_s``; then on the fixed mediator split): switching
+        from the fixed split to the live pool later would leave peers without common samples for a
+        publication round."""
         for slot in self.slots.values():
             self.create(slot)
         for slot in sorted(self.slots.values(), key=lambda s: s.kind != "sim"):
+            if slot.kind == "task" and not self._pool:
+                self._wait_first_pool(first_pool_timeout_s)
             self._start_slot(slot)
         self.write_manifest("running")
+
+    def _wait_first_pool(self, timeout_s: float) -> None:
+        sims = [s for s in self.slots.values() if s.kind == "sim" and s.handle is not None]
+        if not sims:
+            return
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            try:
+                offered = list(sims[0].handle.shards().result(timeout=self.call_timeout_s))
+            except Exception:  # noqa: BLE001 - the sim is lost; poll() recovers it, tasks use the fixed split
+                return
+            if offered:
+                self._pool = offered
+                self._pool_pushed_at = time.time()
+                sims[0].handle.taken(offered).result(timeout=self.call_timeout_s)
+                return
+            time.sleep(0.2)
+        self._event(f"sim: no shard after {timeout_s:.0f} s; tasks start on the fixed mediator split")
 
     def _event(self, text: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
@@ -293,6 +316,12 @@ class Supervisor:
                     slot.handle.set_mediator_pool(pool).result(timeout=self.call_timeout_s)
                 except Exception:  # noqa: BLE001
                     pass
+        if self._pool:
+            try:  # back-pressure: the sim runs at most max_ahead shards past what the tasks hold (also
+                # tells a recreated SimActor, which starts knowing nothing taken)
+                sims[0].handle.taken(self._pool).result(timeout=self.call_timeout_s)
+            except Exception:  # noqa: BLE001 - the sim is lost; poll() recovers it
+                pass
 
     def finished(self) -> bool:
         return all(s.last_status.get("state") == "done" and int(s.last_status.get("step", 0)) >= self.target_steps
@@ -492,7 +521,8 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
         slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", kwargs=dict(
             run_dir=str(run_dir / "mediator"), seed=int(config.sim.seed), frames=int(config.sim.frames),
             camera_hw=(h, w), lidar_beams=int(config.sim.lidar_beams), frame_rate=float(config.sim.frame_rate),
-            pool_size=int(config.exchange.mediator_pool_shards))))
+            pool_size=int(config.exchange.mediator_pool_shards),
+            max_ahead=int(config.exchange.mediator_pool_shards))))
     view = LiveView(enabled=live)
     supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
                             run_dir=run_dir, on_poll=view.update,

@@ -164,12 +164,15 @@ class SimActor:
         retire_margin: shards kept on disk beyond ``pool_size`` before the oldest are unlinked
             (``None``: ``pool_size``, i.e. files live while two pool generations are produced).
         max_shards: stop after this many shards exist in total (``None``: run until :meth:`stop`).
+        max_ahead: back-pressure: pause while this many complete shards are newer than the newest one a
+            consumer has taken (:meth:`taken`); ``None``: generate freely. With ``max_ahead = pool_size``
+            the shards of the pool consumers hold are never retired under them.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], *, seed: int = 0, frames: int = 20,
                  camera_hw: tuple[int, int] = (64, 208), lidar_beams: int = 32, lidar_azimuth: int = 1024,
                  frame_rate: float = 10.0, pool_size: int | None = None, max_shards: int | None = None,
-                 retire_margin: int | None = None) -> None:
+                 retire_margin: int | None = None, max_ahead: int | None = None) -> None:
         if frames <= 0:
             raise SimError(f"SimActor: frames must be > 0, found {frames}")
         if pool_size is not None and pool_size < 1:
@@ -184,6 +187,10 @@ class SimActor:
         self.pool_size = pool_size
         self.retire_margin = pool_size if retire_margin is None else int(retire_margin)
         self.max_shards = max_shards
+        if max_ahead is not None and max_ahead < 1:
+            raise SimError(f"SimActor: max_ahead must be >= 1 shard or None, found {max_ahead}")
+        self.max_ahead = max_ahead
+        self._taken = -1                       # newest shard index a consumer has taken
         self._lock = threading.Lock()          # guards the state below
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -261,6 +268,22 @@ class SimActor:
                 indices = indices[-self.pool_size:]
             return [str(self._pool[i]) for i in indices]
 
+    def taken(self, paths: list[str]) -> int:
+        """A consumer now uses ``paths`` (shards of this pool): generation may run ``max_ahead`` past the
+        newest of them. Returns that index (-1 when none of the paths is a shard of this actor)."""
+        wanted = {str(Path(p)) for p in paths}
+        with self._lock:
+            found = [i for i, path in self._pool.items() if str(path) in wanted]
+            if found:
+                self._taken = max(self._taken, max(found))
+            return self._taken
+
+    def _must_wait(self) -> bool:
+        with self._lock:
+            if self.max_ahead is None:
+                return False
+            return sum(1 for i in self._pool if i > self._taken) >= self.max_ahead
+
     def retire(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` shards now; returns the retired paths."""
         with self._lock:
@@ -331,6 +354,13 @@ class SimActor:
                     with self._lock:
                         self._phase = "finished"
                     return
+                if self._must_wait():
+                    with self._lock:
+                        self._phase = "waiting"  # consumers have not taken the newest shards yet
+                    self._stop.wait(0.2)
+                    continue
+                with self._lock:
+                    self._phase = "generating"
                 try:
                     self._generate_one(generate_shard, index)
                     failures = 0

@@ -146,11 +146,11 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
     for task in ("depth", "normals"):
         st = summary["actors"][task]["status"]
         assert st["state"] == "done" and st["step"] == steps
-        assert st["mediator_pools_applied"] >= 2, st  # the first pool and at least one newer one
+        assert st["mediator_pools_applied"] >= 3, st  # the first pool and newer ones
         terms = st["relation_terms"].get("depth_normals", 0)
         first = st["relation_first_step"]["depth_normals"]  # before it: the peer had not published yet
-        # after it, only the switch from the fixed mediator split to the first SimActor pool (no overlap:
-        # about one publication round) may skip; pools that replace wholesale skipped ~95% (measured)
-        assert first <= steps // 2 and terms >= 0.85 * (steps - first + 1), (first, terms, st["relation_skips"])
+        # after it, pool changes cost nothing (tasks start on the sim's first shards; consecutive pools
+        # overlap; batches come from published samples); pools replaced wholesale skipped ~95% (measured)
+        assert first <= steps // 2 and terms >= 0.98 * (steps - first + 1), (first, terms, st["relation_skips"])
     shards = sorted((tmp_path / "mediator").glob("*.h5"))
     assert len(shards) >= 3  # the sim kept writing (retired shards beyond the pool are unlinked)

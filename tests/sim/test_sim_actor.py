@@ -193,3 +193,28 @@ def test_listing_is_the_newest_pool_size_and_the_margin_stays_on_disk(tmp_path: 
     assert actor.shards() == [str(files[3]), str(files[4])]
     with pytest.raises(SimError, match="retire_margin"):
         SimActor("x", pool_size=2, retire_margin=-1)
+
+
+@pytest.mark.timeout(120)
+def test_back_pressure_waits_for_consumers_and_never_retires_what_they_hold(tmp_path: Path) -> None:
+    actor = SimActor(tmp_path, seed=0, frames=2, camera_hw=(16, 48), lidar_beams=0, pool_size=2, max_ahead=2)
+    actor.start()
+    try:
+        deadline = time.time() + 60
+        while actor.status()["phase"] != "waiting" and time.time() < deadline:
+            time.sleep(0.05)
+        first = actor.shards()
+        assert len(first) == 2 and actor.status()["phase"] == "waiting"  # two ahead of nothing taken: paused
+        time.sleep(0.5)
+        assert actor.shards() == first  # still paused
+        assert actor.taken(first[-1:]) == 1  # the consumer holds index 1: two more may come
+        while len(set(actor.shards()) - set(first)) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        held = first[-1]
+        assert Path(held).exists() and actor.status()["phase"] == "waiting"  # held shard not retired
+        assert actor.taken(["not/a/shard.h5"]) == 1
+    finally:
+        actor.stop()
+    with pytest.raises(SimError, match="max_ahead"):
+        SimActor(tmp_path / "x", max_ahead=0)
