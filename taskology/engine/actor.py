@@ -168,6 +168,8 @@ class TaskActor:
             self.cache.log = StalenessLog.from_dict(state.get("staleness_log", {}))
         else:
             self.runner = runner_cls(**kwargs)
+        #: bytes fetched by earlier incarnations (the run's total is reported; bytes/s is this incarnation's)
+        self._bytes_before = int(state.get("exchange_bytes", 0))
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pending_pool: list[str] | None = None
@@ -271,7 +273,7 @@ class TaskActor:
                     "staleness": self.cache.log.scalars(), "published_step": self.box.last_step,
                     "checkpoint_step": self._last_ckpt_step, "restored_from": self.restored_from,
                     "exchange_bytes_per_s": self.fetcher.meter.bytes_per_s(),
-                    "exchange_bytes": self.fetcher.meter.bytes_total, "fetch_errors": dict(self.fetcher.errors),
+                    "exchange_bytes": self._bytes_before + self.fetcher.meter.bytes_total, "fetch_errors": dict(self.fetcher.errors),
                     "fetch_last_error": dict(self.fetcher.last_error),
                     "exchange_s_on_training_thread": self._exchange_s, "train_s": self._train_s,
                     "relation_terms": dict(self._relation_terms), "relation_skips": dict(self._relation_skips),
@@ -349,7 +351,7 @@ class TaskActor:
         with self._lock:
             terms, skips, first = dict(self._relation_terms), dict(self._relation_skips), dict(self._first_term_step)
         self.checkpoints.save_side(step, {"last_published_step": self.last_published_step, "step": step,
-                                          "exchange_bytes": self.fetcher.meter.bytes_total,
+                                          "exchange_bytes": self._bytes_before + self.fetcher.meter.bytes_total,
                                           "staleness_log": self.cache.log.to_dict(),
                                           "relation_terms": terms, "relation_skips": skips,
                                           "first_term_step": first},

@@ -85,6 +85,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path) -> Non
     first = make_actor(tmp_path / "two", every=4)
     first.cache.log.record("b", [2, 5], [0.1, 0.2])  # as if peer b's rows had been used before step 4
     first._relation_terms["b_consistency"] = 3
+    first.fetcher.meter.record(1234, 0.01)  # as if 1234 bytes had been fetched
     first_log_at_4 = StalenessLog.from_dict(first.cache.log.to_dict())
     first_terms_at_4 = dict(first._relation_terms)
     first.start(6)  # checkpoints at 4 and at the end (6)
@@ -97,6 +98,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path: Path) -> Non
     assert resumed.latest_predictions(-1).step == 1  # the publication saved with checkpoint 4
     # the staleness / relation figures of the first incarnation carry over (they describe the whole run)
     assert resumed.cache.log == first_log_at_4 and resumed._relation_terms == first_terms_at_4
+    assert resumed.status()["exchange_bytes"] == 1234
     resumed.start(10)
     wait_state(resumed, {"done"})
     resumed.stop()
