@@ -265,6 +265,10 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) == 3 and sys.argv[1] == "--rerender":
-        rerender(Path(sys.argv[2]))
+        try:
+            rerender(Path(sys.argv[2]))
+        except (OSError, ValueError, KeyError) as exc:
+            sys.exit(f"taskology: error: --rerender {sys.argv[2]}: not a readable consistency result "
+                     f"({type(exc).__name__}: {exc})")
     else:
         sys.exit("usage: python -m taskology.bench.consistency --rerender RESULT.json")
