@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from taskology.engine.batches import BatchStream, collate, to_device
-from taskology.engine.protocol import PeerView, Predictions
+from taskology.engine.protocol import PeerView, Predictions, peers_needed
 from taskology.engine.task_data import TaskData, open_task_data
 from taskology.errors import ConfigError
 from taskology.losses import RELATIONS
@@ -131,6 +131,7 @@ class TaskRunner:
         self.tasks.setdefault(task_name, build_task(task_name, **task_kwargs(task_name, config)))
         self.task = self.tasks[task_name]
         self.relations = relations_for(task_name, config) if self.collective else []
+        self.peers_needed = sorted(peers_needed([(r.name, r.tasks) for r, _ in self.relations], task_name))
 
         torch.manual_seed(self.seed)
         self.model = self.task.build_model().to(self.device)
@@ -187,9 +188,8 @@ class TaskRunner:
             return self.mediator_stream.next_batch()
         pool = self.data.mediator
         ids = list(pool.sample_ids)
-        needed = sorted({p for relation, _ in self.relations for p in relation.tasks if p != self.task_name})
         allowed = set(ids)
-        for peer in needed:
+        for peer in self.peers_needed:
             allowed &= usable(peer)
         indices = self.mediator_stream.next_indices()
         if not allowed or all(ids[i] in allowed for i in indices):
