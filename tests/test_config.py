@@ -347,3 +347,18 @@ def test_lockstep_lag_that_publication_can_never_meet_is_rejected() -> None:
     config = load_config(None, ["exchange.lockstep_lag_steps=0", "exchange.publish_every_steps=1",
                                 "exchange.refresh_every_s=0"])
     assert config.exchange.lockstep_lag_steps == 0 and config.exchange.refresh_every_s == 0.0
+
+
+def test_relation_receivers_scale_the_weight_per_receiving_task() -> None:
+    from taskology.engine.runner import relations_for
+
+    cfg = ExperimentConfig.model_validate(
+        {"relations": {"depth_normals": {"weight": 2.0, "receivers": {"normals": 0.0}},
+                       "segmentation_geometry": {"weight": 0.5, "receivers": {"depth": 0.2}}}})
+    fed = {task: {r.name: w for r, w in relations_for(task, cfg)} for task in CAMERA_TASKS}
+    assert fed["depth"]["depth_normals"] == 2.0 and "depth_normals" not in fed["normals"]
+    assert fed["depth"]["segmentation_geometry"] == pytest.approx(0.1)
+    assert fed["normals"]["segmentation_geometry"] == 0.5 and fed["segmentation"]["segmentation_geometry"] == 0.5
+    assert ("relations.depth_normals.receivers.motion: not a task of this relation; it relates depth, normals"
+            in _error(overrides=("relations.depth_normals.receivers.motion=0",)))
+    assert "relations.depth_normals.receivers.normals" in _error(overrides=("relations.depth_normals.receivers.normals=-1",))

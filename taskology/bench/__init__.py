@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, int]] = {
     "geometry": ("taskology.bench.geometry", 3),
     "sim": ("taskology.bench.sim", 4),
     "consistency": ("taskology.bench.consistency", 5),
+    "receivers": ("taskology.bench.receivers", 5),
     "scaling": ("taskology.bench.scaling", 6),
     "staleness": ("taskology.bench.staleness", 6),
 }

@@ -71,8 +71,9 @@ def _arm_config(base_overrides: list[str], quick: bool, root: Path, fraction: fl
 
 
 def _one_run(preset: str, quick: bool, root: str, fraction: float, arm: str, seed: int, run_dir: str,
-             threads: int) -> tuple[dict[str, Any], float]:
-    """One (fraction, arm, seed) training run + test evaluation, in a worker process."""
+             threads: int, extra: tuple[str, ...] = (), split: str = "test") -> tuple[dict[str, Any], float]:
+    """One (fraction, arm, seed) training run + evaluation on ``split``, in a worker process; ``extra``:
+    config overrides of this run."""
     import torch
 
     from taskology.engine.collective import run_collective
@@ -81,8 +82,8 @@ def _one_run(preset: str, quick: bool, root: str, fraction: float, arm: str, see
     tune_malloc()
     torch.set_num_threads(max(int(threads), 1))
     t0 = time.time()
-    cfg = _arm_config([], quick, Path(root), fraction, arm, Path(preset))
-    record = run_collective(cfg, Path(run_dir), seed=seed, tensorboard=False)
+    cfg = _arm_config(list(extra), quick, Path(root), fraction, arm, Path(preset))
+    record = run_collective(cfg, Path(run_dir), seed=seed, tensorboard=False, eval_split=split)
     return record["tasks"], time.time() - t0
 
 

@@ -120,6 +120,8 @@ class DataConfig(_Section):
     root: Path = Field(Path("data/sim"), description="Directory holding the HDF5 shards (one per sequence).")
     camera: CameraSize = Field("64x208", description="Camera size HxW in pixels the tasks train at.")
     test_sequences: Annotated[Int, Field(ge=1)] = Field(2, description="Whole sequences held out for testing.")
+    val_sequences: Annotated[Int, Field(ge=0)] = Field(
+        0, description="Whole sequences held out for validation (choices are made there, never on test).")
     mediator_fraction: Annotated[Float, Field(ge=0, lt=1)] = Field(
         0.5, description="Fraction of the non-test frames that form the unlabeled mediator set.")
     split_seed: Annotated[Int, Field(ge=0)] = Field(0, description="Seed of the split and label draws.")
@@ -160,10 +162,22 @@ class TaskConfig(_Section):
 
 
 class RelationConfig(_Section):
-    """One consistency relation: on or off, and its loss weight."""
+    """One consistency relation: on or off, its loss weight, and which related tasks it feeds.
+
+    A relation ties several tasks and by default feeds every one of them (each receives the loss with
+    only its own outputs carrying gradient). ``receivers`` scales the weight per receiving task:
+    ``{normals: 0}`` keeps ``depth_normals`` teaching depth but stops it pulling normals towards normals
+    differentiated from a weaker depth network. Unlisted related tasks keep factor 1.
+    """
 
     enabled: Bool = True
     weight: Annotated[Float, Field(ge=0)] = 1.0
+    receivers: dict[str, Annotated[Float, Field(ge=0)]] = Field(
+        default_factory=dict, description="Receiving task -> factor on weight (default 1; 0: does not feed it).")
+
+    def weight_for(self, task: str) -> float:
+        """The loss weight this relation has for receiving task ``task``."""
+        return float(self.weight) * float(self.receivers.get(task, 1.0))
 
 
 class TrainConfig(_Section):
@@ -288,6 +302,16 @@ def available_relations() -> tuple[str, ...]:
     return _registry_names("taskology.losses", "RELATIONS", KNOWN_RELATIONS)
 
 
+def relation_tasks(name: str) -> tuple[str, ...] | None:
+    """The tasks relation ``name`` relates (None when the registry or the name is unavailable)."""
+    try:
+        from taskology.losses import RELATIONS
+    except ImportError:
+        return None
+    relation = RELATIONS.get(name)
+    return tuple(relation.tasks) if relation is not None else None
+
+
 class ExperimentConfig(_Section):
     """A whole experiment. Build with :func:`load_config`; save with :func:`save_config`."""
 
@@ -313,9 +337,14 @@ class ExperimentConfig(_Section):
     @classmethod
     def _known_relations(cls, relations: dict[str, RelationConfig]) -> dict[str, RelationConfig]:
         names = available_relations()
-        for name in relations:
+        for name, entry in relations.items():
             if name not in names:
                 raise _fail(f"unknown relation; available: {', '.join(names)}", name)
+            related = relation_tasks(name)
+            for task in entry.receivers:
+                if related is not None and task not in related:
+                    raise _fail(f"not a task of this relation; it relates {', '.join(related)}",
+                                f"{name}.receivers.{task}")
         return relations
 
     @model_validator(mode="after")

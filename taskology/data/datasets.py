@@ -89,7 +89,7 @@ class FrameDataset(Dataset):
 
     Args:
         manifest: the splits manifest of the shard directory.
-        split: ``"train"``, ``"mediator"`` or ``"test"``.
+        split: ``"train"``, ``"mediator"``, ``"val"`` or ``"test"``.
         task: the consuming task (required for train; selects the label mask and the pair mode).
         layers: schema layer names to load (default: every visible layer present in the shards).
             A hidden layer is a DataError.
@@ -126,8 +126,8 @@ class FrameDataset(Dataset):
         self._pid = -1
 
     def _sequences(self) -> list[str]:
-        if self.split == "test":
-            return list(self.manifest.test)
+        if self.split in ("val", "test"):
+            return list(self.manifest.val if self.split == "val" else self.manifest.test)
         return sorted(self.manifest.train if self.split == "train" else self.manifest.mediator)
 
     def _present_layers(self) -> set[str]:

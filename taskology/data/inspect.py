@@ -86,8 +86,9 @@ def _splits_summary(root: Path) -> dict[str, Any] | None:
     except DataError as exc:
         return {"error": str(exc)}
     return {
-        "seed": manifest.seed, "test_sequences": list(manifest.test),
-        "frames": {split: len(manifest.frames(split)) for split in ("train", "mediator", "test")},
+        "seed": manifest.seed, "test_sequences": list(manifest.test), "val_sequences": list(manifest.val),
+        "frames": {split: len(manifest.frames(split)) for split in ("train", "mediator", "val", "test")
+                   if split != "val" or manifest.val},
         "mediator_fraction": manifest.mediator_fraction,
         "tasks": {t: {"requested": manifest.label_fractions.get(t, float("nan")),
                       "labeled_frames": len(manifest.labeled_frames(t)), "fraction": manifest.label_fraction(t)}
@@ -150,7 +151,8 @@ def inspect_command(path: Path, png: Path | None = None, frame: int = 0) -> None
         else:
             sp = summary.splits
             console.print(f"splits ({MANIFEST_NAME}, seed {sp['seed']}): " + ", ".join(
-                f"{k} {v} frames" for k, v in sp["frames"].items()) + f"; test sequences {sp['test_sequences']}")
+                f"{k} {v} frames" for k, v in sp["frames"].items()) + f"; test sequences {sp['test_sequences']}"
+                + (f"; val sequences {sp['val_sequences']}" if sp.get("val_sequences") else ""))
             tasks = Table(title="label fractions (of train frames)")
             for col in ("task", "requested", "labeled frames", "fraction"):
                 tasks.add_column(col)

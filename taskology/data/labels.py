@@ -33,7 +33,7 @@ TASK_LABELS: dict[str, tuple[str, ...]] = {
 #: tasks whose samples are frame pairs (t, t+1); their label mask is drawn pair by pair.
 PAIR_TASKS: frozenset[str] = frozenset({"motion", "tracking"})
 
-SPLITS: tuple[str, ...] = ("train", "mediator", "test")
+SPLITS: tuple[str, ...] = ("train", "mediator", "val", "test")
 
 
 def check_task(task: str) -> str:
@@ -44,11 +44,11 @@ def check_task(task: str) -> str:
 
 
 def visible_layers(split: str, task: str | None) -> frozenset[str]:
-    """Layers a ``task`` may see in ``split``: train -> inputs + its labels; mediator -> inputs; test ->
-    everything. ``task`` is required for train."""
+    """Layers a ``task`` may see in ``split``: train -> inputs + its labels; mediator -> inputs; val and
+    test -> everything. ``task`` is required for train."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if split == "test":
+    if split in ("val", "test"):
         return frozenset(LAYERS)
     if split == "mediator":
         return frozenset(INPUT_LAYERS)

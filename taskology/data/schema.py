@@ -139,4 +139,6 @@ SEMANTIC_CLASSES: dict[int, str] = {
 MOVABLE_CLASS_IDS: frozenset[int] = frozenset({12, 13, 14, 15, 16, 18, 19})
 #: classes that are ground surfaces (normal = ground up-vector).
 GROUND_CLASS_IDS: frozenset[int] = frozenset({1, 2, 24})
+#: classes that are vertical structures (normal horizontal, perpendicular to the ground up-vector).
+VERTICAL_CLASS_IDS: frozenset[int] = frozenset({3, 4, 5, 6})
 SKY_CLASS_ID = 11

@@ -1,9 +1,12 @@
 """The splits manifest (``splits.json`` next to the shards): train with per-task label masks,
-mediator, test.
+mediator, validation, test.
 
 Decisions (documented here once):
 
 - **test** = whole held-out sequences (``test_sequences`` of them, drawn by seed).
+- **val** = whole held-out sequences too (``val_sequences``, default 0), drawn after test from the
+  remaining ones with their own seeded draw, so adding a validation split leaves test unchanged. Choices
+  (relation weights, schedules) are made on val; test is only for the final figures.
 - **mediator** is decided at **frame level, as one contiguous block per sequence**: in every
   non-test sequence, ``round(mediator_fraction * F)`` consecutive frames starting at a seeded random
   frame are mediator frames; the rest are train frames. Contiguous blocks keep frame pairs
@@ -54,6 +57,7 @@ class SplitManifest:
         labels: task -> sequence id -> sorted labeled train frames.
         label_fractions: task -> requested labeled fraction of the train frames.
         mediator_fraction: requested fraction of each non-test sequence given to the mediator.
+        val: held-out validation sequence ids (may be empty).
     """
 
     root: Path
@@ -67,6 +71,7 @@ class SplitManifest:
     label_fractions: dict[str, float]
     mediator_fraction: float
     extra: dict[str, Any] = field(default_factory=dict)
+    val: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ queries
     def frames(self, split: str) -> list[FrameRef]:
@@ -75,8 +80,8 @@ class SplitManifest:
             return [(s, f) for s in sorted(self.train) for f in self.train[s]]
         if split == "mediator":
             return [(s, f) for s in sorted(self.mediator) for f in self.mediator[s]]
-        if split == "test":
-            return [(s, f) for s in self.test for f in range(self.num_frames[s])]
+        if split in ("val", "test"):
+            return [(s, f) for s in (self.val if split == "val" else self.test) for f in range(self.num_frames[s])]
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
 
     def labeled_frames(self, task: str) -> list[FrameRef]:
@@ -106,6 +111,7 @@ class SplitManifest:
             "label_fractions": self.label_fractions,
             "sequences": {s: {"file": self.files[s], "num_frames": self.num_frames[s]} for s in sorted(self.files)},
             "test": list(self.test),
+            **({"val": list(self.val)} if self.val else {}),
             "train": {s: list(v) for s, v in sorted(self.train.items())},
             "mediator": {s: list(v) for s, v in sorted(self.mediator.items())},
             "labels": {t: {s: list(v) for s, v in sorted(m.items())} for t, m in sorted(self.labels.items())},
@@ -146,22 +152,28 @@ class SplitManifest:
                 mediator={s: tuple(int(f) for f in v) for s, v in data["mediator"].items()},
                 labels={t: {s: tuple(int(f) for f in v) for s, v in m.items()} for t, m in data["labels"].items()},
                 label_fractions={t: float(v) for t, v in data["label_fractions"].items()},
-                mediator_fraction=float(data["mediator_fraction"]), extra=dict(data.get("extra", {})))
+                mediator_fraction=float(data["mediator_fraction"]), extra=dict(data.get("extra", {})),
+                val=tuple(data.get("val", ())))
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise DataError(f"{path}: expected a splits manifest, found a malformed entry ({exc!r})") from exc
         manifest.check()
         return manifest
 
     def check(self) -> None:
-        """Consistency: frames in range, train/mediator disjoint, test disjoint from both, labels ⊆ train."""
+        """Consistency: frames in range, train/mediator disjoint, val and test disjoint from them and from
+        each other, labels ⊆ train."""
         where = self.path
-        for s in (*self.train, *self.mediator, *self.test):
+        for s in (*self.train, *self.mediator, *self.test, *self.val):
             if s not in self.num_frames:
                 raise DataError(f"{where}: sequence {s!r} is used but not listed under 'sequences'")
+        both = set(self.test) & set(self.val)
+        if both:
+            raise DataError(f"{where}: sequence(s) {sorted(both)} are both val and test")
         for split, table in (("train", self.train), ("mediator", self.mediator)):
             for s, frames in table.items():
-                if s in self.test:
-                    raise DataError(f"{where}: test sequence {s!r} also appears in {split}")
+                for held, name in ((self.test, "test"), (self.val, "val")):
+                    if s in held:
+                        raise DataError(f"{where}: {name} sequence {s!r} also appears in {split}")
                 if frames and (min(frames) < 0 or max(frames) >= self.num_frames[s]):
                     raise DataError(f"{where}: {split} frames of {s!r} out of range 0..{self.num_frames[s] - 1}")
         for s in self.train:
@@ -204,7 +216,7 @@ def _draw_labels(train: dict[str, tuple[int, ...]], task: str, fraction: float,
     return out
 
 
-def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: int = 1,
+def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: int = 1, val_sequences: int = 0,
                 mediator_fraction: float = 0.5, seed: int = 0, write: bool = True,
                 overwrite: bool = False) -> SplitManifest:
     """Assign the frames of the shards in ``root`` to splits and draw a label mask per task.
@@ -213,6 +225,7 @@ def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: in
         root: directory of shards (each is opened and validated).
         tasks: task name -> labeled fraction of the train frames, in [0, 1].
         test_sequences: number of whole sequences held out for test (fewer than the shards).
+        val_sequences: number of whole sequences held out for validation (test + val < shards).
         mediator_fraction: fraction of each non-test sequence's frames (one contiguous block) for the
             mediator, in [0, 1).
         seed: seed of every draw; same inputs and seed, same manifest.
@@ -233,6 +246,9 @@ def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: in
     if test_sequences < 0 or test_sequences >= len(paths):
         raise DataError(f"{root}: test_sequences must be in 0..{len(paths) - 1} (found {len(paths)} shards), "
                         f"found {test_sequences}")
+    if val_sequences < 0 or test_sequences + val_sequences >= len(paths):
+        raise DataError(f"{root}: val_sequences must be in 0..{len(paths) - 1 - test_sequences} ({len(paths)} shards, "
+                        f"{test_sequences} for test), found {val_sequences}")
     files, num_frames = {}, {}
     for path in paths:
         with Shard.open(path) as shard:
@@ -243,9 +259,12 @@ def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: in
     ids = sorted(files)
     rng = np.random.default_rng(seed)
     test = tuple(sorted(ids[k] for k in rng.choice(len(ids), size=test_sequences, replace=False)))
+    rest = [s for s in ids if s not in test]
+    val_rng = np.random.default_rng([seed, zlib.crc32(b"val")])
+    val = tuple(sorted(rest[k] for k in val_rng.choice(len(rest), size=val_sequences, replace=False)))
     train, mediator = {}, {}
     for s in ids:
-        if s in test:
+        if s in test or s in val:
             continue
         n = num_frames[s]
         n_med = min(n, math.floor(mediator_fraction * n + 0.5))
@@ -256,7 +275,7 @@ def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: in
     manifest = SplitManifest(root=root, seed=seed, files=files, num_frames=num_frames, test=test, train=train,
                              mediator=mediator, labels=labels,
                              label_fractions={t: float(v) for t, v in sorted(tasks.items())},
-                             mediator_fraction=float(mediator_fraction))
+                             mediator_fraction=float(mediator_fraction), val=val)
     manifest.check()
     if write:
         if manifest.path.exists() and not overwrite:

@@ -68,8 +68,9 @@ def build_runners(config: Any, run_dir: Path, *, seed: int, device: str, collect
 
 def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = False,
                    data: Mapping[str, TaskData] | None = None, tensorboard: bool = True,
-                   on_log: Callable[[int, dict[str, dict[str, float]]], None] | None = None) -> dict[str, Any]:
-    """Train every enabled task for ``config.train.steps`` steps in this process; evaluate on test.
+                   on_log: Callable[[int, dict[str, dict[str, float]]], None] | None = None,
+                   eval_split: str = "test") -> dict[str, Any]:
+    """Train every enabled task for ``config.train.steps`` steps in this process; evaluate on ``eval_split``.
 
     Args:
         config: resolved experiment config (``train.mode`` picks alone / collective).
@@ -79,6 +80,8 @@ def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = Fals
         data: per-task datasets instead of opening ``config.data.root`` (tests).
         tensorboard: also write TensorBoard scalars.
         on_log: called with (step, {task: scalars}) every ``train.log_every`` steps.
+        eval_split: the split evaluated (periodically and at the end): ``test``, or ``val`` when the
+            run is one of several compared to make a choice (the test split stays untouched).
 
     Returns:
         The ``metrics.json`` record.
@@ -105,7 +108,7 @@ def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = Fals
                     on_log(step, scalars)
             if int(config.train.eval_every) and step % int(config.train.eval_every) == 0:
                 for t in tasks:
-                    logs[t].log(step, {f"eval/{k}": v for k, v in runners[t].evaluate("test").items()})
+                    logs[t].log(step, {f"eval/{k}": v for k, v in runners[t].evaluate(eval_split).items()})
             due = (every_steps and step % every_steps == 0) or (every_s and time.time() - last_ckpt_time >= every_s)
             if due:
                 for t in tasks:
@@ -115,7 +118,7 @@ def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = Fals
             if not checkpoint_path(run_dir, t, step).exists():
                 runners[t].save_checkpoint(checkpoint_path(run_dir, t, step))
         record = {"seed": seed, "mode": config.train.mode, "steps": step,
-                  "tasks": {t: runners[t].evaluate("test") for t in tasks}}
+                  "split": eval_split, "tasks": {t: runners[t].evaluate(eval_split) for t in tasks}}
     finally:
         for log in logs.values():
             log.close()

@@ -82,17 +82,18 @@ def enabled_tasks(config: Any) -> list[str]:
 
 
 def relations_for(task_name: str, config: Any) -> list[tuple[Relation, float]]:
-    """Enabled relations involving ``task_name`` whose related tasks are all enabled, with weights."""
+    """Enabled relations that feed ``task_name`` (it is related, every related task is enabled and its
+    weight for this receiver, ``weight * receivers.get(task, 1)``, is not 0), with that weight."""
     active = set(enabled_tasks(config))
     chosen = []
     for name, entry in config.relations.items():
-        if not entry.enabled or entry.weight == 0:
+        if not entry.enabled or entry.weight_for(task_name) == 0:
             continue
         if name not in RELATIONS:
             raise ConfigError(f"relations.{name}: unknown relation; available: {', '.join(sorted(RELATIONS))}")
         relation = RELATIONS[name]
         if task_name in relation.tasks and set(relation.tasks) <= active:
-            chosen.append((relation, float(entry.weight)))
+            chosen.append((relation, entry.weight_for(task_name)))
     return chosen
 
 

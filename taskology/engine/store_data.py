@@ -43,13 +43,13 @@ def manifest_for(data_root: Path, config: Any) -> SplitManifest:
     """The split manifest of ``data_root`` matching ``config`` (see the module docstring)."""
     data_root = Path(data_root)
     fractions = {name: float(entry.label_fraction) for name, entry in config.tasks.items() if entry.enabled}
-    want = dict(test_sequences=int(config.data.test_sequences), mediator_fraction=float(config.data.mediator_fraction),
-                seed=int(config.data.split_seed))
+    want = dict(test_sequences=int(config.data.test_sequences), val_sequences=int(config.data.val_sequences),
+                mediator_fraction=float(config.data.mediator_fraction), seed=int(config.data.split_seed))
     path = data_root / "splits.json"
     if path.is_file():
         manifest = SplitManifest.load(data_root)
         if (manifest.seed == want["seed"] and abs(manifest.mediator_fraction - want["mediator_fraction"]) < 1e-12
-                and len(manifest.test) == want["test_sequences"]
+                and len(manifest.test) == want["test_sequences"] and len(manifest.val) == want["val_sequences"]
                 and all(abs(manifest.label_fractions.get(t, -1.0) - f) < 1e-12 for t, f in fractions.items())):
             return manifest
         return make_splits(data_root, fractions, write=False, **want)
@@ -190,8 +190,9 @@ def open_store_task_data(task: Any, *, data_root: Path, config: Any, seed: int, 
     mediator = None
     if with_mediator or manifest.mediator:
         mediator = PreparedDataset(FrameDataset(manifest, "mediator", None, layers=CAMERA_INPUTS, pairs=True))
-    test = PreparedDataset(FrameDataset(manifest, "test", name, layers=TASK_LAYERS[name], pairs=pairs))
-    return TaskData(train=train, mediator=mediator, splits={"test": test},
+    splits = {split: PreparedDataset(FrameDataset(manifest, split, name, layers=TASK_LAYERS[name], pairs=pairs))
+              for split in ("val", "test") if manifest.frames(split)}
+    return TaskData(train=train, mediator=mediator, splits=splits,
                     open_mediator=lambda paths: ShardPoolDataset(paths))
 
 

@@ -94,3 +94,22 @@ def test_bad_arguments(dataset_root: Path) -> None:
         make_splits(dataset_root, {"depth": 1.5}, write=False)
     with pytest.raises(DataError, match="test_sequences"):
         make_splits(dataset_root, {"depth": 0.1}, test_sequences=5, write=False)
+
+
+def test_validation_sequences_are_held_out_and_leave_test_unchanged(dataset_root: Path) -> None:
+    plain = make_splits(dataset_root, TASKS, test_sequences=2, seed=4, write=False)
+    m = make_splits(dataset_root, TASKS, test_sequences=2, val_sequences=1, seed=4, write=False)
+    assert m.test == plain.test and len(m.val) == 1 and not set(m.val) & set(m.test)
+    train, mediator, val, test = (set(m.frames(s)) for s in ("train", "mediator", "val", "test"))
+    assert {s for s, _ in val} == set(m.val) and len(val) == 6
+    assert not (train | mediator) & val and len(train | mediator | val | test) == 5 * 6
+    assert "val" not in plain.to_json()  # manifests without a val split are written as before
+    m.save()
+    assert SplitManifest.load(dataset_root).val == m.val
+    data = json.loads((dataset_root / MANIFEST_NAME).read_text())
+    data["val"] = [data["test"][0]]
+    (dataset_root / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(DataError, match="both val and test"):
+        SplitManifest.load(dataset_root)
+    with pytest.raises(DataError, match="val_sequences must be in 0..2"):
+        make_splits(dataset_root, TASKS, test_sequences=2, val_sequences=3, write=False)

@@ -123,6 +123,25 @@ def test_segmentation_geometry_ground_term_hand_case() -> None:
     assert float(near["sky"]) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_segmentation_geometry_vertical_term_hand_case() -> None:
+    seg = build_task("segmentation", width=4, class_ids=(1, 3))              # road, building
+    depth_task = build_task("depth", width=4)
+    cam_from_ego = torch.tensor([[[0.0, -1, 0, 0], [0, 0, -1, 1.5], [1, 0, 0, 0], [0, 0, 0, 1]]])
+    building = torch.tensor([-20.0, 20.0]).view(1, 2, 1, 1)
+    far = {"depth": torch.full((1, 1, 1, 1), depth_task.max_depth)}
+    args = {"segmentation": seg, "depth": depth_task}
+
+    def vertical(normal: list[float]) -> float:
+        n = torch.nn.functional.normalize(torch.tensor(normal).view(1, 3, 1, 1), dim=1)
+        return float(segmentation_geometry_terms({"segmentation": {"logits": building}, "normals": {"normals": n},
+                                                  "depth": far}, {"cam_from_ego": cam_from_ego}, args)["vertical"])
+
+    assert vertical([0.0, 0.0, -1.0]) == pytest.approx(0.0, abs=1e-6)      # facade facing the camera
+    assert vertical([1.0, 0.0, 0.0]) == pytest.approx(0.0, abs=1e-6)       # side facade
+    assert vertical([0.0, -1.0, -1.0]) == pytest.approx(2 ** -0.5, abs=1e-6)  # tilted 45 deg towards up
+    assert vertical([0.0, 1.0, 0.0]) == pytest.approx(1.0, abs=1e-6)       # facing down
+
+
 @pytest.mark.parametrize("name", sorted(RELATIONS))
 def test_gradient_reaches_only_the_receiver(gt, name: str) -> None:
     outputs, batch, tasks = gt
