@@ -206,9 +206,9 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
 def run(quick: bool, config: Path | None = None) -> BenchResult:
     """All (fraction, arm, seed) runs, as many at a time as there are cores (one process each, the
     cores split between them; on a GPU machine they share the GPU)."""
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from taskology.bench.parallel import map_in_processes
 
     preset = Path(config) if config is not None else PRESET
     base = _config(quick, [], preset)
@@ -222,14 +222,11 @@ def run(quick: bool, config: Path | None = None) -> BenchResult:
     cores = os.cpu_count() or 1
     workers = max(1, min(len(jobs), cores))
     wall0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="taskology-consistency-") as scratch, ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_one_run, str(preset), quick, str(root), fraction, arm, seed,
-                               str(Path(scratch) / f"{fraction}-{arm}-{seed}"), max(cores // workers, 1)):
-                   (fraction, arm, seed) for fraction, arm, seed in jobs}
-        for done, future in enumerate(as_completed(futures), 1):
-            fraction, arm, seed = futures[future]
-            tasks, seconds = future.result()
+    with tempfile.TemporaryDirectory(prefix="taskology-consistency-") as scratch:
+        args = {(fraction, arm, seed): (str(preset), quick, str(root), fraction, arm, seed,
+                                        str(Path(scratch) / f"{fraction}-{arm}-{seed}"), max(cores // workers, 1))
+                for fraction, arm, seed in jobs}
+        for done, ((fraction, arm, seed), (tasks, seconds)) in enumerate(map_in_processes(_one_run, args, workers), 1):
             timings[f"{fraction}/{arm}/{seed}"] = seconds
             runs.setdefault(f"{fraction}", {}).setdefault(arm, {})[str(seed)] = tasks
             print(f"[{done}/{len(jobs)}] labels {fraction:.0%} {arm} seed {seed}: {seconds:.0f} s "

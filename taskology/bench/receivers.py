@@ -83,9 +83,9 @@ def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]
 
 def run(quick: bool, config: Path | None = None) -> BenchResult:
     """The factorial runs (see the module docstring), two at a time on separate cores."""
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from taskology.bench.parallel import map_in_processes
 
     preset = Path(config) if config is not None else PRESET
     base = _config(quick, ["data.val_sequences=1"] if quick else [], preset)
@@ -102,15 +102,11 @@ def run(quick: bool, config: Path | None = None) -> BenchResult:
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
     wall0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="taskology-receivers-") as scratch, ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_one_run, str(preset), quick, str(root), fr, arm, seed,
-                               str(Path(scratch) / f"{fr}-{k}"), max(cores // workers, 1),
-                               extra_quick + tuple(overrides), "val"): (fr, name)
-                   for k, (fr, arm, name, overrides) in enumerate(jobs)}
-        for done, future in enumerate(as_completed(futures), 1):
-            fr, name = futures[future]
-            tasks, took = future.result()
+    with tempfile.TemporaryDirectory(prefix="taskology-receivers-") as scratch:
+        args = {(fr, name): (str(preset), quick, str(root), fr, arm, seed, str(Path(scratch) / f"{fr}-{k}"),
+                             max(cores // workers, 1), extra_quick + tuple(overrides), "val")
+                for k, (fr, arm, name, overrides) in enumerate(jobs)}
+        for done, ((fr, name), (tasks, took)) in enumerate(map_in_processes(_one_run, args, workers), 1):
             results.setdefault(f"{fr}", {})[name] = tasks
             seconds[f"{fr}/{name}"] = took
             print(f"[{done}/{len(jobs)}] labels {fr:.0%} {name}: {took:.0f} s ({time.time() - wall0:.0f} s elapsed)",

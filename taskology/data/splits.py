@@ -118,16 +118,28 @@ class SplitManifest:
             **({"extra": self.extra} if self.extra else {}),
         }
 
-    def save(self) -> Path:
-        """Write ``root/splits.json`` atomically (temp file, fsync, rename)."""
+    def save(self, if_absent: bool = False) -> bool:
+        """Write ``root/splits.json`` atomically (temp file, fsync, rename). With ``if_absent`` only when
+        no manifest exists, atomically too (hard link), so concurrent runs sharing a data root never
+        replace each other's manifest. Returns whether this call wrote it."""
         text = json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
         tmp = self.path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        return self.path
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if not if_absent:
+                os.replace(tmp, self.path)
+                return True
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
     @classmethod
     def load(cls, root: Path | str) -> SplitManifest:

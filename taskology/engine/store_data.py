@@ -53,7 +53,9 @@ def manifest_for(data_root: Path, config: Any) -> SplitManifest:
                 and all(abs(manifest.label_fractions.get(t, -1.0) - f) < 1e-12 for t, f in fractions.items())):
             return manifest
         return make_splits(data_root, fractions, write=False, **want)
-    return make_splits(data_root, fractions, write=True, **want)
+    manifest = make_splits(data_root, fractions, write=False, **want)
+    manifest.save(if_absent=True)  # a concurrent run (other label fractions) may have written one first
+    return manifest
 
 
 def prepare_sample(sample: dict[str, Any]) -> dict[str, Any]:

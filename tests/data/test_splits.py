@@ -113,3 +113,12 @@ def test_validation_sequences_are_held_out_and_leave_test_unchanged(dataset_root
         SplitManifest.load(dataset_root)
     with pytest.raises(DataError, match="val_sequences must be in 0..2"):
         make_splits(dataset_root, TASKS, test_sequences=2, val_sequences=3, write=False)
+
+
+def test_save_if_absent_never_replaces_a_manifest_written_meanwhile(dataset_root: Path) -> None:
+    first = make_splits(dataset_root, {"depth": 0.5}, seed=2, write=False)
+    second = make_splits(dataset_root, {"depth": 0.1}, seed=2, write=False)
+    assert first.save(if_absent=True) is True
+    assert second.save(if_absent=True) is False            # a concurrent run lost the race: no error
+    assert SplitManifest.load(dataset_root).label_fractions == {"depth": 0.5}
+    assert not list(dataset_root.glob(f".{MANIFEST_NAME}.tmp*"))

@@ -1,0 +1,107 @@
+"""How good is what each relation asks of a task? Measured against ground truth on the validation split.
+
+For a trained run (``checkpoints/<task>/step_*.pt`` of depth, normals and segmentation) this compares,
+on the frames of ``--split`` (default ``val``; never use it on test to make choices):
+
+- the normals network's own error with the error of the normals *derived from the depth network*
+  (what ``depth_normals`` pulls the normals towards), overall and per semantic class;
+- on pixels the segmentation network calls ground, the error of the ground up-vector (what
+  ``segmentation_geometry`` pulls normals towards) with the normals network's own there;
+- on pixels it calls vertical structures, the normals network's error before and after removing the
+  normal's vertical component (what the vertical term asks for).
+
+A relation can only help a receiver where its target is better than the receiver's own prediction.
+
+Usage:
+    python scripts/diagnose_relation_targets.py --config configs/consistency-cpu.yaml RUN_DIR [--split val]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from taskology.bench.consistency import _config, ensure_data
+from taskology.data.schema import GROUND_CLASS_IDS, SEMANTIC_CLASSES, VERTICAL_CLASS_IDS
+from taskology.engine.batches import collate
+from taskology.engine.collective import checkpoint_path, checkpoint_steps
+from taskology.engine.runner import load_checkpoint, task_kwargs
+from taskology.engine.store_data import manifest_for
+from taskology.errors import TaskologyError
+from taskology.data.datasets import FrameDataset
+from taskology.geometry.camera import normals_from_depth_torch
+from taskology.losses.depth_normals import far_mask
+from taskology.losses.segmentation_geometry import up_in_camera
+from taskology.tasks import build_task
+
+
+def angle_deg(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean angle (degrees) between unit fields ``a`` and ``b`` (B, 3, H, W) on ``mask`` (B, 1, H, W)."""
+    cos = (a * b).sum(1, keepdim=True).clamp(-1, 1)
+    return float(torch.rad2deg(torch.acos(cos))[mask].mean()) if bool(mask.any()) else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--config", type=Path, required=True, help="the preset the run was trained from")
+    parser.add_argument("--split", default="val", choices=("val", "test", "mediator"))
+    args = parser.parse_args(argv)
+    try:
+        config = _config(False, [], args.config)
+        root = ensure_data(config)
+        manifest = manifest_for(root, config)
+        layers = ("camera/rgb", "camera/K", "camera/cam_from_ego", "camera/depth", "camera/normals", "camera/semantic")
+        dataset = FrameDataset(manifest, args.split, layers=layers)
+        if len(dataset) == 0:
+            raise TaskologyError(f"{root}: the {args.split} split has no frames (set data.val_sequences)")
+        batch = collate([dataset[i] for i in range(len(dataset))])
+        tasks, out = {}, {}
+        for name in ("depth", "normals", "segmentation"):
+            steps = checkpoint_steps(args.run_dir, name)
+            if not steps:
+                raise TaskologyError(f"{args.run_dir}: no checkpoint of task {name!r}")
+            task = tasks[name] = build_task(name, **task_kwargs(name, config))
+            model = task.build_model()
+            model.load_state_dict(load_checkpoint(checkpoint_path(args.run_dir, name, steps[-1]))["model"])
+            model.eval()
+            with torch.no_grad():
+                out[name] = task.forward(model, batch)
+    except TaskologyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    gt = batch["normals"]
+    valid = gt.norm(dim=1, keepdim=True) > 0.5
+    semantic = batch["semantic"].unsqueeze(1)
+    own = out["normals"]["normals"]
+    depth = out["depth"]["depth"]
+    derived, derived_valid = normals_from_depth_torch(depth, batch["K"])
+    mask = valid & derived_valid & ~far_mask(depth, tasks)
+    up = up_in_camera(batch["cam_from_ego"]).expand_as(gt)
+    print(f"{len(dataset)} {args.split} frames of {root}")
+    print(f"normals network: {angle_deg(own, gt, valid):.1f} deg on all valid pixels")
+    print(f"depth_normals target (normals derived from the depth network): {angle_deg(derived, gt, mask):.1f} deg; "
+          f"normals network on the same pixels {angle_deg(own, gt, mask):.1f} deg")
+    print("per class (share of valid pixels): normals network / depth-derived, deg")
+    for class_id in torch.unique(semantic).tolist():
+        on = (semantic == class_id) & valid
+        if int(on.sum()) >= 100:
+            print(f"  {SEMANTIC_CLASSES.get(class_id, class_id):>14} ({float(on.sum() / valid.sum()):.2f}): "
+                  f"{angle_deg(own, gt, on):5.1f} / {angle_deg(derived, gt, on & mask):5.1f}")
+    seg = tasks["segmentation"]
+    logits = out["segmentation"]["logits"]
+    ground = (seg.class_probability(logits, GROUND_CLASS_IDS) > 0.5) & valid
+    print(f"predicted ground ({float(ground.sum() / valid.sum()):.2f} of pixels): up-vector target "
+          f"{angle_deg(up, gt, ground):.1f} deg, normals network {angle_deg(own, gt, ground):.1f} deg")
+    vertical = (seg.class_probability(logits, VERTICAL_CLASS_IDS) > 0.5) & valid
+    level = own - (own * up).sum(1, keepdim=True) * up
+    level = level / level.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    print(f"predicted vertical structures ({float(vertical.sum() / valid.sum()):.2f}): normals network "
+          f"{angle_deg(own, gt, vertical):.1f} deg, made horizontal {angle_deg(level, gt, vertical):.1f} deg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
