@@ -57,7 +57,7 @@ def test_tiny_collective_run_lowers_every_loss(sim_root: Path, tmp_path: Path) -
     mediator = next(iter(runners.values())).mediator_stream.next_batch()
     before = fixed_losses(runners, labelled, mediator)
     assert len(before) == 4 + 9  # supervised per task + every (relation, receiver) pair
-    for _ in range(8):
+    for _ in range(16):
         for runner in runners.values():
             runner.train_step()
     after = fixed_losses(runners, labelled, mediator)
