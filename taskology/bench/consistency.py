@@ -203,7 +203,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def run(quick: bool, config: Path | None = None) -> BenchResult:
+def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS) -> BenchResult:
     """All (fraction, arm, seed) runs, as many at a time as there are cores (one process each, the
     cores split between them; on a GPU machine they share the GPU)."""
     import os
@@ -241,13 +241,14 @@ def run(quick: bool, config: Path | None = None) -> BenchResult:
     derived, targets, lines = derive(summary)
     from taskology.bench import result_stem
 
-    png = RESULTS / f"{result_stem('consistency', quick, config)}.png"
+    png = Path(out_dir) / f"{result_stem('consistency', quick, config)}.png"
+    shown = png.relative_to(REPO) if png.is_relative_to(REPO) else png
     _plot(summary, png)
     cfg_note = (f"{base.sim.sequences} sequences x {base.sim.frames} frames at {base.sim.camera}, "
                 f"{base.data.test_sequences} held-out test sequences, {base.train.steps} steps per task, "
                 f"seeds {seeds}, device {base.train.device}")
     notes = (f"Setup: {cfg_note}. Equal steps per task in both arms; test split used only for the final "
-             f"evaluation. Plot: {png.relative_to(REPO)}. Simulation took {sim_s:.0f} s (0 when cached); "
+             f"evaluation. Plot: {shown}. Simulation took {sim_s:.0f} s (0 when cached); "
              f"training + evaluation {sum(timings.values()):.0f} s of run time, {time.time() - wall0:.0f} s wall "
              f"({workers} runs at a time)."
              + (" QUICK RUN: sizes far too small for the targets to be meaningful." if quick else ""))
