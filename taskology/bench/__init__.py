@@ -138,13 +138,13 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         if not Path(config).is_file():
             raise ConfigError(f"--config: no such file {config}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    prov = provenance(name, quick, config)  # before the run: the commit whose code runs, not the one after it
     kwargs: dict[str, Any] = {"quick": quick}
     if config is not None:
         kwargs["config"] = Path(config)
     if "out_dir" in inspect.signature(module.run).parameters:  # benchmarks that also write pictures
         kwargs["out_dir"] = out_dir
     result: BenchResult = module.run(**kwargs)
-    prov = provenance(name, quick, config)
     record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
               "notes": result.notes}
     stem = result_stem(name, quick, config)
