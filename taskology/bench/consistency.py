@@ -156,7 +156,7 @@ def derive(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str,
 
 def rerender(json_path: Path) -> None:
     """Recompute the derived figures, targets and table of a saved result (same runs) and rewrite its
-    ``.json`` and ``.md``; the note says so. For corrections of the derivation, never of the runs."""
+    ``.json``, ``.md`` and ``.png``; the note says so. For corrections of the derivation, never of the runs."""
     import json
 
     from taskology.bench import _write_atomic
@@ -170,6 +170,7 @@ def rerender(json_path: Path) -> None:
     if note not in record["notes"]:
         record["notes"] = record["notes"].rstrip() + " " + note
     _write_atomic(Path(json_path), json.dumps(record, indent=2, default=float) + "\n")
+    _plot(record["figures"]["summary"], Path(json_path).with_suffix(".png"))
     md = Path(json_path).with_suffix(".md")
     head = md.read_text().split("\n| task | metric |")[0].rstrip("\n")
     out = [head, "", *lines, "", "| target | value | goal | met |", "| --- | --- | --- | --- |"]
@@ -191,6 +192,8 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
             stds = [summary[f"{fr}"][arm][task][metric]["std"] for fr in FRACTIONS]
             ax.errorbar([100 * f for f in FRACTIONS], means, yerr=stds, fmt=style, capsize=3, label=arm)
         ax.set_xscale("log")
+        ax.set_xticks([100 * f for f in FRACTIONS], [f"{100 * f:g}" for f in FRACTIONS])
+        ax.minorticks_off()
         ax.set_xlabel("labelled frames (%)")
         ax.set_title(f"{task}: {metric} ({'higher' if higher else 'lower'} is better)", fontsize=9)
         ax.grid(alpha=0.3)
