@@ -87,13 +87,14 @@ def relations_for(task_name: str, config: Any) -> list[tuple[Relation, float]]:
     active = set(enabled_tasks(config))
     chosen = []
     for name, entry in config.relations.items():
-        if not entry.enabled or entry.weight_for(task_name) == 0:
+        weight = entry.weight_for(task_name)
+        if not entry.enabled or weight == 0:
             continue
         if name not in RELATIONS:
             raise ConfigError(f"relations.{name}: unknown relation; available: {', '.join(sorted(RELATIONS))}")
         relation = RELATIONS[name]
         if task_name in relation.tasks and set(relation.tasks) <= active:
-            chosen.append((relation, entry.weight_for(task_name)))
+            chosen.append((relation, weight))
     return chosen
 
 

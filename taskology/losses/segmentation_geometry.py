@@ -36,12 +36,11 @@ def segmentation_geometry_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]
     depth = outputs["depth"]["depth"].to(logits.dtype)
     segmentation, depth_task = tasks["segmentation"], tasks["depth"]
     up = up_in_camera(batch["cam_from_ego"].to(logits.dtype))
-    p_ground = segmentation.class_probability(logits, GROUND_CLASS_IDS)
+    p_ground, p_vertical, p_sky = segmentation.class_probabilities(
+        logits, GROUND_CLASS_IDS, VERTICAL_CLASS_IDS, [SKY_CLASS_ID])
     elevation = (normals * up).sum(dim=1, keepdim=True)     # cos(n, up)
     ground = (p_ground * (1.0 - elevation)).mean()
-    p_vertical = segmentation.class_probability(logits, VERTICAL_CLASS_IDS)
     vertical = (p_vertical * elevation.abs()).mean()
-    p_sky = segmentation.class_probability(logits, [SKY_CLASS_ID])
     lo, hi = math.log(depth_task.min_depth), math.log(depth_task.max_depth)
     nearness = ((hi - torch.log(depth.clamp_min(1e-6))) / (hi - lo)).clamp_min(0.0)
     sky = (p_sky * nearness).mean()

@@ -63,11 +63,16 @@ class SegmentationTask(Task):
     def class_probability(self, logits: torch.Tensor, carla_ids: Iterable[int]) -> torch.Tensor:
         """(B, C, H, W) logits -> (B, 1, H, W) total softmax probability of the listed CARLA classes
         (zeros when none of them is trained on)."""
+        return self.class_probabilities(logits, carla_ids)[0]
+
+    def class_probabilities(self, logits: torch.Tensor, *groups: Iterable[int]) -> tuple[torch.Tensor, ...]:
+        """:meth:`class_probability` of several groups of CARLA ids from one softmax."""
         probs = torch.softmax(logits, dim=1)
-        index = self.class_index(sorted(carla_ids))
-        if not index:
-            return torch.zeros_like(probs[:, :1])
-        return probs[:, index].sum(dim=1, keepdim=True)
+        out = []
+        for carla_ids in groups:
+            index = self.class_index(sorted(carla_ids))
+            out.append(probs[:, index].sum(dim=1, keepdim=True) if index else torch.zeros_like(probs[:, :1]))
+        return tuple(out)
 
     def build_model(self) -> nn.Module:
         return CompactUNet(in_channels=3, out_channels=self.num_classes, width=self.width)
