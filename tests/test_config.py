@@ -362,3 +362,21 @@ def test_relation_receivers_scale_the_weight_per_receiving_task() -> None:
     assert ("relations.depth_normals.receivers.motion: not a task of this relation; it relates depth, normals"
             in _error(overrides=("relations.depth_normals.receivers.motion=0",)))
     assert "relations.depth_normals.receivers.normals" in _error(overrides=("relations.depth_normals.receivers.normals=-1",))
+
+
+def test_relation_weight_by_labels_scales_what_a_task_receives_by_its_label_fraction() -> None:
+    from taskology.engine.runner import relations_for
+
+    points = "train.relation_weight_by_labels=[[0.02, 1.0], [0.2, 0.5], [1.0, 0.0]]"
+    cfg = load_config(None, [points, "tasks.depth.label_fraction=0.02", "tasks.normals.label_fraction=0.2",
+                             "tasks.segmentation.label_fraction=1.0", "tasks.motion.label_fraction=0.002"])
+    fed = {task: {r.name: w for r, w in relations_for(task, cfg)} for task in CAMERA_TASKS}
+    plain = {task: {r.name: w for r, w in relations_for(task, load_config(None, []))} for task in CAMERA_TASKS}
+    assert fed["depth"] == plain["depth"] and fed["motion"] == plain["motion"]  # at or below the first point
+    assert fed["normals"] == {name: w * 0.5 for name, w in plain["normals"].items()}
+    assert fed["segmentation"] == {}  # factor 0 at full labels: fed nothing
+    # between points: linear in log fraction (0.02 -> 1, 0.2 -> 0.5: 10 ** -1.5 is half way)
+    assert cfg.train.relation_factor(10 ** -1.5 * 2) == pytest.approx(0.75)
+    assert "label fractions must be strictly increasing" in _error(
+        overrides=("train.relation_weight_by_labels=[[0.5, 1.0], [0.1, 0.2]]",))
+    assert "train.relation_weight_by_labels" in _error(overrides=("train.relation_weight_by_labels=[[0, 1.0]]",))

@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, int]] = {
     "sim": ("taskology.bench.sim", 4),
     "consistency": ("taskology.bench.consistency", 5),
     "receivers": ("taskology.bench.receivers", 5),
+    "label-weights": ("taskology.bench.label_weights", 5),
     "scaling": ("taskology.bench.scaling", 6),
     "staleness": ("taskology.bench.staleness", 6),
 }

@@ -81,13 +81,18 @@ def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]
     return decisions
 
 
-def run(quick: bool, config: Path | None = None) -> BenchResult:
-    """The factorial runs (see the module docstring), two at a time on separate cores."""
+def validation_runs(preset: Path, quick: bool, jobs: list[tuple[float, str, str, tuple[str, ...]]]
+                    ) -> tuple[Any, dict[str, dict[str, Any]], dict[str, float], int]:
+    """Train ``jobs`` = [(label fraction, arm, name, overrides)] with the preset's first seed and
+    evaluate each on the validation split, as many at a time as there are cores.
+
+    Returns (base config, results[fraction][name][task][metric], seconds["fraction/name"], runs at a
+    time). Raises ConfigError when the preset has no validation sequences: choices are never made on test.
+    """
     import os
 
     from taskology.bench.parallel import map_in_processes
 
-    preset = Path(config) if config is not None else PRESET
     extra = ("data.val_sequences=1",) if quick else ()  # the quick world is too small for the preset's 2
     base = _config(quick, list(extra), preset)
     if int(base.data.val_sequences) < 1:
@@ -95,14 +100,12 @@ def run(quick: bool, config: Path | None = None) -> BenchResult:
                           "sequences, never on test")
     root = ensure_data(base)
     seed = int(base.train.seeds[0])
-    jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
-    jobs += [(fr, "collective", name, overrides) for fr in FRACTIONS for name, overrides in variants().items()]
     cores = os.cpu_count() or 1
     workers = max(1, min(len(jobs), cores))
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
     wall0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="taskology-receivers-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="taskology-val-") as scratch:
         args = {(fr, name): (str(preset), quick, str(root), fr, arm, seed, str(Path(scratch) / f"{fr}-{k}"),
                              max(cores // workers, 1), extra + tuple(overrides), "val")
                 for k, (fr, arm, name, overrides) in enumerate(jobs)}
@@ -111,15 +114,32 @@ def run(quick: bool, config: Path | None = None) -> BenchResult:
             seconds[f"{fr}/{name}"] = took
             print(f"[{done}/{len(jobs)}] labels {fr:.0%} {name}: {took:.0f} s ({time.time() - wall0:.0f} s elapsed)",
                   flush=True)
-    collective = {fr: {v: r[v] for v in variants()} for fr, r in results.items()}
-    decisions = choose(collective)
+    return base, results, seconds, workers
+
+
+def metric_rows(results: Mapping[str, Mapping[str, Any]], names: tuple[str, ...]) -> list[str]:
+    """A Markdown table of the headline metrics, one row per (fraction, run name)."""
     lines = ["| labels | variant | " + " | ".join(f"{t} {m}" for t, (m, _) in HEADLINE.items()) + " |",
              "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]
     for fr in sorted(results, key=float):
-        for name in ("alone", *variants()):
+        for name in names:
             row = results[fr][name]
             lines.append(f"| {float(fr):.0%} | {name} | "
                          + " | ".join(f"{row[t][m]:.4g}" for t, (m, _) in HEADLINE.items()) + " |")
+    return lines
+
+
+def run(quick: bool, config: Path | None = None) -> BenchResult:
+    """The factorial runs (see the module docstring), two at a time on separate cores."""
+    preset = Path(config) if config is not None else PRESET
+    jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
+    jobs += [(fr, "collective", name, overrides) for fr in FRACTIONS for name, overrides in variants().items()]
+    wall0 = time.time()
+    base, results, seconds, workers = validation_runs(preset, quick, jobs)
+    seed = int(base.train.seeds[0])
+    collective = {fr: {v: r[v] for v in variants()} for fr, r in results.items()}
+    decisions = choose(collective)
+    lines = metric_rows(results, ("alone", *variants()))
     lines += ["", "| factor | receiving metric | with (mean) | without (mean) | decision |", "| --- | --- | --- | --- | --- |"]
     for factor, d in decisions.items():
         lines.append(f"| {factor} | {d['task']} {d['metric']} | {d['with']:.4g} | {d['without']:.4g} | "

@@ -11,9 +11,10 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 from pydantic import field_validator, model_validator
@@ -150,6 +151,27 @@ class SimConfig(_Section):
         return parse_camera_hw(self.camera)
 
 
+def label_factor(points: Sequence[tuple[float, float]], fraction: float) -> float:
+    """Piecewise-linear interpolation of ``(fraction, factor)`` points in log10(fraction), constant
+    beyond the first and last point; 1 when there are no points.
+
+    Example:
+        >>> label_factor([(0.02, 1.0), (0.1, 0.5), (1.0, 0.1)], 0.1)
+        0.5
+        >>> round(label_factor([(0.1, 1.0), (1.0, 0.0)], 10 ** -0.5), 6)
+        0.5
+    """
+    if not points:
+        return 1.0
+    if fraction <= points[0][0]:
+        return float(points[0][1])
+    for (f0, v0), (f1, v1) in zip(points, points[1:]):
+        if fraction <= f1:
+            t = (math.log10(fraction) - math.log10(f0)) / (math.log10(f1) - math.log10(f0))
+            return float(v0 + t * (v1 - v0))
+    return float(points[-1][1])
+
+
 class TaskConfig(_Section):
     """One task's network and optimiser."""
 
@@ -196,6 +218,31 @@ class TrainConfig(_Section):
         0, description="Supervised-only steps before the relations start (peers must be somewhat trained first).")
     consistency_ramp_steps: Annotated[Int, Field(ge=0)] = Field(
         0, description="Steps over which relation weights ramp linearly from 0 to full after the start.")
+    relation_weight_by_labels: list[tuple[Annotated[Float, Field(gt=0, le=1)], Annotated[Float, Field(ge=0)]]] = Field(
+        default_factory=list,
+        description="[[label_fraction, factor], ...]: factor on every relation a task receives, by that "
+                    "task's label fraction (piecewise linear in log fraction, constant beyond the ends; "
+                    "empty: 1). The more labels a task has, the less its peers can teach it.")
+
+    @field_validator("relation_weight_by_labels")
+    @classmethod
+    def _increasing_fractions(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        fractions = [f for f, _ in points]
+        if any(b <= a for a, b in zip(fractions, fractions[1:])):
+            raise _fail(f"label fractions must be strictly increasing; found {fractions}")
+        return points
+
+    def relation_factor(self, label_fraction: float) -> float:
+        """The factor ``relation_weight_by_labels`` gives a task with ``label_fraction`` of its frames labeled.
+
+        Example:
+            >>> t = TrainConfig(relation_weight_by_labels=[[0.01, 1.0], [1.0, 0.2]])
+            >>> [round(t.relation_factor(f), 3) for f in (0.001, 0.01, 0.1, 1.0)]
+            [1.0, 1.0, 0.6, 0.2]
+            >>> TrainConfig().relation_factor(0.5)
+            1.0
+        """
+        return label_factor(self.relation_weight_by_labels, label_fraction)
 
     @field_validator("seeds")
     @classmethod
