@@ -147,6 +147,9 @@ class TaskRunner:
         self.train_stream = BatchStream(self.data.train, batch_size=int(self.task_config.batch_size),
                                         seed=self.seed, name=f"{task_name} train split of {self.data_root}")
         self.mediator_stream: BatchStream | None = None
+        #: the live pool left last, kept open while the current pool has no sample peers can answer yet
+        #: (see :meth:`set_mediator_pool`); ``None`` when not needed
+        self._previous_mediator: Any = None
         if self.relations:
             self._open_mediator_stream(self.data.mediator)
 
@@ -164,7 +167,15 @@ class TaskRunner:
         """Replace the mediator samples by all frames (pairs) of ``shard_paths`` (a live pool).
 
         Shards that vanished or are unreadable by now are skipped (the pool logs them); when none of
-        ``shard_paths`` is readable the current pool is kept. Returns whether the pool was replaced."""
+        ``shard_paths`` is readable the current pool is kept. Returns whether the pool was replaced.
+
+        With a peer view that says which samples peers can answer (the distributed exchange), the pool
+        left is kept open (its retired shards stay readable through the open handles) until the new pool
+        has a sample every needed peer can answer: right after a switch the cache may hold peer rows only
+        for the old samples (a peer published on the old pool, or its rows for the new shards are not
+        fetched yet), and :meth:`_mediator_batch` then draws from the old pool instead of a batch whose
+        relation terms would all be skipped. Of the pool left and an older one still kept, the one with
+        answerable samples is kept (the newer when both or neither have); at most two pools are open."""
         pool = self.data.mediator_from_shards([Path(p) for p in shard_paths])
         if len(pool) == 0:
             _log.warning("%s: none of the %d mediator shard(s) offered is readable; keeping the current pool",
@@ -176,27 +187,52 @@ class TaskRunner:
         old, self.data.mediator = self.data.mediator, pool
         if self.relations:
             self._open_mediator_stream(self.data.mediator)
-        close = getattr(old, "close", None)
-        if close is not None and old is not pool:
-            close()  # frees retired shards' inodes
+        keep = None
+        answerable = self._answerable_ids() if self.relations else None  # None: no need (alone, in-process)
+        if answerable is not None and old is not None:
+            older = self._previous_mediator
+            keep = old if (older is None or _has_any(old, answerable) or not _has_any(older, answerable)) else older
+        for dataset in (old, self._previous_mediator):
+            if dataset is not None and dataset is not keep:
+                _close(dataset)  # frees retired shards' inodes
+        self._previous_mediator = keep
         return True
+
+    def _answerable_ids(self) -> set[str] | None:
+        """Sample ids every needed peer can answer now (``None``: any sample, the in-process view)."""
+        usable = getattr(self.peer_view, "usable_ids", None)
+        if usable is None:
+            return None
+        answerable: set[str] | None = None
+        for peer in self.peers_needed:
+            ids = set(usable(peer))
+            answerable = ids if answerable is None else answerable & ids
+        return answerable
 
     def _mediator_batch(self) -> dict[str, Any]:
         """The next mediator batch: the stream's, unless the peer view says which samples it can answer
         (the distributed exchange: peers' published rows) and the stream's next batch has others; then a
-        seeded draw among the pool samples every needed peer can answer. In-process every sample can be
-        answered, so this is always the stream's batch (the reference behaviour)."""
+        seeded draw among the pool samples every needed peer can answer. When no sample of the pool is
+        answerable yet but one of the pool left last is (just after a live pool switch, see
+        :meth:`set_mediator_pool`), the draw is among those. In-process every sample can be answered, so
+        this is always the stream's batch (the reference behaviour)."""
         assert self.mediator_stream is not None
-        usable = getattr(self.peer_view, "usable_ids", None)
-        if usable is None:
+        answerable = self._answerable_ids()
+        if answerable is None:
             return self.mediator_stream.next_batch()
         pool = self.data.mediator
         ids = list(pool.sample_ids)
-        allowed = set(ids)
-        for peer in self.peers_needed:
-            allowed &= usable(peer)
+        allowed = set(ids) & answerable
         indices = self.mediator_stream.next_indices()
-        if not allowed or all(ids[i] in allowed for i in indices):
+        if allowed and self._previous_mediator is not None:
+            _close(self._previous_mediator)  # the current pool is answerable: the old one is done
+            self._previous_mediator = None
+        elif not allowed and self._previous_mediator is not None:
+            previous_ids = list(self._previous_mediator.sample_ids)
+            previous_allowed = set(previous_ids) & answerable
+            if previous_allowed:
+                pool, ids, allowed = self._previous_mediator, previous_ids, previous_allowed
+        if pool is self.data.mediator and (not allowed or all(ids[i] in allowed for i in indices)):
             return collate([pool[i] for i in indices])  # nothing better to draw from / all answerable
         choices = np.asarray([i for i, sid in enumerate(ids) if sid in allowed])
         rng = np.random.default_rng([self.seed + 1, self.step, 1])
@@ -392,3 +428,13 @@ def _numpy_global_state() -> dict[str, Any]:
 def _set_numpy_global_state(state: Mapping[str, Any]) -> None:
     np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
                          state["has_gauss"], state["cached"]))
+
+
+def _has_any(dataset: Any, ids: set[str]) -> bool:
+    return any(sid in ids for sid in dataset.sample_ids)
+
+
+def _close(dataset: Any) -> None:
+    close = getattr(dataset, "close", None)
+    if close is not None:
+        close()

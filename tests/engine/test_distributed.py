@@ -151,8 +151,13 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
         first = st["relation_first_step"]["depth_normals"]  # before it: the peer had not published yet
         # after it, pool changes cost almost nothing (tasks start on the sim's first shards; consecutive
         # pools overlap; batches come from published samples); pools replaced wholesale skipped ~95%
-        # (measured). Usually no step is skipped; one fresh-clone CI run of six skipped 10 of 194 (cause
-        # not found yet, see the issue-6 note), so the bound is 90 %, far above the wholesale ~5 %.
-        assert first <= steps // 2 and terms >= 0.9 * (steps - first + 1), (first, terms, st["relation_skips"])
+        # (measured). A CI run once skipped 10 of 194: the supervisor may advance the pool before the
+        # consumer holds peer rows for any sample of the new pool (a peer's publication counted as "after
+        # the push" was made on its old pool, or the consumer had not fetched the rows yet), and every
+        # draw then fell back to unanswerable samples. The runner now draws from the pool it left until
+        # the new one is answerable (test_live_pool_switch_keeps_drawing_answerable_samples); with steps
+        # slowed 0.1 s (pool pushes paced by publications) that took 4-9 skips per run to none. 98 %
+        # leaves room for a rare double race (neither pool answerable until the next fetch, ~0.5 s).
+        assert first <= steps // 2 and terms >= 0.98 * (steps - first + 1), (first, terms, st["relation_skips"])
     shards = sorted((tmp_path / "mediator").glob("*.h5"))
     assert len(shards) >= 3  # the sim kept writing (retired shards beyond the pool are unlinked)

@@ -203,6 +203,77 @@ def test_pool_serves_live_shards_when_a_reopen_fails(tmp_path: Path, sim_root: P
     pool.close()
 
 
+class _RecordingDistributedView:
+    """The distributed peer view (a real :class:`PredictionCache`) recording the sample ids asked."""
+
+    def __init__(self) -> None:
+        from taskology.engine.exchange import DistributedPeerView, ExchangePolicy, PredictionCache
+
+        self.cache = PredictionCache(ExchangePolicy(max_staleness_steps=None))
+        self.view = DistributedPeerView(self.cache)
+        self.asked: list[list[str]] = []
+
+    def usable_ids(self, task: str) -> set[str]:
+        return self.view.usable_ids(task)
+
+    def peer_outputs(self, task, batch):
+        self.asked.append(list(batch["sample_id"]))
+        return self.view.peer_outputs(task, batch)
+
+
+def test_live_pool_switch_keeps_drawing_answerable_samples(tmp_path: Path, sim_root: Path) -> None:
+    """The pool advances while the consumer's cache holds peer rows only for samples of the pool it left
+    (the peer published on its older pool, or its rows on the new shards are not fetched yet; a
+    distributed run with slow steps hit this at 2-3 of ~20 switches): the step draws among the left
+    pool's answerable samples (through its still open handles) instead of a batch no peer can answer,
+    so the relation term is not skipped; once peer rows for the new pool arrive, the old pool is closed."""
+    import shutil
+
+    from taskology.engine.exchange import compact_predictions
+    from taskology.engine.store_data import ShardPoolDataset
+
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    s = [Path(shutil.copy(p, pool_dir)) for p in sorted(sim_root.glob("*.h5"))[:4]]
+    seq = {p: p.stem for p in s}
+    cfg = tiny_config("tasks.segmentation.enabled=false", "tasks.motion.enabled=false")
+    recording = _RecordingDistributedView()
+
+    def runner(task: str, view):
+        data = synthetic_task_data()
+        data.open_mediator = lambda ps: ShardPoolDataset(ps)
+        return TaskRunner(task_name=task, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
+                          data=data)
+
+    depth, normals = runner("depth", recording), runner("normals", InProcessPeerView())
+    assert depth.peers_needed == ["normals"]
+
+    def publish(paths):  # the peer on pool ``paths`` publishes, and the consumer has fetched it
+        assert normals.set_mediator_pool(paths)
+        recording.cache.add(compact_predictions(normals.predict_mediator()))
+
+    def used_sequences(scalars) -> set[str]:
+        assert "consistency/depth_normals" in scalars and "skipped/depth_normals" not in scalars, scalars
+        return {sid.rsplit(":", 1)[0] for sid in recording.asked[-1]}
+
+    publish([s[0]])                           # peer rows: s0 only
+    assert depth.set_mediator_pool([s[0], s[1]])
+    assert used_sequences(depth.train_step()) == {seq[s[0]]}
+    assert depth.set_mediator_pool([s[1], s[2]])  # advanced before the peer's rows on s1/s2 arrived
+    s[0].unlink()                             # and the sim retired s0: the left pool's handle still reads it
+    for _ in range(2):
+        assert used_sequences(depth.train_step()) == {seq[s[0]]}
+    assert depth.set_mediator_pool([s[2], s[3]])  # advanced again: the answerable [s0, s1] pool is the one kept
+    assert used_sequences(depth.train_step()) == {seq[s[0]]}
+    assert depth._previous_mediator is not None and depth._previous_mediator.paths == [s[0], s[1]]
+    publish([s[2], s[3]])                     # rows for the current pool arrived: it is used, the old one closed
+    assert used_sequences(depth.train_step()) <= {seq[s[2]], seq[s[3]]}
+    assert depth._previous_mediator is None
+    assert depth.set_mediator_pool([s[3]])    # a switch with rows for the pool left keeps it only while needed
+    assert used_sequences(depth.train_step()) == {seq[s[3]]}
+    assert depth._previous_mediator is None
+
+
 def test_in_process_view_reuses_a_peer_answer_only_while_the_peer_has_not_stepped(tmp_path: Path) -> None:
     _, view, runners = make_runners(tmp_path)
     batch = runners["depth"].mediator_stream.next_batch()
