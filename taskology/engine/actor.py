@@ -15,6 +15,7 @@ TensorBoard event files go to ``<run_dir>/tensorboard/<task>/``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,6 +33,17 @@ from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, Peer
 from taskology.engine.protocol import Predictions
 
 _CKPT = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def pool_token(shard_paths: list[str]) -> str:
+    """A short name of a mediator pool (its shard list, in order): the supervisor compares the token an
+    actor reports with its last publication against the pool it pushed.
+
+    Example:
+        >>> pool_token(["a.h5", "b.h5"]) == pool_token(["a.h5", "b.h5"]) != pool_token(["b.h5", "a.h5"])
+        True
+    """
+    return hashlib.sha1("\n".join(map(str, shard_paths)).encode()).hexdigest()[:16]
 
 
 def checkpoint_due(step: int, last_step: int, now: float, last_time: float,
@@ -174,6 +186,8 @@ class TaskActor:
         self._thread: threading.Thread | None = None
         self._pending_pool: list[str] | None = None
         self._pools_applied = 0  # live mediator pools this incarnation switched to
+        self._handled_pool: str | None = None  # pool_token of the last pool the training thread took up
+        self._published_pool: str | None = None  # ... and of the one it had taken up at its last publication
         self._state = "idle"
         self._error: str | None = None
         self._target = 0
@@ -279,7 +293,7 @@ class TaskActor:
                     "relation_terms": dict(self._relation_terms), "relation_skips": dict(self._relation_skips),
                     "relation_first_step": dict(self._first_term_step),
                     "lockstep_wait_s": self.view.wait_s, "lockstep_timeouts": dict(self.view.timeouts),
-                    "mediator_pools_applied": self._pools_applied,
+                    "mediator_pools_applied": self._pools_applied, "published_pool": self._published_pool,
                     "window": {"started": self._window[0], "ended": self._window[1], "from_step": self._window[2]},
                     "pid": os.getpid()}
 
@@ -296,9 +310,11 @@ class TaskActor:
             while not self._stop.is_set() and self.runner.step < self._target:
                 with self._lock:
                     pool, self._pending_pool = self._pending_pool, None
-                if pool is not None and self.runner.set_mediator_pool(pool) is not False:
+                if pool is not None:
+                    applied = self.runner.set_mediator_pool(pool) is not False
                     with self._lock:
-                        self._pools_applied += 1
+                        self._pools_applied += int(applied)
+                        self._handled_pool = pool_token(pool)  # taken up, applied or (unreadable) not
                 self.view.consumer_step = int(self.runner.step)
                 t0 = time.perf_counter()
                 scalars = self.runner.train_step()
@@ -343,6 +359,8 @@ class TaskActor:
         if predictions is not None and predictions.sample_ids:
             self.box.publish(compact_predictions(predictions, self.policy.payload_dtype))
         self.last_published_step = step
+        with self._lock:
+            self._published_pool = self._handled_pool
 
     def _checkpoint(self, step: int) -> None:
         if step <= self._last_ckpt_step and self.checkpoints.latest() is not None:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 
 from taskology.cluster.session import ClusterSession, cluster_spec_from_config, describe, open_cluster
 from taskology.cluster.supervision import RestartPolicy, choose_worker
+from taskology.engine.actor import pool_token
 from taskology.engine.exchange import ExchangePolicy
 from taskology.errors import ClusterError, ConfigError
 
@@ -88,7 +89,6 @@ class Supervisor:
         self.events: list[str] = []
         self._pool: list[str] = []
         self._pool_pushed_at = 0.0
-        self._pushed_at_step: dict[str, int] = {}  # each task's published step when the pool last changed
 
     # ---- creation ------------------------------------------------------------------------------
     @property
@@ -283,14 +283,16 @@ class Supervisor:
         self._push_mediator_pool()
 
     def _published_since_push(self) -> bool:
-        """Every task actor has published after the last pool push (or there was none yet)."""
+        """Every task actor has published after taking up the last pool pushed (or there was none yet).
+
+        The actor reports the pool it had taken up at its last publication: a step count read before
+        the push could not tell a publication made on the old pool just before the actor applied the
+        new one (between two steps) from one made on the new pool, and advancing then left consumers
+        with peer rows for no sample of their pool."""
         if not self._pool:
             return True
-        for name, slot in self.tasks.items():
-            published = slot.last_status.get("published_step")
-            if published is None or int(published) <= self._pushed_at_step.get(name, -1):
-                return False
-        return True
+        token = pool_token(self._pool)
+        return all(slot.last_status.get("published_pool") == token for slot in self.tasks.values())
 
     def _push_mediator_pool(self) -> None:
         """Hand the task actors a newer mediator pool, paced by the exchange: only once every task has
@@ -309,8 +311,6 @@ class Supervisor:
         pool = advance_pool(self._pool, offered)
         if pool and pool != self._pool:
             self._pool = pool
-            self._pushed_at_step = {n: int(s.last_status.get("published_step") or -1)
-                                    for n, s in self.tasks.items()}
             for slot in self.tasks.values():
                 try:
                     slot.handle.set_mediator_pool(pool).result(timeout=self.call_timeout_s)

@@ -138,3 +138,39 @@ def test_alone_mode_does_not_publish(tmp_path: Path) -> None:
     st = wait_state(actor, {"done", "failed"})
     assert st["state"] == "done" and st["published_step"] is None
     actor.stop()
+
+
+def test_status_names_the_pool_taken_up_before_the_last_publication(tmp_path: Path) -> None:
+    """The supervisor advances the live pool only once every actor has published on the one it pushed;
+    the actor says which pool it had taken up at its last publication (also when the pool was
+    unreadable and kept: it was handled, so the supervisor must not wait for it forever)."""
+    from types import SimpleNamespace
+
+    from taskology.engine.actor import pool_token
+    from taskology.engine.distributed import Supervisor
+
+    actor = make_actor(tmp_path)
+    actor.start(5)  # publishes at steps 1 and 5, no pool taken up yet
+    assert wait_state(actor, {"done"})["published_pool"] is None
+    actor.set_mediator_pool(["x.h5"])
+    assert actor.status()["published_pool"] is None  # pushed, not yet taken up nor published on
+    actor.start(8)  # takes the pool up before step 6; publishes at step 9 only: not yet
+    assert wait_state(actor, {"done"})["published_pool"] is None
+    actor.start(9)
+    assert wait_state(actor, {"done"})["published_pool"] == pool_token(["x.h5"])
+    actor.runner.set_mediator_pool = lambda paths: False  # type: ignore[method-assign] # unreadable: kept
+    actor.set_mediator_pool(["y.h5"])
+    actor.start(13)
+    st = wait_state(actor, {"done"})
+    assert st["published_pool"] == pool_token(["y.h5"]) and st["mediator_pools_applied"] == 1
+    actor.stop()
+
+    def supervisor(pool, *published):
+        tasks = {f"t{i}": SimpleNamespace(last_status={"published_pool": p}) for i, p in enumerate(published)}
+        return SimpleNamespace(_pool=pool, tasks=tasks)
+
+    done = Supervisor._published_since_push
+    assert done(supervisor([], None, None))  # no pool pushed yet
+    assert done(supervisor(["y.h5"], pool_token(["y.h5"]), pool_token(["y.h5"])))
+    assert not done(supervisor(["y.h5"], pool_token(["y.h5"]), pool_token(["x.h5"])))  # one on the old pool
+    assert not done(supervisor(["y.h5"], pool_token(["y.h5"]), None))
