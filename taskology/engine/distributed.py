@@ -516,10 +516,11 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
         log_every=int(config.train.log_every), device=device)) for task in tasks]
     if use_sim:
         from taskology.sim.actor import SimActor
+        from taskology.sim.generate import live_mediator_seed
 
         h, w = (int(x) for x in str(config.sim.camera).split("x"))
         slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", kwargs=dict(
-            run_dir=str(run_dir / "mediator"), seed=int(config.sim.seed), frames=int(config.sim.frames),
+            run_dir=str(run_dir / "mediator"), seed=live_mediator_seed(int(config.sim.seed)), frames=int(config.sim.frames),
             camera_hw=(h, w), lidar_beams=int(config.sim.lidar_beams), frame_rate=float(config.sim.frame_rate),
             pool_size=int(config.exchange.mediator_pool_shards),
             max_ahead=int(config.exchange.mediator_pool_shards))))

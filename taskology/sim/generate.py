@@ -30,6 +30,21 @@ def sequence_id_for(seed: int, index: int) -> str:
     return f"seed{int(seed)}-seq{int(index):05d}"
 
 
+def live_mediator_seed(seed: int) -> int:
+    """The seed of the live mediator stream (the SimActor of a distributed run) for a dataset simulated
+    with ``seed``: a separate stream of sequences, so the live pool never regenerates the dataset's
+    train, validation or test sequences (same seed and index = same sequence id and the same frames),
+    and its sample ids never collide with the dataset's.
+
+    Example:
+        >>> live_mediator_seed(0) != 0 and live_mediator_seed(0) == live_mediator_seed(0) != live_mediator_seed(1)
+        True
+        >>> sequence_id_for(live_mediator_seed(0), 0) != sequence_id_for(0, 0)
+        True
+    """
+    return int(np.random.SeedSequence([int(seed), 0x6C697665]).generate_state(1, np.uint32)[0])
+
+
 def world_seed_for(seed: int, index: int) -> int:
     """The world seed of sequence ``index`` of run ``seed`` (independent streams per sequence)."""
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -161,3 +161,5 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
         assert first <= steps // 2 and terms >= 0.98 * (steps - first + 1), (first, terms, st["relation_skips"])
     shards = sorted((tmp_path / "mediator").glob("*.h5"))
     assert len(shards) >= 3  # the sim kept writing (retired shards beyond the pool are unlinked)
+    # the live stream is not the dataset's: no test (or train) sequence is regenerated, no sample id shared
+    assert shards and not {p.stem for p in shards} & {p.stem for p in sim_root.glob("*.h5")}
