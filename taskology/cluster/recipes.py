@@ -61,3 +61,43 @@ def start_slurm_cluster(n_actors: int, spare: int = 1, **kwargs: Any) -> Any:
     cluster = SLURMCluster(**slurm_cluster_kwargs(**kwargs))
     cluster.scale(jobs=int(n_actors) + int(spare))
     return cluster
+
+
+def kubernetes_cluster_spec(*, n_actors: int, image: str, claim_name: str, mount_path: str = "/shared",
+                            cpus_per_actor: int = 4, memory: str = "16Gi", gpus_per_actor: int = 1,
+                            spare: int = 1, name: str = "taskology", make_spec: Any = None) -> dict[str, Any]:
+    """A ``DaskCluster`` resource for the dask-kubernetes operator (``KubeCluster(custom_cluster_spec=...)``):
+    ``n_actors + spare`` worker pods, each one single-threaded Dask worker (the actor thread) with
+    ``cpus_per_actor`` CPUs for torch and ``gpus_per_actor`` GPUs advertised as the ``GPU`` resource; the
+    scheduler pod gets CPU only (``make_cluster_spec`` gives it the workers' limits, GPUs included); both
+    mount the persistent volume claim ``claim_name`` (run dirs and data root) at ``mount_path``.
+
+    ``make_spec``: ``dask_kubernetes.operator.make_cluster_spec`` (imported when ``None``).
+
+    Example (with the operator installed and a ``taskology-runs`` claim):
+        >>> from dask_kubernetes.operator import KubeCluster     # doctest: +SKIP
+        >>> spec = kubernetes_cluster_spec(n_actors=5, image="registry.example/taskology:0.1",
+        ...                                claim_name="taskology-runs")   # doctest: +SKIP
+        >>> KubeCluster(custom_cluster_spec=spec).scheduler_address   # doctest: +SKIP
+    """
+    if n_actors < 1 or spare < 0 or cpus_per_actor < 1 or gpus_per_actor < 0:
+        raise ClusterError(f"kubernetes: need n_actors >= 1, spare >= 0, cpus_per_actor >= 1, gpus_per_actor >= 0; "
+                           f"found {n_actors}, {spare}, {cpus_per_actor}, {gpus_per_actor}")
+    if make_spec is None:
+        try:
+            from dask_kubernetes.operator import make_cluster_spec as make_spec
+        except ImportError as exc:
+            raise ClusterError("kubernetes: dask-kubernetes is not installed (pip install dask-kubernetes)") from exc
+    limits = {"cpu": str(int(cpus_per_actor)), "memory": memory}
+    if gpus_per_actor:
+        limits["nvidia.com/gpu"] = str(int(gpus_per_actor))
+    command = "dask worker --nthreads 1" + (f" --resources GPU={int(gpus_per_actor)}" if gpus_per_actor else "")
+    spec = make_spec(name=name, image=image, n_workers=int(n_actors) + int(spare), resources={"limits": limits},
+                     worker_command=command)
+    scheduler, worker = spec["spec"]["scheduler"]["spec"], spec["spec"]["worker"]["spec"]
+    scheduler["containers"][0]["resources"] = {"limits": {"cpu": "1", "memory": "4Gi"}}
+    for pod in (scheduler, worker):
+        pod.setdefault("volumes", []).append({"name": "runs", "persistentVolumeClaim": {"claimName": claim_name}})
+        for container in pod["containers"]:
+            container.setdefault("volumeMounts", []).append({"name": "runs", "mountPath": mount_path})
+    return spec
