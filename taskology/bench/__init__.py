@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import importlib
+import importlib.metadata
 import inspect
 import json
 import os
@@ -85,9 +86,11 @@ def provenance(name: str, quick: bool, config: Path | None = None) -> dict[str, 
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
     versions: dict[str, str] = {"python": platform.python_version()}
-    for mod in ("numpy", "torch", "numba", "h5py", "dask", "distributed", "trimesh", "kornia", "shapely"):
-        if mod in sys.modules:
-            versions[mod] = getattr(sys.modules[mod], "__version__", "?")
+    for dist in ("numpy", "torch", "numba", "h5py", "dask", "distributed", "trimesh", "kornia", "shapely"):
+        try:  # installed versions, read before the run has imported anything
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return {
         "command": f"taskology bench {name}" + (" --quick" if quick else "")
         + (f" --config {config}" if config is not None else ""),
