@@ -377,6 +377,8 @@ def test_relation_weight_by_labels_scales_what_a_task_receives_by_its_label_frac
     assert fed["segmentation"] == {}  # factor 0 at full labels: fed nothing
     # between points: linear in log fraction (0.02 -> 1, 0.2 -> 0.5: 10 ** -1.5 is half way)
     assert cfg.train.relation_factor(10 ** -1.5 * 2) == pytest.approx(0.75)
+    at_points = load_config(None, ["train.relation_weight_by_labels=[[0.02, 1.0], [0.1, 0.1], [1.0, 0.3]]"]).train
+    assert [at_points.relation_factor(f) for f in (0.02, 0.1, 1.0)] == [1.0, 0.1, 0.3]  # exactly the points
     assert "label fractions must be strictly increasing" in _error(
         overrides=("train.relation_weight_by_labels=[[0.5, 1.0], [0.1, 0.2]]",))
     assert "train.relation_weight_by_labels" in _error(overrides=("train.relation_weight_by_labels=[[0, 1.0]]",))

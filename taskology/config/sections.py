@@ -166,7 +166,9 @@ def label_factor(points: Sequence[tuple[float, float]], fraction: float) -> floa
     if fraction <= points[0][0]:
         return float(points[0][1])
     for (f0, v0), (f1, v1) in zip(points, points[1:]):
-        if fraction <= f1:
+        if fraction == f1:
+            return float(v1)
+        if fraction < f1:
             t = (math.log10(fraction) - math.log10(f0)) / (math.log10(f1) - math.log10(f0))
             return float(v0 + t * (v1 - v0))
     return float(points[-1][1])
