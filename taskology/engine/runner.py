@@ -180,9 +180,7 @@ class TaskRunner:
         if len(pool) == 0:
             _log.warning("%s: none of the %d mediator shard(s) offered is readable; keeping the current pool",
                          self.task_name, len(shard_paths))
-            close = getattr(pool, "close", None)
-            if close is not None:
-                close()
+            _close(pool)
             return False
         old, self.data.mediator = self.data.mediator, pool
         if self.relations:
