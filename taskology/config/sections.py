@@ -220,6 +220,11 @@ class TrainConfig(_Section):
         0, description="Supervised-only steps before the relations start (peers must be somewhat trained first).")
     consistency_ramp_steps: Annotated[Int, Field(ge=0)] = Field(
         0, description="Steps over which relation weights ramp linearly from 0 to full after the start.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Learning rate over the run: constant, or cosine decay from tasks.<t>.lr to "
+                                "lr * lr_final_factor at train.steps.")
+    lr_final_factor: Annotated[Float, Field(ge=0, le=1)] = Field(
+        0.01, description="With lr_schedule cosine: the last step's learning rate as a share of tasks.<t>.lr.")
     relation_weight_by_labels: list[tuple[Annotated[Float, Field(gt=0, le=1)], Annotated[Float, Field(ge=0)]]] = Field(
         default_factory=list,
         description="[[label_fraction, factor], ...]: factor on every relation a task receives, by that "

@@ -23,6 +23,7 @@ Example (see tests/engine/test_runner.py for a runnable one on tiny shards):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -75,6 +76,25 @@ def consistency_scale(step: int, start: int, ramp: int) -> float:
     if ramp <= 0:
         return 1.0
     return min(1.0, (step - start + 1) / ramp)
+
+
+def lr_factor(step: int, steps: int, schedule: str, final: float) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based) of a ``steps``-step run: 1 for
+    ``"constant"``; for ``"cosine"``, half a cosine from 1 at step 0 to ``final`` at the last step (and
+    ``final`` beyond it, e.g. a resumed run given more steps than it was planned with).
+
+    Example:
+        >>> [round(lr_factor(s, 5, "cosine", 0.0), 3) for s in (0, 1, 2, 3, 4, 9)]
+        [1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
+        >>> lr_factor(3, 5, "constant", 0.0)
+        1.0
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    progress = min(1.0, step / max(steps - 1, 1))
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def enabled_tasks(config: Any) -> list[str]:
@@ -279,9 +299,15 @@ class TaskRunner:
                 scalars[f"skipped/{relation.name}"] = 1.0
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        lr = float(self.task_config.lr) * lr_factor(self.step, int(self.config.train.steps),
+                                                    str(self.config.train.lr_schedule),
+                                                    float(self.config.train.lr_final_factor))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()
         self.step += 1
         scalars["loss/total"] = float(total.detach())
+        scalars["train/lr"] = lr
         if self.relations:
             scalars["consistency/scale"] = scale
         scalars["staleness/steps_mean"] = float(np.mean(staleness_steps)) if staleness_steps else 0.0

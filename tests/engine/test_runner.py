@@ -136,6 +136,27 @@ def test_consistency_warm_up_schedule(tmp_path: Path) -> None:
     assert depth.mediator_stream.state_dict() == {"epoch": 0, "offset": 4}  # two mediator batches of 2 used
 
 
+def test_cosine_learning_rate_reaches_the_final_factor_and_resumes_on_schedule(tmp_path: Path) -> None:
+    cfg = tiny_config("train.steps=5", "train.lr_schedule=cosine", "train.lr_final_factor=0.1")
+    runner = TaskRunner(task_name="depth", config=cfg, data_root=tmp_path, run_dir=tmp_path, seed=0,
+                        peer_view=InProcessPeerView(), collective=False, data=synthetic_task_data())
+    seen = [runner.train_step()["train/lr"] for _ in range(3)]
+    path = tmp_path / "depth.pt"
+    runner.save_checkpoint(path)
+    restored = TaskRunner.restore(path, task_name="depth", config=cfg, data_root=tmp_path, run_dir=tmp_path,
+                                  peer_view=InProcessPeerView(), seed=0, collective=False, data=synthetic_task_data())
+    seen += [restored.train_step()["train/lr"] for _ in range(2)]
+    # half a cosine from 0.003 to 0.1 * 0.003 over steps 0..4, by hand
+    expected = [0.003 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * s / 4))) for s in range(5)]
+    assert seen == pytest.approx(expected, rel=1e-9)
+    assert seen[-1] == pytest.approx(0.0003)
+    assert [g["lr"] for g in restored.optimizer.param_groups] == pytest.approx([0.0003])
+    # the constant schedule (default) leaves the configured rate alone
+    plain = TaskRunner(task_name="depth", config=tiny_config(), data_root=tmp_path, run_dir=tmp_path, seed=0,
+                       peer_view=InProcessPeerView(), collective=False, data=synthetic_task_data())
+    assert {plain.train_step()["train/lr"] for _ in range(2)} == {0.003}
+
+
 def _pool_runners(tmp_path: Path, sim_root: Path, n_shards: int = 3):
     """depth + normals runners whose mediator pools are real shards copied into ``tmp_path/pool``."""
     import shutil
