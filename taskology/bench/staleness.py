@@ -26,7 +26,7 @@ steps' gradient noise (the depth metric moved ±10 % per seed between arms).
 Full: 32x96, 10 sequences (3 test), width 8, batch 4, 800 steps per task, cosine decay (relations from
 step 200, ramped over 100: the collective recipe, so no snapshot is a random initialisation), 4 seeds,
 intervals 1/50/200 (= 25 %) plus the noise-floor arm, 16 runs of ~2 min CPU each, two at a time in
-single-threaded worker processes (~17 min on 2 idle cores).
+single-threaded worker processes (~15 min on 2 idle cores).
 ``--quick``: 40 steps, intervals 1/5/10 (= 25 %), one seed: a smoke run of the pipeline, not a result.
 """
 from __future__ import annotations
@@ -115,7 +115,8 @@ def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int)
     from taskology.config import load_config
 
     warmup = steps // 4  # the collective recipe (configs/consistency.yaml): supervised first, then relations
-    over = [f"data.root={root}", f"data.test_sequences={test_sequences}", "train.lr_schedule=cosine", "data.mediator_fraction=0.4", f"train.steps={steps}",
+    over = [f"data.root={root}", f"data.test_sequences={test_sequences}", "data.mediator_fraction=0.4",
+            "train.lr_schedule=cosine", f"train.steps={steps}",
             f"train.consistency_start_step={warmup}", f"train.consistency_ramp_steps={max(warmup // 2, 1)}",
             "train.mediator_batch_size=4", "train.device=cpu", "train.checkpoint_every_steps=0",
             "train.checkpoint_every_s=0", "train.mode=collective", "train.eval_every=0",
