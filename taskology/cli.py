@@ -291,7 +291,9 @@ def demo(**kwargs: Any) -> None:
               show_default=True, help="Where NAME.json and NAME.md are written.")
 @click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Preset for benchmarks that train (consistency): results go to OUT/<preset name>.*")
-def bench(name: str | None, quick: bool, out: Path, config: Path | None) -> None:
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a preset value (repeatable; with --config): results go to OUT/<preset name>-<overrides>.*")
+def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...]) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
 
     \b
@@ -299,6 +301,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None) -> None
       taskology bench                 # list the benchmarks
       taskology bench geometry --quick
       taskology bench consistency --config configs/consistency-cpu.yaml
+      taskology bench label-weights --config configs/consistency-cpu.yaml --set 'train.seeds=[1]'
     """
     from taskology.bench import BENCHMARKS, run_benchmark
 
@@ -306,7 +309,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None) -> None
         for bench_name in sorted(BENCHMARKS):
             click.echo(bench_name)
         return
-    run_benchmark(name, quick=quick, out_dir=out, config=config)
+    run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides)
 
 
 @cli.command()

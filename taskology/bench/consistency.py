@@ -206,7 +206,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS) -> BenchResult:
+def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS, overrides: tuple[str, ...] = ()) -> BenchResult:
     """All (fraction, arm, seed) runs, as many at a time as there are cores (one process each, the
     cores split between them; on a GPU machine they share the GPU)."""
     import os
@@ -214,7 +214,7 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS) -> Ben
     from taskology.bench.parallel import map_in_processes
 
     preset = Path(config) if config is not None else PRESET
-    base = _config(quick, [], preset)
+    base = _config(quick, list(overrides), preset)
     started = time.time()
     root = ensure_data(base)
     sim_s = time.time() - started
@@ -227,7 +227,8 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS) -> Ben
     wall0 = time.time()
     with tempfile.TemporaryDirectory(prefix="taskology-consistency-") as scratch:
         args = {(fraction, arm, seed): (str(preset), quick, str(root), fraction, arm, seed,
-                                        str(Path(scratch) / f"{fraction}-{arm}-{seed}"), max(cores // workers, 1))
+                                        str(Path(scratch) / f"{fraction}-{arm}-{seed}"), max(cores // workers, 1),
+                                        tuple(overrides))
                 for fraction, arm, seed in jobs}
         for done, ((fraction, arm, seed), (tasks, seconds)) in enumerate(map_in_processes(_one_run, args, workers), 1):
             timings[f"{fraction}/{arm}/{seed}"] = seconds
@@ -244,7 +245,7 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS) -> Ben
     derived, targets, lines = derive(summary)
     from taskology.bench import result_stem
 
-    png = Path(out_dir) / f"{result_stem('consistency', quick, config)}.png"
+    png = Path(out_dir) / f"{result_stem('consistency', quick, config, overrides)}.png"
     shown = png.relative_to(REPO) if png.is_relative_to(REPO) else png
     _plot(summary, png)
     cfg_note = (f"{base.sim.sequences} sequences x {base.sim.frames} frames at {base.sim.camera}, "

@@ -78,7 +78,7 @@ def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]
     return out
 
 
-def run(quick: bool, config: Path | None = None) -> BenchResult:
+def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()) -> BenchResult:
     """The alone arm and one collective arm per factor at each fraction, on validation (two at a time)."""
     from taskology.config import load_config
     from taskology.engine.runner import relations_for
@@ -88,7 +88,7 @@ def run(quick: bool, config: Path | None = None) -> BenchResult:
     jobs += [(fr, "collective", variant(factor), (f"train.relation_weight_by_labels=[[1.0, {factor}]]",))
              for fr in FRACTIONS for factor in FACTORS]
     wall0 = time.time()
-    base, results, seconds, workers = validation_runs(preset, quick, jobs)
+    base, results, seconds, workers = validation_runs(preset, quick, jobs, overrides)
     # the tasks the preset's relations feed (a task fed nothing trains as alone whatever the factor)
     fed = tuple(t for t in HEADLINE if t in base.tasks and base.tasks[t].enabled
                 and relations_for(t, load_config(preset, ["train.relation_weight_by_labels=[]"])))

@@ -81,10 +81,11 @@ def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]
     return decisions
 
 
-def validation_runs(preset: Path, quick: bool, jobs: list[tuple[float, str, str, tuple[str, ...]]]
-                    ) -> tuple[Any, dict[str, dict[str, Any]], dict[str, float], int]:
+def validation_runs(preset: Path, quick: bool, jobs: list[tuple[float, str, str, tuple[str, ...]]],
+                    overrides: tuple[str, ...] = ()) -> tuple[Any, dict[str, dict[str, Any]], dict[str, float], int]:
     """Train ``jobs`` = [(label fraction, arm, name, overrides)] with the preset's first seed and
-    evaluate each on the validation split, as many at a time as there are cores.
+    evaluate each on the validation split, as many at a time as there are cores. ``overrides``: changes
+    to the preset for every run (``taskology bench --set``).
 
     Returns (base config, results[fraction][name][task][metric], seconds["fraction/name"], runs at a
     time). Raises ConfigError when the preset has no validation sequences: choices are never made on test.
@@ -94,6 +95,7 @@ def validation_runs(preset: Path, quick: bool, jobs: list[tuple[float, str, str,
     from taskology.bench.parallel import map_in_processes
 
     extra = ("data.val_sequences=1",) if quick else ()  # the quick world is too small for the preset's 2
+    extra += tuple(overrides)
     base = _config(quick, list(extra), preset)
     if int(base.data.val_sequences) < 1:
         raise ConfigError(f"{preset}: data.val_sequences must be >= 1: choices are made on validation "
@@ -129,13 +131,13 @@ def metric_rows(results: Mapping[str, Mapping[str, Any]], names: tuple[str, ...]
     return lines
 
 
-def run(quick: bool, config: Path | None = None) -> BenchResult:
+def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()) -> BenchResult:
     """The factorial runs (see the module docstring), two at a time on separate cores."""
     preset = Path(config) if config is not None else PRESET
     jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
     jobs += [(fr, "collective", name, overrides) for fr in FRACTIONS for name, overrides in variants().items()]
     wall0 = time.time()
-    base, results, seconds, workers = validation_runs(preset, quick, jobs)
+    base, results, seconds, workers = validation_runs(preset, quick, jobs, overrides)
     seed = int(base.train.seeds[0])
     collective = {fr: {v: r[v] for v in variants()} for fr, r in results.items()}
     decisions = choose(collective)
