@@ -382,3 +382,21 @@ def test_relation_weight_by_labels_scales_what_a_task_receives_by_its_label_frac
     assert "label fractions must be strictly increasing" in _error(
         overrides=("train.relation_weight_by_labels=[[0.5, 1.0], [0.1, 0.2]]",))
     assert "train.relation_weight_by_labels" in _error(overrides=("train.relation_weight_by_labels=[[0, 1.0]]",))
+
+
+def test_a_task_s_own_relation_weight_by_labels_replaces_train_s_for_that_task_only() -> None:
+    from taskology.engine.runner import relations_for
+
+    overrides = ["train.relation_weight_by_labels=[[0.02, 1.0], [1.0, 0.5]]", "tasks.depth.label_fraction=1.0",
+                 "tasks.normals.label_fraction=1.0", "tasks.depth.relation_weight_by_labels=[[0.02, 1.0], [1.0, 0.0]]"]
+    cfg = load_config(None, overrides)
+    plain = {task: {r.name: w for r, w in relations_for(task, load_config(None, []))} for task in CAMERA_TASKS}
+    assert relations_for("depth", cfg) == []  # its own points: factor 0 at full labels
+    assert {r.name: w for r, w in relations_for("normals", cfg)} == {n: w * 0.5 for n, w in plain["normals"].items()}
+    # an empty list of its own means factor 1, not "use train's"
+    own_empty = load_config(None, overrides[:3] + ["tasks.depth.relation_weight_by_labels=[]"])
+    assert {r.name: w for r, w in relations_for("depth", own_empty)} == plain["depth"]
+    assert "tasks.depth.relation_weight_by_labels" in _error(
+        overrides=("tasks.depth.relation_weight_by_labels=[[0.5, 1.0], [0.1, 0.2]]",))
+    assert "tasks.motion.relation_weight_by_labels" in _error(
+        overrides=("tasks.motion.relation_weight_by_labels=[[0.1, -1.0]]",))

@@ -13,10 +13,20 @@ seed, and evaluates every run on the **validation** sequences. Per fraction it k
 the best mean relative gain over alone of the headline metrics of the tasks the relations feed
 (:func:`choose`). The result is the ``train.relation_weight_by_labels`` points to write into the preset
 by hand (reviewed, not applied silently).
+
+One factor for every task is a compromise: on validation at 100 % labels depth wanted none of its
+peers' teaching while normals still gained. :func:`choose_per_task` keeps, per task and fraction, the
+factor (0, i.e. the task trains as alone, or one of :data:`FACTORS`) with that task's best gain, mean
+over seeds; the points go to ``tasks.<t>.relation_weight_by_labels``. It is greedy: each task's gain
+was measured with every task at the same factor, so the combination is checked on its own afterwards.
+Several seeds (one run per seed, ``--set 'train.seeds=[1]'``) combine with
+``python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]``.
 """
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,6 +88,54 @@ def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]
     return out
 
 
+def choose_per_task(results_by_seed: list[Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]],
+                    fed: tuple[str, ...]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per task in ``fed`` and fraction, the factor among 0 (fed nothing: trains exactly as alone, gain 0)
+    and :data:`FACTORS` with the best relative gain over alone of that task's headline metric, mean over
+    the seeds' results (each as in :func:`choose`); ties keep the smaller factor (the task's own labels).
+
+    Returns task -> fraction -> {"factor", "gains": {factor: mean gain}, "per_seed": {factor: [gains]}}.
+
+    Example:
+        >>> one = {"1.0": {"alone": {"depth": {"abs_rel": 0.10}, "normals": {"mean_angle_deg": 20.0}},
+        ...                "relations x1": {"depth": {"abs_rel": 0.12}, "normals": {"mean_angle_deg": 18.0}},
+        ...                "relations x0.3": {"depth": {"abs_rel": 0.11}, "normals": {"mean_angle_deg": 19.0}},
+        ...                "relations x0.1": {"depth": {"abs_rel": 0.105}, "normals": {"mean_angle_deg": 19.5}}}}
+        >>> d = choose_per_task([one], ("depth", "normals"))
+        >>> d["depth"]["1.0"]["factor"], d["normals"]["1.0"]["factor"]
+        (0.0, 1.0)
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for task in fed:
+        metric, higher = HEADLINE[task]
+        for fr in sorted({fr for results in results_by_seed for fr in results}, key=float):
+            per_seed: dict[float, list[float]] = {0.0: [0.0] * len(results_by_seed)}
+            for factor in FACTORS:
+                per_seed[factor] = [relative_gain(float(r[fr]["alone"][task][metric]),
+                                                  float(r[fr][variant(factor)][task][metric]), higher)
+                                    for r in results_by_seed]
+            gains = {f: statistics.fmean(g) for f, g in per_seed.items()}
+            best = max(gains, key=lambda f: (gains[f], -f))
+            out.setdefault(task, {})[fr] = {"factor": best, "gains": gains, "per_seed": per_seed}
+    return out
+
+
+def per_task_table(decisions: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """Markdown rows of :func:`choose_per_task`'s gains and choices, then the points per task."""
+    lines = ["| task | labels | " + " | ".join(f"gain x{f:g}" for f in FACTORS) + " | chosen factor |",
+             "| --- | --- | " + " | ".join("---" for _ in FACTORS) + " | --- |"]
+    for task, by_fr in decisions.items():
+        for fr, d in by_fr.items():
+            cells = [f"{d['gains'][f]:+.1%}" + (f" ({', '.join(f'{g:+.0%}' for g in d['per_seed'][f])})"
+                                                 if len(d["per_seed"][f]) > 1 else "") for f in FACTORS]
+            lines.append(f"| {task} | {float(fr):.0%} | " + " | ".join(cells) + f" | {d['factor']:g} |")
+    lines += ["", "Per-task points (`tasks.<t>.relation_weight_by_labels`):", ""]
+    for task, by_fr in decisions.items():
+        points = [[float(fr), by_fr[fr]["factor"]] for fr in sorted(by_fr, key=float)]
+        lines.append(f"- {task}: `{points}`")
+    return lines
+
+
 def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()) -> BenchResult:
     """The alone arm and one collective arm per factor at each fraction, on validation (two at a time)."""
     from taskology.config import load_config
@@ -101,6 +159,8 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
         d = decisions[fr]
         lines.append(f"| {float(fr):.0%} | " + " | ".join(f"{d['gains'][f]:+.1%}" for f in FACTORS)
                      + f" | {d['factor']:g} |")
+    per_task = choose_per_task([results], fed)
+    lines += ["", "Per task (factor 0: fed nothing, gain 0 by definition):", "", *per_task_table(per_task)]
     seed = int(base.train.seeds[0])
     notes = (f"Evaluated on the {base.data.val_sequences} validation sequence(s) only, seed {seed}, "
              f"{base.train.steps} steps per task; gain = mean relative improvement over alone of the "
@@ -111,5 +171,50 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
     figures = {"setup": {"preset": str(preset), "seed": seed, "fractions": list(FRACTIONS),
                          "factors": list(FACTORS), "fed": list(fed), "steps": base.train.steps,
                          "val_sequences": base.data.val_sequences},
-               "results": results, "decisions": decisions, "chosen_points": points, "seconds": seconds}
+               "results": results, "decisions": decisions, "chosen_points": points,
+               "per_task": per_task, "seconds": seconds}
     return BenchResult(figures=figures, table="\n".join(lines), targets={}, notes=notes)
+
+
+def combine(paths: list[Path]) -> str:
+    """Markdown of :func:`choose_per_task` over the seeds of several label-weights result files (one
+    seed each, same preset, steps and fractions); raises ConfigError when they differ or repeat a seed."""
+    from taskology.errors import ConfigError
+
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not a readable label-weights result ({exc})") from exc
+    setups = []
+    for path, record in zip(paths, records):
+        if record.get("name") != "label-weights" or "results" not in record.get("figures", {}):
+            raise ConfigError(f"{path}: not a label-weights result")
+        setups.append(record["figures"]["setup"])
+    keys = ("preset", "fractions", "factors", "fed", "steps", "val_sequences")
+    for path, setup in zip(paths[1:], setups[1:]):
+        diff = [k for k in keys if setup.get(k) != setups[0].get(k)]
+        if diff:
+            raise ConfigError(f"{path}: {', '.join(diff)} differ from {paths[0]}'s")
+    seeds = [s["seed"] for s in setups]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds repeat across the files: {seeds}")
+    decisions = choose_per_task([r["figures"]["results"] for r in records], tuple(setups[0]["fed"]))
+    head = [f"Per-task relation factors from {len(paths)} validation run(s), seeds {seeds}, preset "
+            f"{setups[0]['preset']}: gain = relative improvement of the task's headline metric over alone "
+            "(mean over seeds; per seed in brackets).", "",
+            "- sources: " + ", ".join(f"`{p}` (commit {str(r.get('commit', '?'))[:7]}, {r.get('date', '?')})"
+                                      for p, r in zip(paths, records)), ""]
+    return "\n".join(head + per_task_table(decisions)) + "\n"
+
+
+if __name__ == "__main__":  # python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]")
+    from taskology.errors import ConfigError
+
+    try:
+        print(combine([Path(a) for a in sys.argv[1:]]), end="")
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")

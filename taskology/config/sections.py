@@ -174,6 +174,17 @@ def label_factor(points: Sequence[tuple[float, float]], fraction: float) -> floa
     return float(points[-1][1])
 
 
+#: [[label_fraction, factor], ...] with fractions in (0, 1] and factors >= 0 (see :func:`label_factor`).
+LabelPoints = list[tuple[Annotated[Float, Field(gt=0, le=1)], Annotated[Float, Field(ge=0)]]]
+
+
+def _increasing(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    fractions = [f for f, _ in points]
+    if any(b <= a for a, b in zip(fractions, fractions[1:])):
+        raise _fail(f"label fractions must be strictly increasing; found {fractions}")
+    return points
+
+
 class TaskConfig(_Section):
     """One task's network and optimiser."""
 
@@ -183,6 +194,14 @@ class TaskConfig(_Section):
     batch_size: Annotated[Int, Field(ge=1)] = 8
     width: Annotated[Int, Field(ge=1, le=1024)] = Field(16, description="Base channel count of the network.")
     weight_decay: Annotated[Float, Field(ge=0)] = 0.0
+    relation_weight_by_labels: LabelPoints | None = Field(
+        None, description="This task's own [[label_fraction, factor], ...] (see train.relation_weight_by_labels), "
+                          "in place of train's; unset: train's.")
+
+    @field_validator("relation_weight_by_labels")
+    @classmethod
+    def _increasing_fractions(cls, points: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        return None if points is None else _increasing(points)
 
 
 class RelationConfig(_Section):
@@ -225,22 +244,22 @@ class TrainConfig(_Section):
                                 "lr * lr_final_factor at train.steps.")
     lr_final_factor: Annotated[Float, Field(ge=0, le=1)] = Field(
         0.01, description="With lr_schedule cosine: the last step's learning rate as a share of tasks.<t>.lr.")
-    relation_weight_by_labels: list[tuple[Annotated[Float, Field(gt=0, le=1)], Annotated[Float, Field(ge=0)]]] = Field(
+    relation_weight_by_labels: LabelPoints = Field(
         default_factory=list,
         description="[[label_fraction, factor], ...]: factor on every relation a task receives, by that "
                     "task's label fraction (piecewise linear in log fraction, constant beyond the ends; "
-                    "empty: 1). The more labels a task has, the less its peers can teach it.")
+                    "empty: 1). The more labels a task has, the less its peers can teach it. "
+                    "tasks.<t>.relation_weight_by_labels replaces it for one task.")
 
     @field_validator("relation_weight_by_labels")
     @classmethod
     def _increasing_fractions(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        fractions = [f for f, _ in points]
-        if any(b <= a for a, b in zip(fractions, fractions[1:])):
-            raise _fail(f"label fractions must be strictly increasing; found {fractions}")
-        return points
+        return _increasing(points)
 
-    def relation_factor(self, label_fraction: float) -> float:
-        """The factor ``relation_weight_by_labels`` gives a task with ``label_fraction`` of its frames labeled.
+    def relation_factor(self, label_fraction: float, task: TaskConfig | None = None) -> float:
+        """The factor on every relation a task with ``label_fraction`` of its frames labeled receives:
+        from ``task.relation_weight_by_labels`` when that task sets its own points, else from
+        ``relation_weight_by_labels``.
 
         Example:
             >>> t = TrainConfig(relation_weight_by_labels=[[0.01, 1.0], [1.0, 0.2]])
@@ -248,8 +267,13 @@ class TrainConfig(_Section):
             [1.0, 1.0, 0.6, 0.2]
             >>> TrainConfig().relation_factor(0.5)
             1.0
+            >>> t.relation_factor(1.0, TaskConfig(relation_weight_by_labels=[[0.1, 1.0], [1.0, 0.0]]))
+            0.0
         """
-        return label_factor(self.relation_weight_by_labels, label_fraction)
+        points = self.relation_weight_by_labels
+        if task is not None and task.relation_weight_by_labels is not None:
+            points = task.relation_weight_by_labels
+        return label_factor(points, label_fraction)
 
     @field_validator("seeds")
     @classmethod

@@ -104,9 +104,10 @@ def enabled_tasks(config: Any) -> list[str]:
 def relations_for(task_name: str, config: Any) -> list[tuple[Relation, float]]:
     """Enabled relations that feed ``task_name`` (it is related, every related task is enabled and its
     weight for this receiver, ``weight * receivers.get(task, 1) * train.relation_factor(its label
-    fraction)``, is not 0), with that weight."""
+    fraction, its task section)``, is not 0), with that weight."""
     active = set(enabled_tasks(config))
-    label_scale = config.train.relation_factor(float(config.tasks[task_name].label_fraction))
+    entry_task = config.tasks[task_name]
+    label_scale = config.train.relation_factor(float(entry_task.label_fraction), entry_task)
     chosen = []
     for name, entry in config.relations.items():
         weight = entry.weight_for(task_name) * label_scale

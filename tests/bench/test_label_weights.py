@@ -22,8 +22,49 @@ def test_quick_label_weights_run_evaluates_every_factor_on_val_and_chooses_from_
     assert figures["decisions"] == {fr: {"factor": d["factor"], "gains": {float(k): v for k, v in d["gains"].items()}}
                                     for fr, d in label_weights.choose(figures["results"], ("depth", "normals", "motion")).items()}
     assert figures["chosen_points"] == [[f, figures["decisions"][f"{f}"]["factor"]] for f in label_weights.FRACTIONS]
+    assert figures["per_task"] == label_weights.choose_per_task([figures["results"]], ("depth", "normals", "motion"))
     # the factor really changes what a fed task learns, and not what an unfed one learns
     runs = figures["results"]["0.1"]
     assert runs["relations x1"]["depth"] != runs["relations x0.1"]["depth"]
     assert runs["relations x1"]["segmentation"] == runs["relations x0.1"]["segmentation"] == runs["alone"]["segmentation"]
     assert "validation sequence" in result.notes and "relation_weight_by_labels" in result.notes
+
+
+def _record(seed: int, depth_by_variant: dict[str, float], preset: str = "configs/consistency-cpu.yaml") -> dict:
+    runs = {name: {"depth": {"abs_rel": v}, "normals": {"mean_angle_deg": 20.0}} for name, v in depth_by_variant.items()}
+    return {"name": "label-weights", "commit": "abc1234", "date": "2026-11-26",
+            "figures": {"setup": {"preset": preset, "seed": seed, "fractions": [1.0], "factors": list(label_weights.FACTORS),
+                                  "fed": ["depth", "normals"], "steps": 10, "val_sequences": 2},
+                        "results": {"1.0": runs}}}
+
+
+def test_per_task_choice_averages_seeds_keeps_alone_when_nothing_helps_and_refuses_mixed_files(tmp_path) -> None:
+    import json
+
+    from taskology.errors import ConfigError
+
+    # depth: x1 helps seed 0 by 10 % and hurts seed 1 by 30 % (mean -10 %), x0.3 helps both by 5 %
+    a = _record(0, {"alone": 0.10, "relations x1": 0.09, "relations x0.3": 0.095, "relations x0.1": 0.10})
+    b = _record(1, {"alone": 0.10, "relations x1": 0.13, "relations x0.3": 0.095, "relations x0.1": 0.10})
+    decisions = label_weights.choose_per_task([a["figures"]["results"], b["figures"]["results"]], ("depth", "normals"))
+    assert decisions["depth"]["1.0"]["factor"] == 0.3
+    assert decisions["depth"]["1.0"]["gains"][1.0] == pytest.approx(-0.10)
+    assert decisions["depth"]["1.0"]["per_seed"][1.0] == pytest.approx([0.10, -0.30])
+    assert decisions["normals"]["1.0"]["factor"] == 0.0  # no factor changes normals: keep its own labels
+    paths = []
+    for record in (a, b):
+        paths.append(tmp_path / f"seed{record['figures']['setup']['seed']}.json")
+        paths[-1].write_text(json.dumps(record))
+    text = label_weights.combine(paths)
+    assert "seeds [0, 1]" in text and "- depth: `[[1.0, 0.3]]`" in text and "- normals: `[[1.0, 0.0]]`" in text
+    with pytest.raises(ConfigError, match="seeds repeat"):
+        label_weights.combine([paths[0], paths[0]])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(_record(2, {"alone": 0.1, **{label_weights.variant(f): 0.1 for f in label_weights.FACTORS}},
+                                        preset="configs/other.yaml")))
+    with pytest.raises(ConfigError, match="preset differ"):
+        label_weights.combine([paths[0], other])
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text('{"name": "label-we')
+    with pytest.raises(ConfigError, match="corrupt.json: not a readable label-weights result"):
+        label_weights.combine([paths[0], corrupt])

@@ -14,3 +14,25 @@ def test_provenance_names_installed_versions_before_anything_is_imported() -> No
     assert torch_imported.strip() == "False"  # so the versions come from the installed packages
     for dist in ("numpy", "torch", "numba", "h5py", "dask", "distributed", "trimesh", "python"):
         assert f"'{dist}'" in names, out
+
+
+def test_bench_set_overrides_are_checked_before_a_run_and_named_in_the_result_stem(tmp_path) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from taskology.bench import provenance, result_stem, run_benchmark
+    from taskology.errors import ConfigError
+
+    preset = Path("configs/consistency-cpu.yaml")
+    with pytest.raises(ConfigError, match="train.seedz: unknown key"):
+        run_benchmark("label-weights", out_dir=tmp_path, config=preset, overrides=["train.seedz=[1]"])
+    with pytest.raises(ConfigError, match="--set needs --config"):
+        run_benchmark("label-weights", out_dir=tmp_path, overrides=["train.seeds=[1]"])
+    with pytest.raises(ConfigError, match="takes no --config"):
+        run_benchmark("staleness", out_dir=tmp_path, config=preset, overrides=["train.seeds=[1]"])
+    assert not list(tmp_path.iterdir())  # nothing written by a refused run
+    # an overridden run never replaces the preset's own result, and its command can be pasted back
+    assert result_stem("label-weights", False, preset, ["train.seeds=[1]"]) != result_stem("label-weights", False, preset)
+    assert provenance("label-weights", False, preset, ["train.seeds=[1]"])["command"] == (
+        "taskology bench label-weights --config configs/consistency-cpu.yaml --set 'train.seeds=[1]'")

@@ -132,3 +132,16 @@ def test_store_checkpoint_round_trip_identical_next_losses(sim_root: Path, tmp_p
 def test_train_command_without_shards_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no HDF5 shards"):
         train_command(None, [f"data.root={tmp_path / 'empty'}"], cluster="none", run_dir=tmp_path / "r")
+
+
+def test_a_task_with_relation_factor_zero_trains_exactly_as_alone_beside_fed_peers(sim_root: Path, tmp_path: Path) -> None:
+    """Factor 0 (tasks.<t>.relation_weight_by_labels) is the "alone" choice of bench label-weights: the
+    task must then learn bit-for-bit what the alone arm learns, while its peers are still fed."""
+    alone = run_collective(load_config(None, overrides(sim_root, 3, "train.mode=alone")), tmp_path / "a",
+                           seed=0, tensorboard=False)
+    unfed = run_collective(load_config(None, overrides(sim_root, 3, "tasks.depth.relation_weight_by_labels=[[1.0, 0.0]]")),
+                           tmp_path / "b", seed=0, tensorboard=False)
+    fed = run_collective(load_config(None, overrides(sim_root, 3)), tmp_path / "c", seed=0, tensorboard=False)
+    assert unfed["tasks"]["depth"] == alone["tasks"]["depth"]
+    assert fed["tasks"]["depth"] != alone["tasks"]["depth"]  # the comparison can tell: fed, depth differs
+    assert unfed["tasks"]["normals"] != alone["tasks"]["normals"]  # its peers are still fed
