@@ -23,10 +23,18 @@ of 1 (with 1, float32 vs float16 alone moved one seed's normals error by 24 %), 
 rate decay (``train.lr_schedule: cosine``): with a constant rate the final iterate carries the last
 steps' gradient noise (the depth metric moved ±10 % per seed between arms).
 
-Full: 32x96, 10 sequences (3 test), width 8, batch 4, 800 steps per task, cosine decay (relations from
-step 200, ramped over 100: the collective recipe, so no snapshot is a random initialisation), 4 seeds,
-intervals 1/50/200 (= 25 %) plus the noise-floor arm, 16 runs of ~2 min CPU each, two at a time in
-single-threaded worker processes (~15 min on 2 idle cores).
+What the relations are worth: an *alone* arm trains each task on its labels only. Staleness matters
+only where the relations help, so the share of their gain a stale arm loses, (arm - fresh) / (alone -
+fresh), is reported beside the relative change. Both tasks see :data:`LABEL_FRACTION` = 10 % of their
+frames labeled, the regime the relations are for (an earlier design at 100 % labels measured +8.5 % on
+normals at 25 % of the run, without an alone arm; at 100 % labels the consistency benchmark finds
+collective normals 8-15 % worse than alone, so that design measured staleness where the relations may
+not help at all).
+
+Full: 32x96, 10 sequences x 40 frames (3 test), width 8, batch 4, 800 steps per task, cosine decay
+(relations from step 200, ramped over 100: the collective recipe, so no snapshot is a random
+initialisation), 4 seeds, intervals 1/50/200 (= 25 %) plus the noise-floor and alone arms, 20 runs of
+~2 min CPU each, two at a time in single-threaded worker processes (~20 min on 2 idle cores).
 ``--quick``: 40 steps, intervals 1/5/10 (= 25 %), one seed: a smoke run of the pipeline, not a result.
 """
 from __future__ import annotations
@@ -111,7 +119,8 @@ def _sim_root(root: Path, hw: tuple[int, int], sequences: int, frames: int) -> P
     return root
 
 
-def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int) -> Any:
+def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
+            label_fraction: float = 1.0, mode: str = "collective") -> Any:
     from taskology.config import load_config
 
     warmup = steps // 4  # the collective recipe (configs/consistency.yaml): supervised first, then relations
@@ -119,10 +128,11 @@ def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int)
             "train.lr_schedule=cosine", f"train.steps={steps}",
             f"train.consistency_start_step={warmup}", f"train.consistency_ramp_steps={max(warmup // 2, 1)}",
             "train.mediator_batch_size=4", "train.device=cpu", "train.checkpoint_every_steps=0",
-            "train.checkpoint_every_s=0", "train.mode=collective", "train.eval_every=0",
+            "train.checkpoint_every_s=0", f"train.mode={mode}", "train.eval_every=0",
             "tasks.segmentation.enabled=false", "tasks.motion.enabled=false", "relations.depth_normals.enabled=true"]
     for t in TASKS:
-        over += [f"tasks.{t}.width={width}", f"tasks.{t}.batch_size={batch}", f"tasks.{t}.lr=0.002"]
+        over += [f"tasks.{t}.width={width}", f"tasks.{t}.batch_size={batch}", f"tasks.{t}.lr=0.002",
+                 f"tasks.{t}.label_fraction={label_fraction}"]
     return load_config(None, over)
 
 
@@ -132,7 +142,7 @@ def train_with_stale_peers(config: Any, run_dir: Path, seed: int, every_steps: i
     one :class:`StalePeerView`; returns test metrics, observed staleness and wall time."""
     from taskology.engine.collective import build_runners
 
-    runners, _ = build_runners(config, run_dir, seed=seed, device="cpu", collective=True)
+    runners, _ = build_runners(config, run_dir, seed=seed, device="cpu", collective=config.train.mode == "collective")
     view = StalePeerView(runners, every_steps, payload_dtype)
     for runner in runners.values():
         runner.peer_view = view
@@ -143,24 +153,29 @@ def train_with_stale_peers(config: Any, run_dir: Path, seed: int, every_steps: i
             scalars = runner.train_step()
             terms += sum(k.startswith("consistency/") and k != "consistency/scale" for k in scalars)
     elapsed = time.perf_counter() - start
-    steps, secs = np.asarray(view.staleness_steps, float), np.asarray(view.staleness_s, float)
+    steps, secs = np.asarray(view.staleness_steps or [0], float), np.asarray(view.staleness_s or [0], float)
     return {"metrics": {t: r.evaluate("test") for t, r in runners.items()}, "train_s": elapsed,
             "relation_terms": terms, "snapshot_refreshes": dict(view.refreshes),
             "staleness": {"p50_steps": float(np.percentile(steps, 50)), "p95_steps": float(np.percentile(steps, 95)),
                           "max_steps": float(steps.max()), "p50_s": float(np.percentile(secs, 50)),
-                          "p95_s": float(np.percentile(secs, 95)), "rows": int(steps.size)}}
+                          "p95_s": float(np.percentile(secs, 95)), "rows": len(view.staleness_steps)}}
 
 
 #: the noise-floor arm's key: fresh peers (interval 1) served in float32 instead of float16.
 FLOOR = "1, float32"
+#: the reference arm without relations: each task on its labels only (what the relations are worth).
+ALONE = "alone"
+#: label fraction of both tasks in the full run: the regime the relations are for (few labels).
+LABEL_FRACTION = 0.1
 
 
 def _one_run(job: tuple[Path, int, int, int, int, Path, int, int | str]) -> dict[str, Any]:
     """One (arm, seed) run in a worker process (one torch thread)."""
-    root, steps, width, batch, test_sequences, run_dir, seed, arm = job
+    root, steps, width, batch, test_sequences, run_dir, seed, arm, fraction = job
     torch.set_num_threads(1)
-    every, dtype = (1, "float32") if arm == FLOOR else (int(arm), "float16")
-    return train_with_stale_peers(_config(root, steps, width, batch, test_sequences), run_dir, seed, every, dtype)
+    every, dtype = (1, "float32") if arm == FLOOR else (1, "float16") if arm == ALONE else (int(arm), "float16")
+    config = _config(root, steps, width, batch, test_sequences, fraction, "alone" if arm == ALONE else "collective")
+    return train_with_stale_peers(config, run_dir, seed, every, dtype)
 
 
 def run(quick: bool) -> BenchResult:
@@ -172,15 +187,15 @@ def run(quick: bool) -> BenchResult:
         hw, sequences, test_sequences, frames, steps, width, batch, seeds = (32, 96), 4, 1, 6, 40, 4, 2, (0,)
         intervals = [1, 5, 10]
     else:
-        hw, sequences, test_sequences, frames, steps, width, batch, seeds = (32, 96), 10, 3, 12, 800, 8, 4, (0, 1, 2, 3)
+        hw, sequences, test_sequences, frames, steps, width, batch, seeds = (32, 96), 10, 3, 40, 800, 8, 4, (0, 1, 2, 3)
         intervals = [1, 50, steps // 4]
     intervals = sorted(set(intervals))
-    arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:]]
+    arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], ALONE]
     quarter = max(steps // 4, 1)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="taskology-bench-staleness-") as tmp:
         root = _sim_root(Path(tmp) / "sim", hw, sequences, frames)
-        jobs = [(root, steps, width, batch, test_sequences, Path(tmp) / f"arm{k}_s{s}", s, arm)
+        jobs = [(root, steps, width, batch, test_sequences, Path(tmp) / f"arm{k}_s{s}", s, arm, LABEL_FRACTION)
                 for k, arm in enumerate(arms) for s in seeds]
         processes = max(1, min(2, os.cpu_count() or 1))  # one single-threaded run per core (2-core target)
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
@@ -202,23 +217,31 @@ def run(quick: bool) -> BenchResult:
     paired_se = {a: {t: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
                      for t, v in by_task.items()} for a, by_task in paired.items()}
     worst = max((abs(v) for n in intervals if n <= quarter for v in rel[n].values()), default=0.0)
+    # what the relations are worth, and how much of it each arm keeps: (arm - fresh) / (alone - fresh)
+    gain = {t: (means[ALONE][t] - means[1][t]) / abs(means[1][t]) for t in HEADLINE}
+    lost = {a: {t: (means[a][t] - means[1][t]) / (means[ALONE][t] - means[1][t])
+                if means[ALONE][t] > means[1][t] else None for t in HEADLINE} for a in arms}
     floor = max(abs(v) for v in rel[FLOOR].values())
     rows = ["| refresh every (steps) | % of run | " + " | ".join(f"{t} {m}" for t, m in HEADLINE.items())
-            + " | change vs fresh | paired change ± s.e. | staleness p50/p95 steps | p50/p95 s |",
-            "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- | --- | --- |"]
+            + " | change vs fresh | paired change ± s.e. | share of the relations' gain lost"
+            + " | staleness p50/p95 steps | p50/p95 s |",
+            "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- | --- | --- | --- |"]
     for a in arms:
         st = [runs[a][s]["staleness"] for s in seeds]
         p50, p95 = np.mean([x["p50_steps"] for x in st]), np.mean([x["p95_steps"] for x in st])
         s50, s95 = np.mean([x["p50_s"] for x in st]), np.mean([x["p95_s"] for x in st])
-        share = f"{100 * a / steps:.1f}" if isinstance(a, int) else "noise floor"
+        share = f"{100 * a / steps:.1f}" if isinstance(a, int) else "noise floor" if a == FLOOR else "no relations"
         rows.append(f"| {a} | {share} | " + " | ".join(f"{means[a][t]:.4f}" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * rel[a][t]:+.2f}%" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * float(np.mean(paired[a][t])):+.1f}"
                                         + (f" ± {100 * paired_se[a][t]:.1f}%" if paired_se[a][t] is not None
                                            else "% (1 seed)") for t in HEADLINE)
+                    + " | " + ", ".join(f"{100 * lost[a][t]:.0f}%" if lost[a][t] is not None else "n/a (no gain)"
+                                        for t in HEADLINE)
                     + f" | {p50:.0f} / {p95:.0f} | {s50:.2f} / {s95:.2f} |")
     figures = {"steps": steps, "seeds": list(seeds), "camera_hw": list(hw), "width": width, "batch_size": batch,
-               "sequences": sequences, "test_sequences": test_sequences, "lr_schedule": "cosine",
+               "sequences": sequences, "frames": frames, "test_sequences": test_sequences, "lr_schedule": "cosine",
+               "label_fraction": LABEL_FRACTION, "relations_gain_vs_alone": gain, "share_of_gain_lost": {str(a): v for a, v in lost.items()},
                "intervals": intervals, "arms": [str(a) for a in arms], "quarter_of_run": quarter,
                "mean_metrics": {str(a): v for a, v in means.items()},
                "relative_change_vs_fresh": {str(a): v for a, v in rel.items()},
@@ -239,7 +262,11 @@ def run(quick: bool) -> BenchResult:
                "initial weights and batches in every arm), mean ± standard error over seeds. "
                f"Noise floor ('{FLOOR}'): fresh peers served in float32 instead of float16, a perturbation by "
                f"rounding alone; its largest change, {100 * floor:.2f} %, is the resolution of this benchmark. "
-               f"{sequences} sequences ({test_sequences} test), cosine learning-rate decay. Relations start after "
+               f"Alone: no relations, each task on its {LABEL_FRACTION:.0%} labels; the relations (fresh) are worth "
+               + ", ".join(f"{t} {100 * g:+.1f}%" for t, g in gain.items())
+               + " over it; share lost = (arm - fresh) / (alone - fresh). "
+               f"{sequences} sequences x {frames} frames ({test_sequences} test), {LABEL_FRACTION:.0%} labels, "
+               "cosine learning-rate decay. Relations start after "
                f"{steps // 4} supervised steps and ramp in over {max(steps // 8, 1)} (the collective recipe of "
                "configs/consistency.yaml); the snapshot of a peer is then never its random initialisation. "
                + ("--quick: a pipeline smoke run (40 steps, one seed), not a result." if quick else "")))

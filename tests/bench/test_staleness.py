@@ -12,7 +12,7 @@ from taskology.bench import staleness
 def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor() -> None:
     result = staleness.run(quick=True)
     f = result.figures
-    assert f["arms"] == ["1", staleness.FLOOR, "5", "10"] and f["lr_schedule"] == "cosine"
+    assert f["arms"] == ["1", staleness.FLOOR, "5", "10", staleness.ALONE] and f["lr_schedule"] == "cosine"
     runs = f["runs"]
     # the staleness each arm reports is what its refresh interval allows: fresh arms see none
     for arm in ("1", staleness.FLOOR):
@@ -20,8 +20,15 @@ def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor
     for arm, every in (("5", 5), ("10", 10)):
         st = runs[arm]["0"]["staleness"]
         assert 0 < st["max_steps"] <= every - 1 and st["rows"] > 0
-    # every arm trained the relations (a stale arm still feeds them) and is a different trajectory
-    assert all(runs[a]["0"]["relation_terms"] > 0 for a in f["arms"])
+    # every collective arm trained the relations (a stale arm still feeds them), the alone arm none
+    assert all(runs[a]["0"]["relation_terms"] > 0 for a in f["arms"] if a != staleness.ALONE)
+    assert runs[staleness.ALONE]["0"]["relation_terms"] == 0 and runs[staleness.ALONE]["0"]["staleness"]["rows"] == 0
+    # the share of the relations' gain each arm loses follows from the arm, fresh and alone runs
+    for task, metric in staleness.HEADLINE.items():
+        fresh, alone = runs["1"]["0"]["metrics"][task][metric], runs[staleness.ALONE]["0"]["metrics"][task][metric]
+        got = runs["10"]["0"]["metrics"][task][metric]
+        expected = (got - fresh) / (alone - fresh) if alone > fresh else None
+        assert f["share_of_gain_lost"]["10"][task] == (pytest.approx(expected) if expected is not None else None)
     assert runs["10"]["0"]["metrics"] != runs["1"]["0"]["metrics"]
     # the reported change is the one the runs give
     for arm in f["arms"]:
