@@ -335,6 +335,9 @@ class ExchangeConfig(_Section):
                                                            "fetches of its peers' publications (0: as often as possible).")
     max_staleness_steps: Annotated[Int, Field(ge=0)] = Field(2000, description="Older predictions are not used.")
     max_staleness_s: Annotated[Float, Field(gt=0)] = Field(1200.0, description="Older predictions are not used.")
+    staleness_halflife_steps: Annotated[Float, Field(ge=0)] = Field(
+        0.0, description="A relation term's weight halves for every this many publisher steps of age of the peer "
+                         "predictions it uses (mean over their rows); 0: full weight whatever the age.")
     payload_dtype: Literal["float16", "float32"] = "float16"
     predict_batch_size: Annotated[Int, Field(ge=1)] = Field(16, description="Mediator samples per forward pass "
                                                             "when publishing (inference only: larger is cheaper per sample).")

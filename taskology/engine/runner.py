@@ -97,6 +97,19 @@ def lr_factor(step: int, steps: int, schedule: str, final: float) -> float:
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def staleness_weight(staleness_steps: Sequence[float], halflife_steps: float) -> float:
+    """Factor on a relation term whose peer predictions are ``staleness_steps`` old (one entry per row
+    used): ``0.5 ** (mean age / halflife_steps)``; 1 when ``halflife_steps`` is 0 or there are no rows.
+
+    Example:
+        >>> staleness_weight([0, 200], 100.0), staleness_weight([500], 0.0), staleness_weight([], 10.0)
+        (0.5, 1.0, 1.0)
+    """
+    if halflife_steps <= 0 or not len(staleness_steps):
+        return 1.0
+    return float(0.5 ** (float(np.mean(staleness_steps)) / halflife_steps))
+
+
 def enabled_tasks(config: Any) -> list[str]:
     return [name for name, entry in config.tasks.items() if entry.enabled]
 
@@ -279,8 +292,10 @@ class TaskRunner:
             mediator = to_device(self._mediator_batch(), self.device)
             own = self._forward(mediator)
             peer_cache: dict[str, Any] = {}
+            halflife = float(self.config.exchange.staleness_halflife_steps)
             for relation, weight in self.relations:
                 peers = {}
+                ages: list[float] = []
                 for peer in relation.tasks:
                     if peer == self.task_name:
                         continue
@@ -292,10 +307,14 @@ class TaskRunner:
                     if peer_cache[peer] is None:
                         break
                     peers[peer] = {k: v.to(self.device) for k, v in peer_cache[peer].outputs.items()}
+                    ages.extend(float(s) for s in peer_cache[peer].staleness_steps)
                 else:
                     value = evaluate_for_receiver(relation, self.task_name, own, peers, mediator, self.tasks)
-                    total = total + scale * weight * value
+                    age_factor = staleness_weight(ages, halflife)
+                    total = total + scale * weight * age_factor * value
                     scalars[f"consistency/{relation.name}"] = float(value.detach())
+                    if halflife > 0:
+                        scalars[f"staleness_weight/{relation.name}"] = age_factor
                     continue
                 scalars[f"skipped/{relation.name}"] = 1.0
         self.optimizer.zero_grad(set_to_none=True)

@@ -12,12 +12,13 @@ from taskology.bench import staleness
 def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor() -> None:
     result = staleness.run(quick=True)
     f = result.figures
-    assert f["arms"] == ["1", staleness.FLOOR, "5", "10", staleness.ALONE] and f["lr_schedule"] == "cosine"
+    weighted = staleness.weighted_arm(10)
+    assert f["arms"] == ["1", staleness.FLOOR, "5", "10", weighted, staleness.ALONE] and f["lr_schedule"] == "cosine"
     runs = f["runs"]
     # the staleness each arm reports is what its refresh interval allows: fresh arms see none
     for arm in ("1", staleness.FLOOR):
         assert runs[arm]["0"]["staleness"]["max_steps"] == 0
-    for arm, every in (("5", 5), ("10", 10)):
+    for arm, every in (("5", 5), ("10", 10), (weighted, 10)):
         st = runs[arm]["0"]["staleness"]
         assert 0 < st["max_steps"] <= every - 1 and st["rows"] > 0
     # every collective arm trained the relations (a stale arm still feeds them), the alone arm none
@@ -30,6 +31,7 @@ def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor
         expected = (got - fresh) / (alone - fresh) if alone > fresh else None
         assert f["share_of_gain_lost"]["10"][task] == (pytest.approx(expected) if expected is not None else None)
     assert runs["10"]["0"]["metrics"] != runs["1"]["0"]["metrics"]
+    assert runs[weighted]["0"]["metrics"] != runs["10"]["0"]["metrics"]  # the age weight changes what is learnt
     # the reported change is the one the runs give
     for arm in f["arms"]:
         for task, metric in staleness.HEADLINE.items():

@@ -322,6 +322,40 @@ def test_collective_round_shares_peer_forward_passes(tmp_path: Path) -> None:
     assert view.cache_hits >= view.forward_passes / 2
 
 
+class _AgedView(InProcessPeerView):
+    """In-process answers reported as ``age`` publisher steps old."""
+
+    def __init__(self, age: int) -> None:
+        super().__init__()
+        self.age = age
+
+    def peer_outputs(self, task, batch):
+        out = super().peer_outputs(task, batch)
+        return None if out is None else type(out)(outputs=out.outputs, staleness_steps=[self.age] * len(batch["sample_id"]),
+                                                  staleness_s=list(out.staleness_s))
+
+
+def test_staleness_halflife_scales_a_relation_term_by_the_age_of_its_peer_predictions(tmp_path: Path) -> None:
+    totals = {}
+    for halflife, age in ((0.0, 100), (50.0, 0), (50.0, 100)):
+        cfg = tiny_config(f"exchange.staleness_halflife_steps={halflife}")
+        view = _AgedView(age)
+        runners = {t: TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
+                                 data=synthetic_task_data()) for t in ("depth", "normals")}
+        for t, r in runners.items():
+            view.register(t, r)
+        seen = runners["depth"].train_step()
+        totals[(halflife, age)] = seen
+        relation = seen["loss/total"] - seen["loss/depth_log_l1"]
+        factor = 0.5 ** (age / halflife) if halflife else 1.0
+        assert relation == pytest.approx(factor * seen["consistency/depth_normals"], rel=1e-5)
+        assert ("staleness_weight/depth_normals" in seen) == (halflife > 0)
+    assert totals[(50.0, 100)]["staleness_weight/depth_normals"] == pytest.approx(0.25)
+    assert totals[(50.0, 0)]["staleness_weight/depth_normals"] == 1.0
+    # same step, same data: only the weight differs, so the relation value itself is the same
+    assert totals[(50.0, 100)]["consistency/depth_normals"] == pytest.approx(totals[(0.0, 100)]["consistency/depth_normals"])
+
+
 class _AnsweringView(InProcessPeerView):
     """In-process answers, but only for the sample ids in ``answerable`` (as a distributed cache would)."""
 
