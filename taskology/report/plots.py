@@ -96,7 +96,7 @@ def plot_loss_curves(task: str, arms: Mapping[str, Mapping[str, Series]], out_pn
             ax.legend(fontsize=7, loc="upper right")
             ax.grid(alpha=0.3)
         else:
-            ax.text(0.5, 0.5, "none logged" + (" (alone: no relations)" if key == "con" else ""),
+            ax.text(0.5, 0.5, "none logged" + (" (no relation feeds this task in either arm)" if key == "con" else ""),
                     ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
