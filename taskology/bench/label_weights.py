@@ -142,14 +142,16 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
     from taskology.engine.runner import relations_for
 
     preset = Path(config) if config is not None else PRESET
+    # every task at the same factor: the preset's own points (train's and each task's) are replaced
+    own_points_off = tuple(f"tasks.{t}.relation_weight_by_labels=null" for t in load_config(preset).tasks)
     jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
-    jobs += [(fr, "collective", variant(factor), (f"train.relation_weight_by_labels=[[1.0, {factor}]]",))
+    jobs += [(fr, "collective", variant(factor), (f"train.relation_weight_by_labels=[[1.0, {factor}]]", *own_points_off))
              for fr in FRACTIONS for factor in FACTORS]
     wall0 = time.time()
     base, results, seconds, workers = validation_runs(preset, quick, jobs, overrides)
-    # the tasks the preset's relations feed (a task fed nothing trains as alone whatever the factor)
-    fed = tuple(t for t in HEADLINE if t in base.tasks and base.tasks[t].enabled
-                and relations_for(t, load_config(preset, ["train.relation_weight_by_labels=[]"])))
+    # the tasks the preset's relations feed at factor 1 (a task fed nothing trains as alone whatever the factor)
+    unscaled = load_config(preset, ["train.relation_weight_by_labels=[]", *own_points_off, *overrides])
+    fed = tuple(t for t in HEADLINE if t in base.tasks and base.tasks[t].enabled and relations_for(t, unscaled))
     decisions = choose(results, fed)
     points = [[float(fr), decisions[fr]["factor"]] for fr in sorted(decisions, key=float)]
     lines = metric_rows(results, ("alone", *(variant(f) for f in FACTORS)))

@@ -27,6 +27,8 @@ def test_quick_label_weights_run_evaluates_every_factor_on_val_and_chooses_from_
     runs = figures["results"]["0.1"]
     assert runs["relations x1"]["depth"] != runs["relations x0.1"]["depth"]
     assert runs["relations x1"]["segmentation"] == runs["relations x0.1"]["segmentation"] == runs["alone"]["segmentation"]
+    # the variant's factor replaces the preset's own per-task points (there motion has 0 at 10 %: alone)
+    assert runs["relations x1"]["motion"] != runs["alone"]["motion"]
     assert "validation sequence" in result.notes and "relation_weight_by_labels" in result.notes
 
 
