@@ -212,11 +212,12 @@ def combine(paths: list[Path]) -> str:
 
 
 if __name__ == "__main__":  # python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]
-    if len(sys.argv) < 2:
-        sys.exit("usage: python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]")
     from taskology.errors import ConfigError
 
     try:
+        if len(sys.argv) < 2:
+            raise ConfigError("usage: python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]")
         print(combine([Path(a) for a in sys.argv[1:]]), end="")
     except ConfigError as exc:
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
