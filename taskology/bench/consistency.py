@@ -206,7 +206,8 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS, overrides: tuple[str, ...] = ()) -> BenchResult:
+def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
+        overrides: tuple[str, ...] = ()) -> BenchResult:
     """All (fraction, arm, seed) runs, as many at a time as there are cores (one process each, the
     cores split between them; on a GPU machine they share the GPU)."""
     import os

@@ -145,7 +145,8 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
     # every task at the same factor: the preset's own points (train's and each task's) are replaced
     own_points_off = tuple(f"tasks.{t}.relation_weight_by_labels=null" for t in load_config(preset).tasks)
     jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
-    jobs += [(fr, "collective", variant(factor), (f"train.relation_weight_by_labels=[[1.0, {factor}]]", *own_points_off))
+    jobs += [(fr, "collective", variant(factor),
+              (f"train.relation_weight_by_labels=[[1.0, {factor}]]", *own_points_off))
              for fr in FRACTIONS for factor in FACTORS]
     wall0 = time.time()
     base, results, seconds, workers = validation_runs(preset, quick, jobs, overrides)

@@ -265,7 +265,8 @@ def run(quick: bool) -> BenchResult:
                     + f" | {p50:.0f} / {p95:.0f} | {s50:.2f} / {s95:.2f} |")
     figures = {"steps": steps, "seeds": list(seeds), "camera_hw": list(hw), "width": width, "batch_size": batch,
                "sequences": sequences, "frames": frames, "test_sequences": test_sequences, "lr_schedule": "cosine",
-               "label_fraction": LABEL_FRACTION, "relations_gain_vs_alone": gain, "share_of_gain_lost": {str(a): v for a, v in lost.items()},
+               "label_fraction": LABEL_FRACTION, "relations_gain_vs_alone": gain,
+               "share_of_gain_lost": {str(a): v for a, v in lost.items()},
                "intervals": intervals, "arms": [str(a) for a in arms], "quarter_of_run": quarter,
                "mean_metrics": {str(a): v for a, v in means.items()},
                "relative_change_vs_fresh": {str(a): v for a, v in rel.items()},
