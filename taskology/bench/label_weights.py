@@ -75,14 +75,10 @@ def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]
         >>> choose(r, ("depth",))["1.0"]["factor"]
         0.3
     """
+    per_task = choose_per_task([results], fed)
     out: dict[str, dict[str, Any]] = {}
-    for fr, runs in results.items():
-        gains = {}
-        for factor in FACTORS:
-            per_task = [relative_gain(float(runs["alone"][t][HEADLINE[t][0]]),
-                                      float(runs[variant(factor)][t][HEADLINE[t][0]]), HEADLINE[t][1])
-                        for t in fed]
-            gains[factor] = statistics.fmean(per_task)
+    for fr in results:
+        gains = {f: statistics.fmean(per_task[t][fr]["gains"][f] for t in fed) for f in FACTORS}
         best = max(FACTORS, key=lambda f: (gains[f], f))
         out[fr] = {"factor": best, "gains": gains}
     return out

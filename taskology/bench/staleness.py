@@ -193,12 +193,27 @@ def _one_run(job: tuple[Path, int, int, int, int, Path, int, int | str]) -> dict
     """One (arm, seed) run in a worker process (one torch thread)."""
     root, steps, width, batch, test_sequences, run_dir, seed, arm, fraction = job
     torch.set_num_threads(1)
-    every, dtype, halflife = (1, "float32", 0.0) if arm == FLOOR else (1, "float16", 0.0) if arm == ALONE else (
-        (int(str(arm).split(",")[0]), "float16", float(str(arm).split("half-life ")[1])) if "half-life" in str(arm)
-        else (int(arm), "float16", 0.0))
+    every, dtype, halflife = arm_settings(arm)
     config = _config(root, steps, width, batch, test_sequences, fraction, "alone" if arm == ALONE else "collective",
                      halflife)
     return train_with_stale_peers(config, run_dir, seed, every, dtype)
+
+
+def arm_settings(arm: int | str) -> tuple[int, str, float]:
+    """(refresh interval, payload dtype, staleness half-life) of an arm key.
+
+    Example:
+        >>> arm_settings(50), arm_settings(FLOOR), arm_settings(weighted_arm(200))
+        ((50, 'float16', 0.0), (1, 'float32', 0.0), (200, 'float16', 100.0))
+    """
+    if arm == FLOOR:
+        return 1, "float32", 0.0
+    if arm == ALONE:
+        return 1, "float16", 0.0
+    if isinstance(arm, str):  # weighted_arm(every)
+        every, halflife = arm.split(", half-life ")
+        return int(every), "float16", float(halflife)
+    return int(arm), "float16", 0.0
 
 
 def run(quick: bool) -> BenchResult:
