@@ -33,14 +33,15 @@ not help at all).
 
 Full: 32x96, 10 sequences x 40 frames (3 test), width 8, batch 4, 800 steps per task, cosine decay
 (relations from step 200, ramped over 100: the collective recipe, so no snapshot is a random
-initialisation), 4 seeds, intervals 1/50/200 (= 25 %) plus the noise-floor and alone arms and one
-mitigation arm, 24 runs of ~2 min CPU each, two at a time in single-threaded worker processes (~25 min
+initialisation), 4 seeds, intervals 1/50/200 (= 25 %) plus the noise-floor and alone arms and two
+mitigation arms, 28 runs of ~2 min CPU each, two at a time in single-threaded worker processes (~30 min
 on 2 idle cores).
 
-Mitigation tried (:func:`weighted_arm`): refreshed every 25 % of the run like the stalest arm, but each
-relation term weighted ``0.5 ** (age / H)`` with ``H`` half the interval
-(``exchange.staleness_halflife_steps``), so a consumer leans on a peer prediction less the older it is.
-It is reported beside the plain arms and not counted in the target.
+Mitigation tried (:func:`weighted_arm`): every stale interval again, but each relation term weighted
+``0.5 ** (age / H)`` (``exchange.staleness_halflife_steps = H``), so a consumer leans on a peer prediction
+less the older it is. One ``H`` for every interval, half the stalest one (100 steps in the full run), as a
+default would be. It is judged separately, on harm only: its largest worsening vs fresh up to 25 % of the
+run (a down-weighted arm may beat fresh, since it leans more on its own labels; that is not a loss).
 ``--quick``: 40 steps, intervals 1/5/10 (= 25 %), one seed: a smoke run of the pipeline, not a result.
 """
 from __future__ import annotations
@@ -174,15 +175,15 @@ FLOOR = "1, float32"
 ALONE = "alone"
 
 
-def weighted_arm(every: int) -> str:
+def weighted_arm(every: int, halflife: int) -> str:
     """Key of the arm refreshed every ``every`` steps whose relation terms are down-weighted by age
-    (``exchange.staleness_halflife_steps`` = ``every // 2``): the mitigation tried.
+    (``exchange.staleness_halflife_steps`` = ``halflife``): the mitigation tried.
 
     Example:
-        >>> weighted_arm(200)
+        >>> weighted_arm(200, 100)
         '200, half-life 100'
     """
-    return f"{every}, half-life {max(every // 2, 1)}"
+    return f"{every}, half-life {halflife}"
 
 
 #: label fraction of both tasks in the full run: the regime the relations are for (few labels).
@@ -203,7 +204,7 @@ def arm_settings(arm: int | str) -> tuple[int, str, float]:
     """(refresh interval, payload dtype, staleness half-life) of an arm key.
 
     Example:
-        >>> arm_settings(50), arm_settings(FLOOR), arm_settings(weighted_arm(200))
+        >>> arm_settings(50), arm_settings(FLOOR), arm_settings(weighted_arm(200, 100))
         ((50, 'float16', 0.0), (1, 'float32', 0.0), (200, 'float16', 100.0))
     """
     if arm == FLOOR:
@@ -228,7 +229,10 @@ def run(quick: bool) -> BenchResult:
         hw, sequences, test_sequences, frames, steps, width, batch, seeds = (32, 96), 10, 3, 40, 800, 8, 4, (0, 1, 2, 3)
         intervals = [1, 50, steps // 4]
     intervals = sorted(set(intervals))
-    arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], weighted_arm(intervals[-1]), ALONE]
+    # the mitigation at one half-life for every stale interval, as a default would be: half the stalest interval
+    halflife = max(intervals[-1] // 2, 1)
+    weighted = [weighted_arm(n, halflife) for n in intervals[1:]]
+    arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], *weighted, ALONE]
     quarter = max(steps // 4, 1)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="taskology-bench-staleness-") as tmp:
@@ -255,6 +259,9 @@ def run(quick: bool) -> BenchResult:
     paired_se = {a: {t: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
                      for t, v in by_task.items()} for a, by_task in paired.items()}
     worst = max((abs(v) for n in intervals if n <= quarter for v in rel[n].values()), default=0.0)
+    # the mitigation judged on harm only: a weighted arm may be better than fresh (it leans on its own labels)
+    worst_weighted = max((rel[a][t] for a in weighted if arm_settings(a)[0] <= quarter for t in HEADLINE),
+                         default=0.0)
     # what the relations are worth, and how much of it each arm keeps: (arm - fresh) / (alone - fresh)
     gain = {t: (means[ALONE][t] - means[1][t]) / abs(means[1][t]) for t in HEADLINE}
     lost = {a: {t: (means[a][t] - means[1][t]) / (means[ALONE][t] - means[1][t])
@@ -269,7 +276,7 @@ def run(quick: bool) -> BenchResult:
         p50, p95 = np.mean([x["p50_steps"] for x in st]), np.mean([x["p95_steps"] for x in st])
         s50, s95 = np.mean([x["p50_s"] for x in st]), np.mean([x["p95_s"] for x in st])
         share = (f"{100 * a / steps:.1f}" if isinstance(a, int) else "noise floor" if a == FLOOR
-                 else "no relations" if a == ALONE else f"{100 * intervals[-1] / steps:.1f}, down-weighted by age")
+                 else "no relations" if a == ALONE else f"{100 * arm_settings(a)[0] / steps:.1f}, down-weighted by age")
         rows.append(f"| {a} | {share} | " + " | ".join(f"{means[a][t]:.4f}" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * rel[a][t]:+.2f}%" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * float(np.mean(paired[a][t])):+.1f}"
@@ -287,13 +294,15 @@ def run(quick: bool) -> BenchResult:
                "relative_change_vs_fresh": {str(a): v for a, v in rel.items()},
                "paired_relative_change": {str(a): v for a, v in paired.items()},
                "paired_standard_error": {str(a): v for a, v in paired_se.items()},
-               "noise_floor_max_relative_change": floor,
+               "noise_floor_max_relative_change": floor, "halflife_steps": halflife,
+               "max_worsening_with_halflife": worst_weighted,
                "consistency_start_step": steps // 4, "fresh_seed_sd": seed_sd, "wall_s": time.time() - t0,
                "load_average_1min": os.getloadavg()[0],
                "runs": {str(a): {str(s): runs[a][s] for s in seeds} for a in arms}}
     return BenchResult(
         figures=figures, table="\n".join(rows),
-        targets={"max_relative_change_up_to_25pct": target(worst, 0.03, higher_is_better=False)},
+        targets={"max_relative_change_up_to_25pct": target(worst, 0.03, higher_is_better=False),
+                 "max_worsening_with_halflife_up_to_25pct": target(worst_weighted, 0.03, higher_is_better=False)},
         notes=("In-process, peers read through a model snapshot refreshed every N peer steps (float16-rounded "
                "outputs), which serves the same predictions a distributed consumer uses with publish interval N "
                "but on a deterministic schedule (see the module docstring of taskology.bench.staleness). N = 1 is "
@@ -305,9 +314,10 @@ def run(quick: bool) -> BenchResult:
                f"Alone: no relations, each task on its {LABEL_FRACTION:.0%} labels; the relations (fresh) are worth "
                + ", ".join(f"{t} {100 * g:+.1f}%" for t, g in gain.items())
                + " over it; share lost = (arm - fresh) / (alone - fresh). "
-               f"'{weighted_arm(intervals[-1])}': refreshed every {intervals[-1]} steps, each relation term "
-               f"weighted 0.5 ** (age / {max(intervals[-1] // 2, 1)}) (exchange.staleness_halflife_steps): the "
-               "mitigation tried, not counted in the target. "
+               f"'N, half-life {halflife}': refreshed every N steps, each relation term weighted "
+               f"0.5 ** (age / {halflife}) (exchange.staleness_halflife_steps = {halflife}, one value for every N, "
+               "as a default would be): the mitigation, judged separately and on harm only (its largest "
+               "worsening vs fresh; being better than fresh is not a loss). "
                f"{sequences} sequences x {frames} frames ({test_sequences} test), {LABEL_FRACTION:.0%} labels, "
                "cosine learning-rate decay. Relations start after "
                f"{steps // 4} supervised steps and ramp in over {max(steps // 8, 1)} (the collective recipe of "

@@ -12,13 +12,14 @@ from taskology.bench import staleness
 def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor() -> None:
     result = staleness.run(quick=True)
     f = result.figures
-    weighted = staleness.weighted_arm(10)
-    assert f["arms"] == ["1", staleness.FLOOR, "5", "10", weighted, staleness.ALONE] and f["lr_schedule"] == "cosine"
+    weighted = staleness.weighted_arm(10, 5)
+    assert f["arms"] == ["1", staleness.FLOOR, "5", "10", staleness.weighted_arm(5, 5), weighted,
+                         staleness.ALONE] and f["lr_schedule"] == "cosine" and f["halflife_steps"] == 5
     runs = f["runs"]
     # the staleness each arm reports is what its refresh interval allows: fresh arms see none
     for arm in ("1", staleness.FLOOR):
         assert runs[arm]["0"]["staleness"]["max_steps"] == 0
-    for arm, every in (("5", 5), ("10", 10), (weighted, 10)):
+    for arm, every in (("5", 5), ("10", 10), (staleness.weighted_arm(5, 5), 5), (weighted, 10)):
         st = runs[arm]["0"]["staleness"]
         assert 0 < st["max_steps"] <= every - 1 and st["rows"] > 0
     # every collective arm trained the relations (a stale arm still feeds them), the alone arm none
@@ -37,6 +38,9 @@ def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor
         for task, metric in staleness.HEADLINE.items():
             got, ref = runs[arm]["0"]["metrics"][task][metric], runs["1"]["0"]["metrics"][task][metric]
             assert f["relative_change_vs_fresh"][arm][task] == pytest.approx((got - ref) / ref)
+    # the mitigation is judged on harm only: its largest worsening (a gain is not a loss)
+    assert f["max_worsening_with_halflife"] == pytest.approx(max(
+        f["relative_change_vs_fresh"][a][t] for a in ("5, half-life 5", weighted) for t in staleness.HEADLINE))
     assert f["noise_floor_max_relative_change"] == pytest.approx(
         max(abs(v) for v in f["relative_change_vs_fresh"][staleness.FLOOR].values()))
     assert np.isfinite(f["noise_floor_max_relative_change"]) and "noise floor" in result.table
