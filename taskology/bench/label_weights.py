@@ -16,11 +16,12 @@ by hand (reviewed, not applied silently).
 
 One factor for every task is a compromise: on validation at 100 % labels depth wanted none of its
 peers' teaching while normals still gained. :func:`choose_per_task` keeps, per task and fraction, the
-factor (0, i.e. the task trains as alone, or one of :data:`FACTORS`) with that task's best gain, mean
-over seeds; the points go to ``tasks.<t>.relation_weight_by_labels``. It is greedy: each task's gain
+factor (0, i.e. the task trains as alone, or one of :data:`FACTORS`) whose worst seed gains most, so a
+relation is adopted only where it helped that task on every seed (``--rule mean``: the best mean over
+seeds); the points go to ``tasks.<t>.relation_weight_by_labels``. It is greedy: each task's gain
 was measured with every task at the same factor, so the combination is checked on its own afterwards.
 Several seeds (one run per seed, ``--set 'train.seeds=[1]'``) combine with
-``python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]``.
+``python -m taskology.bench.label_weights [--rule worst-seed|mean] RESULT.json [RESULT.json ...]``.
 """
 from __future__ import annotations
 
@@ -84,13 +85,22 @@ def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]
     return out
 
 
-def choose_per_task(results_by_seed: list[Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]],
-                    fed: tuple[str, ...]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per task in ``fed`` and fraction, the factor among 0 (fed nothing: trains exactly as alone, gain 0)
-    and :data:`FACTORS` with the best relative gain over alone of that task's headline metric, mean over
-    the seeds' results (each as in :func:`choose`); ties keep the smaller factor (the task's own labels).
+#: how :func:`choose_per_task` ranks a factor from its per-seed gains.
+RULES = ("worst-seed", "mean")
 
-    Returns task -> fraction -> {"factor", "gains": {factor: mean gain}, "per_seed": {factor: [gains]}}.
+
+def choose_per_task(results_by_seed: list[Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]],
+                    fed: tuple[str, ...], rule: str = "worst-seed") -> dict[str, dict[str, dict[str, Any]]]:
+    """Per task in ``fed`` and fraction, the factor among 0 (fed nothing: trains exactly as alone, gain 0)
+    and :data:`FACTORS` with the best relative gain over alone of that task's headline metric across the
+    seeds' results (each as in :func:`choose`); ties keep the smaller factor (the task's own labels).
+
+    ``rule`` ranks a factor by its gain on the worst seed (``"worst-seed"``, the default: a relation is
+    adopted only where it helped on every seed, so factor 0 wins unless some factor gains on each) or by
+    the mean over seeds (``"mean"``). With one seed both agree.
+
+    Returns task -> fraction -> {"factor", "rule", "gains": {factor: mean gain}, "worst": {factor: worst
+    seed's gain}, "per_seed": {factor: [gains]}}.
 
     Example:
         >>> one = {"1.0": {"alone": {"depth": {"abs_rel": 0.10}, "normals": {"mean_angle_deg": 20.0}},
@@ -101,6 +111,8 @@ def choose_per_task(results_by_seed: list[Mapping[str, Mapping[str, Mapping[str,
         >>> d["depth"]["1.0"]["factor"], d["normals"]["1.0"]["factor"]
         (0.0, 1.0)
     """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for task in fed:
         metric, higher = HEADLINE[task]
@@ -111,20 +123,29 @@ def choose_per_task(results_by_seed: list[Mapping[str, Mapping[str, Mapping[str,
                                                   float(r[fr][variant(factor)][task][metric]), higher)
                                     for r in results_by_seed]
             gains = {f: statistics.fmean(g) for f, g in per_seed.items()}
-            best = max(gains, key=lambda f: (gains[f], -f))
-            out.setdefault(task, {})[fr] = {"factor": best, "gains": gains, "per_seed": per_seed}
+            worst = {f: min(g) for f, g in per_seed.items()}
+            score = worst if rule == "worst-seed" else gains
+            best = max(score, key=lambda f: (score[f], -f))
+            out.setdefault(task, {})[fr] = {"factor": best, "rule": rule, "gains": gains, "worst": worst,
+                                            "per_seed": per_seed}
     return out
 
 
 def per_task_table(decisions: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
     """Markdown rows of :func:`choose_per_task`'s gains and choices, then the points per task."""
-    lines = ["| task | labels | " + " | ".join(f"gain x{f:g}" for f in FACTORS) + " | chosen factor |",
-             "| --- | --- | " + " | ".join("---" for _ in FACTORS) + " | --- |"]
+    seeds = max((len(d["per_seed"][0.0]) for by_fr in decisions.values() for d in by_fr.values()), default=1)
+    rule = next((d.get("rule", "mean") for by_fr in decisions.values() for d in by_fr.values()), "mean")
+    extra = seeds > 1 and rule != "mean"
+    lines = ["| task | labels | " + " | ".join(f"gain x{f:g}" for f in FACTORS) + " | chosen factor |"
+             + (" by the mean rule |" if extra else ""),
+             "| --- | --- | " + " | ".join("---" for _ in FACTORS) + " | --- |" + (" --- |" if extra else "")]
     for task, by_fr in decisions.items():
         for fr, d in by_fr.items():
             cells = [f"{d['gains'][f]:+.1%}" + (f" ({', '.join(f'{g:+.0%}' for g in d['per_seed'][f])})"
                                                  if len(d["per_seed"][f]) > 1 else "") for f in FACTORS]
-            lines.append(f"| {task} | {float(fr):.0%} | " + " | ".join(cells) + f" | {d['factor']:g} |")
+            by_mean = max(d["gains"], key=lambda f: (d["gains"][f], -f))
+            lines.append(f"| {task} | {float(fr):.0%} | " + " | ".join(cells) + f" | {d['factor']:g} |"
+                         + (f" {by_mean:g} |" if extra else ""))
     lines += ["", "Per-task points (`tasks.<t>.relation_weight_by_labels`):", ""]
     for task, by_fr in decisions.items():
         points = [[float(fr), by_fr[fr]["factor"]] for fr in sorted(by_fr, key=float)]
@@ -175,9 +196,10 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
     return BenchResult(figures=figures, table="\n".join(lines), targets={}, notes=notes)
 
 
-def combine(paths: list[Path]) -> str:
-    """Markdown of :func:`choose_per_task` over the seeds of several label-weights result files (one
-    seed each, same preset, steps and fractions); raises ConfigError when they differ or repeat a seed."""
+def combine(paths: list[Path], rule: str = "worst-seed") -> str:
+    """Markdown of :func:`choose_per_task` (with ``rule``) over the seeds of several label-weights result
+    files (one seed each, same preset, steps and fractions); raises ConfigError when they differ or repeat
+    a seed."""
     from taskology.errors import ConfigError
 
     records = []
@@ -199,22 +221,30 @@ def combine(paths: list[Path]) -> str:
     seeds = [s["seed"] for s in setups]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds repeat across the files: {seeds}")
-    decisions = choose_per_task([r["figures"]["results"] for r in records], tuple(setups[0]["fed"]))
+    decisions = choose_per_task([r["figures"]["results"] for r in records], tuple(setups[0]["fed"]), rule)
+    how = ("the factor whose worst seed gains most; factor 0 (gain 0 on every seed) unless some factor "
+           "gained on every seed" if rule == "worst-seed" else "the factor with the best mean gain")
     head = [f"Per-task relation factors from {len(paths)} validation run(s), seeds {seeds}, preset "
             f"{setups[0]['preset']}: gain = relative improvement of the task's headline metric over alone "
-            "(mean over seeds; per seed in brackets).", "",
+            f"(mean over seeds; per seed in brackets). Rule `{rule}`: {how}.", "",
             "- sources: " + ", ".join(f"`{p}` (commit {str(r.get('commit', '?'))[:7]}, {r.get('date', '?')})"
                                       for p, r in zip(paths, records)), ""]
     return "\n".join(head + per_task_table(decisions)) + "\n"
 
 
-if __name__ == "__main__":  # python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]
+if __name__ == "__main__":  # python -m taskology.bench.label_weights [--rule R] RESULT.json [RESULT.json ...]
     from taskology.errors import ConfigError
 
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m taskology.bench.label_weights",
+                                     description="per-task relation factors from label-weights results")
+    parser.add_argument("results", nargs="+", type=Path, metavar="RESULT.json")
+    parser.add_argument("--rule", choices=RULES, default="worst-seed",
+                        help="rank a factor by its worst seed's gain (default) or by the mean over seeds")
+    args = parser.parse_args()
     try:
-        if len(sys.argv) < 2:
-            raise ConfigError("usage: python -m taskology.bench.label_weights RESULT.json [RESULT.json ...]")
-        print(combine([Path(a) for a in sys.argv[1:]]), end="")
+        print(combine(args.results, args.rule), end="")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -70,3 +70,36 @@ def test_per_task_choice_averages_seeds_keeps_alone_when_nothing_helps_and_refus
     corrupt.write_text('{"name": "label-we')
     with pytest.raises(ConfigError, match="corrupt.json: not a readable label-weights result"):
         label_weights.combine([paths[0], corrupt])
+
+
+def test_worst_seed_rule_adopts_a_relation_only_where_it_helped_every_seed_and_the_cli_offers_both(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    # x1: +30 % on seed 0, -2 % on seed 1 (mean +14 %); x0.3: +5 % on both; x0.1: +1 %, -1 %
+    a = _record(0, {"alone": 0.10, "relations x1": 0.07, "relations x0.3": 0.095, "relations x0.1": 0.099})
+    b = _record(1, {"alone": 0.10, "relations x1": 0.102, "relations x0.3": 0.095, "relations x0.1": 0.101})
+    seeds = [a["figures"]["results"], b["figures"]["results"]]
+    worst = label_weights.choose_per_task(seeds, ("depth",))["depth"]["1.0"]
+    mean = label_weights.choose_per_task(seeds, ("depth",), rule="mean")["depth"]["1.0"]
+    assert (worst["factor"], mean["factor"]) == (0.3, 1.0)
+    assert worst["worst"][1.0] == pytest.approx(-0.02) and worst["worst"][0.3] == pytest.approx(0.05)
+    # without x0.3, no factor helps on every seed: the worst-seed rule keeps the task alone
+    for record in (a, b):
+        record["figures"]["results"]["1.0"]["relations x0.3"]["depth"]["abs_rel"] = 0.11
+    assert label_weights.choose_per_task(seeds, ("depth",))["depth"]["1.0"]["factor"] == 0.0
+    assert label_weights.choose_per_task(seeds, ("depth",), rule="mean")["depth"]["1.0"]["factor"] == 1.0
+    with pytest.raises(ValueError, match="rule must be one of"):
+        label_weights.choose_per_task(seeds, ("depth",), rule="best")
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, record in zip(paths, (a, b)):
+        path.write_text(json.dumps(record))
+    cli = [sys.executable, "-m", "taskology.bench.label_weights", *map(str, paths)]
+    out = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Rule `worst-seed`" in out.stdout and "- depth: `[[1.0, 0.0]]`" in out.stdout
+    assert "by the mean rule" in out.stdout  # the table shows where the rules disagree
+    out = subprocess.run([*cli, "--rule", "mean"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "- depth: `[[1.0, 1.0]]`" in out.stdout
+    bad = subprocess.run([*cli, "--rule", "best"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "invalid choice: 'best'" in bad.stderr
