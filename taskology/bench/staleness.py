@@ -218,8 +218,7 @@ def arm_settings(arm: int | str) -> tuple[int, str, float]:
 
 
 def run(quick: bool) -> BenchResult:
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    from taskology.bench.parallel import map_in_processes
 
     torch.set_num_threads(1)
     if quick:
@@ -240,11 +239,12 @@ def run(quick: bool) -> BenchResult:
         jobs = [(root, steps, width, batch, test_sequences, Path(tmp) / f"arm{k}_s{s}", s, arm, LABEL_FRACTION)
                 for k, arm in enumerate(arms) for s in seeds]
         processes = max(1, min(2, os.cpu_count() or 1))  # one single-threaded run per core (2-core target)
-        with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_one_run, jobs))
         runs: dict[int | str, dict[int, dict[str, Any]]] = {}
-        for job, result in zip(jobs, results):
-            runs.setdefault(job[7], {})[job[6]] = result
+        for done, ((arm, seed), result) in enumerate(
+                map_in_processes(_one_run, {(job[7], job[6]): (job,) for job in jobs}, processes), 1):
+            runs.setdefault(arm, {})[seed] = result
+            print(f"[{done}/{len(jobs)}] arm '{arm}' seed {seed}: {result['train_s']:.0f} s training "
+                  f"({time.time() - t0:.0f} s elapsed)", flush=True)
 
     def metric(arm: int | str, seed: int, task: str) -> float:
         return float(runs[arm][seed]["metrics"][task][HEADLINE[task]])
