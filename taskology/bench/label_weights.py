@@ -233,9 +233,9 @@ def combine(paths: list[Path], rule: str = "worst-seed") -> str:
 
 
 if __name__ == "__main__":  # python -m taskology.bench.label_weights [--rule R] RESULT.json [RESULT.json ...]
-    from taskology.errors import ConfigError
-
     import argparse
+
+    from taskology.errors import ConfigError
 
     parser = argparse.ArgumentParser(prog="python -m taskology.bench.label_weights",
                                      description="per-task relation factors from label-weights results")
