@@ -99,8 +99,8 @@ def choose_per_task(results_by_seed: list[Mapping[str, Mapping[str, Mapping[str,
     adopted only where it helped on every seed, so factor 0 wins unless some factor gains on each) or by
     the mean over seeds (``"mean"``). With one seed both agree.
 
-    Returns task -> fraction -> {"factor", "rule", "gains": {factor: mean gain}, "worst": {factor: worst
-    seed's gain}, "per_seed": {factor: [gains]}}.
+    Returns task -> fraction -> {"factor", "rule", "by_rule": {rule: factor}, "gains": {factor: mean gain},
+    "worst": {factor: worst seed's gain}, "per_seed": {factor: [gains]}}.
 
     Example:
         >>> one = {"1.0": {"alone": {"depth": {"abs_rel": 0.10}, "normals": {"mean_angle_deg": 20.0}},
@@ -124,10 +124,10 @@ def choose_per_task(results_by_seed: list[Mapping[str, Mapping[str, Mapping[str,
                                     for r in results_by_seed]
             gains = {f: statistics.fmean(g) for f, g in per_seed.items()}
             worst = {f: min(g) for f, g in per_seed.items()}
-            score = worst if rule == "worst-seed" else gains
-            best = max(score, key=lambda f: (score[f], -f))
-            out.setdefault(task, {})[fr] = {"factor": best, "rule": rule, "gains": gains, "worst": worst,
-                                            "per_seed": per_seed}
+            by_rule = {r: max(score, key=lambda f, score=score: (score[f], -f))
+                       for r, score in (("worst-seed", worst), ("mean", gains))}
+            out.setdefault(task, {})[fr] = {"factor": by_rule[rule], "rule": rule, "by_rule": by_rule,
+                                            "gains": gains, "worst": worst, "per_seed": per_seed}
     return out
 
 
@@ -143,9 +143,8 @@ def per_task_table(decisions: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> 
         for fr, d in by_fr.items():
             cells = [f"{d['gains'][f]:+.1%}" + (f" ({', '.join(f'{g:+.0%}' for g in d['per_seed'][f])})"
                                                  if len(d["per_seed"][f]) > 1 else "") for f in FACTORS]
-            by_mean = max(d["gains"], key=lambda f: (d["gains"][f], -f))
             lines.append(f"| {task} | {float(fr):.0%} | " + " | ".join(cells) + f" | {d['factor']:g} |"
-                         + (f" {by_mean:g} |" if extra else ""))
+                         + (f" {d['by_rule']['mean']:g} |" if extra else ""))
     lines += ["", "Per-task points (`tasks.<t>.relation_weight_by_labels`):", ""]
     for task, by_fr in decisions.items():
         points = [[float(fr), by_fr[fr]["factor"]] for fr in sorted(by_fr, key=float)]

@@ -190,9 +190,9 @@ def weighted_arm(every: int, halflife: int) -> str:
 LABEL_FRACTION = 0.1
 
 
-def _one_run(job: tuple[Path, int, int, int, int, Path, int, int | str]) -> dict[str, Any]:
+def _one_run(root: Path, steps: int, width: int, batch: int, test_sequences: int, run_dir: Path, seed: int,
+             arm: int | str, fraction: float) -> dict[str, Any]:
     """One (arm, seed) run in a worker process (one torch thread)."""
-    root, steps, width, batch, test_sequences, run_dir, seed, arm, fraction = job
     torch.set_num_threads(1)
     every, dtype, halflife = arm_settings(arm)
     config = _config(root, steps, width, batch, test_sequences, fraction, "alone" if arm == ALONE else "collective",
@@ -211,7 +211,7 @@ def arm_settings(arm: int | str) -> tuple[int, str, float]:
         return 1, "float32", 0.0
     if arm == ALONE:
         return 1, "float16", 0.0
-    if isinstance(arm, str):  # weighted_arm(every)
+    if isinstance(arm, str):  # weighted_arm(every, halflife)
         every, halflife = arm.split(", half-life ")
         return int(every), "float16", float(halflife)
     return int(arm), "float16", 0.0
@@ -236,12 +236,12 @@ def run(quick: bool) -> BenchResult:
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="taskology-bench-staleness-") as tmp:
         root = _sim_root(Path(tmp) / "sim", hw, sequences, frames)
-        jobs = [(root, steps, width, batch, test_sequences, Path(tmp) / f"arm{k}_s{s}", s, arm, LABEL_FRACTION)
-                for k, arm in enumerate(arms) for s in seeds]
+        jobs = {(arm, s): (root, steps, width, batch, test_sequences, Path(tmp) / f"arm{k}_s{s}", s, arm,
+                           LABEL_FRACTION) for k, arm in enumerate(arms) for s in seeds}
         processes = max(1, min(2, os.cpu_count() or 1))  # one single-threaded run per core (2-core target)
         runs: dict[int | str, dict[int, dict[str, Any]]] = {}
         for done, ((arm, seed), result) in enumerate(
-                map_in_processes(_one_run, {(job[7], job[6]): (job,) for job in jobs}, processes), 1):
+                map_in_processes(_one_run, jobs, processes), 1):
             runs.setdefault(arm, {})[seed] = result
             print(f"[{done}/{len(jobs)}] arm '{arm}' seed {seed}: {result['train_s']:.0f} s training "
                   f"({time.time() - t0:.0f} s elapsed)", flush=True)
