@@ -293,7 +293,10 @@ def demo(**kwargs: Any) -> None:
               help="Preset for benchmarks that train (consistency): results go to OUT/<preset name>.*")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a preset value (repeatable; with --config): results go to OUT/<preset name>-<overrides>.*")
-def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...]) -> None:
+@click.option("--factor", "factors", multiple=True, metavar="NAME",
+              help="Vary only this factor of a factorial benchmark (receivers; repeatable; default all).")
+def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...],
+          factors: tuple[str, ...]) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
 
     \b
@@ -302,6 +305,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
       taskology bench geometry --quick
       taskology bench consistency --config configs/consistency-cpu.yaml
       taskology bench label-weights --config configs/consistency-cpu.yaml --set 'train.seeds=[1]'
+      taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'
     """
     from taskology.bench import BENCHMARKS, run_benchmark
 
@@ -309,7 +313,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
         for bench_name in sorted(BENCHMARKS):
             click.echo(bench_name)
         return
-    run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides)
+    run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides, factors=factors)
 
 
 @cli.command()

@@ -364,6 +364,19 @@ def test_relation_receivers_scale_the_weight_per_receiving_task() -> None:
     assert "relations.depth_normals.receivers.normals" in _error(overrides=("relations.depth_normals.receivers.normals=-1",))
 
 
+def test_relation_options_are_checked_against_what_the_relation_takes() -> None:
+    cfg = load_config(None, ["relations.segmentation_geometry.options.segmentation_tolerance_deg=30"])
+    assert cfg.relations["segmentation_geometry"].options == {"segmentation_tolerance_deg": 30.0}
+    assert ("relations.segmentation_geometry.options.segmentation_tolerance_deg: must be in [0, 90), got 90"
+            in _error(overrides=("relations.segmentation_geometry.options.segmentation_tolerance_deg=90",)))
+    assert ("relations.depth_normals.options.tolerance: unknown option; this relation takes none"
+            in _error(overrides=("relations.depth_normals.options.tolerance=1",)))
+    assert ("relations.segmentation_motion.options.tol: unknown option; this relation takes segmentation_tolerance_m"
+            in _error(overrides=("relations.segmentation_motion.options.tol=1",)))
+    assert "relations.segmentation_motion.options.segmentation_tolerance_m" in _error(
+        overrides=("relations.segmentation_motion.options.segmentation_tolerance_m=-0.1",))
+
+
 def test_relation_weight_by_labels_scales_what_a_task_receives_by_its_label_fraction() -> None:
     from taskology.engine.runner import relations_for
 

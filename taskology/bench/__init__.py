@@ -78,7 +78,8 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return times[len(times) // 2]
 
 
-def provenance(name: str, quick: bool, config: Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def provenance(name: str, quick: bool, config: Path | None = None, overrides: Sequence[str] = (),
+               factors: Sequence[str] = ()) -> dict[str, Any]:
     """Command, date, cores, commit and library versions of this run."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -96,7 +97,8 @@ def provenance(name: str, quick: bool, config: Path | None = None, overrides: Se
     return {
         "command": f"taskology bench {name}" + (" --quick" if quick else "")
         + (f" --config {config}" if config is not None else "")
-        + "".join(f" --set {shlex.quote(o)}" for o in overrides),
+        + "".join(f" --set {shlex.quote(o)}" for o in overrides)
+        + "".join(f" --factor {shlex.quote(f)}" for f in factors),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
@@ -111,9 +113,10 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence[str] = ()) -> str:
-    """File stem of a result: the benchmark, the preset it ran when not the default, its overrides
-    (so an overridden run never replaces the preset's own result), ``-quick``.
+def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence[str] = (),
+                factors: Sequence[str] = ()) -> str:
+    """File stem of a result: the benchmark, the preset it ran when not the default, its overrides and
+    ``--factor`` choices (so such a run never replaces the preset's own result), ``-quick``.
 
     Example:
         >>> result_stem("consistency", False, Path("configs/consistency-cpu.yaml"))
@@ -122,20 +125,25 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
         'consistency-my-quick'
         >>> result_stem("label-weights", False, Path("configs/consistency-cpu.yaml"), ["train.seeds=[1]"])
         'label-weights-consistency-cpu-train-seeds-1'
+        >>> result_stem("receivers", False, Path("configs/consistency-cpu.yaml"), (), ["segmentation <- logic"])
+        'receivers-consistency-cpu-factor-segmentation-logic'
     """
     stem = name
     if config is not None:
         stem = config.stem if config.stem.startswith(name) else f"{name}-{config.stem}"
     for override in overrides:
         stem += "-" + "-".join(re.findall(r"[A-Za-z0-9_]+", override))
+    for factor in factors:
+        stem += "-factor-" + "-".join(re.findall(r"[A-Za-z0-9_]+", factor))
     return stem + ("-quick" if quick else "")
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results"),
-                  config: Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+                  config: Path | None = None, overrides: Sequence[str] = (), factors: Sequence[str] = ()) -> dict[str, Any]:
     """Run benchmark ``name`` and write ``out_dir/<stem>.json`` and ``.md`` (see :func:`result_stem`);
     return the JSON. ``config``: a preset for benchmarks that train from one (others refuse it);
-    ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs)."""
+    ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs); ``factors``:
+    the factors a factorial benchmark varies (``receivers``; default all, checked before anything runs)."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
     module_name, issue = BENCHMARKS[name]
@@ -158,19 +166,28 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         from taskology.config import load_config
 
         load_config(config, list(overrides))  # a bad key or value fails here, before hours of training
+    if factors:
+        if "factors" not in inspect.signature(module.run).parameters:
+            raise ConfigError(f"benchmark {name!r} takes no --factor")
+        known = tuple(getattr(module, "FACTORS", ()))
+        for factor in factors:
+            if factor not in known:
+                raise ConfigError(f"--factor {factor!r}: not a factor of {name!r}; available: {', '.join(map(repr, known))}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(name, quick, config, overrides)  # before the run: the commit whose code runs, not the one after it
+    prov = provenance(name, quick, config, overrides, factors)  # before the run: the commit whose code runs, not the one after it
     kwargs: dict[str, Any] = {"quick": quick}
     if config is not None:
         kwargs["config"] = Path(config)
     if overrides:
         kwargs["overrides"] = tuple(overrides)
+    if factors:
+        kwargs["factors"] = tuple(factors)
     if "out_dir" in inspect.signature(module.run).parameters:  # benchmarks that also write pictures
         kwargs["out_dir"] = out_dir
     result: BenchResult = module.run(**kwargs)
     record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
               "notes": result.notes}
-    stem = result_stem(name, quick, config, overrides)
+    stem = result_stem(name, quick, config, overrides, factors)
     _write_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
     lines = [f"# Benchmark `{name}`", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",

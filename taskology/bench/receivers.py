@@ -7,14 +7,18 @@ degrees worse than the normals network's own (docs/consistency.md). This benchma
 *factor* (one receiving task's feed from some relations), whether to keep it:
 
 - ``normals <- depth_normals``: does ``depth_normals`` feed the normals task?
-- ``segmentation <- logic``: do ``segmentation_motion`` and ``segmentation_geometry`` feed segmentation?
+- ``segmentation <- logic``: do ``segmentation_motion`` and ``segmentation_geometry`` feed segmentation
+  (with the relations' options in the preset, e.g. their tolerances, and relation factor 1)?
 
-It trains the 2x2 factorial design (every combination of the factors on/off) collectively, plus the
-alone arm, at the label fractions the targets are about (2 % and 10 %), with the preset's first seed,
-and evaluates each run on the **validation** sequences (``data.val_sequences`` must be >= 1). A
-factor is kept when its receiving task's headline metric, averaged over the fractions and over the
-other factor's levels, is better with it than without. The result lists the chosen ``receivers``
-overrides, to be written into the preset by hand (the choice is reviewed, not applied silently).
+Each factor is switched on and off explicitly, whatever the preset says. The benchmark trains the
+factorial design (every combination of the factors on/off; ``--factor NAME`` varies only the named
+ones and leaves the others as the preset has them) collectively, plus the alone arm, at the label
+fractions the targets are about (2 % and 10 %), for **every seed of the preset**, and evaluates each
+run on the **validation** sequences (``data.val_sequences`` must be >= 1). Per factor and label
+fraction, a feed is kept when its receiving task's headline metric, averaged over the other factors'
+levels, is better with it than without **on every seed** (the worst-seed rule of ``bench
+label-weights``: a single seed moves these numbers by up to 22 points). The result lists the decisions
+per fraction, to be written into the preset by hand (the choice is reviewed, not applied silently).
 """
 from __future__ import annotations
 
@@ -23,61 +27,78 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from taskology.bench import BenchResult
 from taskology.bench.consistency import HEADLINE, PRESET, _config, _one_run, ensure_data
 from taskology.errors import ConfigError
 
 FRACTIONS = (0.02, 0.10)
-#: factor -> (receiving task, the overrides that switch the feed off).
-FACTORS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "normals <- depth_normals": ("normals", ("relations.depth_normals.receivers.normals=0",)),
-    "segmentation <- logic": ("segmentation", ("relations.segmentation_motion.receivers.segmentation=0",
-                                               "relations.segmentation_geometry.receivers.segmentation=0")),
+#: factor -> (receiving task, overrides that switch the feed on, overrides that switch it off).
+FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "normals <- depth_normals": ("normals", ("relations.depth_normals.receivers.normals=1",),
+                                 ("relations.depth_normals.receivers.normals=0",)),
+    "segmentation <- logic": ("segmentation",
+                              ("relations.segmentation_motion.receivers.segmentation=1",
+                               "relations.segmentation_geometry.receivers.segmentation=1",
+                               "tasks.segmentation.relation_weight_by_labels=[]"),
+                              ("relations.segmentation_motion.receivers.segmentation=0",
+                               "relations.segmentation_geometry.receivers.segmentation=0")),
 }
 
 
-def variants() -> dict[str, tuple[str, ...]]:
-    """Variant name -> overrides, one per combination of factors (name lists the factors switched off).
+def variants(factors: Sequence[str] = tuple(FACTORS)) -> dict[str, tuple[str, ...]]:
+    """Variant name -> overrides, one per combination of ``factors`` on/off (the name lists those off).
 
     Example:
-        >>> len(variants()), variants()["all"]
-        (4, ())
-        >>> variants()["no normals <- depth_normals"]
+        >>> len(variants()), variants()["all"][0]
+        (4, 'relations.depth_normals.receivers.normals=1')
+        >>> variants(["normals <- depth_normals"])["no normals <- depth_normals"]
         ('relations.depth_normals.receivers.normals=0',)
     """
     out: dict[str, tuple[str, ...]] = {}
-    for off in itertools.product((False, True), repeat=len(FACTORS)):
-        names = [name for name, o in zip(FACTORS, off) if o]
+    for off in itertools.product((False, True), repeat=len(factors)):
+        names = [name for name, o in zip(factors, off) if o]
         out[", ".join(f"no {n}" for n in names) or "all"] = tuple(
-            override for name in names for override in FACTORS[name][1])
+            override for name, o in zip(factors, off) for override in FACTORS[name][2 if o else 1])
     return out
 
 
-def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]) -> dict[str, dict[str, Any]]:
-    """Decide each factor from ``results[fraction][variant][task][metric]`` (collective runs).
+def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]],
+           factors: Sequence[str] = tuple(FACTORS)) -> dict[str, dict[str, dict[str, Any]]]:
+    """Decide each factor per label fraction from ``results[seed][fraction][variant][task][metric]``
+    (collective runs).
 
-    Returns factor -> {"task", "metric", "with", "without", "keep"}: the receiving task's headline
-    metric averaged over fractions and the other factors' levels, with and without the feed.
+    Returns factor -> fraction -> {"task", "metric", "with", "without" (seed -> the receiving task's
+    headline metric averaged over the other factors' levels), "gain" (seed -> relative improvement
+    with the feed), "keep"}: kept when the gain is > 0 on every seed.
 
     Example:
-        >>> r = {"0.02": {v: {"normals": {"mean_angle_deg": 30.0 if "no normals" in v else 33.0},
-        ...                   "segmentation": {"miou": 0.5}} for v in variants()}}
-        >>> d = choose(r)
-        >>> d["normals <- depth_normals"]["keep"], d["segmentation <- logic"]["keep"]
-        (False, True)
+        >>> def runs(angle_with):
+        ...     return {"0.02": {v: {"normals": {"mean_angle_deg": 30.0 if "no normals" in v else angle_with},
+        ...                          "segmentation": {"miou": 0.5}} for v in variants()}}
+        >>> d = choose({"0": runs(27.0), "1": runs(31.0)})["normals <- depth_normals"]["0.02"]
+        >>> d["gain"], d["keep"]
+        ({'0': 0.1, '1': -0.0333...}, False)
+        >>> choose({"0": runs(27.0), "1": runs(29.0)})["normals <- depth_normals"]["0.02"]["keep"]
+        True
     """
-    decisions: dict[str, dict[str, Any]] = {}
-    for factor, (task, _) in FACTORS.items():
+    decisions: dict[str, dict[str, dict[str, Any]]] = {}
+    for factor in factors:
+        task = FACTORS[factor][0]
         metric, higher = HEADLINE[task]
-        with_, without = [], []
-        for by_variant in results.values():
-            for variant, tasks in by_variant.items():
-                (without if f"no {factor}" in variant else with_).append(float(tasks[task][metric]))
-        on, off = statistics.fmean(with_), statistics.fmean(without)
-        keep = on >= off if higher else on <= off  # ties keep the relation's default (feed every task)
-        decisions[factor] = {"task": task, "metric": metric, "with": on, "without": off, "keep": bool(keep)}
+        by_fraction: dict[str, dict[str, Any]] = {}
+        for seed, by_fr in results.items():
+            for fr, by_variant in by_fr.items():
+                with_ = [float(t[task][metric]) for v, t in by_variant.items() if f"no {factor}" not in v]
+                without = [float(t[task][metric]) for v, t in by_variant.items() if f"no {factor}" in v]
+                on, off = statistics.fmean(with_), statistics.fmean(without)
+                d = by_fraction.setdefault(fr, {"task": task, "metric": metric, "with": {}, "without": {}, "gain": {}})
+                d["with"][seed], d["without"][seed] = on, off
+                d["gain"][seed] = (on - off) / abs(off) * (1 if higher else -1) if off else 0.0
+        for d in by_fraction.values():
+            d["keep"] = bool(min(d["gain"].values()) > 0)
+        decisions[factor] = by_fraction
     return decisions
 
 
@@ -131,28 +152,52 @@ def metric_rows(results: Mapping[str, Mapping[str, Any]], names: tuple[str, ...]
     return lines
 
 
-def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()) -> BenchResult:
-    """The factorial runs (see the module docstring), two at a time on separate cores."""
+def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = (),
+        factors: tuple[str, ...] = ()) -> BenchResult:
+    """The factorial runs (see the module docstring) for every seed of the preset, two at a time."""
+    from taskology.config import load_config
+
     preset = Path(config) if config is not None else PRESET
-    jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
-    jobs += [(fr, "collective", name, overrides) for fr in FRACTIONS for name, overrides in variants().items()]
+    factors = tuple(factors) or tuple(FACTORS)
+    unknown = [f for f in factors if f not in FACTORS]
+    if unknown:
+        raise ConfigError(f"--factor {unknown[0]!r}: not a factor; available: {', '.join(map(repr, FACTORS))}")
+    names = variants(factors)
+    seeds = [int(s) for s in load_config(preset, list(overrides)).train.seeds]
+    if quick:
+        seeds = seeds[:1]
     wall0 = time.time()
-    base, results, seconds, workers = validation_runs(preset, quick, jobs, overrides)
-    seed = int(base.train.seeds[0])
-    collective = {fr: {v: r[v] for v in variants()} for fr, r in results.items()}
-    decisions = choose(collective)
-    lines = metric_rows(results, ("alone", *variants()))
-    lines += ["", "| factor | receiving metric | with (mean) | without (mean) | decision |", "| --- | --- | --- | --- | --- |"]
-    for factor, d in decisions.items():
-        lines.append(f"| {factor} | {d['task']} {d['metric']} | {d['with']:.4g} | {d['without']:.4g} | "
-                     f"{'keep' if d['keep'] else 'drop'} |")
-    chosen = [o for factor, d in decisions.items() if not d["keep"] for o in FACTORS[factor][1]]
-    notes = (f"Evaluated on the {base.data.val_sequences} validation sequence(s) only, seed {seed}, "
-             f"{base.train.steps} steps per task, labels {', '.join(f'{f:.0%}' for f in FRACTIONS)}; "
-             f"{time.time() - wall0:.0f} s wall ({workers} runs at a time). Chosen overrides: "
-             + (", ".join(f"`{o}`" for o in chosen) if chosen else "none (every relation feeds every task)")
-             + (". QUICK RUN: sizes far too small for the choice to mean anything." if quick else "."))
-    figures = {"setup": {"preset": str(preset), "seed": seed, "fractions": list(FRACTIONS),
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    seconds: dict[str, float] = {}
+    for seed in seeds:
+        jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
+        jobs += [(fr, "collective", name, o) for fr in FRACTIONS for name, o in names.items()]
+        base, results[f"{seed}"], took, workers = validation_runs(
+            preset, quick, jobs, tuple(overrides) + (f"train.seeds=[{seed}]",))
+        seconds.update({f"{seed}/{k}": v for k, v in took.items()})
+    collective = {seed: {fr: {v: r[v] for v in names} for fr, r in by_fr.items()} for seed, by_fr in results.items()}
+    decisions = choose(collective, factors)
+    lines: list[str] = []
+    for seed, by_fr in results.items():
+        lines += [f"Seed {seed}:", "", *metric_rows(by_fr, ("alone", *names)), ""]
+    lines += ["| factor | labels | receiving metric | with, by seed | without, by seed | gain, by seed | decision |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for factor, by_fr in decisions.items():
+        for fr in sorted(by_fr, key=float):
+            d = by_fr[fr]
+            lines.append(f"| {factor} | {float(fr):.0%} | {d['task']} {d['metric']} | "
+                         + " / ".join(f"{d['with'][s]:.4g}" for s in d["with"]) + " | "
+                         + " / ".join(f"{d['without'][s]:.4g}" for s in d["without"]) + " | "
+                         + " / ".join(f"{100 * d['gain'][s]:+.1f} %" for s in d["gain"]) + " | "
+                         + ("keep" if d["keep"] else "drop") + " |")
+    chosen = {factor: {fr: d["keep"] for fr, d in by_fr.items()} for factor, by_fr in decisions.items()}
+    notes = (f"Evaluated on the {base.data.val_sequences} validation sequence(s) only, seeds "
+             f"{', '.join(map(str, seeds))}, {base.train.steps} steps per task, labels "
+             f"{', '.join(f'{f:.0%}' for f in FRACTIONS)}; factors varied: {', '.join(factors)}; "
+             f"{time.time() - wall0:.0f} s wall ({workers} runs at a time). A feed is kept at a label fraction "
+             "when it improved its receiving task's metric on every seed."
+             + (" QUICK RUN: sizes far too small for the choice to mean anything." if quick else ""))
+    figures = {"setup": {"preset": str(preset), "seeds": seeds, "fractions": list(FRACTIONS), "factors": list(factors),
                          "steps": base.train.steps, "val_sequences": base.data.val_sequences},
-               "results": results, "decisions": decisions, "chosen_overrides": chosen, "seconds": seconds}
+               "results": results, "decisions": decisions, "keep": chosen, "seconds": seconds}
     return BenchResult(figures=figures, table="\n".join(lines), targets={}, notes=notes)

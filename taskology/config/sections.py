@@ -217,6 +217,9 @@ class RelationConfig(_Section):
     weight: Annotated[Float, Field(ge=0)] = 1.0
     receivers: dict[str, Annotated[Float, Field(ge=0)]] = Field(
         default_factory=dict, description="Receiving task -> factor on weight (default 1; 0: does not feed it).")
+    options: dict[str, Annotated[Float, Field(ge=0)]] = Field(
+        default_factory=dict, description="The relation's own keyword options, e.g. segmentation_tolerance_deg "
+                                          "(docs/consistency.md); unset ones keep the relation's defaults.")
 
     def weight_for(self, task: str) -> float:
         """The loss weight this relation has for receiving task ``task``."""
@@ -385,12 +388,16 @@ def available_relations() -> tuple[str, ...]:
 
 def relation_tasks(name: str) -> tuple[str, ...] | None:
     """The tasks relation ``name`` relates (None when the registry or the name is unavailable)."""
+    relation = _registered_relation(name)
+    return tuple(relation.tasks) if relation is not None else None
+
+
+def _registered_relation(name: str) -> Any:
     try:
         from taskology.losses import RELATIONS
     except ImportError:
         return None
-    relation = RELATIONS.get(name)
-    return tuple(relation.tasks) if relation is not None else None
+    return RELATIONS.get(name)
 
 
 class ExperimentConfig(_Section):
@@ -426,6 +433,11 @@ class ExperimentConfig(_Section):
                 if related is not None and task not in related:
                     raise _fail(f"not a task of this relation; it relates {', '.join(related)}",
                                 f"{name}.receivers.{task}")
+            registered = _registered_relation(name)
+            for option, value in entry.options.items():
+                problem = registered.check_option(option, float(value)) if registered is not None else None
+                if problem:
+                    raise _fail(problem, f"{name}.options.{option}")
         return relations
 
     @model_validator(mode="after")

@@ -309,7 +309,8 @@ class TaskRunner:
                     peers[peer] = {k: v.to(self.device) for k, v in peer_cache[peer].outputs.items()}
                     ages.extend(float(s) for s in peer_cache[peer].staleness_steps)
                 else:
-                    value = evaluate_for_receiver(relation, self.task_name, own, peers, mediator, self.tasks)
+                    value = evaluate_for_receiver(relation, self.task_name, own, peers, mediator, self.tasks,
+                                                  self.config.relations[relation.name].options)
                     age_factor = staleness_weight(ages, halflife)
                     total = total + scale * weight * age_factor * value
                     scalars[f"consistency/{relation.name}"] = float(value.detach())

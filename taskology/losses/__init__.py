@@ -8,6 +8,8 @@ Example:
 """
 from __future__ import annotations
 
+import math
+
 from taskology.errors import ConfigError
 from taskology.losses.depth_normals import depth_normals_loss
 from taskology.losses.photometric import photometric_loss
@@ -19,9 +21,11 @@ from taskology.losses.segmentation_motion import segmentation_motion_loss
 RELATIONS: dict[str, Relation] = {
     "depth_normals": Relation("depth_normals", depth_normals_loss, ("depth", "normals")),
     "photometric": Relation("photometric", photometric_loss, ("depth", "motion"), needs_pair=True),
-    "segmentation_motion": Relation("segmentation_motion", segmentation_motion_loss, ("motion", "segmentation")),
+    "segmentation_motion": Relation("segmentation_motion", segmentation_motion_loss, ("motion", "segmentation"),
+                                    options=(("segmentation_tolerance_m", 0.0, math.inf),)),
     "segmentation_geometry": Relation("segmentation_geometry", segmentation_geometry_loss,
-                                      ("segmentation", "normals", "depth")),
+                                      ("segmentation", "normals", "depth"),
+                                      options=(("segmentation_tolerance_deg", 0.0, 90.0),)),
 }
 
 

@@ -6,6 +6,12 @@ on a mediator batch (``{"depth": {"depth": (B,1,H,W)}, "normals": {"normals": (B
 ``tasks`` maps task name -> :class:`~taskology.tasks.base.Task` for task-specific constants (e.g. the
 segmentation task's class ids). The engine calls it once per receiving task with only that task's
 outputs carrying gradient (:func:`evaluate_for_receiver`).
+
+The engine also passes, as keywords, ``receiver`` (the task being taught; ``None`` when the caller
+wants the relation as one symmetric loss) and the relation's ``options`` from the config
+(``relations.<name>.options``), each named in :attr:`Relation.options` with its default in the
+function's signature. A relation may treat one receiver differently, e.g. the logic relations teach
+segmentation only where a peer's disagreement exceeds a tolerance (``segmentation_tolerance_deg``).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import torch
 
 from taskology.tasks.base import Task
 
-RelationFn = Callable[[Mapping[str, Mapping[str, torch.Tensor]], Mapping[str, Any], Mapping[str, Task]], torch.Tensor]
+RelationFn = Callable[..., torch.Tensor]  # fn(outputs, batch, tasks, *, receiver=None, **options) -> scalar
 
 
 @dataclass(frozen=True)
@@ -28,12 +34,25 @@ class Relation:
         fn: the pure loss function (see the module docstring).
         tasks: the related task names; each one receives the loss.
         needs_pair: whether the batch must carry the next frame (``rgb_next``).
+        options: the keyword options the function takes from ``relations.<name>.options``, each as
+            ``(name, lowest valid value, first invalid value above)``.
     """
 
     name: str
     fn: RelationFn
     tasks: tuple[str, ...]
     needs_pair: bool = False
+    options: tuple[tuple[str, float, float], ...] = ()
+
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.options)
+
+    def check_option(self, name: str, value: float) -> str | None:
+        """Why ``value`` is not valid for option ``name`` (None when it is)."""
+        for option, low, below in self.options:
+            if option == name:
+                return None if low <= value < below else f"must be in [{low:g}, {below:g}), got {value:g}"
+        return f"unknown option; this relation takes {', '.join(self.option_names()) or 'none'}"
 
 
 def detach_outputs(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -43,11 +62,16 @@ def detach_outputs(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def evaluate_for_receiver(relation: Relation, receiver: str, own: Mapping[str, torch.Tensor],
                           peers: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
-                          tasks: Mapping[str, Task]) -> torch.Tensor:
-    """The relation's loss for ``receiver``: its ``own`` outputs keep their graph, peers are detached."""
+                          tasks: Mapping[str, Task], options: Mapping[str, float] | None = None) -> torch.Tensor:
+    """The relation's loss for ``receiver``: its ``own`` outputs keep their graph, peers are detached.
+    ``options``: the relation's keyword options (``relations.<name>.options``; unset ones keep defaults)."""
     outputs: dict[str, Mapping[str, torch.Tensor]] = {name: detach_outputs(out) for name, out in peers.items()}
     outputs[receiver] = own
     missing = [t for t in relation.tasks if t not in outputs]
     if missing:
         raise KeyError(f"relation {relation.name!r} needs outputs of {missing}")
-    return relation.fn(outputs, batch, tasks)
+    for name, value in (options or {}).items():
+        problem = relation.check_option(name, float(value))
+        if problem:
+            raise ValueError(f"relation {relation.name!r} option {name!r}: {problem}")
+    return relation.fn(outputs, batch, tasks, receiver=receiver, **dict(options or {}))

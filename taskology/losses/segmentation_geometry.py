@@ -12,6 +12,15 @@
   ``mean(p_sky * (log max_depth - log depth) / (log max_depth - log min_depth))`` (0 at the limit).
 
 The loss is the sum of the three terms. Feeds segmentation (through ``p``), normals and depth.
+
+Option ``segmentation_tolerance_deg`` (``relations.segmentation_geometry.options``, default 0): when
+segmentation is the receiver, the ground and vertical terms teach it only where the peer's normal is
+further than this angle from what the class implies: ``p_ground * relu(cos tol - cos(n, up))`` and
+``p_vertical * relu(|n . up| - sin tol)``. Without it, every degree of error in the peer's normals
+drains probability from the ground and vertical classes (the contrapositive "this normal is not up, so
+this is not road" learnt from noise, docs/consistency.md); with it, segmentation only hears "this
+normal is clearly not level ground". Normals and depth, as receivers, keep the full terms. 0 is the
+plain relation (the hinge with tolerance 0 equals it).
 """
 from __future__ import annotations
 
@@ -30,7 +39,10 @@ def up_in_camera(cam_from_ego: torch.Tensor) -> torch.Tensor:
 
 
 def segmentation_geometry_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
-                                tasks: Mapping[str, Task]) -> dict[str, torch.Tensor]:
+                                tasks: Mapping[str, Task], tolerance_deg: float = 0.0) -> dict[str, torch.Tensor]:
+    """The three terms; ``tolerance_deg`` > 0 hinges the ground and vertical terms (module docstring)."""
+    if not 0.0 <= tolerance_deg < 90.0:
+        raise ValueError(f"segmentation_tolerance_deg must be in [0, 90), got {tolerance_deg}")
     logits = outputs["segmentation"]["logits"]
     normals = outputs["normals"]["normals"].to(logits.dtype)
     depth = outputs["depth"]["depth"].to(logits.dtype)
@@ -39,8 +51,13 @@ def segmentation_geometry_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]
     p_ground, p_vertical, p_sky = segmentation.class_probabilities(
         logits, GROUND_CLASS_IDS, VERTICAL_CLASS_IDS, [SKY_CLASS_ID])
     elevation = (normals * up).sum(dim=1, keepdim=True)     # cos(n, up)
-    ground = (p_ground * (1.0 - elevation)).mean()
-    vertical = (p_vertical * elevation.abs()).mean()
+    if tolerance_deg > 0:
+        tol = math.radians(tolerance_deg)
+        ground = (p_ground * (math.cos(tol) - elevation).clamp_min(0.0)).mean()
+        vertical = (p_vertical * (elevation.abs() - math.sin(tol)).clamp_min(0.0)).mean()
+    else:
+        ground = (p_ground * (1.0 - elevation)).mean()
+        vertical = (p_vertical * elevation.abs()).mean()
     lo, hi = math.log(depth_task.min_depth), math.log(depth_task.max_depth)
     nearness = ((hi - torch.log(depth.clamp_min(1e-6))) / (hi - lo)).clamp_min(0.0)
     sky = (p_sky * nearness).mean()
@@ -48,6 +65,9 @@ def segmentation_geometry_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]
 
 
 def segmentation_geometry_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
-                               tasks: Mapping[str, Task]) -> torch.Tensor:
-    terms = segmentation_geometry_terms(outputs, batch, tasks)
+                               tasks: Mapping[str, Task], *, receiver: str | None = None,
+                               segmentation_tolerance_deg: float = 0.0) -> torch.Tensor:
+    """Sum of the three terms -> scalar; hinged for the segmentation receiver (module docstring)."""
+    tolerance = float(segmentation_tolerance_deg) if receiver == "segmentation" else 0.0
+    terms = segmentation_geometry_terms(outputs, batch, tasks, tolerance)
     return terms["ground"] + terms["vertical"] + terms["sky"]

@@ -6,6 +6,11 @@ With ``p_static`` the softmax probability of the non-movable classes (everything
 motion) and pixels that move independently must be movable (feeds segmentation). Zero on ground
 truth: static pixels have no object motion and moving pixels are movable.
 
+Option ``segmentation_tolerance_m`` (``relations.segmentation_motion.options``, default 0): when
+segmentation is the receiver, motion below this magnitude teaches it nothing:
+``mean(p_static * tanh(relu(m - tol) / MOTION_SCALE_M))``, so the motion network's noise on static
+scenery does not drain probability from the static classes. Motion, as receiver, keeps the full term.
+
 Example:
     >>> from taskology.tasks.segmentation import SegmentationTask
     >>> seg = SegmentationTask(width=4, class_ids=(1, 14))                  # road (static), car
@@ -30,10 +35,16 @@ MOTION_SCALE_M = 0.1
 
 
 def segmentation_motion_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
-                             tasks: Mapping[str, Task]) -> torch.Tensor:
-    """``mean(p_static * tanh(|object_translation| / 0.1 m))`` -> scalar in [0, 1]."""
+                             tasks: Mapping[str, Task], *, receiver: str | None = None,
+                             segmentation_tolerance_m: float = 0.0) -> torch.Tensor:
+    """``mean(p_static * tanh(|object_translation| / 0.1 m))`` -> scalar in [0, 1] (hinged at
+    ``segmentation_tolerance_m`` for the segmentation receiver, module docstring)."""
+    if segmentation_tolerance_m < 0:
+        raise ValueError(f"segmentation_tolerance_m must be >= 0, got {segmentation_tolerance_m}")
     logits = outputs["segmentation"]["logits"]
     translation = outputs["motion"]["object_translation"].to(logits.dtype)   # (B, 3, H, W)
     magnitude = torch.sqrt((translation ** 2).sum(dim=1, keepdim=True) + 1e-12)
     p_static = 1.0 - tasks["segmentation"].class_probability(logits, MOVABLE_CLASS_IDS)
+    if receiver == "segmentation" and segmentation_tolerance_m > 0:
+        magnitude = (magnitude - float(segmentation_tolerance_m)).clamp_min(0.0)
     return (p_static * torch.tanh(magnitude / MOTION_SCALE_M)).mean()

@@ -36,3 +36,21 @@ def test_bench_set_overrides_are_checked_before_a_run_and_named_in_the_result_st
     assert result_stem("label-weights", False, preset, ["train.seeds=[1]"]) != result_stem("label-weights", False, preset)
     assert provenance("label-weights", False, preset, ["train.seeds=[1]"])["command"] == (
         "taskology bench label-weights --config configs/consistency-cpu.yaml --set 'train.seeds=[1]'")
+
+
+def test_bench_factor_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
+    from pathlib import Path
+
+    from taskology.bench import provenance, result_stem
+
+    preset = Path("configs/consistency-cpu.yaml")
+    for args, message in ((["receivers", "--factor", "segmentation <- geometry"],
+                           "--factor 'segmentation <- geometry': not a factor of 'receivers'"),
+                          (["label-weights", "--factor", "segmentation <- logic"], "takes no --factor")):
+        done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--config", str(preset),
+                               "--out", str(tmp_path)], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done
+    assert not list(tmp_path.iterdir())
+    assert provenance("receivers", False, preset, (), ["segmentation <- logic"])["command"] == (
+        "taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'")
+    assert result_stem("receivers", False, preset, (), ["segmentation <- logic"]) != result_stem("receivers", False, preset)

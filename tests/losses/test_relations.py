@@ -142,6 +142,67 @@ def test_segmentation_geometry_vertical_term_hand_case() -> None:
     assert vertical([0.0, 1.0, 0.0]) == pytest.approx(1.0, abs=1e-6)       # facing down
 
 
+def test_segmentation_tolerance_hinges_only_what_segmentation_receives() -> None:
+    seg = build_task("segmentation", width=4, class_ids=(1, 3))              # road, building
+    tasks = {"segmentation": seg, "depth": build_task("depth", width=4), "normals": build_task("normals", width=4)}
+    cam_from_ego = torch.tensor([[[0.0, -1, 0, 0], [0, 0, -1, 1.5], [1, 0, 0, 0], [0, 0, 0, 1]]])  # up = -y
+    far = {"depth": torch.full((1, 1, 1, 1), tasks["depth"].max_depth)}
+    relation, option = RELATIONS["segmentation_geometry"], {"segmentation_tolerance_deg": 30.0}
+
+    def taught(receiver: str, logits: list[float], tilt_deg: float) -> tuple[float, float]:
+        """(loss, |gradient| on the receiver's output) for a normal tilted from up by ``tilt_deg``."""
+        t = torch.deg2rad(torch.tensor(tilt_deg))
+        normal = torch.stack([torch.zeros(()), -torch.cos(t), -torch.sin(t)]).view(1, 3, 1, 1)
+        outs = {"segmentation": {"logits": torch.tensor(logits).view(1, 2, 1, 1)}, "normals": {"normals": normal},
+                "depth": dict(far)}
+        own = {k: v.clone().requires_grad_(True) for k, v in outs[receiver].items()}
+        loss = evaluate_for_receiver(relation, receiver, own, {k: v for k, v in outs.items() if k != receiver},
+                                     {"cam_from_ego": cam_from_ego}, tasks, option)
+        loss.backward()
+        return float(loss.detach()), float(sum(v.grad.abs().sum() for v in own.values()))
+
+    road, building = [20.0, -20.0], [-20.0, 20.0]
+    cos30, sin30 = 3 ** 0.5 / 2, 0.5
+    # segmentation: within 30 deg of what the class implies teaches nothing; beyond, the hinge.
+    nothing = (pytest.approx(0.0, abs=1e-12), pytest.approx(0.0, abs=1e-12))   # e^-40 of the other class
+    assert taught("segmentation", road, 20.0) == nothing
+    assert taught("segmentation", road, 60.0)[0] == pytest.approx(cos30 - 0.5, abs=1e-5)
+    assert taught("segmentation", road, 60.0)[1] > 0
+    assert taught("segmentation", building, 80.0) == nothing                # elevation 10 deg
+    assert taught("segmentation", building, 0.0)[0] == pytest.approx(1.0 - sin30, abs=1e-5)  # a "wall" facing up
+    # normals keep the full term: a 20 deg tilt on road still teaches them 1 - cos 20.
+    loss, grad = taught("normals", road, 20.0)
+    assert loss == pytest.approx(1 - float(torch.cos(torch.deg2rad(torch.tensor(20.0)))), abs=1e-5) and grad > 0
+    # tolerance 0 is the plain relation.
+    plain = {"segmentation": {"logits": torch.tensor(road).view(1, 2, 1, 1)},
+             "normals": {"normals": F.normalize(torch.tensor([0.0, -1.0, -0.7]).view(1, 3, 1, 1), dim=1)},
+             "depth": dict(far)}
+    assert float(relation.fn(plain, {"cam_from_ego": cam_from_ego}, tasks, receiver="segmentation",
+                             segmentation_tolerance_deg=0.0)) == float(relation.fn(plain, {"cam_from_ego": cam_from_ego},
+                                                                                     tasks))
+    with pytest.raises(ValueError, match=r"segmentation_tolerance_deg.*\[0, 90\), got 95"):
+        evaluate_for_receiver(relation, "segmentation", plain["segmentation"], plain, {"cam_from_ego": cam_from_ego},
+                              tasks, {"segmentation_tolerance_deg": 95.0})
+    with pytest.raises(ValueError, match="unknown option; this relation takes segmentation_tolerance_deg"):
+        evaluate_for_receiver(relation, "segmentation", plain["segmentation"], plain, {"cam_from_ego": cam_from_ego},
+                              tasks, {"tolerance": 1.0})
+
+
+def test_segmentation_motion_tolerance_hinges_only_what_segmentation_receives() -> None:
+    seg = build_task("segmentation", width=4, class_ids=(1, 14))             # road (static), car
+    relation, option = RELATIONS["segmentation_motion"], {"segmentation_tolerance_m": 0.1}
+    road = torch.tensor([10.0, -10.0]).view(1, 2, 1, 1)
+
+    def loss(receiver: str, metres: float) -> float:
+        outs = {"segmentation": {"logits": road}, "motion": {"object_translation": torch.tensor([0.0, 0, metres]).view(1, 3, 1, 1)}}
+        return float(evaluate_for_receiver(relation, receiver, outs[receiver], outs, {}, {"segmentation": seg}, option))
+
+    p_static = 1 / (1 + float(torch.exp(torch.tensor(-20.0))))
+    assert loss("segmentation", 0.08) == 0.0                                  # noise below 10 cm
+    assert loss("segmentation", 0.3) == pytest.approx(p_static * float(torch.tanh(torch.tensor(2.0))), abs=1e-5)
+    assert loss("motion", 0.08) == pytest.approx(p_static * float(torch.tanh(torch.tensor(0.8))), abs=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(RELATIONS))
 def test_gradient_reaches_only_the_receiver(gt, name: str) -> None:
     outputs, batch, tasks = gt
