@@ -139,7 +139,8 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results"),
-                  config: Path | None = None, overrides: Sequence[str] = (), factors: Sequence[str] = ()) -> dict[str, Any]:
+                  config: Path | None = None, overrides: Sequence[str] = (),
+                  factors: Sequence[str] = ()) -> dict[str, Any]:
     """Run benchmark ``name`` and write ``out_dir/<stem>.json`` and ``.md`` (see :func:`result_stem`);
     return the JSON. ``config``: a preset for benchmarks that train from one (others refuse it);
     ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs); ``factors``:
@@ -172,9 +173,11 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         known = tuple(getattr(module, "FACTORS", ()))
         for factor in factors:
             if factor not in known:
-                raise ConfigError(f"--factor {factor!r}: not a factor of {name!r}; available: {', '.join(map(repr, known))}")
+                raise ConfigError(f"--factor {factor!r}: not a factor of {name!r}; "
+                                  f"available: {', '.join(map(repr, known))}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(name, quick, config, overrides, factors)  # before the run: the commit whose code runs, not the one after it
+    # before the run: the commit whose code runs, not the one after it
+    prov = provenance(name, quick, config, overrides, factors)
     kwargs: dict[str, Any] = {"quick": quick}
     if config is not None:
         kwargs["config"] = Path(config)

@@ -53,4 +53,5 @@ def test_bench_factor_is_checked_before_a_run_and_named_in_the_command_and_stem(
     assert not list(tmp_path.iterdir())
     assert provenance("receivers", False, preset, (), ["segmentation <- logic"])["command"] == (
         "taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'")
-    assert result_stem("receivers", False, preset, (), ["segmentation <- logic"]) != result_stem("receivers", False, preset)
+    factor_stem = result_stem("receivers", False, preset, (), ["segmentation <- logic"])
+    assert factor_stem != result_stem("receivers", False, preset)

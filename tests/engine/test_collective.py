@@ -150,12 +150,14 @@ def test_a_task_with_relation_factor_zero_trains_exactly_as_alone_beside_fed_pee
 def test_relation_options_from_the_config_reach_the_relation_for_each_receiver(sim_root: Path, tmp_path: Path) -> None:
     # a tolerance of 89.9 deg: segmentation hears (almost) nothing from the ground and vertical terms;
     # normals, as receiver, keep the full relation on the same batch and predictions.
-    plain = load_config(None, overrides(sim_root, 1, "train.consistency_start_step=0", "train.consistency_ramp_steps=0"))
-    tolerant = load_config(None, overrides(sim_root, 1, "train.consistency_start_step=0", "train.consistency_ramp_steps=0",
+    now = ("train.consistency_start_step=0", "train.consistency_ramp_steps=0")
+    plain = load_config(None, overrides(sim_root, 1, *now))
+    tolerant = load_config(None, overrides(sim_root, 1, *now,
                                            "relations.segmentation_geometry.options.segmentation_tolerance_deg=89.9"))
     logged = {}
     for name, cfg in (("plain", plain), ("tolerant", tolerant)):
         runners, _ = build_runners(cfg, tmp_path / name, seed=0, device="cpu", collective=True)
-        logged[name] = {t: runners[t].train_step()["consistency/segmentation_geometry"] for t in ("normals", "segmentation")}
+        logged[name] = {t: runners[t].train_step()["consistency/segmentation_geometry"]
+                        for t in ("normals", "segmentation")}  # normals first: both see the same peers
     assert logged["tolerant"]["normals"] == logged["plain"]["normals"]
     assert logged["tolerant"]["segmentation"] < 0.5 * logged["plain"]["segmentation"]

@@ -177,9 +177,9 @@ def test_segmentation_tolerance_hinges_only_what_segmentation_receives() -> None
     plain = {"segmentation": {"logits": torch.tensor(road).view(1, 2, 1, 1)},
              "normals": {"normals": F.normalize(torch.tensor([0.0, -1.0, -0.7]).view(1, 3, 1, 1), dim=1)},
              "depth": dict(far)}
-    assert float(relation.fn(plain, {"cam_from_ego": cam_from_ego}, tasks, receiver="segmentation",
-                             segmentation_tolerance_deg=0.0)) == float(relation.fn(plain, {"cam_from_ego": cam_from_ego},
-                                                                                     tasks))
+    pose = {"cam_from_ego": cam_from_ego}
+    hinged_at_0 = relation.fn(plain, pose, tasks, receiver="segmentation", segmentation_tolerance_deg=0.0)
+    assert float(hinged_at_0) == float(relation.fn(plain, pose, tasks))
     with pytest.raises(ValueError, match=r"segmentation_tolerance_deg.*\[0, 90\), got 95"):
         evaluate_for_receiver(relation, "segmentation", plain["segmentation"], plain, {"cam_from_ego": cam_from_ego},
                               tasks, {"segmentation_tolerance_deg": 95.0})
@@ -194,7 +194,8 @@ def test_segmentation_motion_tolerance_hinges_only_what_segmentation_receives() 
     road = torch.tensor([10.0, -10.0]).view(1, 2, 1, 1)
 
     def loss(receiver: str, metres: float) -> float:
-        outs = {"segmentation": {"logits": road}, "motion": {"object_translation": torch.tensor([0.0, 0, metres]).view(1, 3, 1, 1)}}
+        moving = torch.tensor([0.0, 0, metres]).view(1, 3, 1, 1)
+        outs = {"segmentation": {"logits": road}, "motion": {"object_translation": moving}}
         return float(evaluate_for_receiver(relation, receiver, outs[receiver], outs, {}, {"segmentation": seg}, option))
 
     p_static = 1 / (1 + float(torch.exp(torch.tensor(-20.0))))
