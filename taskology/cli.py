@@ -295,8 +295,10 @@ def demo(**kwargs: Any) -> None:
               help="Override a preset value (repeatable; with --config): results go to OUT/<preset name>-<overrides>.*")
 @click.option("--factor", "factors", multiple=True, metavar="NAME",
               help="Vary only this factor of a factorial benchmark (receivers; repeatable; default all).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Training steps per task for a benchmark with fixed sizes (staleness: a longer run, fewer arms).")
 def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...],
-          factors: tuple[str, ...]) -> None:
+          factors: tuple[str, ...], steps: int | None) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
 
     \b
@@ -306,6 +308,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
       taskology bench consistency --config configs/consistency-cpu.yaml
       taskology bench label-weights --config configs/consistency-cpu.yaml --set 'train.seeds=[1]'
       taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'
+      taskology bench staleness --steps 1600
     """
     from taskology.bench import BENCHMARKS, run_benchmark
 
@@ -313,7 +316,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
         for bench_name in sorted(BENCHMARKS):
             click.echo(bench_name)
         return
-    run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides, factors=factors)
+    run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides, factors=factors, steps=steps)
 
 
 @cli.command()

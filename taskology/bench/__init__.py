@@ -79,7 +79,7 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 
 def provenance(name: str, quick: bool, config: Path | None = None, overrides: Sequence[str] = (),
-               factors: Sequence[str] = ()) -> dict[str, Any]:
+               factors: Sequence[str] = (), steps: int | None = None) -> dict[str, Any]:
     """Command, date, cores, commit and library versions of this run."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -98,7 +98,8 @@ def provenance(name: str, quick: bool, config: Path | None = None, overrides: Se
         "command": f"taskology bench {name}" + (" --quick" if quick else "")
         + (f" --config {config}" if config is not None else "")
         + "".join(f" --set {shlex.quote(o)}" for o in overrides)
-        + "".join(f" --factor {shlex.quote(f)}" for f in factors),
+        + "".join(f" --factor {shlex.quote(f)}" for f in factors)
+        + (f" --steps {steps}" if steps is not None else ""),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
@@ -114,9 +115,9 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence[str] = (),
-                factors: Sequence[str] = ()) -> str:
-    """File stem of a result: the benchmark, the preset it ran when not the default, its overrides and
-    ``--factor`` choices (so such a run never replaces the preset's own result), ``-quick``.
+                factors: Sequence[str] = (), steps: int | None = None) -> str:
+    """File stem of a result: the benchmark, the preset it ran when not the default, its overrides,
+    ``--factor`` and ``--steps`` choices (so such a run never replaces the default result), ``-quick``.
 
     Example:
         >>> result_stem("consistency", False, Path("configs/consistency-cpu.yaml"))
@@ -127,6 +128,8 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
         'label-weights-consistency-cpu-train-seeds-1'
         >>> result_stem("receivers", False, Path("configs/consistency-cpu.yaml"), (), ["segmentation <- logic"])
         'receivers-consistency-cpu-factor-segmentation-logic'
+        >>> result_stem("staleness", False, None, steps=1600)
+        'staleness-steps-1600'
     """
     stem = name
     if config is not None:
@@ -135,16 +138,19 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
         stem += "-" + "-".join(re.findall(r"[A-Za-z0-9_]+", override))
     for factor in factors:
         stem += "-factor-" + "-".join(re.findall(r"[A-Za-z0-9_]+", factor))
+    if steps is not None:
+        stem += f"-steps-{steps}"
     return stem + ("-quick" if quick else "")
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results"),
                   config: Path | None = None, overrides: Sequence[str] = (),
-                  factors: Sequence[str] = ()) -> dict[str, Any]:
+                  factors: Sequence[str] = (), steps: int | None = None) -> dict[str, Any]:
     """Run benchmark ``name`` and write ``out_dir/<stem>.json`` and ``.md`` (see :func:`result_stem`);
     return the JSON. ``config``: a preset for benchmarks that train from one (others refuse it);
     ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs); ``factors``:
-    the factors a factorial benchmark varies (``receivers``; default all, checked before anything runs)."""
+    the factors a factorial benchmark varies (``receivers``; default all, checked before anything runs);
+    ``steps``: training steps per task for benchmarks with fixed sizes that take it (``staleness``)."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
     module_name, issue = BENCHMARKS[name]
@@ -176,8 +182,10 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
                 raise ConfigError(f"--factor {factor!r}: not a factor of {name!r}; "
                                   f"available: {', '.join(map(repr, known))}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if steps is not None and "steps" not in inspect.signature(module.run).parameters:
+        raise ConfigError(f"benchmark {name!r} takes no --steps")
     # before the run: the commit whose code runs, not the one after it
-    prov = provenance(name, quick, config, overrides, factors)
+    prov = provenance(name, quick, config, overrides, factors, steps)
     kwargs: dict[str, Any] = {"quick": quick}
     if config is not None:
         kwargs["config"] = Path(config)
@@ -185,12 +193,14 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         kwargs["overrides"] = tuple(overrides)
     if factors:
         kwargs["factors"] = tuple(factors)
+    if steps is not None:
+        kwargs["steps"] = int(steps)
     if "out_dir" in inspect.signature(module.run).parameters:  # benchmarks that also write pictures
         kwargs["out_dir"] = out_dir
     result: BenchResult = module.run(**kwargs)
     record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
               "notes": result.notes}
-    stem = result_stem(name, quick, config, overrides, factors)
+    stem = result_stem(name, quick, config, overrides, factors, steps)
     _write_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
     lines = [f"# Benchmark `{name}`", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",

@@ -55,3 +55,17 @@ def test_bench_factor_is_checked_before_a_run_and_named_in_the_command_and_stem(
         "taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'")
     factor_stem = result_stem("receivers", False, preset, (), ["segmentation <- logic"])
     assert factor_stem != result_stem("receivers", False, preset)
+
+
+def test_bench_steps_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
+    from taskology.bench import provenance, result_stem
+
+    for args, message in ((["staleness", "--steps", "100"], "--steps 100: a staleness run with its own length needs >= 800"),
+                          (["staleness", "--steps", "1600", "--quick"], "--steps with --quick"),
+                          (["geometry", "--steps", "1600"], "benchmark 'geometry' takes no --steps")):
+        done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--out", str(tmp_path)],
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done
+    assert not [p for p in tmp_path.iterdir() if p.is_file()]
+    assert provenance("staleness", False, None, steps=1600)["command"] == "taskology bench staleness --steps 1600"
+    assert result_stem("staleness", False, None, steps=1600) == "staleness-steps-1600"
