@@ -33,7 +33,7 @@ def far_mask(depth: torch.Tensor, tasks: Mapping[str, Task]) -> torch.Tensor:
 
 
 def depth_normals_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
-                       tasks: Mapping[str, Task], *, receiver: str | None = None) -> torch.Tensor:
+                       tasks: Mapping[str, Task]) -> torch.Tensor:
     """Mean ``1 - cos`` between depth-derived and predicted normals on valid pixels -> scalar."""
     depth = outputs["depth"]["depth"]                       # (B, 1, H, W) metres
     normals = outputs["normals"]["normals"]                 # (B, 3, H, W) unit

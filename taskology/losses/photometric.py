@@ -72,7 +72,7 @@ def photometric_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: 
 
 
 def photometric_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
-                     tasks: Mapping[str, Task], *, receiver: str | None = None) -> torch.Tensor:
+                     tasks: Mapping[str, Task]) -> torch.Tensor:
     """Masked SSIM/L1 reconstruction error + edge-aware smoothness -> scalar."""
     terms = photometric_terms(outputs, batch)
     return terms["reconstruction"] + SMOOTHNESS_WEIGHT * terms["smoothness"]

@@ -7,14 +7,17 @@ on a mediator batch (``{"depth": {"depth": (B,1,H,W)}, "normals": {"normals": (B
 segmentation task's class ids). The engine calls it once per receiving task with only that task's
 outputs carrying gradient (:func:`evaluate_for_receiver`).
 
-The engine also passes, as keywords, ``receiver`` (the task being taught; ``None`` when the caller
-wants the relation as one symmetric loss) and the relation's ``options`` from the config
-(``relations.<name>.options``), each named in :attr:`Relation.options` with its default in the
-function's signature. A relation may treat one receiver differently, e.g. the logic relations teach
-segmentation only where a peer's disagreement exceeds a tolerance (``segmentation_tolerance_deg``).
+A function that has a ``receiver`` keyword is also told which task is being taught (``None`` when the
+caller wants the relation as one symmetric loss), and the relation's ``options`` from the config
+(``relations.<name>.options``) come as keywords, each named in :attr:`Relation.options` with its default
+in the function's signature. So a relation may treat one receiver differently, e.g. the logic relations
+teach segmentation only where a peer's disagreement exceeds a tolerance (``segmentation_tolerance_deg``),
+while a plain ``fn(outputs, batch, tasks)`` keeps working unchanged.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -22,7 +25,7 @@ import torch
 
 from taskology.tasks.base import Task
 
-RelationFn = Callable[..., torch.Tensor]  # fn(outputs, batch, tasks, *, receiver=None, **options) -> scalar
+RelationFn = Callable[..., torch.Tensor]  # fn(outputs, batch, tasks[, *, receiver=None, **options]) -> scalar
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class Relation:
     tasks: tuple[str, ...]
     needs_pair: bool = False
     options: tuple[tuple[str, float, float], ...] = ()
+
+    @functools.cached_property
+    def takes_receiver(self) -> bool:
+        """Whether ``fn`` has a ``receiver`` keyword (then the engine says which task it teaches)."""
+        return "receiver" in inspect.signature(self.fn).parameters
 
     def option_names(self) -> tuple[str, ...]:
         return tuple(name for name, _, _ in self.options)
@@ -74,4 +82,5 @@ def evaluate_for_receiver(relation: Relation, receiver: str, own: Mapping[str, t
         problem = relation.check_option(name, float(value))
         if problem:
             raise ValueError(f"relation {relation.name!r} option {name!r}: {problem}")
-    return relation.fn(outputs, batch, tasks, receiver=receiver, **dict(options or {}))
+    extra = {"receiver": receiver} if relation.takes_receiver else {}
+    return relation.fn(outputs, batch, tasks, **extra, **dict(options or {}))

@@ -60,7 +60,8 @@ def test_bench_factor_is_checked_before_a_run_and_named_in_the_command_and_stem(
 def test_bench_steps_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
     from taskology.bench import provenance, result_stem
 
-    for args, message in ((["staleness", "--steps", "100"], "--steps 100: a staleness run with its own length needs >= 800"),
+    too_short = "--steps 100: a staleness run with its own length needs >= 800"
+    for args, message in ((["staleness", "--steps", "100"], too_short),
                           (["staleness", "--steps", "1600", "--quick"], "--steps with --quick"),
                           (["geometry", "--steps", "1600"], "benchmark 'geometry' takes no --steps")):
         done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--out", str(tmp_path)],

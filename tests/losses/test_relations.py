@@ -237,3 +237,18 @@ def test_depth_normals_and_segmentation_motion_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(
         lambda lg, m: fn2({"segmentation": {"logits": lg}, "motion": {"object_translation": m}}, {},
                           {"segmentation": seg}), (logits, motion))
+
+
+def test_a_plain_three_argument_relation_still_works_and_an_option_it_does_not_declare_is_refused() -> None:
+    from taskology.losses.relation import Relation
+
+    def agree(outputs, batch, tasks):
+        return (outputs["a"]["x"] - outputs["b"]["x"]).abs().mean()
+
+    relation = Relation("agree", agree, ("a", "b"))
+    own = {"x": torch.tensor([1.0, 2.0], requires_grad=True)}
+    loss = evaluate_for_receiver(relation, "a", own, {"b": {"x": torch.tensor([1.0, 4.0])}}, {}, {})
+    assert float(loss.detach()) == 1.0 and not relation.takes_receiver
+    assert RELATIONS["segmentation_geometry"].takes_receiver
+    with pytest.raises(ValueError, match="option 'scale': unknown option; this relation takes none"):
+        evaluate_for_receiver(relation, "a", own, {"b": {"x": torch.tensor([1.0, 4.0])}}, {}, {}, {"scale": 2.0})
