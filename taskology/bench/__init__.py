@@ -181,9 +181,9 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
             if factor not in known:
                 raise ConfigError(f"--factor {factor!r}: not a factor of {name!r}; "
                                   f"available: {', '.join(map(repr, known))}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     if steps is not None and "steps" not in inspect.signature(module.run).parameters:
         raise ConfigError(f"benchmark {name!r} takes no --steps")
+    out_dir.mkdir(parents=True, exist_ok=True)
     # before the run: the commit whose code runs, not the one after it
     prov = provenance(name, quick, config, overrides, factors, steps)
     kwargs: dict[str, Any] = {"quick": quick}

@@ -62,8 +62,8 @@ import numpy as np
 import torch
 
 from taskology.bench import BenchResult, target
-from taskology.errors import ConfigError
 from taskology.engine.protocol import PeerOutputs
+from taskology.errors import ConfigError
 
 #: headline metric per task (lower is better for both).
 HEADLINE = {"depth": "abs_rel", "normals": "mean_angle_deg"}
@@ -359,8 +359,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                   "worsening vs fresh; being better than fresh is not a loss). " if weighted else
                   f"A longer run (--steps {steps}): the fixed age of {LONG_INTERVAL} steps the default "
                   f"{DEFAULT_STEPS}-step run measured, and 25 % of this run; no mitigation arms. ")
-               + 
-               f"{sequences} sequences x {frames} frames ({test_sequences} test), {LABEL_FRACTION:.0%} labels, "
+               + f"{sequences} sequences x {frames} frames ({test_sequences} test), {LABEL_FRACTION:.0%} labels, "
                "cosine learning-rate decay. Relations start after "
                f"{steps // 4} supervised steps and ramp in over {max(steps // 8, 1)} (the collective recipe of "
                "configs/consistency.yaml); the snapshot of a peer is then never its random initialisation. "
