@@ -40,9 +40,8 @@ def up_in_camera(cam_from_ego: torch.Tensor) -> torch.Tensor:
 
 def segmentation_geometry_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
                                 tasks: Mapping[str, Task], tolerance_deg: float = 0.0) -> dict[str, torch.Tensor]:
-    """The three terms; ``tolerance_deg`` > 0 hinges the ground and vertical terms (module docstring)."""
-    if not 0.0 <= tolerance_deg < 90.0:
-        raise ValueError(f"segmentation_tolerance_deg must be in [0, 90), got {tolerance_deg}")
+    """The three terms; ``tolerance_deg`` > 0 hinges the ground and vertical terms (module docstring).
+    Its valid range is declared once, in ``RELATIONS`` (checked by the config and the engine)."""
     logits = outputs["segmentation"]["logits"]
     normals = outputs["normals"]["normals"].to(logits.dtype)
     depth = outputs["depth"]["depth"].to(logits.dtype)

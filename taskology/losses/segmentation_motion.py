@@ -38,9 +38,8 @@ def segmentation_motion_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], 
                              tasks: Mapping[str, Task], *, receiver: str | None = None,
                              segmentation_tolerance_m: float = 0.0) -> torch.Tensor:
     """``mean(p_static * tanh(|object_translation| / 0.1 m))`` -> scalar in [0, 1] (hinged at
-    ``segmentation_tolerance_m`` for the segmentation receiver, module docstring)."""
-    if segmentation_tolerance_m < 0:
-        raise ValueError(f"segmentation_tolerance_m must be >= 0, got {segmentation_tolerance_m}")
+    ``segmentation_tolerance_m`` for the segmentation receiver, module docstring; its valid range is
+    declared once, in ``RELATIONS``)."""
     logits = outputs["segmentation"]["logits"]
     translation = outputs["motion"]["object_translation"].to(logits.dtype)   # (B, 3, H, W)
     magnitude = torch.sqrt((translation ** 2).sum(dim=1, keepdim=True) + 1e-12)
