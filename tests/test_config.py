@@ -359,7 +359,7 @@ def test_relation_receivers_scale_the_weight_per_receiving_task() -> None:
     assert fed["depth"]["depth_normals"] == 2.0 and "depth_normals" not in fed["normals"]
     assert fed["depth"]["segmentation_geometry"] == pytest.approx(0.1)
     assert fed["normals"]["segmentation_geometry"] == 0.5 and fed["segmentation"]["segmentation_geometry"] == 0.5
-    assert ("relations.depth_normals.receivers.motion: not a task of this relation; it relates depth, normals"
+    assert ("relations.depth_normals.receivers.motion: not a task this relation teaches; it teaches depth, normals"
             in _error(overrides=("relations.depth_normals.receivers.motion=0",)))
     assert "relations.depth_normals.receivers.normals" in _error(overrides=("relations.depth_normals.receivers.normals=-1",))
 

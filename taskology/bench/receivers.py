@@ -9,6 +9,8 @@ degrees worse than the normals network's own (docs/consistency.md). This benchma
 - ``normals <- depth_normals``: does ``depth_normals`` feed the normals task?
 - ``segmentation <- logic``: do ``segmentation_motion`` and ``segmentation_geometry`` feed segmentation
   (with the relations' options in the preset, e.g. their tolerances, and relation factor 1)?
+- ``segmentation <- ground``: does ``segmentation_ground`` (positive evidence: a level surface at ground
+  height is road, sidewalk, road line or terrain) feed segmentation (relation factor 1)?
 
 Each factor is switched on and off explicitly, whatever the preset says. The benchmark trains the
 factorial design (every combination of the factors on/off; ``--factor NAME`` varies only the named
@@ -44,6 +46,10 @@ FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                                "tasks.segmentation.relation_weight_by_labels=[]"),
                               ("relations.segmentation_motion.receivers.segmentation=0",
                                "relations.segmentation_geometry.receivers.segmentation=0")),
+    "segmentation <- ground": ("segmentation",
+                               ("relations.segmentation_ground.receivers.segmentation=1",
+                                "tasks.segmentation.relation_weight_by_labels=[]"),
+                               ("relations.segmentation_ground.receivers.segmentation=0",)),
 }
 
 
@@ -52,7 +58,7 @@ def variants(factors: Sequence[str] = tuple(FACTORS)) -> dict[str, tuple[str, ..
 
     Example:
         >>> len(variants()), variants()["all"][0]
-        (4, 'relations.depth_normals.receivers.normals=1')
+        (8, 'relations.depth_normals.receivers.normals=1')
         >>> variants(["normals <- depth_normals"])["no normals <- depth_normals"]
         ('relations.depth_normals.receivers.normals=0',)
     """

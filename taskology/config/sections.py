@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 #: Task and relation names used when the registries cannot be imported or are still empty.
 KNOWN_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion", "detection", "tracking")
 KNOWN_RELATIONS: tuple[str, ...] = ("depth_normals", "photometric", "segmentation_motion",
-                                    "segmentation_geometry", "box_tracking")
+                                    "segmentation_geometry", "segmentation_ground", "box_tracking")
 #: The camera tasks and their relations: the default experiment.
 CAMERA_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion")
 CAMERA_RELATIONS: tuple[str, ...] = ("depth_normals", "photometric", "segmentation_motion", "segmentation_geometry")
@@ -387,9 +387,9 @@ def available_relations() -> tuple[str, ...]:
 
 
 def relation_tasks(name: str) -> tuple[str, ...] | None:
-    """The tasks relation ``name`` relates (None when the registry or the name is unavailable)."""
+    """The tasks relation ``name`` teaches (None when the registry or the name is unavailable)."""
     relation = _registered_relation(name)
-    return tuple(relation.tasks) if relation is not None else None
+    return tuple(relation.teaches) if relation is not None else None
 
 
 def _registered_relation(name: str) -> Any:
@@ -431,7 +431,7 @@ class ExperimentConfig(_Section):
             related = relation_tasks(name)
             for task in entry.receivers:
                 if related is not None and task not in related:
-                    raise _fail(f"not a task of this relation; it relates {', '.join(related)}",
+                    raise _fail(f"not a task this relation teaches; it teaches {', '.join(related)}",
                                 f"{name}.receivers.{task}")
             registered = _registered_relation(name)
             for option, value in entry.options.items():

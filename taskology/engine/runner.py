@@ -115,7 +115,7 @@ def enabled_tasks(config: Any) -> list[str]:
 
 
 def relations_for(task_name: str, config: Any) -> list[tuple[Relation, float]]:
-    """Enabled relations that feed ``task_name`` (it is related, every related task is enabled and its
+    """Enabled relations that feed ``task_name`` (it is taught, every related task is enabled and its
     weight for this receiver, ``weight * receivers.get(task, 1) * train.relation_factor(its label
     fraction, its task section)``, is not 0), with that weight."""
     active = set(enabled_tasks(config))
@@ -129,7 +129,7 @@ def relations_for(task_name: str, config: Any) -> list[tuple[Relation, float]]:
         if name not in RELATIONS:
             raise ConfigError(f"relations.{name}: unknown relation; available: {', '.join(sorted(RELATIONS))}")
         relation = RELATIONS[name]
-        if task_name in relation.tasks and set(relation.tasks) <= active:
+        if task_name in relation.teaches and set(relation.tasks) <= active:
             chosen.append((relation, weight))
     return chosen
 

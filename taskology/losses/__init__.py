@@ -2,7 +2,7 @@
 
 Example:
     >>> sorted(RELATIONS)
-    ['depth_normals', 'photometric', 'segmentation_geometry', 'segmentation_motion']
+    ['depth_normals', 'photometric', 'segmentation_geometry', 'segmentation_ground', 'segmentation_motion']
     >>> RELATIONS["photometric"].tasks
     ('depth', 'motion')
 """
@@ -15,6 +15,7 @@ from taskology.losses.depth_normals import depth_normals_loss
 from taskology.losses.photometric import photometric_loss
 from taskology.losses.relation import Relation, evaluate_for_receiver
 from taskology.losses.segmentation_geometry import segmentation_geometry_loss
+from taskology.losses.segmentation_ground import segmentation_ground_loss
 from taskology.losses.segmentation_motion import segmentation_motion_loss
 
 #: relation name -> Relation (a plain dict; adding a relation is one module + one line here).
@@ -26,6 +27,10 @@ RELATIONS: dict[str, Relation] = {
     "segmentation_geometry": Relation("segmentation_geometry", segmentation_geometry_loss,
                                       ("segmentation", "normals", "depth"),
                                       options=(("segmentation_tolerance_deg", 0.0, 90.0),)),
+    "segmentation_ground": Relation("segmentation_ground", segmentation_ground_loss,
+                                    ("segmentation", "depth", "normals"), receivers=("segmentation",),
+                                    options=(("height_tolerance_m", 0.0, math.inf),
+                                             ("angle_tolerance_deg", 0.0, 90.0))),
 }
 
 

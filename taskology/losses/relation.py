@@ -39,6 +39,9 @@ class Relation:
         needs_pair: whether the batch must carry the next frame (``rgb_next``).
         options: the keyword options the function takes from ``relations.<name>.options``, each as
             ``(name, lowest valid value, first invalid value above)``.
+        receivers: the related tasks it teaches when not all of them (empty: all). A relation whose
+            evidence for one task is a hard test on the others' outputs (no gradient could reach them)
+            names that task alone, e.g. ``segmentation_ground`` teaches only segmentation.
     """
 
     name: str
@@ -46,6 +49,12 @@ class Relation:
     tasks: tuple[str, ...]
     needs_pair: bool = False
     options: tuple[tuple[str, float, float], ...] = ()
+    receivers: tuple[str, ...] = ()
+
+    @property
+    def teaches(self) -> tuple[str, ...]:
+        """The tasks this relation feeds: ``receivers`` when given, else every related task."""
+        return self.receivers or self.tasks
 
     @functools.cached_property
     def takes_receiver(self) -> bool:
@@ -75,6 +84,8 @@ def evaluate_for_receiver(relation: Relation, receiver: str, own: Mapping[str, t
     ``options``: the relation's keyword options (``relations.<name>.options``; unset ones keep defaults)."""
     outputs: dict[str, Mapping[str, torch.Tensor]] = {name: detach_outputs(out) for name, out in peers.items()}
     outputs[receiver] = own
+    if receiver not in relation.teaches:
+        raise ValueError(f"relation {relation.name!r} teaches {', '.join(relation.teaches)}, not {receiver!r}")
     missing = [t for t in relation.tasks if t not in outputs]
     if missing:
         raise KeyError(f"relation {relation.name!r} needs outputs of {missing}")

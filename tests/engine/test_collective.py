@@ -161,3 +161,19 @@ def test_relation_options_from_the_config_reach_the_relation_for_each_receiver(s
                         for t in ("normals", "segmentation")}  # normals first: both see the same peers
     assert logged["tolerant"]["normals"] == logged["plain"]["normals"]
     assert logged["tolerant"]["segmentation"] < 0.5 * logged["plain"]["segmentation"]
+
+
+def test_a_relation_that_teaches_one_task_feeds_only_that_task(sim_root: Path, tmp_path: Path) -> None:
+    # segmentation_ground relates segmentation, depth and normals but teaches segmentation alone:
+    # only the segmentation runner evaluates it; a receiver it does not teach is a config error.
+    now = ("train.consistency_start_step=0", "train.consistency_ramp_steps=0")
+    with_ground = load_config(None, overrides(sim_root, 1, *now, "relations.segmentation_ground.weight=5"))
+    assert "segmentation_ground" in with_ground.relations
+    runners, _ = build_runners(with_ground, tmp_path / "g", seed=0, device="cpu", collective=True)
+    logged = {t: runners[t].train_step() for t in ("depth", "normals", "segmentation")}
+    assert "consistency/segmentation_ground" in logged["segmentation"]
+    assert float(logged["segmentation"]["consistency/segmentation_ground"]) >= 0.0
+    assert not any("segmentation_ground" in k for t in ("depth", "normals") for k in logged[t])
+    assert "relations.segmentation_ground.receivers.depth: not a task this relation teaches; it teaches segmentation" \
+        in str(pytest.raises(Exception, load_config, None,
+                             ["relations.segmentation_ground.receivers.depth=1"]).value)

@@ -65,7 +65,8 @@ def perturbed(outputs):
 # sidewalk kerbs are vertical faces labelled sidewalk, and warping aliased textures with bilinear
 # sampling leaves a photometric floor. Bounds are absolute where the relation is exactly zero in
 # principle, relative (GT much lower than perturbed) where the rendering leaves a floor.
-BOUNDS = {"depth_normals": 0.05, "segmentation_motion": 1e-3, "segmentation_geometry": 0.05, "photometric": None}
+BOUNDS = {"depth_normals": 0.05, "segmentation_motion": 1e-3, "segmentation_geometry": 0.05, "segmentation_ground": 1e-3,
+          "photometric": None}
 
 
 @pytest.mark.parametrize("name", sorted(RELATIONS))
@@ -209,7 +210,7 @@ def test_gradient_reaches_only_the_receiver(gt, name: str) -> None:
     outputs, batch, tasks = gt
     relation = RELATIONS[name]
     small = {k: (v[:2] if torch.is_tensor(v) else v[:2]) for k, v in batch.items()}
-    for receiver in relation.tasks:
+    for receiver in relation.teaches:
         leaves = {t: {k: v[:2].clone().requires_grad_(True) for k, v in perturbed(outputs)[t].items()}
                   for t in relation.tasks}
         own = leaves[receiver]
@@ -219,6 +220,9 @@ def test_gradient_reaches_only_the_receiver(gt, name: str) -> None:
         assert any(v.grad is not None and float(v.grad.abs().sum()) > 0 for v in own.values()), (name, receiver)
         for t, outs in peers.items():
             assert all(v.grad is None for v in outs.values()), (name, receiver, t)
+    for other in set(relation.tasks) - set(relation.teaches):   # a task it does not teach is refused
+        with pytest.raises(ValueError, match="teaches"):
+            evaluate_for_receiver(relation, other, outputs[other], outputs, small, tasks)
 
 
 def test_depth_normals_and_segmentation_motion_gradcheck_float64() -> None:
@@ -252,3 +256,24 @@ def test_a_plain_three_argument_relation_still_works_and_an_option_it_does_not_d
     assert RELATIONS["segmentation_geometry"].takes_receiver
     with pytest.raises(ValueError, match="option 'scale': unknown option; this relation takes none"):
         evaluate_for_receiver(relation, "a", own, {"b": {"x": torch.tensor([1.0, 4.0])}}, {}, {}, {"scale": 2.0})
+
+
+def test_ground_evidence_on_ground_truth_is_precise_and_covers_most_of_the_ground(gt) -> None:
+    """The evidence mask from true depth and normals: every pixel it marks is labelled one of the level
+    ground classes, and it marks most of the road (an independent check of the height formula: a wrong
+    sign or a missing camera height would select nothing or everything below the horizon)."""
+    from taskology.losses.segmentation_ground import LEVEL_GROUND_CLASS_IDS, ground_evidence_mask
+    outputs, batch, tasks = gt
+    mask = ground_evidence_mask(outputs["depth"]["depth"], outputs["normals"]["normals"], batch["K"],
+                                batch["cam_from_ego"], tasks["depth"])[:, 0]
+    semantic = batch["semantic"].reshape(mask.shape)
+    level = torch.isin(semantic, torch.tensor(sorted(LEVEL_GROUND_CLASS_IDS)))
+    road = semantic == 1
+    assert int(mask.sum()) > 100
+    assert float((mask & level).sum() / mask.sum()) == 1.0
+    assert float((mask & road).sum() / road.sum()) > 0.8
+    tight = ground_evidence_mask(outputs["depth"]["depth"], outputs["normals"]["normals"], batch["K"],
+                                 batch["cam_from_ego"], tasks["depth"], height_tolerance_m=0.05)[:, 0]
+    sidewalk = semantic == 2   # 0.15 m kerb: excluded by a 5 cm tolerance, road kept
+    assert float((tight & sidewalk).sum()) < 0.05 * float((mask & sidewalk).sum())
+    assert float((tight & road).sum() / road.sum()) > 0.8
