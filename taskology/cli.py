@@ -296,7 +296,7 @@ def demo(**kwargs: Any) -> None:
 @click.option("--factor", "factors", multiple=True, metavar="NAME",
               help="Vary only this factor of a factorial benchmark (receivers; repeatable; default all).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Training steps per task for a benchmark with fixed sizes (staleness: a longer run, fewer arms).")
+              help="Training steps per task for a benchmark with fixed sizes (staleness: a longer run, the same arms).")
 def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...],
           factors: tuple[str, ...], steps: int | None) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
