@@ -8,7 +8,10 @@ on the frames of ``--split`` (default ``val``; never use it on test to make choi
 - on pixels the segmentation network calls ground, the error of the ground up-vector (what
   ``segmentation_geometry`` pulls normals towards) with the normals network's own there;
 - on pixels it calls vertical structures, the normals network's error before and after removing the
-  normal's vertical component (what the vertical term asks for).
+  normal's vertical component (what the vertical term asks for);
+- the evidence ``segmentation_ground`` gives segmentation (level surface at ground height, from the depth
+  and normals networks): its share of pixels, its precision against the labels (which classes the false
+  evidence falls on), and how often the segmentation network already calls those pixels ground.
 
 A relation can only help a receiver where its target is better than the receiver's own prediction.
 
@@ -34,6 +37,7 @@ from taskology.data.datasets import FrameDataset
 from taskology.geometry.camera import normals_from_depth_torch
 from taskology.losses.depth_normals import far_mask
 from taskology.losses.segmentation_geometry import up_in_camera
+from taskology.losses.segmentation_ground import LEVEL_GROUND_CLASS_IDS, ground_evidence_mask
 from taskology.tasks import build_task
 
 
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--config", type=Path, required=True, help="the preset the run was trained from")
-    parser.add_argument("--split", default="val", choices=("val", "test", "mediator"))
+    parser.add_argument("--split", default="val", choices=("val", "test"))  # mediator frames carry no labels
     args = parser.parse_args(argv)
     try:
         config = _config(False, [], args.config)
@@ -100,7 +104,35 @@ def main(argv: list[str] | None = None) -> int:
     level = level / level.norm(dim=1, keepdim=True).clamp_min(1e-6)
     print(f"predicted vertical structures ({float(vertical.sum() / valid.sum()):.2f}): normals network "
           f"{angle_deg(own, gt, vertical):.1f} deg, made horizontal {angle_deg(level, gt, vertical):.1f} deg")
+    report_ground_evidence(batch, depth, own, logits, tasks)
     return 0
+
+
+def report_ground_evidence(batch, depth: torch.Tensor, normals: torch.Tensor, logits: torch.Tensor,
+                           tasks) -> None:
+    """Precision of ``segmentation_ground``'s evidence from the networks (and, for reference, from the
+    simulator's depth and normals) against the semantic labels."""
+    semantic = batch["semantic"].unsqueeze(1)
+    level = torch.isin(semantic, torch.tensor(sorted(LEVEL_GROUND_CLASS_IDS)))
+    seg = tasks["segmentation"]
+    called_ground = seg.class_probability(logits, LEVEL_GROUND_CLASS_IDS) > 0.5
+    true_depth = torch.where(batch["depth"] > 0, batch["depth"], torch.full_like(batch["depth"],
+                                                                                  tasks["depth"].max_depth))
+    for source, d, n in (("networks", depth, normals), ("simulator", true_depth, batch["normals"])):
+        mask = ground_evidence_mask(d, n, batch["K"], batch["cam_from_ego"], tasks["depth"])
+        count = int(mask.sum())
+        if count == 0:
+            print(f"ground evidence from the {source}: no pixel")
+            continue
+        wrong = mask & ~level
+        print(f"ground evidence from the {source}: {count / mask.numel():.3f} of pixels, precision "
+              f"{float((mask & level).sum()) / count:.3f}, recall of level ground "
+              f"{float((mask & level).sum() / level.sum().clamp_min(1)):.3f}; segmentation already calls "
+              f"{float((mask & called_ground).sum()) / count:.3f} of them ground")
+        by_class = {int(c): int((wrong & (semantic == c)).sum()) for c in torch.unique(semantic[wrong]).tolist()}
+        for class_id, n_wrong in sorted(by_class.items(), key=lambda kv: -kv[1])[:5]:
+            print(f"  false evidence on {SEMANTIC_CLASSES.get(class_id, class_id):>14}: {n_wrong / count:.3f} "
+                  f"of the evidence, {n_wrong / max(int((semantic == class_id).sum()), 1):.3f} of that class")
 
 
 if __name__ == "__main__":
