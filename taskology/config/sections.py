@@ -386,7 +386,7 @@ def available_relations() -> tuple[str, ...]:
     return _registry_names("taskology.losses", "RELATIONS", KNOWN_RELATIONS)
 
 
-def relation_tasks(name: str) -> tuple[str, ...] | None:
+def relation_receivers(name: str) -> tuple[str, ...] | None:
     """The tasks relation ``name`` teaches (None when the registry or the name is unavailable)."""
     relation = _registered_relation(name)
     return tuple(relation.teaches) if relation is not None else None
@@ -428,10 +428,10 @@ class ExperimentConfig(_Section):
         for name, entry in relations.items():
             if name not in names:
                 raise _fail(f"unknown relation; available: {', '.join(names)}", name)
-            related = relation_tasks(name)
+            teaches = relation_receivers(name)
             for task in entry.receivers:
-                if related is not None and task not in related:
-                    raise _fail(f"not a task this relation teaches; it teaches {', '.join(related)}",
+                if teaches is not None and task not in teaches:
+                    raise _fail(f"not a task this relation teaches; it teaches {', '.join(teaches)}",
                                 f"{name}.receivers.{task}")
             registered = _registered_relation(name)
             for option, value in entry.options.items():
