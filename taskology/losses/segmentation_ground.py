@@ -46,7 +46,7 @@ import torch
 
 from taskology.data.schema import GROUND_CLASS_IDS
 from taskology.geometry.camera import points_from_depth_torch
-from taskology.losses.depth_normals import FAR_FRACTION
+from taskology.losses.depth_normals import far_mask
 from taskology.losses.segmentation_geometry import up_in_camera
 from taskology.tasks.base import Task
 
@@ -71,7 +71,7 @@ def ground_evidence_mask(depth: torch.Tensor, normals: torch.Tensor, K: torch.Te
     level = (normals.detach().to(depth.dtype) * up).sum(dim=1, keepdim=True) > math.cos(
         math.radians(angle_tolerance_deg))
     low = height_above_ground(depth, K.to(depth.dtype), cam_from_ego).abs() < height_tolerance_m
-    near = (depth > 0) & (depth < FAR_FRACTION * float(depth_task.max_depth))
+    near = (depth > 0) & ~far_mask(depth, {"depth": depth_task})
     return level & low & near
 
 
@@ -85,8 +85,8 @@ def segmentation_ground_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], 
                                 batch["K"], batch["cam_from_ego"], tasks["depth"],
                                 float(height_tolerance_m), float(angle_tolerance_deg)).to(logits.dtype)
     index = tasks["segmentation"].class_index(sorted(LEVEL_GROUND_CLASS_IDS))
-    log_all = torch.logsumexp(logits, dim=1, keepdim=True)
     if not index:      # none of the classes is trained: no evidence can be given
         return logits.sum() * 0.0
+    log_all = torch.logsumexp(logits, dim=1, keepdim=True)
     log_group = torch.logsumexp(logits[:, index], dim=1, keepdim=True)
     return ((log_all - log_group) * mask).sum() / mask.sum().clamp_min(1.0)
