@@ -11,6 +11,9 @@ degrees worse than the normals network's own (docs/consistency.md). This benchma
   (with the relations' options in the preset, e.g. their tolerances, and relation factor 1)?
 - ``segmentation <- ground``: does ``segmentation_ground`` (positive evidence: a level surface at ground
   height is road, sidewalk, road line or terrain) feed segmentation (relation factor 1)?
+- ``segmentation <- temporal``: does ``segmentation_temporal`` (its own confident frame-t+1 classes,
+  carried back to frame t by the peers' depth and motion where the warped colour agrees) feed
+  segmentation (relation factor 1)?
 
 Each factor is switched on and off explicitly, whatever the preset says. The benchmark trains the
 factorial design (every combination of the factors on/off; ``--factor NAME`` varies only the named
@@ -50,6 +53,10 @@ FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                                ("relations.segmentation_ground.receivers.segmentation=1",
                                 "tasks.segmentation.relation_weight_by_labels=[]"),
                                ("relations.segmentation_ground.receivers.segmentation=0",)),
+    "segmentation <- temporal": ("segmentation",
+                                 ("relations.segmentation_temporal.receivers.segmentation=1",
+                                  "tasks.segmentation.relation_weight_by_labels=[]"),
+                                 ("relations.segmentation_temporal.receivers.segmentation=0",)),
 }
 
 
@@ -58,7 +65,7 @@ def variants(factors: Sequence[str] = tuple(FACTORS)) -> dict[str, tuple[str, ..
 
     Example:
         >>> len(variants()), variants()["all"][0]
-        (8, 'relations.depth_normals.receivers.normals=1')
+        (16, 'relations.depth_normals.receivers.normals=1')
         >>> variants(["normals <- depth_normals"])["no normals <- depth_normals"]
         ('relations.depth_normals.receivers.normals=0',)
     """

@@ -23,7 +23,8 @@ from pydantic_core import PydanticCustomError
 #: Task and relation names used when the registries cannot be imported or are still empty.
 KNOWN_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion", "detection", "tracking")
 KNOWN_RELATIONS: tuple[str, ...] = ("depth_normals", "photometric", "segmentation_motion",
-                                    "segmentation_geometry", "segmentation_ground", "box_tracking")
+                                    "segmentation_geometry", "segmentation_ground", "segmentation_temporal",
+                                    "box_tracking")
 #: The camera tasks and their relations: the default experiment.
 CAMERA_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion")
 CAMERA_RELATIONS: tuple[str, ...] = ("depth_normals", "photometric", "segmentation_motion", "segmentation_geometry")

@@ -275,6 +275,19 @@ class TaskRunner:
     def _forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         return self.task.forward(self.model, batch)
 
+    def _with_next_frame_targets(self, own: dict[str, torch.Tensor], mediator: Mapping[str, Any]
+                                 ) -> dict[str, torch.Tensor]:
+        """``own`` plus this task's outputs on frame t+1 as ``<output>_next`` (no gradient: targets), when a
+        relation it receives asks for them (``Relation.next_frame_targets``); else ``own`` itself."""
+        if not any(relation.next_frame_targets for relation, _ in self.relations):
+            return own
+        if "rgb_next" not in mediator:
+            raise ConfigError(f"tasks.{self.task_name}: a relation it receives needs frame t+1 (rgb_next), "
+                              f"which the mediator batch does not carry")
+        with torch.no_grad():
+            following = self._forward({**mediator, "rgb": mediator["rgb_next"]})
+        return {**own, **{f"{key}_next": value for key, value in following.items()}}
+
     def train_step(self) -> dict[str, float]:
         """One optimizer step; returns the logged scalars (``loss/*``, ``consistency/*``, ``staleness/*``)."""
         start = time.perf_counter()
@@ -291,6 +304,7 @@ class TaskRunner:
             assert self.mediator_stream is not None
             mediator = to_device(self._mediator_batch(), self.device)
             own = self._forward(mediator)
+            own_with_next = self._with_next_frame_targets(own, mediator)
             peer_cache: dict[str, Any] = {}
             halflife = float(self.config.exchange.staleness_halflife_steps)
             for relation, weight in self.relations:
@@ -309,7 +323,9 @@ class TaskRunner:
                     peers[peer] = {k: v.to(self.device) for k, v in peer_cache[peer].outputs.items()}
                     ages.extend(float(s) for s in peer_cache[peer].staleness_steps)
                 else:
-                    value = evaluate_for_receiver(relation, self.task_name, own, peers, mediator, self.tasks,
+                    value = evaluate_for_receiver(relation, self.task_name,
+                                                  own_with_next if relation.next_frame_targets else own,
+                                                  peers, mediator, self.tasks,
                                                   self.config.relations[relation.name].options)
                     age_factor = staleness_weight(ages, halflife)
                     total = total + scale * weight * age_factor * value

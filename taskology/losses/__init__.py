@@ -1,8 +1,10 @@
 """Consistency relations: one module per relation; the registry ``RELATIONS`` maps a name to it.
 
 Example:
-    >>> sorted(RELATIONS)
-    ['depth_normals', 'photometric', 'segmentation_geometry', 'segmentation_ground', 'segmentation_motion']
+    >>> sorted(RELATIONS)[:3]
+    ['depth_normals', 'photometric', 'segmentation_geometry']
+    >>> RELATIONS["segmentation_temporal"].teaches
+    ('segmentation',)
     >>> RELATIONS["photometric"].tasks
     ('depth', 'motion')
 """
@@ -17,6 +19,7 @@ from taskology.losses.relation import Relation, evaluate_for_receiver
 from taskology.losses.segmentation_geometry import segmentation_geometry_loss
 from taskology.losses.segmentation_ground import segmentation_ground_loss
 from taskology.losses.segmentation_motion import segmentation_motion_loss
+from taskology.losses.segmentation_temporal import segmentation_temporal_loss
 
 #: relation name -> Relation (a plain dict; adding a relation is one module + one line here).
 RELATIONS: dict[str, Relation] = {
@@ -31,6 +34,11 @@ RELATIONS: dict[str, Relation] = {
                                     ("segmentation", "depth", "normals"), receivers=("segmentation",),
                                     options=(("height_tolerance_m", 0.0, math.inf),
                                              ("angle_tolerance_deg", 0.0, 90.0))),
+    "segmentation_temporal": Relation("segmentation_temporal", segmentation_temporal_loss,
+                                      ("segmentation", "depth", "motion"), needs_pair=True,
+                                      receivers=("segmentation",), next_frame_targets=True,
+                                      options=(("confidence", 0.0, 1.0),
+                                               ("photometric_tolerance", 0.0, math.inf))),
 }
 
 

@@ -42,6 +42,9 @@ class Relation:
         receivers: the related tasks it teaches when not all of them (empty: all). A relation whose
             evidence for one task is a hard test on the others' outputs (no gradient could reach them)
             names that task alone, e.g. ``segmentation_ground`` teaches only segmentation.
+        next_frame_targets: the receiver's own outputs on frame t+1 (``rgb_next`` as its ``rgb``) are
+            passed too, each as ``<output>_next`` (e.g. ``logits_next``), computed without gradient:
+            they are targets, like a peer's. For a receiver that takes a single frame.
     """
 
     name: str
@@ -50,6 +53,7 @@ class Relation:
     needs_pair: bool = False
     options: tuple[tuple[str, float, float], ...] = ()
     receivers: tuple[str, ...] = ()
+    next_frame_targets: bool = False
 
     @property
     def teaches(self) -> tuple[str, ...]:

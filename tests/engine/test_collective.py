@@ -177,3 +177,26 @@ def test_a_relation_that_teaches_one_task_feeds_only_that_task(sim_root: Path, t
     assert "relations.segmentation_ground.receivers.depth: not a task this relation teaches; it teaches segmentation" \
         in str(pytest.raises(Exception, load_config, None,
                              ["relations.segmentation_ground.receivers.depth=1"]).value)
+
+
+def test_a_relation_with_next_frame_targets_gets_the_receivers_own_frame_t1_outputs(sim_root: Path, tmp_path: Path) -> None:
+    # segmentation_temporal needs segmentation's outputs on frame t+1: the runner computes them with its
+    # own model on rgb_next, without gradient, and passes them as logits_next; runners that receive no
+    # such relation skip that forward.
+    now = ("train.consistency_start_step=0", "train.consistency_ramp_steps=0")
+    cfg = load_config(None, overrides(sim_root, 1, *now, "relations.segmentation_temporal.weight=5"))
+    runners, _ = build_runners(cfg, tmp_path / "t", seed=0, device="cpu", collective=True)
+    seg = runners["segmentation"]
+    mediator = seg._mediator_batch()
+    own = seg._forward(mediator)
+    with_next = seg._with_next_frame_targets(own, mediator)
+    assert set(with_next) == {"logits", "logits_next"} and with_next["logits"] is own["logits"]
+    assert not with_next["logits_next"].requires_grad
+    expected = seg._forward({**mediator, "rgb": mediator["rgb_next"]})["logits"]
+    assert torch.allclose(with_next["logits_next"], expected, atol=1e-6)
+    assert not torch.allclose(with_next["logits_next"], own["logits"], atol=1e-3)   # a different frame
+    depth_own = runners["depth"]._forward(mediator)
+    assert runners["depth"]._with_next_frame_targets(depth_own, mediator) is depth_own
+    logged = {t: runners[t].train_step() for t in ("depth", "motion", "segmentation")}
+    assert float(logged["segmentation"]["consistency/segmentation_temporal"]) >= 0.0
+    assert not any("segmentation_temporal" in k for t in ("depth", "motion") for k in logged[t])

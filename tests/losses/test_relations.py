@@ -35,10 +35,12 @@ def gt(sim_root: Path):
     seg = tasks["segmentation"]
     labels = seg.contiguous_labels(batch["semantic"]).clamp_min(0)
     logits = 30.0 * F.one_hot(labels, seg.num_classes).permute(0, 3, 1, 2).float()
+    labels_next = seg.contiguous_labels(batch["semantic_next"]).clamp_min(0)
+    logits_next = 30.0 * F.one_hot(labels_next, seg.num_classes).permute(0, 3, 1, 2).float()
     # The depth task predicts its far limit where the simulator has no depth (sky).
     depth = torch.where(batch["depth"] > 0, batch["depth"], torch.full_like(batch["depth"], tasks["depth"].max_depth))
     pose = batch["cam_next_from_cam"].double().numpy()
-    outputs = {"depth": {"depth": depth}, "normals": {"normals": batch["normals"]}, "segmentation": {"logits": logits},
+    outputs = {"depth": {"depth": depth}, "normals": {"normals": batch["normals"]}, "segmentation": {"logits": logits, "logits_next": logits_next},
                "motion": {"rotation": torch.from_numpy(so3_log(pose[:, :3, :3])).float(),
                           "translation": torch.from_numpy(pose[:, :3, 3]).float(),
                           "object_translation": batch["object_translation"]}}
@@ -65,8 +67,10 @@ def perturbed(outputs):
 # sidewalk kerbs are vertical faces labelled sidewalk, and warping aliased textures with bilinear
 # sampling leaves a photometric floor. Bounds are absolute where the relation is exactly zero in
 # principle, relative (GT much lower than perturbed) where the rendering leaves a floor.
+# segmentation_temporal: where the true geometry carries a pixel onto an occluder of the same colour, the
+# classes differ (0.1 % of the trusted pixels, each costing the 30-logit margin).
 BOUNDS = {"depth_normals": 0.05, "segmentation_motion": 1e-3, "segmentation_geometry": 0.05, "segmentation_ground": 1e-3,
-          "photometric": None}
+          "photometric": None, "segmentation_temporal": 0.1}
 
 
 @pytest.mark.parametrize("name", sorted(RELATIONS))
@@ -277,3 +281,49 @@ def test_ground_evidence_on_ground_truth_is_precise_and_covers_most_of_the_groun
     sidewalk = semantic == 2   # 0.15 m kerb: excluded by a 5 cm tolerance, road kept
     assert float((tight & sidewalk).sum()) < 0.05 * float((mask & sidewalk).sum())
     assert float((tight & road).sum() / road.sum()) > 0.8
+
+
+def test_temporal_pseudo_labels_on_ground_truth_geometry_are_right_and_wrong_geometry_is_rejected(gt) -> None:
+    from taskology.losses.segmentation_temporal import temporal_targets
+
+    outputs, batch, tasks = gt
+    truth = tasks["segmentation"].contiguous_labels(batch["semantic"]).clamp_min(0)
+    labels, mask, _ = temporal_targets(outputs, batch)
+    mask = mask[:, 0]
+    assert float(mask.float().mean()) > 0.4                       # about half of all pixels are taught
+    assert float((labels == truth)[mask].float().mean()) > 0.99   # and their frame-t+1 class is frame t's
+    # Wrong geometry: depth halved, so points land elsewhere in frame t+1. The colour check must reject
+    # most correspondences, and the classes it still carries are much less often right.
+    wrong = {**outputs, "depth": {"depth": 0.5 * outputs["depth"]["depth"]}}
+    wrong_labels, wrong_mask, _ = temporal_targets(wrong, batch)
+    wrong_mask = wrong_mask[:, 0]
+    # (measured: 33 % of pixels instead of 51 %; wrong classes 0.3 % of them instead of 2.2 % unchecked)
+    assert float(wrong_mask.float().mean()) < 0.75 * float(mask.float().mean())
+    unchecked_labels, unchecked, _ = temporal_targets(wrong, batch, photometric_tolerance=float("inf"))
+    error_rate = lambda lab, m: float((lab != truth)[m].float().mean())   # noqa: E731
+    assert error_rate(wrong_labels, wrong_mask) < 0.5 * error_rate(unchecked_labels, unchecked[:, 0])
+
+
+def test_temporal_hand_case_confidence_and_identity_motion() -> None:
+    from taskology.losses.segmentation_temporal import segmentation_temporal_loss
+
+    seg = build_task("segmentation", width=4, class_ids=(1, 14))
+    K = torch.tensor([[[4.0, 0, 1.5], [0, 4.0, 1.5], [0, 0, 1]]])
+    rgb = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    batch = {"rgb": rgb, "rgb_next": rgb, "K": K}
+
+    def loss(now: list[float], following: list[float], **options: float) -> float:
+        def field(v: list[float]) -> torch.Tensor:
+            return torch.tensor(v).reshape(1, 2, 1, 1).expand(1, 2, 4, 4).contiguous()
+        outputs = {"segmentation": {"logits": field(now), "logits_next": field(following)},
+                   "depth": {"depth": torch.full((1, 1, 4, 4), 5.0)},
+                   "motion": {"rotation": torch.zeros(1, 3), "translation": torch.zeros(1, 3),
+                              "object_translation": torch.zeros(1, 3, 4, 4)}}
+        return float(segmentation_temporal_loss(outputs, batch, {"segmentation": seg}, **options))
+
+    # frame t+1 says class 0 with p = 0.982 (>= 0.9): frame t is taught -log p_t(class 0)
+    assert loss([0.0, 2.0], [4.0, 0.0]) == pytest.approx(float(-torch.log_softmax(torch.tensor([0.0, 2.0]), 0)[0]),
+                                                          abs=1e-5)
+    assert loss([0.0, 2.0], [1.0, 0.0]) == 0.0                      # p = 0.73 < 0.9: no pseudo-label
+    assert loss([0.0, 2.0], [1.0, 0.0], confidence=0.7) > 2.0       # unless the threshold allows it
+    assert loss([0.0, 2.0], [4.0, 0.0], photometric_tolerance=0.0) == 0.0   # no pixel passes a zero tolerance
