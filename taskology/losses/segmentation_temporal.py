@@ -28,9 +28,12 @@ Near zero on ground truth (one-hot classes that the true geometry carries from f
 when frame t's classes disagree with what frame t+1 shows at the corresponding surface.
 
 Options (``relations.segmentation_temporal.options``): ``confidence`` (default 0.9) and
-``photometric_tolerance`` (default 0.1: on the simulator's ground truth at 32x96, 88 % of the valid
-warped pixels have an error below 0.1, the error of an unrelated pixel is about 0.3;
-``tests/losses/test_relations.py``).
+``photometric_tolerance`` (default 0.1). Set before any training run, from the simulator's ground truth
+at 32x96 (the test fixture of ``tests/losses/test_relations.py``): with the true geometry the warped colour
+error has median 0.024 and 69 % of the valid pixels are below 0.1, while a pixel of another sequence
+differs by 0.24 (median). With the true geometry 51 % of all pixels are taught and 99.9 % of their
+pseudo-labels are right; with the depth halved the check keeps 33 % of the pixels, 99.7 % right, where
+no check would keep 60 %, 97.8 % right.
 
 Example:
     >>> from taskology.tasks.segmentation import SegmentationTask
