@@ -11,7 +11,12 @@ on the frames of ``--split`` (default ``val``; never use it on test to make choi
   normal's vertical component (what the vertical term asks for);
 - the evidence ``segmentation_ground`` gives segmentation (level surface at ground height, from the depth
   and normals networks): its share of pixels, its precision against the labels (which classes the false
-  evidence falls on), and how often the segmentation network already calls those pixels ground.
+  evidence falls on), and how often the segmentation network already calls those pixels ground;
+- the pseudo-labels ``segmentation_temporal`` gives segmentation (its own confident frame-t+1 classes
+  carried to frame t by the depth and motion networks, where the warped colour agrees; needs a motion
+  checkpoint): their share of pixels and precision, and the balance that decides whether they can help,
+  pixels they would correct (segmentation wrong at t, pseudo-label right) against pixels they would
+  corrupt (segmentation right, pseudo-label wrong).
 
 A relation can only help a receiver where its target is better than the receiver's own prediction.
 
@@ -38,6 +43,7 @@ from taskology.geometry.camera import normals_from_depth_torch
 from taskology.losses.depth_normals import far_mask
 from taskology.losses.segmentation_geometry import up_in_camera
 from taskology.losses.segmentation_ground import LEVEL_GROUND_CLASS_IDS, ground_evidence_mask
+from taskology.losses.segmentation_temporal import temporal_targets
 from taskology.tasks import build_task
 
 
@@ -62,17 +68,24 @@ def main(argv: list[str] | None = None) -> int:
         if len(dataset) == 0:
             raise TaskologyError(f"{root}: the {args.split} split has no frames (set data.val_sequences)")
         batch = collate([dataset[i] for i in range(len(dataset))])
-        tasks, out = {}, {}
-        for name in ("depth", "normals", "segmentation"):
+        tasks, out, models = {}, {}, {}
+        for name in ("depth", "normals", "segmentation", "motion"):
             steps = checkpoint_steps(args.run_dir, name)
+            if not steps and name == "motion":
+                break                             # the temporal report is skipped without a motion network
             if not steps:
                 raise TaskologyError(f"{args.run_dir}: no checkpoint of task {name!r}")
             task = tasks[name] = build_task(name, **task_kwargs(name, config))
-            model = task.build_model()
+            model = models[name] = task.build_model()
             model.load_state_dict(load_checkpoint(checkpoint_path(args.run_dir, name, steps[-1]))["model"])
             model.eval()
-            with torch.no_grad():
-                out[name] = task.forward(model, batch)
+            if name != "motion":
+                with torch.no_grad():
+                    out[name] = task.forward(model, batch)
+        pairs = None
+        if "motion" in models:
+            pair_set = FrameDataset(manifest, args.split, layers=layers, pairs=True)
+            pairs = collate([pair_set[i] for i in range(len(pair_set))])
     except TaskologyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -105,7 +118,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"predicted vertical structures ({float(vertical.sum() / valid.sum()):.2f}): normals network "
           f"{angle_deg(own, gt, vertical):.1f} deg, made horizontal {angle_deg(level, gt, vertical):.1f} deg")
     report_ground_evidence(batch, depth, own, logits, tasks)
+    if pairs is None:
+        print("temporal pseudo-labels: no motion checkpoint in the run, skipped")
+    else:
+        report_temporal_pseudo_labels(pairs, models, tasks)
     return 0
+
+
+@torch.no_grad()
+def report_temporal_pseudo_labels(pairs, models, tasks) -> None:
+    """Precision of ``segmentation_temporal``'s pseudo-labels from the networks, and the pixels they would
+    correct vs corrupt (segmentation's own frame-t prediction as the reference), on frame pairs."""
+    seg = tasks["segmentation"]
+    outputs = {name: tasks[name].forward(models[name], pairs) for name in ("depth", "motion")}
+    outputs["segmentation"] = {
+        "logits": tasks["segmentation"].forward(models["segmentation"], pairs)["logits"],
+        "logits_next": tasks["segmentation"].forward(models["segmentation"], {**pairs, "rgb": pairs["rgb_next"]})["logits"]}
+    truth = seg.contiguous_labels(pairs["semantic"])
+    labelled = truth >= 0
+    own = outputs["segmentation"]["logits"].argmax(1)
+    for tolerance in (0.1, float("inf")):
+        labels, mask, _ = temporal_targets(outputs, pairs, photometric_tolerance=tolerance)
+        mask = mask[:, 0] & labelled
+        count = int(mask.sum())
+        name = "colour check 0.1" if tolerance == 0.1 else "no colour check"
+        if count == 0:
+            print(f"temporal pseudo-labels ({name}): no pixel")
+            continue
+        right, own_right = labels == truth, own == truth
+        print(f"temporal pseudo-labels ({name}): {count / mask.numel():.3f} of pixels, precision "
+              f"{float((mask & right).sum()) / count:.3f}; agree with segmentation at t on "
+              f"{float((mask & (labels == own)).sum()) / count:.3f}; would correct "
+              f"{float((mask & right & ~own_right).sum()) / count:.4f} and corrupt "
+              f"{float((mask & ~right & own_right).sum()) / count:.4f} of them")
 
 
 def report_ground_evidence(batch, depth: torch.Tensor, normals: torch.Tensor, logits: torch.Tensor,
