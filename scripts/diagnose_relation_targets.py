@@ -131,9 +131,8 @@ def report_temporal_pseudo_labels(pairs, models, tasks) -> None:
     correct vs corrupt (segmentation's own frame-t prediction as the reference), on frame pairs."""
     seg = tasks["segmentation"]
     outputs = {name: tasks[name].forward(models[name], pairs) for name in ("depth", "motion")}
-    outputs["segmentation"] = {
-        "logits": tasks["segmentation"].forward(models["segmentation"], pairs)["logits"],
-        "logits_next": tasks["segmentation"].forward(models["segmentation"], {**pairs, "rgb": pairs["rgb_next"]})["logits"]}
+    outputs["segmentation"] = {"logits": seg.forward(models["segmentation"], pairs)["logits"],
+                               "logits_next": seg.forward(models["segmentation"], {**pairs, "rgb": pairs["rgb_next"]})["logits"]}
     truth = seg.contiguous_labels(pairs["semantic"])
     labelled = truth >= 0
     own = outputs["segmentation"]["logits"].argmax(1)
