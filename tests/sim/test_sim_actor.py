@@ -140,21 +140,31 @@ def _indices_on_disk(run_dir: Path) -> list[int]:
 def test_actor_survives_worker_sigkill_mid_shard(tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
+    from taskology.sim.generate import sequence_id_for
+
     run_dir = tmp_path / "mediator"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        ((old_address, pid),) = client.run(os.getpid).items()             # asked before: no round trip later
         actor = client.submit(SimActor, str(run_dir), **SMALL, actor=True).result()
         assert actor.start().result()["phase"] in ("scanning", "generating")
 
-        def mid_shard() -> bool:
+        def kill_mid_shard() -> bool:
+            # Kill only with frames left to write and the temp file seen on disk, so a slow machine cannot let
+            # the shard finish between the check and the kill (nothing but a glob sits between them).
             s = actor.status().result()
             assert not s["errors"], s["errors"]
-            return s["shards_done"] >= 2 and bool(s["in_progress"]) and s["in_progress"]["frames_done"] >= 1
+            part = s["in_progress"]
+            if s["shards_done"] < 2 or not part or not 1 <= part["frames_done"] <= part["frames"] - 3:
+                return False
+            if not stale_temp_files(run_dir):
+                return False
+            os.kill(pid, signal.SIGKILL)                                  # fault injection: the worker dies
+            return True
 
-        _wait(mid_shard, "two shards done and a third one half written")
-        before = actor.shards().result()
-        ((old_address, pid),) = client.run(os.getpid).items()
-        os.kill(pid, signal.SIGKILL)                                      # fault injection: the worker dies
+        _wait(kill_mid_shard, "two shards done and a third one half written", every_s=0.02)
+        before = [str(run_dir / f"{sequence_id_for(0, i)}.h5") for i in _indices_on_disk(run_dir)]
+        assert len(before) >= 2
         leftovers = [p.name for p in stale_temp_files(run_dir)]
         assert leftovers, "the kill should have caught a shard being written"
         _wait(lambda: [a for a in client.scheduler_info()["workers"] if a != old_address], "the nanny's new worker")
