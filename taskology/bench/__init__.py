@@ -79,7 +79,8 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 
 def provenance(name: str, quick: bool, config: Path | None = None, overrides: Sequence[str] = (),
-               factors: Sequence[str] = (), steps: int | None = None) -> dict[str, Any]:
+               factors: Sequence[str] = (), steps: int | None = None, runs_dir: Path | None = None,
+               rerun: Sequence[str] = ()) -> dict[str, Any]:
     """Command, date, cores, commit and library versions of this run."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -99,7 +100,9 @@ def provenance(name: str, quick: bool, config: Path | None = None, overrides: Se
         + (f" --config {config}" if config is not None else "")
         + "".join(f" --set {shlex.quote(o)}" for o in overrides)
         + "".join(f" --factor {shlex.quote(f)}" for f in factors)
-        + (f" --steps {steps}" if steps is not None else ""),
+        + (f" --steps {steps}" if steps is not None else "")
+        + (f" --runs-dir {shlex.quote(str(runs_dir))}" if runs_dir is not None else "")
+        + "".join(f" --rerun {shlex.quote(r)}" for r in rerun),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
@@ -145,12 +148,14 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
 
 def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results"),
                   config: Path | None = None, overrides: Sequence[str] = (),
-                  factors: Sequence[str] = (), steps: int | None = None) -> dict[str, Any]:
+                  factors: Sequence[str] = (), steps: int | None = None, runs_dir: Path | None = None,
+                  rerun: Sequence[str] = ()) -> dict[str, Any]:
     """Run benchmark ``name`` and write ``out_dir/<stem>.json`` and ``.md`` (see :func:`result_stem`);
     return the JSON. ``config``: a preset for benchmarks that train from one (others refuse it);
     ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs); ``factors``:
     the factors a factorial benchmark varies (``receivers``; default all, checked before anything runs);
-    ``steps``: training steps per task for benchmarks with fixed sizes that take it (``staleness``)."""
+    ``steps``: training steps per task for benchmarks with fixed sizes that take it (``staleness``);
+    ``runs_dir``/``rerun``: keep runs and reuse finished ones (``consistency``; checked before anything runs)."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
     module_name, issue = BENCHMARKS[name]
@@ -183,9 +188,15 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
                                   f"available: {', '.join(map(repr, known))}")
     if steps is not None and "steps" not in inspect.signature(module.run).parameters:
         raise ConfigError(f"benchmark {name!r} takes no --steps")
+    if (runs_dir is not None or rerun) and "runs_dir" not in inspect.signature(module.run).parameters:
+        raise ConfigError(f"benchmark {name!r} takes no --runs-dir or --rerun")
+    if rerun and runs_dir is None:
+        raise ConfigError("--rerun needs --runs-dir: it names runs to train again among those kept there")
+    if rerun:
+        module.parse_rerun(rerun)  # a bad FRACTION/ARM fails here, before hours of training
     out_dir.mkdir(parents=True, exist_ok=True)
     # before the run: the commit whose code runs, not the one after it
-    prov = provenance(name, quick, config, overrides, factors, steps)
+    prov = provenance(name, quick, config, overrides, factors, steps, runs_dir, rerun)
     kwargs: dict[str, Any] = {"quick": quick}
     if config is not None:
         kwargs["config"] = Path(config)
@@ -195,6 +206,10 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         kwargs["factors"] = tuple(factors)
     if steps is not None:
         kwargs["steps"] = int(steps)
+    if runs_dir is not None:
+        kwargs["runs_dir"] = Path(runs_dir)
+    if rerun:
+        kwargs["rerun"] = tuple(rerun)
     if "out_dir" in inspect.signature(module.run).parameters:  # benchmarks that also write pictures
         kwargs["out_dir"] = out_dir
     result: BenchResult = module.run(**kwargs)

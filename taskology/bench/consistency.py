@@ -10,17 +10,28 @@ for mIoU), relative improvements, and a PNG of metric vs label fraction for both
 
 ``--quick`` shrinks everything (32x96, few sequences and steps): a smoke run of the pipeline, not a
 result. The simulated data is cached under ``data.root/<size tag>`` and reused.
+
+``--runs-dir DIR`` keeps every run's directory in ``DIR/<fraction>-<arm>-<seed>`` instead of a temporary
+folder, and reuses a run already finished there (its ``metrics.json``): a benchmark stopped part-way goes on
+where it stopped. ``--rerun FRACTION/ARM`` (repeatable, e.g. ``0.02/collective``) trains those runs again
+even when finished, for a preset change that affects only them (the alone arm never reads the relations);
+which arms to rerun is the user's claim, and the result names every reused run. A run is trained in
+``DIR/.<name>.partial`` and replaces a finished one only when it finishes itself.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from taskology.bench import BenchResult, target
+from taskology.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "configs" / "consistency.yaml"
@@ -85,6 +96,71 @@ def _one_run(preset: str, quick: bool, root: str, fraction: float, arm: str, see
     cfg = _arm_config(list(extra), quick, Path(root), fraction, arm, Path(preset))
     record = run_collective(cfg, Path(run_dir), seed=seed, tensorboard=False, eval_split=split)
     return record["tasks"], time.time() - t0
+
+
+def run_name(fraction: float, arm: str, seed: int) -> str:
+    """Folder name of one run under ``--runs-dir``.
+
+    Example:
+        >>> run_name(0.02, "collective", 1)
+        '0.02-collective-1'
+    """
+    return f"{fraction}-{arm}-{seed}"
+
+
+def parse_rerun(values: Iterable[str]) -> set[tuple[float, str]]:
+    """``--rerun FRACTION/ARM`` values -> {(fraction, arm)}, checked against the benchmark's own.
+
+    Example:
+        >>> sorted(parse_rerun(["0.02/collective", "0.1/collective"]))
+        [(0.02, 'collective'), (0.1, 'collective')]
+        >>> parse_rerun(["0.5/alone"])
+        Traceback (most recent call last):
+        ...
+        taskology.errors.ConfigError: --rerun '0.5/alone': expected FRACTION/ARM with FRACTION one of 0.02, 0.1, 1.0 and ARM one of alone, collective
+    """
+    out: set[tuple[float, str]] = set()
+    for value in values:
+        fraction, _, arm = str(value).partition("/")
+        try:
+            fr = next(f for f in FRACTIONS if math.isclose(f, float(fraction)))
+        except (ValueError, StopIteration):
+            fr = None
+        if fr is None or arm not in ARMS:
+            raise ConfigError(f"--rerun {value!r}: expected FRACTION/ARM with FRACTION one of "
+                              f"{', '.join(map(str, FRACTIONS))} and ARM one of {', '.join(ARMS)}")
+        out.add((fr, arm))
+    return out
+
+
+def plan_runs(jobs: Sequence[tuple[float, str, int]], runs_dir: Path, rerun: set[tuple[float, str]], steps: int
+              ) -> tuple[dict[tuple[float, str, int], dict[str, Any]], list[tuple[float, str, int]]]:
+    """Split ``jobs`` into runs already finished under ``runs_dir`` (job -> their test metrics) and runs to
+    train: those without a ``metrics.json``, or whose (fraction, arm) is in ``rerun``. A record that is not
+    this job's run (another arm, seed, split or step count, or a headline metric missing) is refused."""
+    reused: dict[tuple[float, str, int], dict[str, Any]] = {}
+    todo: list[tuple[float, str, int]] = []
+    for job in jobs:
+        fraction, arm, seed = job
+        path = Path(runs_dir) / run_name(*job) / "metrics.json"
+        if (fraction, arm) in rerun or not path.is_file():
+            todo.append(job)
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--runs-dir: {path}: not a readable run record ({type(exc).__name__}: {exc})") from exc
+        tasks = record.get("tasks") if isinstance(record, dict) else None
+        found = {k: record.get(k) for k in ("mode", "seed", "split", "steps")} if isinstance(record, dict) else {}
+        wanted = {"mode": arm, "seed": seed, "split": "test", "steps": steps}
+        if found != wanted or not isinstance(tasks, dict):
+            raise ConfigError(f"--runs-dir: {path}: a different run ({found}) from the one this benchmark needs "
+                              f"there ({wanted}); move it away or pick another directory")
+        missing = [f"{t}.{m}" for t, (m, _) in HEADLINE.items() if not isinstance(tasks.get(t), dict) or m not in tasks[t]]
+        if missing:
+            raise ConfigError(f"--runs-dir: {path}: no {', '.join(missing)} in the run record")
+        reused[job] = tasks
+    return reused, todo
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -207,34 +283,51 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
-        overrides: tuple[str, ...] = ()) -> BenchResult:
+        overrides: tuple[str, ...] = (), runs_dir: Path | None = None, rerun: tuple[str, ...] = ()) -> BenchResult:
     """All (fraction, arm, seed) runs, as many at a time as there are cores (one process each, the
-    cores split between them; on a GPU machine they share the GPU)."""
+    cores split between them; on a GPU machine they share the GPU). ``runs_dir``/``rerun``: keep the runs
+    and reuse finished ones (module docstring)."""
     import os
 
     from taskology.bench.parallel import map_in_processes
 
+    if rerun and runs_dir is None:
+        raise ConfigError("--rerun needs --runs-dir: it names runs to train again among those kept there")
+    again = parse_rerun(rerun)
     preset = Path(config) if config is not None else PRESET
     base = _config(quick, list(overrides), preset)
+    seeds = list(base.train.seeds)
+    jobs = [(fraction, arm, seed) for fraction in FRACTIONS for arm in ARMS for seed in seeds]
+    reused, todo = plan_runs(jobs, runs_dir, again, int(base.train.steps)) if runs_dir is not None else ({}, jobs)
     started = time.time()
     root = ensure_data(base)
     sim_s = time.time() - started
-    seeds = list(base.train.seeds)
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     timings: dict[str, float] = {}
-    jobs = [(fraction, arm, seed) for fraction in FRACTIONS for arm in ARMS for seed in seeds]
+    for (fraction, arm, seed), tasks in reused.items():
+        runs.setdefault(f"{fraction}", {}).setdefault(arm, {})[str(seed)] = tasks
     cores = os.cpu_count() or 1
-    workers = max(1, min(len(jobs), cores))
+    workers = max(1, min(len(todo), cores))
     wall0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="taskology-consistency-") as scratch:
+    with contextlib.ExitStack() as stack:
+        if runs_dir is None:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskology-consistency-")))
+        else:
+            scratch = Path(runs_dir)
+            scratch.mkdir(parents=True, exist_ok=True)
+        for job in todo:  # a killed run's leftovers; its finished predecessor, if any, stays until replaced
+            shutil.rmtree(scratch / f".{run_name(*job)}.partial", ignore_errors=True)
         args = {(fraction, arm, seed): (str(preset), quick, str(root), fraction, arm, seed,
-                                        str(Path(scratch) / f"{fraction}-{arm}-{seed}"), max(cores // workers, 1),
-                                        tuple(overrides))
-                for fraction, arm, seed in jobs}
+                                        str(scratch / f".{run_name(fraction, arm, seed)}.partial"),
+                                        max(cores // workers, 1), tuple(overrides))
+                for fraction, arm, seed in todo}
         for done, ((fraction, arm, seed), (tasks, seconds)) in enumerate(map_in_processes(_one_run, args, workers), 1):
+            final = scratch / run_name(fraction, arm, seed)
+            shutil.rmtree(final, ignore_errors=True)
+            (scratch / f".{final.name}.partial").rename(final)
             timings[f"{fraction}/{arm}/{seed}"] = seconds
             runs.setdefault(f"{fraction}", {}).setdefault(arm, {})[str(seed)] = tasks
-            print(f"[{done}/{len(jobs)}] labels {fraction:.0%} {arm} seed {seed}: {seconds:.0f} s "
+            print(f"[{done}/{len(todo)}] labels {fraction:.0%} {arm} seed {seed}: {seconds:.0f} s "
                   f"({time.time() - wall0:.0f} s elapsed)", flush=True)
     runs = {f"{fr}": {arm: dict(sorted(runs[f"{fr}"][arm].items())) for arm in ARMS} for fr in FRACTIONS}
     summary: dict[str, Any] = {}
@@ -256,12 +349,15 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
              f"evaluation. Plot: {shown}. Simulation took {sim_s:.0f} s (0 when cached); "
              f"training + evaluation {sum(timings.values()):.0f} s of run time, {time.time() - wall0:.0f} s wall "
              f"({workers} runs at a time)."
+             + (f" Reused {len(reused)} finished run(s) from {runs_dir} (not trained by this command): "
+                f"{', '.join(run_name(*job) for job in reused)}." if reused else "")
              + (" QUICK RUN: sizes far too small for the targets to be meaningful." if quick else ""))
     figures = {"setup": {"preset": str(preset.relative_to(REPO) if preset.is_relative_to(REPO) else preset),
                          "data_root": str(root), "fractions": list(FRACTIONS), "seeds": seeds,
                          "steps": base.train.steps, "camera": base.sim.camera, "sequences": base.sim.sequences,
                          "frames": base.sim.frames},
-               "summary": summary, "derived": derived, "runs": runs, "seconds": timings, "plot": str(png)}
+               "summary": summary, "derived": derived, "runs": runs, "seconds": timings, "plot": str(png),
+               "reused_runs": [run_name(*job) for job in reused]}
     return BenchResult(figures=figures, table="\n".join(lines), targets=targets, notes=notes)
 
 
