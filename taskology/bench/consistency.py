@@ -323,8 +323,12 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
                 for fraction, arm, seed in todo}
         for done, ((fraction, arm, seed), (tasks, seconds)) in enumerate(map_in_processes(_one_run, args, workers), 1):
             final = scratch / run_name(fraction, arm, seed)
-            shutil.rmtree(final, ignore_errors=True)
+            replaced = scratch / f".{final.name}.replaced"  # renames only: a crash here leaves one of them whole
+            shutil.rmtree(replaced, ignore_errors=True)
+            if final.exists():
+                final.rename(replaced)
             (scratch / f".{final.name}.partial").rename(final)
+            shutil.rmtree(replaced, ignore_errors=True)
             timings[f"{fraction}/{arm}/{seed}"] = seconds
             runs.setdefault(f"{fraction}", {}).setdefault(arm, {})[str(seed)] = tasks
             print(f"[{done}/{len(todo)}] labels {fraction:.0%} {arm} seed {seed}: {seconds:.0f} s "

@@ -87,6 +87,7 @@ def test_a_stopped_benchmark_goes_on_where_it_stopped_and_a_rerun_replaces_only_
     assert figures["runs"]["0.02"]["collective"]["1"] == _tasks(0.02, "collective", 1, 1)   # replaced
     assert figures["runs"]["0.1"]["collective"]["1"] == _tasks(0.1, "collective", 1, 0)     # kept
     assert figures["runs"]["0.02"]["alone"]["1"] == _tasks(0.02, "alone", 1, 0)
+    assert sorted(p.name for p in runs.iterdir()) == sorted(consistency.run_name(*j) for j in jobs)  # no leftovers
 
 
 def test_a_record_of_another_run_is_refused_with_its_path(fake, tmp_path) -> None:
