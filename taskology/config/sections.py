@@ -195,6 +195,8 @@ class TaskConfig(_Section):
     batch_size: Annotated[Int, Field(ge=1)] = 8
     width: Annotated[Int, Field(ge=1, le=1024)] = Field(16, description="Base channel count of the network.")
     weight_decay: Annotated[Float, Field(ge=0)] = 0.0
+    augment: Bool = Field(False, description="Transform each labelled batch with the task's label-exact "
+                                             "augmentations (motion: mirrored and reversed pairs).")
     relation_weight_by_labels: LabelPoints | None = Field(
         None, description="This task's own [[label_fraction, factor], ...] (see train.relation_weight_by_labels), "
                           "in place of train's; unset: train's.")

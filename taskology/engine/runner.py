@@ -168,6 +168,8 @@ class TaskRunner:
                                        for name in enabled_tasks(config)}
         self.tasks.setdefault(task_name, build_task(task_name, **task_kwargs(task_name, config)))
         self.task = self.tasks[task_name]
+        if self.task_config.augment and not self.task.augmentations:
+            raise ConfigError(f"tasks.{task_name}.augment: task {task_name!r} has no augmentations; set it to false")
         self.relations = relations_for(task_name, config) if self.collective else []
         self.peers_needed = sorted(peers_needed([(r.name, r.tasks) for r, _ in self.relations], task_name))
 
@@ -293,6 +295,8 @@ class TaskRunner:
         start = time.perf_counter()
         self.model.train()
         labelled = to_device(self.train_stream.next_batch(), self.device)
+        if self.task_config.augment:  # draws keyed on (seed, step): a resumed run repeats them exactly
+            labelled = self.task.augment(labelled, np.random.default_rng([self.seed + 1, self.step, 2]))
         supervised = self.task.supervised_loss(self._forward(labelled), labelled)
         total = sum(supervised.values(), torch.zeros((), device=self.device))
         scalars: dict[str, float] = {f"loss/{k}": float(v.detach()) for k, v in supervised.items()}

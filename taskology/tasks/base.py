@@ -5,6 +5,8 @@ A task is a small object with a few methods (DESIGN.md "Contracts"):
 - :meth:`Task.build_model` -> a fresh ``nn.Module`` (its own network; no shared backbone);
 - :meth:`Task.forward` -> named outputs, e.g. ``{"depth": (B, 1, H, W)}``;
 - :meth:`Task.supervised_loss` -> named scalar losses, summed by the engine;
+- :meth:`Task.augment` -> a labelled batch transformed so that its labels stay exact (optional; used
+  when ``tasks.<name>.augment`` is on; the default changes nothing);
 - :meth:`Task.metrics` -> *additive* metric state (sums, counts, histograms as tensors) so that
   dataset-level metrics are exact: states of batches are added with :func:`add_metric_state`, and
   :meth:`Task.finalize_metrics` turns the total into floats.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,12 +39,15 @@ class Task:
         inputs: batch keys the model reads (visible in every split).
         label_keys: batch keys the supervised loss and the metrics read.
         pair: whether the task consumes frame pairs (t, t+1) (then ``rgb_next`` is an input too).
+        augmentations: names of what :meth:`augment` does (empty: nothing; ``augment: true`` is then
+            refused for the task).
     """
 
     name: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ("rgb",)
     label_keys: ClassVar[tuple[str, ...]] = ()
     pair: ClassVar[bool] = False
+    augmentations: ClassVar[tuple[str, ...]] = ()
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
@@ -52,6 +58,10 @@ class Task:
     def supervised_loss(self, outputs: Mapping[str, torch.Tensor],
                         batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def augment(self, batch: Mapping[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A labelled batch transformed with its labels (each sample's draws from ``rng``); default: as is."""
+        return dict(batch)
 
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         raise NotImplementedError
