@@ -395,6 +395,14 @@ def relation_receivers(name: str) -> tuple[str, ...] | None:
     return tuple(relation.teaches) if relation is not None else None
 
 
+def _registered_task(name: str) -> Any:
+    try:
+        from taskology.tasks import TASKS
+    except ImportError:
+        return None
+    return TASKS.get(name)
+
+
 def _registered_relation(name: str) -> Any:
     try:
         from taskology.losses import RELATIONS
@@ -422,6 +430,10 @@ class ExperimentConfig(_Section):
         for name in tasks:
             if name not in names:
                 raise _fail(f"unknown task; available: {', '.join(names)}", name)
+        for name, task in tasks.items():
+            task_class = _registered_task(name)
+            if task.augment and task_class is not None and not task_class.augmentations:
+                raise _fail(f"task {name!r} has no augmentations; set it to false", f"{name}.augment")
         return tasks
 
     @field_validator("relations")

@@ -168,8 +168,6 @@ class TaskRunner:
                                        for name in enabled_tasks(config)}
         self.tasks.setdefault(task_name, build_task(task_name, **task_kwargs(task_name, config)))
         self.task = self.tasks[task_name]
-        if self.task_config.augment and not self.task.augmentations:
-            raise ConfigError(f"tasks.{task_name}.augment: task {task_name!r} has no augmentations; set it to false")
         self.relations = relations_for(task_name, config) if self.collective else []
         self.peers_needed = sorted(peers_needed([(r.name, r.tasks) for r, _ in self.relations], task_name))
 

@@ -397,3 +397,35 @@ def test_mediator_batches_come_from_samples_peers_can_answer(tmp_path: Path, mod
         assert used != streamed
     else:  # all answerable: exactly the stream's (in-process) batches; none: nothing better, the stream
         assert used == streamed
+
+
+def test_augment_transforms_labelled_batches_keyed_on_seed_and_step(tmp_path: Path, monkeypatch) -> None:
+    """tasks.motion.augment: the task's augment sees every labelled batch with a generator drawn from (seed,
+    step) alone, so a restored runner repeats the draws; off (the default), it is never called."""
+    from taskology.tasks.motion import MotionTask
+
+    seen: list[float] = []  # the generator's next draw after each call: a fingerprint of its seed
+    original = MotionTask.augment
+
+    def spy(self, batch, rng):
+        out = original(self, batch, rng)
+        seen.append(float(rng.random()))
+        return out
+
+    monkeypatch.setattr(MotionTask, "augment", spy)
+    cfg = tiny_config("tasks.motion.augment=true")
+    runner = TaskRunner(task_name="motion", config=cfg, data_root=tmp_path, run_dir=tmp_path, seed=3,
+                        peer_view=InProcessPeerView(), collective=False, data=synthetic_task_data())
+    losses = [runner.train_step()["loss/total"] for _ in range(2)]
+    runner.save_checkpoint(tmp_path / "motion.pt")
+    losses.append(runner.train_step()["loss/total"])
+    first = list(seen)
+    restored = TaskRunner.restore(tmp_path / "motion.pt", task_name="motion", config=cfg, data_root=tmp_path,
+                                  run_dir=tmp_path, peer_view=InProcessPeerView(), seed=3, collective=False,
+                                  data=synthetic_task_data())
+    assert restored.train_step()["loss/total"] == pytest.approx(losses[2], rel=1e-6)
+    assert seen[3] == first[2] and len(set(first)) == 3  # keyed on the step: repeated after restore, new per step
+    plain = TaskRunner(task_name="motion", config=tiny_config(), data_root=tmp_path, run_dir=tmp_path, seed=3,
+                       peer_view=InProcessPeerView(), collective=False, data=synthetic_task_data())
+    plain.train_step()
+    assert len(seen) == 4

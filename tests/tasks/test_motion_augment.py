@@ -102,12 +102,9 @@ def test_augment_draws_each_sample_and_is_a_function_of_the_generator() -> None:
         assert torch.equal(out[key], again[key]), key
 
 
-def test_augment_flag_refused_for_a_task_without_augmentations(tmp_path) -> None:
+def test_augment_flag_refused_at_load_for_a_task_without_augmentations() -> None:
     from taskology.config import load_config
-    from taskology.engine.runner import TaskRunner
 
-    config = load_config(None, ["tasks.depth.augment=true"])
-    with pytest.raises(ConfigError, match=r"tasks\.depth\.augment: .*no augmentations"):
-        TaskRunner(task_name="depth", config=config, data_root=tmp_path, run_dir=tmp_path, peer_view=None,
-                   seed=0, collective=False)
-
+    with pytest.raises(ConfigError, match=r"tasks\.depth\.augment: task 'depth' has no augmentations"):
+        load_config(None, ["tasks.depth.augment=true"])
+    assert load_config(None, ["tasks.motion.augment=true"]).tasks["motion"].augment
