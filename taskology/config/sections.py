@@ -395,20 +395,23 @@ def relation_receivers(name: str) -> tuple[str, ...] | None:
     return tuple(relation.teaches) if relation is not None else None
 
 
-def _registered_task(name: str) -> Any:
+def _registered(module: str, attribute: str, name: str) -> Any:
+    """Entry ``name`` of a registry dict (None when the registry does not import or lacks it)."""
     try:
-        from taskology.tasks import TASKS
+        import importlib
+
+        registry = getattr(importlib.import_module(module), attribute, None)
     except ImportError:
         return None
-    return TASKS.get(name)
+    return registry.get(name) if isinstance(registry, Mapping) else None
+
+
+def _registered_task(name: str) -> Any:
+    return _registered("taskology.tasks", "TASKS", name)
 
 
 def _registered_relation(name: str) -> Any:
-    try:
-        from taskology.losses import RELATIONS
-    except ImportError:
-        return None
-    return RELATIONS.get(name)
+    return _registered("taskology.losses", "RELATIONS", name)
 
 
 class ExperimentConfig(_Section):
