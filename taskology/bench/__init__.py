@@ -7,7 +7,7 @@ atomically. Speed figures are ratios against a named reference measured in the s
 
 Example:
     >>> sorted(BENCHMARKS)[:2]
-    ['consistency', 'geometry']
+    ['consistency', 'device']
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, tuple[str, int]] = {
     "label-weights": ("taskology.bench.label_weights", 5),
     "scaling": ("taskology.bench.scaling", 6),
     "staleness": ("taskology.bench.staleness", 6),
+    "device": ("taskology.bench.device", 5),
 }
 
 

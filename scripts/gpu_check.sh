@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU checks, for a machine with an NVIDIA GPU whose Python already has taskology importable
+# (e.g. `pip install -e .[dev]` there, or the README's set-up with the CUDA build of torch):
+#   1. the tests marked `gpu` (CUDA twins of the geometry ops, compared with the CPU);
+#   2. `taskology bench device`: steps/s per task and of a collective round on the CPU and the GPU,
+#      CPU/GPU agreement of the losses, peak GPU memory (64x208 and 128x416);
+#   3. the whole test suite with the GPU visible (train.device: auto then trains on it), in parallel
+#      when pytest-xdist is installed, bounded by SUITE_TIMEOUT seconds (default 300).
+# Usage: bash scripts/gpu_check.sh OUT_DIR     (PYTHON=... to pick the interpreter; default python3)
+# Everything it prints also goes to OUT_DIR/*.log; the bench results go to OUT_DIR/device.{json,md}.
+set -uo pipefail
+out=${1:?usage: bash scripts/gpu_check.sh OUT_DIR}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+status=0
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/nvidia-smi.log" || status=1
+"$py" -c 'import torch, sys; ok = torch.cuda.is_available(); print("torch", torch.__version__, "cuda", torch.version.cuda,
+      torch.cuda.get_device_name(0) if ok else "NO CUDA DEVICE"); sys.exit(0 if ok else 1)' || exit 1
+
+echo "== 1. tests marked gpu"
+"$py" -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.log" || status=1
+
+echo "== 2. taskology bench device"
+"$py" -m taskology bench device --out "$out" 2>&1 | tee "$out/bench-device.log" || status=1
+
+echo "== 3. the whole test suite with the GPU visible"
+parallel=()
+if "$py" -c 'import xdist' 2>/dev/null; then parallel=(-n "${JOBS:-8}"); fi
+OMP_NUM_THREADS=2 timeout "${SUITE_TIMEOUT:-300}" "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" 2>&1 \
+    | tee "$out/suite.log" || status=1
+exit $status
