@@ -27,7 +27,8 @@ echo "== 2. taskology bench device"
 
 echo "== 3. the whole test suite with the GPU visible"
 parallel=()
-if "$py" -c 'import xdist' 2>/dev/null; then parallel=(-n "${JOBS:-8}"); fi
-OMP_NUM_THREADS=2 timeout "${SUITE_TIMEOUT:-300}" "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" 2>&1 \
-    | tee "$out/suite.log" || status=1
+# with xdist, -v names each test as it ends (a run stopped by the timeout still says which failed)
+if "$py" -c 'import xdist' 2>/dev/null; then parallel=(-n "${JOBS:-8}" -v); fi
+OMP_NUM_THREADS=1 timeout "${SUITE_TIMEOUT:-300}" "$py" -m pytest -q -rfE --tb=short -p no:cacheprovider -m "not gpu" \
+    "${parallel[@]}" 2>&1 | tee "$out/suite.log" | grep -E "FAILED|ERROR|[0-9]+ (passed|failed)" || status=1
 exit $status

@@ -8,7 +8,11 @@ preset's 64x208 and issue #5's GPU size 128x416; ``--quick``: 32x96), batch 8, n
    (same initial weights, same batch sequence) take one collective round (all four camera tasks, all
    four default relations, fresh peer predictions); the largest relative difference between the two
    devices' logged losses (supervised and consistency terms, before any update). TF32 is switched off
-   for this part, so the difference is float32 rounding and reduction order only (target <= 1e-3).
+   for this part, so the difference is float32 rounding and reduction order only (target <= 1e-3). The
+   photometric term (and each total holding it) is judged apart (target <= 1e-2): its Monodepth2
+   auto-mask keeps a pixel when the warped error is below the unwarped one, and near initialisation
+   the two are almost equal for most pixels, so rounding flips some pixels in or out of the mask
+   (``tests/engine/test_cuda.py`` checks the error map itself to 1e-5 on identical inputs).
 2. **speed** — steps/s of each task trained alone (supervised only), and of one collective round (one
    step of each of the four tasks, relations included), on each device; CUDA time is taken after
    ``torch.cuda.synchronize()``. The figure is the GPU/CPU ratio of the same work in the same run. The CPU
@@ -96,19 +100,24 @@ def _first_round(cfg: Any, run_dir: Path, device: str) -> dict[str, dict[str, fl
 
 
 def _agreement(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    """Largest relative difference of the first collective round's losses, CPU vs CUDA."""
+    """Largest relative difference of the first collective round's losses, CPU vs CUDA: of the terms
+    continuous in the network outputs, and of the photometric term (whose auto-mask is a hard comparison,
+    see the module docstring) with the totals that include it."""
     with _no_tf32():
         cpu = _first_round(cfg, run_dir / "cpu", "cpu")
         gpu = _first_round(cfg, run_dir / "cuda", "cuda")
-    worst, where = 0.0, ""
+    worst = {"continuous": (0.0, ""), "photometric": (0.0, "")}
     for task, scalars in cpu.items():
         if set(scalars) != set(gpu[task]):
             raise RuntimeError(f"device bench: {task} logged {sorted(scalars)} on cpu, {sorted(gpu[task])} on cuda")
         for key, value in scalars.items():
+            kind = "photometric" if "photometric" in key or key == "loss/total" else "continuous"
             diff = abs(gpu[task][key] - value) / max(abs(value), 1e-6)
-            if diff > worst:
-                worst, where = diff, f"{task} {key}"
-    return {"max_relative_difference": worst, "where": where, "cpu": cpu, "cuda": gpu}
+            if diff > worst[kind][0]:
+                worst[kind] = (diff, f"{task} {key}")
+    return {"max_relative_difference": worst["continuous"][0], "where": worst["continuous"][1],
+            "photometric_max_relative_difference": worst["photometric"][0], "photometric_where": worst["photometric"][1],
+            "cpu": cpu, "cuda": gpu}
 
 
 def _speeds(cfg_alone: Any, cfg_collective: Any, run_dir: Path, device: str, steps: int, warmup: int
@@ -149,6 +158,8 @@ def run(quick: bool) -> BenchResult:
                 size["agreement"] = _agreement(collective, Path(tmp) / f"agree-{name}")
                 targets[f"cpu_cuda_agreement_{name}"] = target(size["agreement"]["max_relative_difference"],
                                                                1e-3, higher_is_better=False)
+                targets[f"cpu_cuda_agreement_photometric_{name}"] = target(
+                    size["agreement"]["photometric_max_relative_difference"], 1e-2, higher_is_better=False)
             figures["sizes"][name] = size
             print(f"bench device: {name} done", flush=True)
             for key in [f"{t}_alone_steps_per_s" for t in TASKS] + ["collective_rounds_per_s"]:
@@ -160,8 +171,11 @@ def run(quick: bool) -> BenchResult:
             if has_cuda:
                 rows.append(f"| {name} | peak GPU memory, collective round | - | "
                             f"{size['cuda']['collective_peak_memory_mib']:.0f} MiB | - |")
+                agree = size["agreement"]
                 rows.append(f"| {name} | largest CPU/GPU loss difference (TF32 off) | - | "
-                            f"{size['agreement']['max_relative_difference']:.1e} ({size['agreement']['where']}) | - |")
+                            f"{agree['max_relative_difference']:.1e} ({agree['where']}) | - |")
+                rows.append(f"| {name} | largest CPU/GPU photometric difference (auto-mask) | - | "
+                            f"{agree['photometric_max_relative_difference']:.1e} ({agree['photometric_where']}) | - |")
     device = figures["cuda_device"] or "no CUDA device (CPU only)"
     notes = (f"CPU: {os.cpu_count()} cores, {figures['torch_threads']} torch threads. GPU: {device}. "
              "Each rate is steps (or collective rounds) per second after a warm-up, in the same run; "

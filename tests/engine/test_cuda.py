@@ -1,7 +1,11 @@
 """On a CUDA GPU (skipped without one): the engine trains there and computes what the CPU computes.
 
 - one collective round (four camera tasks, the four default relations) gives the same losses on the
-  CPU and the GPU, from the same seed (TF32 off: float32 rounding and reduction order only);
+  CPU and the GPU, from the same seed (TF32 off: float32 rounding and reduction order only), to 1e-3
+  relative; the photometric term to 1e-2 only, because of its auto-mask (a pixel counts when its warped
+  error is below the unwarped one: near initialisation the two are almost equal for most pixels, so
+  rounding flips some of them); measured on an H200: 3e-3 at 128x416, every other term <= 2e-4;
+- on identical inputs the photometric error map agrees to 1e-5 and its mask on >= 99 % of pixels;
 - a distributed run with ``train.device=cuda`` trains its actors on the GPU, and its checkpoints load
   on a CPU-only runner (``map_location="cpu"``, ``weights_only=True``) and evaluate as on the GPU.
 """
@@ -46,9 +50,32 @@ def test_a_collective_round_on_cuda_matches_the_cpu(sim_root: Path, tmp_path: Pa
         assert terms == {k for k in rounds["cuda"][task] if k.startswith(("loss/", "consistency/"))}
         for key in terms:
             cpu, gpu = scalars[key], rounds["cuda"][task][key]
-            assert abs(gpu - cpu) <= 1e-3 * max(abs(cpu), 1e-6), f"{task} {key}: cpu {cpu} vs cuda {gpu}"
+            tolerance = 1e-2 if "photometric" in key or key == "loss/total" else 1e-3
+            assert abs(gpu - cpu) <= tolerance * max(abs(cpu), 1e-6), f"{task} {key}: cpu {cpu} vs cuda {gpu}"
             compared += 1
     assert compared >= 12
+
+
+@pytest.mark.timeout(240)
+def test_the_photometric_error_on_cuda_matches_the_cpu_on_identical_inputs(sim_root: Path, tmp_path: Path) -> None:
+    from taskology.engine.batches import to_device
+    from taskology.engine.collective import build_runners
+    from taskology.losses.photometric import photometric_error, photometric_terms
+
+    runners, _ = build_runners(_config(sim_root), tmp_path, seed=0, device="cpu", collective=True)
+    batch = runners["depth"].mediator_stream.next_batch()
+    outputs = {t: runners[t].predict(batch) for t in ("depth", "motion")}
+    terms, errors = {}, {}
+    with _no_tf32():
+        for device in ("cpu", "cuda"):
+            on = to_device(batch, torch.device(device))
+            outs = {t: {k: v.to(device) for k, v in o.items()} for t, o in outputs.items()}
+            terms[device] = {k: v.cpu() for k, v in photometric_terms(outs, on).items()}
+            errors[device] = photometric_error(on["rgb"].float(), on["rgb_next"].float()).cpu()
+    assert torch.allclose(errors["cuda"], errors["cpu"], atol=1e-5, rtol=0)
+    flipped = (terms["cuda"]["mask"] != terms["cpu"]["mask"]).float().mean().item()
+    assert terms["cpu"]["mask"].mean().item() > 0.05 and flipped <= 0.01, f"mask disagrees on {flipped:.2%}"
+    assert abs(terms["cuda"]["smoothness"].item() - terms["cpu"]["smoothness"].item()) <= 1e-5
 
 
 @pytest.mark.timeout(300)
