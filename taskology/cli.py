@@ -191,6 +191,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--backend", type=click.Choice(["embedded", "carla"]), default="embedded", show_default=True,
               help="Renderer: the embedded ray caster, or a CARLA server.")
 @click.option("--carla-host", default="127.0.0.1:2000", show_default=True, help="CARLA server HOST:PORT.")
+@click.option("--ego-speed", "ego_speed", type=(click.FloatRange(0, 40, min_open=True), click.FloatRange(0, 40)),
+              default=(5.0, 9.0), show_default=True, help="MIN MAX cruising speed of the ego vehicle, m/s.")
+@click.option("--ego-speed-change", "ego_speed_change_s", type=click.FloatRange(0, 3600), default=0.0,
+              show_default=True, help="Mean seconds between new ego cruising speeds within a sequence "
+                                      "(0: one speed per sequence).")
 @click.option("--preview", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a PNG of one frame (rgb, depth, normals, semantic, LiDAR BEV) instead of shards.")
 def sim(**kwargs: Any) -> None:
@@ -201,6 +206,7 @@ def sim(**kwargs: Any) -> None:
     \b
     Examples:
       taskology sim --out data/sim --sequences 8 --frames 40 --camera 64x208
+      taskology sim --out data/varied --ego-speed 2 12 --ego-speed-change 1.5   # speed varies within a sequence
       taskology sim --preview frame.png
     """
     _target("taskology.sim.command", "sim_command", 4)(**kwargs)

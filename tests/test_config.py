@@ -95,6 +95,8 @@ def test_demo_preset_is_the_small_laptop_run() -> None:
     ("cluster.n_workers=null", ("cluster", "n_workers"), None),
     ("cluster.address=tcp://10.1.2.3:8786", ("cluster", "address"), "tcp://10.1.2.3:8786"),
     ("sim.camera=128x416", ("sim", "camera"), "128x416"),
+    ("sim.ego_speed_mps=[2,12]", ("sim", "ego_speed_mps"), (2.0, 12.0)),
+    ("sim.ego_speed_change_s=1.5", ("sim", "ego_speed_change_s"), 1.5),
     ("data.root=/tmp/shards", ("data", "root"), Path("/tmp/shards")),
     ("relations.photometric.weight=0", ("relations", "photometric", "weight"), 0.0),
 ])
@@ -179,6 +181,9 @@ def test_enabled_tasks_and_relations_follow_the_flags() -> None:
     ("sim.camera=5000x208", "sim.camera: camera sides must be in 1..4096 pixels"),
     ("sim.camera=0x208", "sim.camera: expected a camera size 'HxW' like '64x208'; found 520"),  # YAML hex
     ("sim.carla_host=localhost", "sim.carla_host: expected HOST:PORT"),
+    ("sim.ego_speed_mps=[12,2]", "sim.ego_speed_mps: expected [min, max] with 0 < min <= max <= 40 m/s; found [12.0, 2.0]"),
+    ("sim.ego_speed_mps=[0,5]", "sim.ego_speed_mps: expected [min, max] with 0 < min <= max <= 40 m/s"),
+    ("sim.ego_speed_change_s=-1", "sim.ego_speed_change_s: must be >= 0 and <= 3600; found -1"),
     ("cluster.address=tcp://host", "cluster.address: expected none, local, tcp://HOST:PORT or tls://HOST:PORT"),
     ("cluster.address=http://h:1", "cluster.address: expected none, local, tcp://HOST:PORT or tls://HOST:PORT"),
     ("train=5", "train: expected a mapping (section); found 5"),

@@ -61,18 +61,32 @@ def _config(quick: bool, extra: list[str], preset: Path = PRESET) -> Any:
 def ensure_data(config: Any) -> Path:
     """Simulate the preset's sequences into ``data.root/<tag>`` unless they are already there."""
     from taskology.config import parse_camera_hw
+    from taskology.sim.config import WorldConfig
     from taskology.sim.generate import generate_shard
 
     sim = config.sim
     hw = parse_camera_hw(sim.camera)
-    root = Path(config.data.root) / f"seed{sim.seed}-{sim.sequences}x{sim.frames}-{hw[0]}x{hw[1]}"
+    changes = sim.world_changes()
+    root = Path(config.data.root) / (f"seed{sim.seed}-{sim.sequences}x{sim.frames}-{hw[0]}x{hw[1]}"
+                                     + world_tag(changes))
     root.mkdir(parents=True, exist_ok=True)
     for index in range(sim.sequences):
         existing = sorted(root.glob(f"*{index:05d}.h5"))
         if not existing:
             generate_shard(root, seed=sim.seed, index=index, frames=sim.frames, camera_hw=hw, lidar_beams=0,
-                           frame_rate=sim.frame_rate)
+                           frame_rate=sim.frame_rate, world=WorldConfig(**changes))
     return root
+
+
+def world_tag(changes: dict[str, Any]) -> str:
+    """Folder-name suffix for world parameters away from the default (``""`` for the default world).
+
+    Example:
+        >>> world_tag({"ego_speed_mps": (2.0, 12.0), "ego_speed_change_s": 1.5})
+        '-ego_speed_mps2-12-ego_speed_change_s1.5'
+    """
+    return "".join(f"-{k}" + "-".join(f"{x:g}" for x in (v if isinstance(v, tuple) else (v,)))
+                   for k, v in sorted(changes.items(), reverse=True))
 
 
 def _arm_config(base_overrides: list[str], quick: bool, root: Path, fraction: float, arm: str,

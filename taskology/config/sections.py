@@ -145,11 +145,32 @@ class SimConfig(_Section):
     camera: CameraSize = "64x208"
     lidar_beams: Literal[0, 16, 32, 64, 128] = 32
     frame_rate: Annotated[Float, Field(gt=0, le=1000)] = 10.0
+    ego_speed_mps: tuple[Float, Float] = Field(
+        (5.0, 9.0), description="[min, max] cruising speed of the ego vehicle, m/s (embedded backend).")
+    ego_speed_change_s: Annotated[Float, Field(ge=0, le=3600)] = Field(
+        0.0, description="Mean seconds between new ego cruising speeds within a sequence; 0: one per sequence.")
 
     @property
     def camera_hw(self) -> tuple[int, int]:
         """(height, width) in pixels."""
         return parse_camera_hw(self.camera)
+
+    @field_validator("ego_speed_mps")
+    @classmethod
+    def _speed_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not 0.0 < lo <= hi <= 40.0:
+            raise _fail(f"expected [min, max] with 0 < min <= max <= 40 m/s; found {list(value)}")
+        return (float(lo), float(hi))
+
+    def world_changes(self) -> dict[str, Any]:
+        """The world parameters this section sets away from :class:`taskology.sim.config.WorldConfig`'s
+        defaults, as keyword arguments of it (``{}`` for the default world)."""
+        from taskology.sim.config import WorldConfig
+
+        default = WorldConfig()
+        wanted = {"ego_speed_mps": tuple(self.ego_speed_mps), "ego_speed_change_s": float(self.ego_speed_change_s)}
+        return {k: v for k, v in wanted.items() if v != getattr(default, k)}
 
 
 def label_factor(points: Sequence[tuple[float, float]], fraction: float) -> float:

@@ -54,6 +54,9 @@ def sim_cache_key(sim: Any) -> str:
     fields = {"schema": SCHEMA_VERSION, "backend": sim.backend, "sequences": int(sim.sequences),
               "frames": int(sim.frames), "seed": int(sim.seed), "camera": str(sim.camera),
               "lidar_beams": int(sim.lidar_beams), "frame_rate": float(sim.frame_rate)}
+    changes = sim.world_changes()
+    if changes:  # only then: the default world keeps the key caches were made under
+        fields["world"] = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -90,7 +93,7 @@ def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Path:
                   f"at {sim.camera} into {folder}")
     sim_command(out=folder, sequences=int(sim.sequences), frames=int(sim.frames), seed=int(sim.seed),
                 camera=str(sim.camera), lidar_beams=int(sim.lidar_beams), backend="embedded", carla_host="",
-                preview=None)
+                preview=None, ego_speed=tuple(sim.ego_speed_mps), ego_speed_change_s=float(sim.ego_speed_change_s))
     if not _valid_shards(folder, int(sim.sequences)):
         raise DataError(f"{folder}: expected {int(sim.sequences)} readable shards after simulating")
     from taskology.engine.logbook import write_json_atomic

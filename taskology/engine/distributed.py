@@ -523,7 +523,7 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
             run_dir=str(run_dir / "mediator"), seed=live_mediator_seed(int(config.sim.seed)), frames=int(config.sim.frames),
             camera_hw=(h, w), lidar_beams=int(config.sim.lidar_beams), frame_rate=float(config.sim.frame_rate),
             pool_size=int(config.exchange.mediator_pool_shards),
-            max_ahead=int(config.exchange.mediator_pool_shards))))
+            max_ahead=int(config.exchange.mediator_pool_shards), world=config.sim.world_changes())))
     view = LiveView(enabled=live)
     supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
                             run_dir=run_dir, on_poll=view.update,

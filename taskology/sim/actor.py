@@ -160,6 +160,9 @@ class SimActor:
         seed: world seed; with the index it determines each shard bit for bit.
         frames: frames per shard.
         camera_hw, lidar_beams, lidar_azimuth, frame_rate: passed to :func:`taskology.sim.generate.generate_shard`.
+        world: world parameters away from the default (keyword arguments of
+            :class:`taskology.sim.config.WorldConfig`, e.g. ``{"ego_speed_change_s": 1.5}``); ``None`` or
+            ``{}``: the default world.
         pool_size: list only the newest ``pool_size`` shards (``None``: keep and list all).
         retire_margin: shards kept on disk beyond ``pool_size`` before the oldest are unlinked
             (``None``: ``pool_size``, i.e. files live while two pool generations are produced).
@@ -172,7 +175,8 @@ class SimActor:
     def __init__(self, run_dir: str | os.PathLike[str], *, seed: int = 0, frames: int = 20,
                  camera_hw: tuple[int, int] = (64, 208), lidar_beams: int = 32, lidar_azimuth: int = 1024,
                  frame_rate: float = 10.0, pool_size: int | None = None, max_shards: int | None = None,
-                 retire_margin: int | None = None, max_ahead: int | None = None) -> None:
+                 retire_margin: int | None = None, max_ahead: int | None = None,
+                 world: dict[str, Any] | None = None) -> None:
         if frames <= 0:
             raise SimError(f"SimActor: frames must be > 0, found {frames}")
         if pool_size is not None and pool_size < 1:
@@ -182,6 +186,11 @@ class SimActor:
         self.frames = int(frames)
         self.generate_kwargs: dict[str, Any] = {"camera_hw": tuple(camera_hw), "lidar_beams": int(lidar_beams),
                                                 "lidar_azimuth": int(lidar_azimuth), "frame_rate": float(frame_rate)}
+        if world:  # only then: a default-world actor's ledger stays as before (resumable)
+            from taskology.sim.config import WorldConfig
+
+            self.generate_kwargs["world"] = WorldConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                           for k, v in world.items()})
         if retire_margin is not None and retire_margin < 0:
             raise SimError(f"SimActor: retire_margin must be >= 0 shards or None, found {retire_margin}")
         self.pool_size = pool_size
@@ -298,8 +307,9 @@ class SimActor:
 
     # ------------------------------------------------------------------ background thread
     def _config(self) -> dict[str, Any]:
-        return {"seed": self.seed, "frames": self.frames, **{k: list(v) if isinstance(v, tuple) else v
-                                                            for k, v in self.generate_kwargs.items()}}
+        return {"seed": self.seed, "frames": self.frames,
+                **{k: v.to_dict() if k == "world" else list(v) if isinstance(v, tuple) else v
+                   for k, v in self.generate_kwargs.items()}}
 
     def _scan(self, sequence_id_for: Callable[[int, int], str]) -> None:
         """Resume: check the ledger, drop stale temp files, validate shards, find the next index."""

@@ -17,6 +17,7 @@ import h5py
 from taskology.config import flatten_dotted
 from taskology.data.schema import SCHEMA_VERSION
 from taskology.errors import NotYetAvailable, SimError
+from taskology.sim.config import WorldConfig
 from taskology.sim.generate import (generate_shard, generator_description, sequence_id_for, validate_parameters)
 
 LIDAR_AZIMUTH = 1024
@@ -73,15 +74,21 @@ def _describe_difference(existing: Any, wanted: dict[str, Any]) -> str:
 
 
 def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, lidar_beams: int, backend: str,
-                carla_host: str, preview: Path | None) -> None:
+                carla_host: str, preview: Path | None, ego_speed: tuple[float, float] = (5.0, 9.0),
+                ego_speed_change_s: float = 0.0) -> None:
     """Entry point of ``taskology sim`` (arguments as parsed by :mod:`taskology.cli`)."""
     camera_hw = parse_camera(camera)
+    if not 0 < ego_speed[0] <= ego_speed[1] <= 40:
+        raise SimError(f"--ego-speed: expected MIN MAX with 0 < MIN <= MAX <= 40 m/s, found {ego_speed[0]:g} "
+                       f"{ego_speed[1]:g}")
+    world = WorldConfig(ego_speed_mps=(float(ego_speed[0]), float(ego_speed[1])),
+                        ego_speed_change_s=float(ego_speed_change_s))
     if sequences <= 0:
         raise SimError(f"--sequences must be > 0, found {sequences}")
     validate_parameters(seed=seed, index=0, frames=frames, camera_hw=camera_hw, lidar_beams=lidar_beams,
                         lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE)
     if preview is not None:
-        write_preview(Path(preview), seed=seed, camera_hw=camera_hw, lidar_beams=lidar_beams)
+        write_preview(Path(preview), seed=seed, camera_hw=camera_hw, lidar_beams=lidar_beams, world=world)
         return
     out = Path(out)
     if backend == "carla":
@@ -96,16 +103,16 @@ def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, 
     if backend != "embedded":
         raise SimError(f"--backend: expected 'embedded' or 'carla', found {backend!r}")
     generator = generator_description(seed=seed, camera_hw=camera_hw, lidar_beams=lidar_beams,
-                                      lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, frames=frames)
+                                      lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, frames=frames, world=world)
     check_output_dir(out, generator)
     out.mkdir(parents=True, exist_ok=True)
     todo = [i for i in range(sequences) if not (out / f"{sequence_id_for(seed, i)}.h5").exists()]
     _generate_with_progress(out, todo, sequences, seed=seed, frames=frames, camera_hw=camera_hw,
-                            lidar_beams=lidar_beams)
+                            lidar_beams=lidar_beams, world=world)
 
 
 def _generate_with_progress(out: Path, todo: list[int], sequences: int, *, seed: int, frames: int,
-                            camera_hw: tuple[int, int], lidar_beams: int) -> None:
+                            camera_hw: tuple[int, int], lidar_beams: int, world: WorldConfig) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     skipped = sequences - len(todo)
@@ -116,11 +123,12 @@ def _generate_with_progress(out: Path, todo: list[int], sequences: int, *, seed:
         for n, index in enumerate(todo):
             done = n * frames
             generate_shard(out, seed=seed, index=index, frames=frames, camera_hw=camera_hw, lidar_beams=lidar_beams,
-                           lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE,
+                           lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, world=world,
                            progress=lambda f, done=done: bar.update(task, completed=done + f))
 
 
-def write_preview(png: Path, *, seed: int, camera_hw: tuple[int, int], lidar_beams: int, frame: int = 0) -> Path:
+def write_preview(png: Path, *, seed: int, camera_hw: tuple[int, int], lidar_beams: int, frame: int = 0,
+                  world: WorldConfig | None = None) -> Path:
     """Render frame ``frame`` of sequence 0 into a temporary shard and draw it (rgb, depth, normals,
     semantic, LiDAR bird's-eye view with boxes) into ``png``."""
     from taskology.data.preview import render_frame_png
@@ -128,6 +136,7 @@ def write_preview(png: Path, *, seed: int, camera_hw: tuple[int, int], lidar_bea
     png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="taskology-preview-") as tmp:
         shard = generate_shard(Path(tmp), seed=seed, index=0, frames=frame + 1, camera_hw=camera_hw,
-                               lidar_beams=lidar_beams, lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE)
+                               lidar_beams=lidar_beams, lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE,
+                               world=world)
         render_frame_png(shard, frame, png)
     return png

@@ -130,3 +130,20 @@ def test_the_command_names_runs_dir_and_rerun() -> None:
     assert provenance("consistency", False, Path("configs/consistency-cpu.yaml"), runs_dir=Path("runs/b"),
                       rerun=["0.02/collective"])["command"] == (
         "taskology bench consistency --config configs/consistency-cpu.yaml --runs-dir runs/b --rerun 0.02/collective")
+
+
+def test_ensure_data_simulates_a_varied_world_into_its_own_folder(tmp_path: Path) -> None:
+    from taskology.config import load_config
+    from taskology.data.shard import Shard
+
+    base = [f"data.root={tmp_path}", "sim.sequences=1", "sim.frames=2", "sim.camera=8x24", "sim.seed=3"]
+    default = consistency.ensure_data(load_config(None, base))
+    varied = consistency.ensure_data(load_config(None, base + ["sim.ego_speed_mps=[2,12]",
+                                                               "sim.ego_speed_change_s=1.5"]))
+    assert default.name == "seed3-1x2-8x24"
+    assert varied.name == "seed3-1x2-8x24-ego_speed_mps2-12-ego_speed_change_s1.5"
+    with Shard.open(next(varied.glob("*.h5"))) as shard:
+        world = shard.generator["config"]["world"]
+    assert world["ego_speed_mps"] == [2.0, 12.0] and world["ego_speed_change_s"] == 1.5
+    with Shard.open(next(default.glob("*.h5"))) as shard:
+        assert "ego_speed_change_s" not in shard.generator["config"]["world"]
