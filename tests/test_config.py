@@ -418,3 +418,9 @@ def test_a_task_s_own_relation_weight_by_labels_replaces_train_s_for_that_task_o
         overrides=("tasks.depth.relation_weight_by_labels=[[0.5, 1.0], [0.1, 0.2]]",))
     assert "tasks.motion.relation_weight_by_labels" in _error(
         overrides=("tasks.motion.relation_weight_by_labels=[[0.1, -1.0]]",))
+
+
+def test_world_options_belong_to_the_embedded_simulator() -> None:
+    with pytest.raises(ConfigError, match="ego_speed_change_s: options of the embedded simulator; the carla backend"):
+        load_config(None, ["sim.backend=carla", "sim.ego_speed_change_s=2"])
+    assert load_config(None, ["sim.backend=carla"]).sim.world_changes() == {}

@@ -163,6 +163,13 @@ class SimConfig(_Section):
             raise _fail(f"expected [min, max] with 0 < min <= max <= 40 m/s; found {list(value)}")
         return (float(lo), float(hi))
 
+    @model_validator(mode="after")
+    def _world_only_embedded(self) -> "SimConfig":
+        if self.backend != "embedded" and self.world_changes():
+            raise _fail(f"{', '.join(self.world_changes())}: options of the embedded simulator; the "
+                        f"{self.backend} backend drives its own traffic")
+        return self
+
     def world_changes(self) -> dict[str, Any]:
         """The world parameters this section sets away from :class:`taskology.sim.config.WorldConfig`'s
         defaults, as keyword arguments of it (``{}`` for the default world)."""

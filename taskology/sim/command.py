@@ -91,6 +91,9 @@ def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, 
         write_preview(Path(preview), seed=seed, camera_hw=camera_hw, lidar_beams=lidar_beams, world=world)
         return
     out = Path(out)
+    if backend == "carla" and world != WorldConfig():
+        raise SimError("--ego-speed / --ego-speed-change: options of the embedded simulator; CARLA drives its "
+                       "own traffic (nothing was written)")
     if backend == "carla":
         try:
             from taskology.sim.carla_backend import generate_carla_shards
