@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["baselines", "oracle", "frames"])
     parser.add_argument("root", type=Path, help="data root: shards and splits.json")
     parser.add_argument("checkpoint", type=Path, nargs="?", help="motion checkpoint (frames)")
-    parser.add_argument("--config", type=Path, default=Path("configs/consistency-cpu.yaml"),
+    parser.add_argument("--config", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "configs" / "consistency-cpu.yaml",
                         help="preset whose data.* split settings (and motion width) apply")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
