@@ -28,19 +28,12 @@ from __future__ import annotations
 import numpy as np
 
 from taskology.data.schema import MOVABLE_CLASS_IDS
-
-
-def _rigid_inverse(a_from_b: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    rot = a_from_b[:3, :3]
-    out[:3, :3] = rot.T
-    out[:3, 3] = -rot.T @ a_from_b[:3, 3]
-    return out
+from taskology.geometry.rigid import invert
 
 
 def ego_motion(world_from_ego: np.ndarray, world_from_ego_next: np.ndarray, cam_from_ego: np.ndarray) -> np.ndarray:
     """(4, 4) float64 ``cam_{t+1}_from_cam_t`` from the ego poses at t, t+1 and the camera mount."""
-    return cam_from_ego @ _rigid_inverse(world_from_ego_next) @ world_from_ego @ _rigid_inverse(cam_from_ego)
+    return cam_from_ego @ invert(world_from_ego_next) @ world_from_ego @ invert(cam_from_ego)
 
 
 def motion_targets(*, world_from_ego: np.ndarray, world_from_ego_next: np.ndarray, cam_from_ego: np.ndarray,
@@ -61,7 +54,7 @@ def motion_targets(*, world_from_ego: np.ndarray, world_from_ego_next: np.ndarra
     """
     height, width = instance.shape
     cam_next = ego_motion(world_from_ego, world_from_ego_next, cam_from_ego)
-    rot_cam_next_from_world = (cam_from_ego @ _rigid_inverse(world_from_ego_next))[:3, :3]
+    rot_cam_next_from_world = (cam_from_ego @ invert(world_from_ego_next))[:3, :3]
     translation = np.zeros((3, height, width), np.float32)
     valid = instance < 0
     movable = np.zeros((height, width), bool)
