@@ -5,7 +5,8 @@
   relative; the photometric term to 1e-2 only, because of its auto-mask (a pixel counts when its warped
   error is below the unwarped one: near initialisation the two are almost equal for most pixels, so
   rounding flips some of them); measured on an H200: 3e-3 at 128x416, every other term <= 2e-4;
-- on identical inputs the photometric error map agrees to 1e-5 and its mask on >= 99 % of pixels;
+- on identical inputs the photometric relation's unwarped error map (frame t against frame t+1) agrees
+  to 1e-5, its auto-mask (warped error below unwarped) on >= 99 % of pixels, its smoothness term to 1e-5;
 - a distributed run with ``train.device=cuda`` trains its actors on the GPU, and its checkpoints load
   on a CPU-only runner (``map_location="cpu"``, ``weights_only=True``) and evaluate as on the GPU.
 """
