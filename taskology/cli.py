@@ -303,13 +303,17 @@ def demo(**kwargs: Any) -> None:
               help="Vary only this factor of a factorial benchmark (receivers; repeatable; default all).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Training steps per task for a benchmark with fixed sizes (staleness: a longer run, the same arms).")
+@click.option("--labels", "labels", type=click.FloatRange(min=0.0, max=1.0, min_open=True), multiple=True,
+              metavar="FRACTION", help="Only this label fraction (label-weights: choose at one fraction; repeatable; "
+                                       "default all).")
 @click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Keep each run's folder in DIR and reuse runs already finished there (consistency: go on "
                    "after a stop).")
 @click.option("--rerun", multiple=True, metavar="FRACTION/ARM",
               help="With --runs-dir: train these runs again even if finished, e.g. 0.02/collective (repeatable).")
 def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...],
-          factors: tuple[str, ...], steps: int | None, runs_dir: Path | None, rerun: tuple[str, ...]) -> None:
+          factors: tuple[str, ...], steps: int | None, labels: tuple[float, ...], runs_dir: Path | None,
+          rerun: tuple[str, ...]) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
 
     \b
@@ -318,6 +322,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
       taskology bench geometry --quick
       taskology bench consistency --config configs/consistency-cpu.yaml
       taskology bench label-weights --config configs/consistency-cpu.yaml --set 'train.seeds=[1]'
+      taskology bench label-weights --config configs/consistency-cpu.yaml --labels 0.1
       taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'
       taskology bench staleness --steps 1600
       taskology bench consistency --config configs/consistency-cpu.yaml --runs-dir runs/b --rerun 0.02/collective
@@ -329,7 +334,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
             click.echo(bench_name)
         return
     run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides, factors=factors, steps=steps,
-                  runs_dir=runs_dir, rerun=rerun)
+                  runs_dir=runs_dir, rerun=rerun, labels=labels)
 
 
 @cli.command()

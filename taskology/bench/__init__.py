@@ -81,7 +81,7 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 def provenance(name: str, quick: bool, config: Path | None = None, overrides: Sequence[str] = (),
                factors: Sequence[str] = (), steps: int | None = None, runs_dir: Path | None = None,
-               rerun: Sequence[str] = ()) -> dict[str, Any]:
+               rerun: Sequence[str] = (), labels: Sequence[float] = ()) -> dict[str, Any]:
     """Command, date, cores, commit and library versions of this run."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -102,6 +102,7 @@ def provenance(name: str, quick: bool, config: Path | None = None, overrides: Se
         + "".join(f" --set {shlex.quote(o)}" for o in overrides)
         + "".join(f" --factor {shlex.quote(f)}" for f in factors)
         + (f" --steps {steps}" if steps is not None else "")
+        + "".join(f" --labels {fraction:g}" for fraction in labels)
         + (f" --runs-dir {shlex.quote(str(runs_dir))}" if runs_dir is not None else "")
         + "".join(f" --rerun {shlex.quote(r)}" for r in rerun),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -119,9 +120,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence[str] = (),
-                factors: Sequence[str] = (), steps: int | None = None) -> str:
+                factors: Sequence[str] = (), steps: int | None = None, labels: Sequence[float] = ()) -> str:
     """File stem of a result: the benchmark, the preset it ran when not the default, its overrides,
-    ``--factor`` and ``--steps`` choices (so such a run never replaces the default result), ``-quick``.
+    ``--factor``, ``--steps`` and ``--labels`` choices (so such a run never replaces the default result),
+    ``-quick``.
 
     Example:
         >>> result_stem("consistency", False, Path("configs/consistency-cpu.yaml"))
@@ -134,6 +136,8 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
         'receivers-consistency-cpu-factor-segmentation-logic'
         >>> result_stem("staleness", False, None, steps=1600)
         'staleness-steps-1600'
+        >>> result_stem("label-weights", False, Path("configs/consistency-cpu.yaml"), labels=[0.1])
+        'label-weights-consistency-cpu-labels-10pct'
     """
     stem = name
     if config is not None:
@@ -144,19 +148,22 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
         stem += "-factor-" + "-".join(re.findall(r"[A-Za-z0-9_]+", factor))
     if steps is not None:
         stem += f"-steps-{steps}"
+    for fraction in labels:
+        stem += f"-labels-{fraction * 100:g}pct"
     return stem + ("-quick" if quick else "")
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results"),
                   config: Path | None = None, overrides: Sequence[str] = (),
                   factors: Sequence[str] = (), steps: int | None = None, runs_dir: Path | None = None,
-                  rerun: Sequence[str] = ()) -> dict[str, Any]:
+                  rerun: Sequence[str] = (), labels: Sequence[float] = ()) -> dict[str, Any]:
     """Run benchmark ``name`` and write ``out_dir/<stem>.json`` and ``.md`` (see :func:`result_stem`);
     return the JSON. ``config``: a preset for benchmarks that train from one (others refuse it);
     ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs); ``factors``:
     the factors a factorial benchmark varies (``receivers``; default all, checked before anything runs);
     ``steps``: training steps per task for benchmarks with fixed sizes that take it (``staleness``);
-    ``runs_dir``/``rerun``: keep runs and reuse finished ones (``consistency``; checked before anything runs)."""
+    ``runs_dir``/``rerun``: keep runs and reuse finished ones (``consistency``; checked before anything runs);
+    ``labels``: only these label fractions of a benchmark that trains at several (``label-weights``)."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
     module_name, issue = BENCHMARKS[name]
@@ -195,9 +202,17 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         raise ConfigError("--rerun needs --runs-dir: it names runs to train again among those kept there")
     if rerun:
         module.parse_rerun(rerun)  # a bad FRACTION/ARM fails here, before hours of training
+    if labels:
+        if "labels" not in inspect.signature(module.run).parameters:
+            raise ConfigError(f"benchmark {name!r} takes no --labels")
+        known = tuple(float(f) for f in getattr(module, "FRACTIONS", ()))
+        for fraction in labels:
+            if float(fraction) not in known:
+                raise ConfigError(f"--labels {fraction:g}: not a label fraction of {name!r}; "
+                                  f"available: {', '.join(f'{f:g}' for f in known)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     # before the run: the commit whose code runs, not the one after it
-    prov = provenance(name, quick, config, overrides, factors, steps, runs_dir, rerun)
+    prov = provenance(name, quick, config, overrides, factors, steps, runs_dir, rerun, labels)
     kwargs: dict[str, Any] = {"quick": quick}
     if config is not None:
         kwargs["config"] = Path(config)
@@ -211,12 +226,14 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         kwargs["runs_dir"] = Path(runs_dir)
     if rerun:
         kwargs["rerun"] = tuple(rerun)
+    if labels:
+        kwargs["labels"] = tuple(float(f) for f in labels)
     if "out_dir" in inspect.signature(module.run).parameters:  # benchmarks that also write pictures
         kwargs["out_dir"] = out_dir
     result: BenchResult = module.run(**kwargs)
     record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
               "notes": result.notes}
-    stem = result_stem(name, quick, config, overrides, factors, steps)
+    stem = result_stem(name, quick, config, overrides, factors, steps, labels)
     _write_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
     lines = [f"# Benchmark `{name}`", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",

@@ -152,18 +152,21 @@ def per_task_table(decisions: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> 
     return lines
 
 
-def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()) -> BenchResult:
-    """The alone arm and one collective arm per factor at each fraction, on validation (two at a time)."""
+def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = (),
+        labels: tuple[float, ...] = ()) -> BenchResult:
+    """The alone arm and one collective arm per factor at each fraction (``labels``: only these of
+    :data:`FRACTIONS`), on validation (two at a time)."""
     from taskology.config import load_config
     from taskology.engine.runner import relations_for
 
     preset = Path(config) if config is not None else PRESET
     # every task at the same factor: the preset's own points (train's and each task's) are replaced
     own_points_off = tuple(f"tasks.{t}.relation_weight_by_labels=null" for t in load_config(preset).tasks)
-    jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
+    fractions = tuple(fr for fr in FRACTIONS if not labels or fr in labels)
+    jobs = [(fr, "alone", "alone", ()) for fr in fractions]
     jobs += [(fr, "collective", variant(factor),
               (f"train.relation_weight_by_labels=[[1.0, {factor}]]", *own_points_off))
-             for fr in FRACTIONS for factor in FACTORS]
+             for fr in fractions for factor in FACTORS]
     wall0 = time.time()
     base, results, seconds, workers = validation_runs(preset, quick, jobs, overrides)
     # the tasks the preset's relations feed at factor 1 (a task fed nothing trains as alone whatever the factor)
@@ -187,7 +190,7 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
              f"{time.time() - wall0:.0f} s wall ({workers} runs at a time). Chosen: "
              f"`train.relation_weight_by_labels: {points}`"
              + (". QUICK RUN: sizes far too small for the choice to mean anything." if quick else "."))
-    figures = {"setup": {"preset": str(preset), "seed": seed, "fractions": list(FRACTIONS),
+    figures = {"setup": {"preset": str(preset), "seed": seed, "fractions": list(fractions),
                          "factors": list(FACTORS), "fed": list(fed), "steps": base.train.steps,
                          "val_sequences": base.data.val_sequences},
                "results": results, "decisions": decisions, "chosen_points": points,

@@ -70,3 +70,43 @@ def test_bench_steps_is_checked_before_a_run_and_named_in_the_command_and_stem(t
     assert not [p for p in tmp_path.iterdir() if p.is_file()]
     assert provenance("staleness", False, None, steps=1600)["command"] == "taskology bench staleness --steps 1600"
     assert result_stem("staleness", False, None, steps=1600) == "staleness-steps-1600"
+
+
+def test_bench_labels_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
+    from pathlib import Path
+
+    from taskology.bench import provenance, result_stem
+
+    preset = Path("configs/consistency-cpu.yaml")
+    for args, message in ((["label-weights", "--labels", "0.5"],
+                           "--labels 0.5: not a label fraction of 'label-weights'; available: 0.02, 0.1, 1"),
+                          (["label-weights", "--labels", "0"], "Invalid value for '--labels'"),
+                          (["receivers", "--labels", "0.1"], "benchmark 'receivers' takes no --labels")):
+        done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--config", str(preset),
+                               "--out", str(tmp_path)], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr, done
+    assert not list(tmp_path.iterdir())
+    assert provenance("label-weights", False, preset, labels=[0.1])["command"] == (
+        "taskology bench label-weights --config configs/consistency-cpu.yaml --labels 0.1")
+    assert result_stem("label-weights", False, preset, labels=[0.1]) == "label-weights-consistency-cpu-labels-10pct"
+    assert result_stem("label-weights", False, preset, labels=[0.02]) == "label-weights-consistency-cpu-labels-2pct"
+
+
+def test_label_weights_runs_only_the_fractions_asked_for(monkeypatch) -> None:
+    from pathlib import Path
+
+    from taskology.bench import label_weights
+
+    seen: list[tuple] = []
+
+    def fake_validation_runs(preset, quick, jobs, overrides=()):
+        seen.extend(jobs)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(label_weights, "validation_runs", fake_validation_runs)
+    try:
+        label_weights.run(False, Path("configs/consistency-cpu.yaml"), labels=(0.1,))
+    except RuntimeError:
+        pass
+    assert {fr for fr, *_ in seen} == {0.1}
+    assert [name for _, _, name, _ in seen] == ["alone", "relations x1", "relations x0.3", "relations x0.1"]
