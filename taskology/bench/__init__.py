@@ -113,6 +113,17 @@ def provenance(name: str, quick: bool, config: Path | None = None, overrides: Se
     }
 
 
+def sim_world(root: Path, hw: tuple[int, int], sequences: int, frames: int) -> Path:
+    """Simulate ``sequences`` shards of ``frames`` frames at ``hw`` (seed 0, no LiDAR) into ``root``: the
+    small fixed world of the benchmarks with fixed sizes (scaling, staleness, device). Returns ``root``."""
+    from taskology.sim.generate import generate_shard
+
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(sequences):
+        generate_shard(root, seed=0, index=index, frames=frames, camera_hw=hw, lidar_beams=0, overwrite=True)
+    return root
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)

@@ -34,18 +34,9 @@ from typing import Any, Iterator
 
 import torch
 
-from taskology.bench import BenchResult, target
+from taskology.bench import BenchResult, sim_world, target
 
 TASKS = ("depth", "normals", "segmentation", "motion")
-
-
-def _sim_root(root: Path, hw: tuple[int, int]) -> Path:
-    from taskology.sim.generate import generate_shard
-
-    root.mkdir(parents=True, exist_ok=True)
-    for index in range(4):
-        generate_shard(root, seed=0, index=index, frames=10, camera_hw=hw, lidar_beams=0, overwrite=True)
-    return root
 
 
 def _config(root: Path, hw: tuple[int, int], mode: str) -> Any:
@@ -85,7 +76,9 @@ def _rate(step: Any, device: str, steps: int, warmup: int) -> float:
 
 
 @contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
+def no_tf32() -> Iterator[None]:
+    """Within the block, CUDA matmuls and convolutions run in full float32 (TF32 off), as the CPU does:
+    the setting under which CPU and GPU results are compared (here and in tests/engine/test_cuda.py)."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -104,7 +97,7 @@ def _agreement(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Largest relative difference of the first collective round's losses, CPU vs CUDA: of the terms
     continuous in the network outputs, and of the photometric term (whose auto-mask is a hard comparison,
     see the module docstring) with the totals that include it."""
-    with _no_tf32():
+    with no_tf32():
         cpu = _first_round(cfg, run_dir / "cpu", "cpu")
         gpu = _first_round(cfg, run_dir / "cuda", "cuda")
     worst = {"continuous": (0.0, ""), "photometric": (0.0, "")}
@@ -151,7 +144,7 @@ def run(quick: bool) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="taskology-bench-device-") as tmp:
         for hw in sizes:
             name = f"{hw[0]}x{hw[1]}"
-            root = _sim_root(Path(tmp) / f"sim-{name}", hw)
+            root = sim_world(Path(tmp) / f"sim-{name}", hw, 4, 10)
             alone, collective = _config(root, hw, "alone"), _config(root, hw, "collective")
             size: dict[str, Any] = {"cpu": _speeds(alone, collective, Path(tmp) / name, "cpu", cpu_steps, warmup)}
             if has_cuda:

@@ -35,16 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from taskology.bench import BenchResult, target
-
-
-def _sim_root(root: Path, hw: tuple[int, int]) -> Path:
-    from taskology.sim.generate import generate_shard
-
-    root.mkdir(parents=True, exist_ok=True)
-    for index in range(5):
-        generate_shard(root, seed=0, index=index, frames=8, camera_hw=hw, lidar_beams=0, overwrite=True)
-    return root
+from taskology.bench import BenchResult, sim_world, target
 
 
 def _config(root: Path, steps: int, mode: str) -> Any:
@@ -176,7 +167,7 @@ def run(quick: bool) -> BenchResult:
     threads = {"driver_main": _torch_threads(), "driver_new_thread": _threads_in_new_thread()}
     with tempfile.TemporaryDirectory(prefix="taskology-bench-scaling-") as tmp:
         tmp_path = Path(tmp)
-        root = _sim_root(tmp_path / "sim", hw)
+        root = sim_world(tmp_path / "sim", hw, 5, 8)
         alone = _config(root, warmup + steps, "alone")
 
         # 1. engine vs bare loop (one process, one task; same model init, same batches, same loader)

@@ -62,7 +62,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from taskology.bench import BenchResult, target
+from taskology.bench import BenchResult, sim_world, target
 from taskology.engine.protocol import PeerOutputs
 from taskology.errors import ConfigError
 
@@ -122,15 +122,6 @@ class StalePeerView:
         self.staleness_steps.extend(steps)
         self.staleness_s.extend(seconds)
         return PeerOutputs(outputs=outputs, staleness_steps=steps, staleness_s=seconds)
-
-
-def _sim_root(root: Path, hw: tuple[int, int], sequences: int, frames: int) -> Path:
-    from taskology.sim.generate import generate_shard
-
-    root.mkdir(parents=True, exist_ok=True)
-    for index in range(sequences):
-        generate_shard(root, seed=0, index=index, frames=frames, camera_hw=hw, lidar_beams=0, overwrite=True)
-    return root
 
 
 def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
@@ -273,7 +264,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
     quarter = max(steps // 4, 1)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="taskology-bench-staleness-") as tmp:
-        root = _sim_root(Path(tmp) / "sim", hw, sequences, frames)
+        root = sim_world(Path(tmp) / "sim", hw, sequences, frames)
         jobs = {(arm, s): (root, steps, width, batch, test_sequences, Path(tmp) / f"arm{k}_s{s}", s, arm,
                            LABEL_FRACTION) for k, arm in enumerate(arms) for s in seeds}
         processes = max(1, min(2, os.cpu_count() or 1))  # one single-threaded run per core (2-core target)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from taskology.bench.device import _no_tf32
+from taskology.bench.device import no_tf32
 
 pytestmark = pytest.mark.gpu
 
@@ -39,7 +39,7 @@ def test_a_collective_round_on_cuda_matches_the_cpu(sim_root: Path, tmp_path: Pa
 
     cfg = _config(sim_root)
     rounds = {}
-    with _no_tf32():
+    with no_tf32():
         for device in ("cpu", "cuda"):
             runners, _ = build_runners(cfg, tmp_path / device, seed=0, device=device, collective=True)
             assert {next(r.model.parameters()).device.type for r in runners.values()} == {device}
@@ -67,7 +67,7 @@ def test_the_photometric_error_on_cuda_matches_the_cpu_on_identical_inputs(sim_r
     batch = runners["depth"].mediator_stream.next_batch()
     outputs = {t: runners[t].predict(batch) for t in ("depth", "motion")}
     terms, errors = {}, {}
-    with _no_tf32():
+    with no_tf32():
         for device in ("cpu", "cuda"):
             on = to_device(batch, torch.device(device))
             outs = {t: {k: v.to(device) for k, v in o.items()} for t, o in outputs.items()}
@@ -98,7 +98,7 @@ def test_a_distributed_run_trains_on_the_gpu_and_its_checkpoints_evaluate_the_sa
         state = torch.load(path, map_location="cpu", weights_only=True)
         assert state["rng"]["cuda"], f"{task}: the checkpoint holds no CUDA RNG state: it did not train on the GPU"
         metrics = {}
-        with _no_tf32():
+        with no_tf32():
             for device in ("cpu", "cuda"):
                 runner = TaskRunner.restore(path, task_name=task, config=cfg, data_root=sim_root,
                                             run_dir=tmp_path / f"eval-{device}", peer_view=InProcessPeerView(),
