@@ -10,7 +10,6 @@ fraction only, without retraining the benchmark's other 15 runs (docs/consistenc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from taskology.bench.consistency import ARMS, FRACTIONS, _config, _one_run, ensure_data, run_name
     from taskology.bench.parallel import map_in_processes
+    from taskology.engine.logbook import write_json_atomic
+    from taskology.errors import TaskologyError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset", type=Path)
@@ -31,9 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.preset.is_file():
         print(f"consistency_arm: no such preset {args.preset}", file=sys.stderr)
         return 2
-    base = _config(False, [], args.preset)
+    try:
+        base = _config(False, [], args.preset)
+        root = ensure_data(base)
+    except TaskologyError as exc:
+        print(f"consistency_arm: {exc}", file=sys.stderr)
+        return 2
     seeds = args.seeds if args.seeds is not None else list(base.train.seeds)
-    root = ensure_data(base)
     args.out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(len(seeds), os.cpu_count() or 1))
     jobs = {s: (str(args.preset), False, str(root), args.fraction, args.arm, s,
@@ -43,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed, (tasks, seconds) in map_in_processes(_one_run, jobs, workers):
         results[str(seed)] = {"tasks": tasks, "seconds": seconds}
         print(f"seed {seed}: {seconds:.0f} s ({time.time() - t0:.0f} s elapsed)", flush=True)
-        tmp = args.out / ".results.json.tmp"
-        tmp.write_text(json.dumps(results, indent=1, default=float))
-        os.replace(tmp, args.out / "results.json")
+        write_json_atomic(args.out / "results.json", results)
     return 0
 
 
