@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from taskology.bench import BenchResult, sim_world, target
-from taskology.engine.protocol import PeerOutputs
+from taskology.engine.protocol import PeerOutputs, PeerVersion
 from taskology.errors import ConfigError
 
 #: headline metric per task (lower is better for both).
@@ -78,21 +78,29 @@ class StalePeerView:
     peer has made ``every_steps`` optimizer steps since the last one. Outputs are computed in eval mode
     without gradient and rounded through ``payload_dtype`` (as the distributed payload is). Staleness
     of every row served (peer steps and seconds since the snapshot) is kept in :attr:`staleness_steps` /
-    :attr:`staleness_s`.
+    :attr:`staleness_s`. With ``versions`` > 1 the ``versions - 1`` snapshots before the current one are
+    kept too and their outputs served as :attr:`PeerOutputs.previous` (what a distributed consumer's cache
+    holds with ``exchange.average_publications = versions``).
 
     Args:
         peers: task name -> runner (``model``, ``task``, ``step``, ``device``).
         every_steps: snapshot refresh interval in peer steps (>= 1; 1 = always the current model).
         payload_dtype: ``"float16"`` or ``"float32"``.
+        versions: snapshots kept per peer (>= 1).
     """
 
-    def __init__(self, peers: Mapping[str, Any], every_steps: int, payload_dtype: str = "float16") -> None:
+    def __init__(self, peers: Mapping[str, Any], every_steps: int, payload_dtype: str = "float16",
+                 versions: int = 1) -> None:
         if every_steps < 1:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
+        if versions < 1:
+            raise ValueError(f"versions must be >= 1, got {versions}")
         self.peers = dict(peers)
         self.every_steps = int(every_steps)
+        self.versions = int(versions)
         self.dtype = getattr(torch, payload_dtype)
         self._snapshots: dict[str, tuple[torch.nn.Module, int, float]] = {}
+        self._older: dict[str, list[tuple[torch.nn.Module, int, float]]] = {}
         self.staleness_steps: list[int] = []
         self.staleness_s: list[float] = []
         self.refreshes: dict[str, int] = {}
@@ -101,6 +109,8 @@ class StalePeerView:
         runner = self.peers[task]
         snap = self._snapshots.get(task)
         if snap is None or runner.step - snap[1] >= self.every_steps:
+            if snap is not None and self.versions > 1:
+                self._older[task] = [snap, *self._older.get(task, [])][: self.versions - 1]
             model = copy.deepcopy(runner.model).eval()
             snap = (model, int(runner.step), time.time())
             self._snapshots[task] = snap
@@ -115,17 +125,24 @@ class StalePeerView:
         model, step, wall = self._snapshot(task)
         from taskology.engine.batches import to_device
 
-        out = runner.task.forward(model, to_device(batch, runner.device))
-        outputs = {k: v.detach().to(self.dtype).float() for k, v in out.items()}
+        batch = to_device(batch, runner.device)
         rows = len(batch["sample_id"])
         steps, seconds = [int(runner.step) - step] * rows, [time.time() - wall] * rows
         self.staleness_steps.extend(steps)
         self.staleness_s.extend(seconds)
-        return PeerOutputs(outputs=outputs, staleness_steps=steps, staleness_s=seconds)
+        previous = [PeerVersion(self._rounded(runner.task.forward(older, batch)), [older_step] * rows)
+                    for older, older_step, _ in self._older.get(task, [])]
+        return PeerOutputs(outputs=self._rounded(runner.task.forward(model, batch)), staleness_steps=steps,
+                           staleness_s=seconds, previous=previous)
+
+    def _rounded(self, out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Outputs rounded through the payload dtype, as float32."""
+        return {k: v.detach().to(self.dtype).float() for k, v in out.items()}
 
 
 def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
-            label_fraction: float = 1.0, mode: str = "collective", halflife: float = 0.0) -> Any:
+            label_fraction: float = 1.0, mode: str = "collective", halflife: float = 0.0,
+            average: int = 1) -> Any:
     from taskology.config import load_config
 
     warmup = steps // 4  # the collective recipe (configs/consistency.yaml): supervised first, then relations
@@ -134,7 +151,7 @@ def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
             f"train.consistency_start_step={warmup}", f"train.consistency_ramp_steps={max(warmup // 2, 1)}",
             "train.mediator_batch_size=4", "train.device=cpu", "train.checkpoint_every_steps=0",
             "train.checkpoint_every_s=0", f"train.mode={mode}", "train.eval_every=0",
-            f"exchange.staleness_halflife_steps={halflife}",
+            f"exchange.staleness_halflife_steps={halflife}", f"exchange.average_publications={average}",
             "tasks.segmentation.enabled=false", "tasks.motion.enabled=false", "relations.depth_normals.enabled=true"]
     for t in TASKS:
         over += [f"tasks.{t}.width={width}", f"tasks.{t}.batch_size={batch}", f"tasks.{t}.lr=0.002",
@@ -149,7 +166,7 @@ def train_with_stale_peers(config: Any, run_dir: Path, seed: int, every_steps: i
     from taskology.engine.collective import build_runners
 
     runners, _ = build_runners(config, run_dir, seed=seed, device="cpu", collective=config.train.mode == "collective")
-    view = StalePeerView(runners, every_steps, payload_dtype)
+    view = StalePeerView(runners, every_steps, payload_dtype, versions=int(config.exchange.average_publications))
     for runner in runners.values():
         runner.peer_view = view
     start = time.perf_counter()
@@ -184,6 +201,21 @@ def weighted_arm(every: int, halflife: int) -> str:
     return f"{every}, half-life {halflife}"
 
 
+#: publications averaged by the second mitigation (``exchange.average_publications``).
+AVERAGED = 2
+
+
+def averaged_arm(every: int, count: int = AVERAGED) -> str:
+    """Key of the arm refreshed every ``every`` steps whose relations use the mean of the peer's last
+    ``count`` snapshots (``exchange.average_publications`` = ``count``): the second mitigation.
+
+    Example:
+        >>> averaged_arm(200)
+        '200, mean of last 2'
+    """
+    return f"{every}, mean of last {count}"
+
+
 #: label fraction of both tasks in the full run: the regime the relations are for (few labels).
 LABEL_FRACTION = 0.1
 #: steps per task of the full run; ``--steps N`` (>= LONG_MIN_STEPS) runs N instead.
@@ -197,39 +229,44 @@ def _one_run(root: Path, steps: int, width: int, batch: int, test_sequences: int
              arm: int | str, fraction: float) -> dict[str, Any]:
     """One (arm, seed) run in a worker process (one torch thread)."""
     torch.set_num_threads(1)
-    every, dtype, halflife = arm_settings(arm)
+    every, dtype, halflife, average = arm_settings(arm)
     config = _config(root, steps, width, batch, test_sequences, fraction, "alone" if arm == ALONE else "collective",
-                     halflife)
+                     halflife, average)
     return train_with_stale_peers(config, run_dir, seed, every, dtype)
 
 
-def arm_settings(arm: int | str) -> tuple[int, str, float]:
-    """(refresh interval, payload dtype, staleness half-life) of an arm key.
+def arm_settings(arm: int | str) -> tuple[int, str, float, int]:
+    """(refresh interval, payload dtype, staleness half-life, publications averaged) of an arm key.
 
     Example:
         >>> arm_settings(50), arm_settings(FLOOR), arm_settings(weighted_arm(200, 100))
-        ((50, 'float16', 0.0), (1, 'float32', 0.0), (200, 'float16', 100.0))
+        ((50, 'float16', 0.0, 1), (1, 'float32', 0.0, 1), (200, 'float16', 100.0, 1))
+        >>> arm_settings(averaged_arm(400))
+        (400, 'float16', 0.0, 2)
     """
     if arm == FLOOR:
-        return 1, "float32", 0.0
+        return 1, "float32", 0.0, 1
     if arm == ALONE:
-        return 1, "float16", 0.0
-    if isinstance(arm, str):  # weighted_arm(every, halflife)
+        return 1, "float16", 0.0, 1
+    if isinstance(arm, str) and ", half-life " in arm:  # weighted_arm(every, halflife)
         every, halflife = arm.split(", half-life ")
-        return int(every), "float16", float(halflife)
-    return int(arm), "float16", 0.0
+        return int(every), "float16", float(halflife), 1
+    if isinstance(arm, str) and ", mean of last " in arm:  # averaged_arm(every, count)
+        every, count = arm.split(", mean of last ")
+        return int(every), "float16", 0.0, int(count)
+    return int(arm), "float16", 0.0, 1
 
 
-def plan(quick: bool, steps: int | None = None) -> tuple[int, list[int], int, list[str]]:
-    """(steps per task, refresh intervals, half-life, mitigation arms) of a run.
+def plan(quick: bool, steps: int | None = None) -> tuple[int, list[int], int, list[str], list[str]]:
+    """(steps per task, refresh intervals, half-life, down-weighted arms, averaged arms) of a run.
 
     Example:
         >>> plan(False)
-        (800, [1, 50, 200], 100, ['50, half-life 100', '200, half-life 100'])
-        >>> plan(False, 1600)          # longer: the default run's fixed age of 200 steps and 25 % of this run
+        (800, [1, 50, 200], 100, ['50, half-life 100', '200, half-life 100'], ['50, mean of last 2', '200, mean of last 2'])
+        >>> plan(False, 1600)[:4]     # longer: the default run's fixed age of 200 steps and 25 % of this run
         (1600, [1, 200, 400], 200, ['200, half-life 200', '400, half-life 200'])
-        >>> plan(True)
-        (40, [1, 5, 10], 5, ['5, half-life 5', '10, half-life 5'])
+        >>> plan(True)[1:]
+        ([1, 5, 10], 5, ['5, half-life 5', '10, half-life 5'], ['5, mean of last 2', '10, mean of last 2'])
     """
     if steps is not None and quick:
         raise ConfigError("--steps with --quick: the quick run has its own 40 steps")
@@ -247,7 +284,8 @@ def plan(quick: bool, steps: int | None = None) -> tuple[int, list[int], int, li
     # the mitigation at one half-life for every stale interval, as a default would be: half the stalest interval
     halflife = max(intervals[-1] // 2, 1)
     weighted = [weighted_arm(n, halflife) for n in intervals[1:]]
-    return int(steps), intervals, halflife, weighted
+    averaged = [averaged_arm(n) for n in intervals[1:]]
+    return int(steps), intervals, halflife, weighted, averaged
 
 
 def run(quick: bool, steps: int | None = None) -> BenchResult:
@@ -255,12 +293,12 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
     from taskology.bench.parallel import map_in_processes
 
     torch.set_num_threads(1)
-    steps, intervals, halflife, weighted = plan(quick, steps)
+    steps, intervals, halflife, weighted, averaged = plan(quick, steps)
     if quick:
         hw, sequences, test_sequences, frames, width, batch, seeds = (32, 96), 4, 1, 6, 4, 2, (0,)
     else:
         hw, sequences, test_sequences, frames, width, batch, seeds = (32, 96), 10, 3, 40, 8, 4, (0, 1, 2, 3)
-    arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], *weighted, ALONE]
+    arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], *weighted, *averaged, ALONE]
     quarter = max(steps // 4, 1)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="taskology-bench-staleness-") as tmp:
@@ -291,6 +329,8 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
     # the mitigation judged on harm only: a weighted arm may be better than fresh (it leans on its own labels)
     worst_weighted = max((rel[a][t] for a in weighted if arm_settings(a)[0] <= quarter for t in HEADLINE),
                          default=0.0)
+    worst_averaged = max((rel[a][t] for a in averaged if arm_settings(a)[0] <= quarter for t in HEADLINE),
+                         default=0.0)
     # what the relations are worth, and how much of it each arm keeps: (arm - fresh) / (alone - fresh)
     gain = {t: (means[ALONE][t] - means[1][t]) / abs(means[1][t]) for t in HEADLINE}
     lost = {a: {t: (means[a][t] - means[1][t]) / (means[ALONE][t] - means[1][t])
@@ -305,7 +345,8 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
         p50, p95 = np.mean([x["p50_steps"] for x in st]), np.mean([x["p95_steps"] for x in st])
         s50, s95 = np.mean([x["p50_s"] for x in st]), np.mean([x["p95_s"] for x in st])
         share = (f"{100 * a / steps:.1f}" if isinstance(a, int) else "noise floor" if a == FLOOR
-                 else "no relations" if a == ALONE else f"{100 * arm_settings(a)[0] / steps:.1f}, down-weighted by age")
+                 else "no relations" if a == ALONE else f"{100 * arm_settings(a)[0] / steps:.1f}, "
+                 + ("down-weighted by age" if a in weighted else f"mean of the last {AVERAGED} snapshots"))
         rows.append(f"| {a} | {share} | " + " | ".join(f"{means[a][t]:.4f}" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * rel[a][t]:+.2f}%" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * float(np.mean(paired[a][t])):+.1f}"
@@ -325,12 +366,15 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                "paired_standard_error": {str(a): v for a, v in paired_se.items()},
                "noise_floor_max_relative_change": floor, "halflife_steps": halflife,
                "max_worsening_with_halflife": worst_weighted if weighted else None,
+               "averaged_publications": AVERAGED, "max_worsening_with_averaging": worst_averaged if averaged else None,
                "consistency_start_step": steps // 4, "fresh_seed_sd": seed_sd, "wall_s": time.time() - t0,
                "load_average_1min": os.getloadavg()[0],
                "runs": {str(a): {str(s): runs[a][s] for s in seeds} for a in arms}}
     targets = {"max_relative_change_up_to_25pct": target(worst, 0.03, higher_is_better=False)}
     if weighted:
         targets["max_worsening_with_halflife_up_to_25pct"] = target(worst_weighted, 0.03, higher_is_better=False)
+    if averaged:
+        targets["max_worsening_with_averaging_up_to_25pct"] = target(worst_averaged, 0.03, higher_is_better=False)
     return BenchResult(
         figures=figures, table="\n".join(rows), targets=targets,
         notes=("In-process, peers read through a model snapshot refreshed every N peer steps (float16-rounded "
@@ -348,6 +392,10 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                   f"0.5 ** (age / {halflife}) (exchange.staleness_halflife_steps = {halflife}, one value for every N, "
                   "as a default would be): the mitigation, judged separately and on harm only (its largest "
                   "worsening vs fresh; being better than fresh is not a loss). " if weighted else "")
+               + (f"'N, mean of last {AVERAGED}': refreshed every N steps, each relation tied to the mean of the "
+                  f"peer's last {AVERAGED} snapshots from the relations' start on (exchange.average_publications = "
+                  f"{AVERAGED}; unit normals normalized again): the second mitigation, against the period-two "
+                  "oscillation stale peers fall into (docs/distributed.md), judged the same way. " if averaged else "")
                + (f"A longer run (--steps {steps}): the fixed age of {LONG_INTERVAL} steps the default "
                   f"{DEFAULT_STEPS}-step run measured, and 25 % of this run. " if steps != DEFAULT_STEPS and not quick
                   else "")

@@ -372,6 +372,10 @@ class ExchangeConfig(_Section):
     staleness_halflife_steps: Annotated[Float, Field(ge=0)] = Field(
         0.0, description="A relation term's weight halves for every this many publisher steps of age of the peer "
                          "predictions it uses (mean over their rows); 0: full weight whatever the age.")
+    average_publications: Annotated[Int, Field(ge=1)] = Field(
+        1, description="A consumer ties its relations to the mean of a peer's newest this many publications of "
+                       "each sample (those from train.consistency_start_step on); 1: the newest only. 2 damps "
+                       "the oscillation rarely refreshed peers fall into (docs/distributed.md, Staleness).")
     payload_dtype: Literal["float16", "float32"] = "float16"
     predict_batch_size: Annotated[Int, Field(ge=1)] = Field(16, description="Mediator samples per forward pass "
                                                             "when publishing (inference only: larger is cheaper per sample).")

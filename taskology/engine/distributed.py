@@ -410,7 +410,8 @@ def exchange_policy_from_config(exchange: Any) -> ExchangePolicy:
                           refresh_every_s=float(exchange.refresh_every_s),
                           max_staleness_steps=exchange.max_staleness_steps,
                           max_staleness_s=exchange.max_staleness_s, payload_dtype=str(exchange.payload_dtype),
-                          lockstep_lag_steps=getattr(exchange, "lockstep_lag_steps", None))
+                          lockstep_lag_steps=getattr(exchange, "lockstep_lag_steps", None),
+                          keep_versions=int(getattr(exchange, "average_publications", 1)))
 
 
 def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_sim: bool | None = None,

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from taskology.engine.protocol import PeerOutputs, Predictions
+from taskology.engine.protocol import PeerOutputs, PeerVersion, Predictions
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class ExchangePolicy:
             publishers also publish their initial model (step 0). ``0`` with ``publish_every_steps=1`` is
             the in-process reference's freshness up to one step (see :class:`DistributedPeerView`).
         lockstep_timeout_s: longest wait for one peer; then the step goes on with what the cache holds.
+        keep_versions: publications of each sample a consumer's cache keeps (newest plus ``keep_versions -
+            1`` older ones, served as :attr:`PeerOutputs.previous`); ``exchange.average_publications``.
 
     Example:
         >>> p = ExchangePolicy(publish_every_steps=10, max_staleness_steps=100)
@@ -58,12 +60,14 @@ class ExchangePolicy:
     payload_dtype: str = "float16"
     lockstep_lag_steps: int | None = None
     lockstep_timeout_s: float = 60.0
+    keep_versions: int = 1
 
     def __post_init__(self) -> None:
         assert self.publish_every_steps >= 1, "publish_every_steps must be >= 1"
         assert self.lockstep_lag_steps is None or self.lockstep_lag_steps >= 0, "lockstep_lag_steps must be >= 0"
         assert self.refresh_every_s >= 0, "refresh_every_s must be >= 0"
         assert self.payload_dtype in ("float16", "float32"), self.payload_dtype
+        assert self.keep_versions >= 1, "keep_versions must be >= 1"
 
     def should_publish(self, step: int, last_published_step: int | None) -> bool:
         """Publish at the first step, then once ``publish_every_steps`` steps have passed."""
@@ -143,6 +147,8 @@ class _Row:
     step: int
     wall_time: float
     values: dict[str, np.ndarray]
+    #: older publications of the same sample, newest first (at most ``policy.keep_versions - 1``)
+    older: list["_Row"] = field(default_factory=list)
 
 
 @dataclass
@@ -190,7 +196,8 @@ class StalenessLog:
 
 
 class PredictionCache:
-    """Latest row per (peer, sample) a consumer has received; merged across publications.
+    """Latest row per (peer, sample) a consumer has received; merged across publications. With
+    ``policy.keep_versions`` > 1 a row also keeps that many minus one older publications of its sample.
 
     ``max_rows_per_peer`` bounds memory (least recently updated rows are evicted first).
     ``clock`` is injectable for tests.
@@ -214,8 +221,14 @@ class PredictionCache:
                 old = rows.get(sid)
                 if old is not None and old.step > predictions.step:
                     continue
+                older: list[_Row] = []
+                if old is not None and self.policy.keep_versions > 1:
+                    # the same step again (a re-fetched publication) replaces, it does not push
+                    older = old.older if old.step == predictions.step else [_Row(old.step, old.wall_time, old.values),
+                                                                            *old.older]
                 rows[sid] = _Row(predictions.step, predictions.wall_time,
-                                 {k: v[i] for k, v in predictions.outputs.items()})
+                                 {k: v[i] for k, v in predictions.outputs.items()},
+                                 older[: self.policy.keep_versions - 1])
                 rows.move_to_end(sid)
             while len(rows) > self.max_rows_per_peer:
                 rows.popitem(last=False)
@@ -271,10 +284,22 @@ class PredictionCache:
             steps = [max(current - r.step, 0) for r in picked]
             seconds = [max(now - r.wall_time, 0.0) for r in picked]
             self.log.record(task, steps, seconds)
-            names = picked[0].values.keys()
-            outputs = {n: torch.from_numpy(np.stack([r.values[n] for r in picked])).to(device=device).float()
-                       for n in names}
-        return PeerOutputs(outputs=outputs, staleness_steps=steps, staleness_s=seconds)
+            outputs = _stacked([r.values for r in picked], device)
+            previous: list[PeerVersion] = []
+            for j in range(self.policy.keep_versions - 1):  # a version counts only when every row has it
+                if not all(len(r.older) > j for r in picked):
+                    break
+                version = [r.older[j] for r in picked]
+                if not all(self.policy.is_usable(max(current - r.step, 0), max(now - r.wall_time, 0.0))
+                           for r in version):
+                    break
+                previous.append(PeerVersion(_stacked([r.values for r in version], device), [r.step for r in version]))
+        return PeerOutputs(outputs=outputs, staleness_steps=steps, staleness_s=seconds, previous=previous)
+
+
+def _stacked(rows: list[dict[str, np.ndarray]], device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Per output name, the rows stacked into one float32 tensor on ``device``."""
+    return {n: torch.from_numpy(np.stack([r[n] for r in rows])).to(device=device).float() for n in rows[0]}
 
 
 class DistributedPeerView:

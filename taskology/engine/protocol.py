@@ -55,11 +55,27 @@ class PeerOutputs:
         outputs: name -> (B, ...) float32 tensor on the consumer's device, no grad.
         staleness_steps: (B,) publisher steps elapsed since prediction (0 when fresh).
         staleness_s: (B,) seconds since prediction.
+        previous: older publications of the same rows (:class:`PeerVersion`), newest first; only from
+            views that keep them (``exchange.average_publications`` > 1), else empty.
     """
 
     outputs: dict[str, torch.Tensor]
     staleness_steps: list[int] = field(default_factory=list)
     staleness_s: list[float] = field(default_factory=list)
+    previous: list["PeerVersion"] = field(default_factory=list)
+
+
+@dataclass
+class PeerVersion:
+    """An older publication of a peer's outputs for the rows of a batch.
+
+    Attributes:
+        outputs: name -> (B, ...) float32 tensor, like :attr:`PeerOutputs.outputs`.
+        steps: (B,) the publisher's step each row was predicted at.
+    """
+
+    outputs: dict[str, torch.Tensor]
+    steps: list[int]
 
 
 class PeerView(Protocol):

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from taskology.engine.batches import BatchStream, collate, to_device
-from taskology.engine.protocol import PeerView, Predictions, peers_needed
+from taskology.engine.protocol import PeerOutputs, PeerView, Predictions, peers_needed
 from taskology.engine.task_data import TaskData, open_task_data
 from taskology.errors import ConfigError
 from taskology.losses import RELATIONS
@@ -108,6 +108,32 @@ def staleness_weight(staleness_steps: Sequence[float], halflife_steps: float) ->
     if halflife_steps <= 0 or not len(staleness_steps):
         return 1.0
     return float(0.5 ** (float(np.mean(staleness_steps)) / halflife_steps))
+
+
+def averaged_peer_outputs(task: Task, peer: PeerOutputs, count: int, min_step: int) -> dict[str, torch.Tensor]:
+    """The peer outputs a relation uses: ``peer.outputs`` itself, or with ``count`` > 1 the task's average
+    (:meth:`~taskology.tasks.base.Task.average_outputs`) of it and up to ``count - 1`` older publications
+    of the same rows (``peer.previous``, newest first), taking older ones only while all their rows were
+    predicted at publisher step >= ``min_step`` (the relations' start: a publication of the supervised
+    warm-up, or of the random initialisation, is not what the relations are meant to be tied to).
+
+    Why: a consumer that fits a peer's stale snapshot while the peer fits the consumer's stale snapshot
+    swaps states at every refresh (a period-two oscillation; docs/distributed.md, "Staleness"). The mean
+    of the last two publications cancels the alternating part.
+
+    Example:
+        >>> from taskology.engine.protocol import PeerVersion
+        >>> from taskology.tasks.base import Task
+        >>> peer = PeerOutputs({"x": torch.tensor([4.0])}, previous=[PeerVersion({"x": torch.tensor([2.0])}, [300])])
+        >>> averaged_peer_outputs(Task(), peer, 2, 200), averaged_peer_outputs(Task(), peer, 2, 400)
+        ({'x': tensor([3.])}, {'x': tensor([4.])})
+    """
+    versions = [peer.outputs]
+    for older in peer.previous[:max(count - 1, 0)]:
+        if min(older.steps, default=-1) < min_step:
+            break
+        versions.append(older.outputs)
+    return dict(peer.outputs) if len(versions) == 1 else task.average_outputs(versions)
 
 
 def enabled_tasks(config: Any) -> list[str]:
@@ -309,6 +335,8 @@ class TaskRunner:
             own_with_next = self._with_next_frame_targets(own, mediator)
             peer_cache: dict[str, Any] = {}
             halflife = float(self.config.exchange.staleness_halflife_steps)
+            average = int(self.config.exchange.average_publications)
+            start = int(self.config.train.consistency_start_step)
             for relation, weight in self.relations:
                 peers = {}
                 ages: list[float] = []
@@ -322,7 +350,8 @@ class TaskRunner:
                             staleness_s.extend(float(s) for s in peer_cache[peer].staleness_s)
                     if peer_cache[peer] is None:
                         break
-                    peers[peer] = {k: v.to(self.device) for k, v in peer_cache[peer].outputs.items()}
+                    used = averaged_peer_outputs(self.tasks[peer], peer_cache[peer], average, start)
+                    peers[peer] = {k: v.to(self.device) for k, v in used.items()}
                     ages.extend(float(s) for s in peer_cache[peer].staleness_steps)
                 else:
                     value = evaluate_for_receiver(relation, self.task_name,

@@ -21,7 +21,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,19 @@ class Task:
 
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         raise NotImplementedError
+
+    def average_outputs(self, versions: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """One set of outputs from several versions of the same rows (newest first): the element-wise mean
+        of every floating output, the newest value of any other. Subclasses whose outputs live on a
+        manifold (unit normals) project the mean back onto it.
+
+        Example:
+            >>> Task().average_outputs([{"x": torch.tensor([2.0])}, {"x": torch.tensor([0.0])}])
+            {'x': tensor([1.])}
+        """
+        newest = versions[0]
+        return {name: torch.stack([v[name] for v in versions]).mean(dim=0) if value.is_floating_point() else value
+                for name, value in newest.items()}
 
     def finalize_metrics(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Default: every ``"<m>:sum"`` divided by its ``"<m>:count"`` (``nan`` when the count is 0)."""

@@ -14,7 +14,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from typing import ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,11 @@ class NormalsTask(Task):
 
     def forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"normals": F.normalize(model(batch["rgb"]), dim=1, eps=1e-6)}  # (B, 3, H, W) unit
+
+    def average_outputs(self, versions: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The mean normal, normalized again (a mean of unit vectors is shorter than 1)."""
+        mean = super().average_outputs(versions)
+        return {**mean, "normals": F.normalize(mean["normals"], dim=1, eps=1e-6)}
 
     def supervised_loss(self, outputs: Mapping[str, torch.Tensor],
                         batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from synthetic import synthetic_task_data  # noqa: E402
 
 from taskology.config import load_config  # noqa: E402
 from taskology.engine.peers import InProcessPeerView  # noqa: E402
+from taskology.engine.protocol import PeerVersion  # noqa: E402
 from taskology.engine.runner import TaskRunner, load_checkpoint  # noqa: E402
 from taskology.errors import DataError  # noqa: E402
 
@@ -354,6 +355,54 @@ def test_staleness_halflife_scales_a_relation_term_by_the_age_of_its_peer_predic
     assert totals[(50.0, 0)]["staleness_weight/depth_normals"] == 1.0
     # same step, same data: only the weight differs, so the relation value itself is the same
     assert totals[(50.0, 100)]["consistency/depth_normals"] == pytest.approx(totals[(0.0, 100)]["consistency/depth_normals"])
+
+
+class _VersionedView(InProcessPeerView):
+    """In-process answers that also carry one older publication, predicted at peer step ``older_step``:
+    depth doubled, normals with their channels rolled. ``merged``: no older publication, but the answer
+    is already the mean of the two (normals normalized again), computed here independently."""
+
+    def __init__(self, older_step: int, merged: bool = False) -> None:
+        super().__init__()
+        self.older_step, self.merged = older_step, merged
+
+    def peer_outputs(self, task, batch):
+        out = super().peer_outputs(task, batch)
+        if out is None:  # a peer of another relation, not registered here
+            return None
+        older = {"depth": 2.0 * out.outputs["depth"]} if task == "depth" else \
+            {"normals": torch.roll(out.outputs["normals"], 1, dims=1)}
+        if self.merged:
+            mean = {k: (out.outputs[k] + older[k]) / 2 for k in older}
+            if task == "normals":
+                mean["normals"] = torch.nn.functional.normalize(mean["normals"], dim=1, eps=1e-6)
+            return type(out)(outputs=mean, staleness_steps=out.staleness_steps, staleness_s=out.staleness_s)
+        rows = len(batch["sample_id"])
+        return type(out)(outputs=out.outputs, staleness_steps=out.staleness_steps, staleness_s=out.staleness_s,
+                         previous=[PeerVersion(older, [self.older_step] * rows)])
+
+
+def test_average_publications_ties_relations_to_the_mean_of_publications_from_the_relations_start(
+        tmp_path: Path) -> None:
+    """exchange.average_publications=2: each consumer's relation value is the one computed on the mean of
+    the newest and the older publication, when the older one is from step >= the relations' start
+    (train.consistency_start_step); otherwise, and with 1, the newest alone."""
+    def relation_values(average: int, view: InProcessPeerView) -> dict[str, float]:
+        cfg = tiny_config(f"exchange.average_publications={average}", "train.consistency_start_step=5",
+                          "train.consistency_ramp_steps=0")
+        runners = {t: TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
+                                 data=synthetic_task_data()) for t in ("depth", "normals")}
+        for t, r in runners.items():
+            view.register(t, r)
+            r.step = 10
+        return {t: runners[t].train_step()["consistency/depth_normals"] for t in list(runners)}
+
+    merged = relation_values(1, _VersionedView(0, merged=True))
+    plain = relation_values(1, _VersionedView(7))
+    assert relation_values(2, _VersionedView(7)) == pytest.approx(merged, rel=1e-5)
+    assert relation_values(2, _VersionedView(3)) == pytest.approx(plain, rel=1e-5)   # older one from the warm-up
+    assert relation_values(1, _VersionedView(7)) == pytest.approx(plain, rel=1e-5)
+    assert all(abs(merged[t] - plain[t]) > 1e-3 for t in merged)  # the older publication really changes the value
 
 
 class _AnsweringView(InProcessPeerView):

@@ -52,6 +52,19 @@ def test_depth_output_is_bounded_and_positive() -> None:
     assert depth[1] == pytest.approx(math.sqrt(task.min_depth * task.max_depth))
 
 
+def test_average_outputs_means_floats_keeps_the_newest_integers_and_renormalizes_normals() -> None:
+    depth = build_task("depth", width=4)
+    got = depth.average_outputs([{"depth": torch.tensor([4.0]), "mask": torch.tensor([1])},
+                                 {"depth": torch.tensor([2.0]), "mask": torch.tensor([0])}])
+    assert got["depth"].tolist() == [3.0] and got["mask"].tolist() == [1]
+    normals = build_task("normals", width=4)
+    a = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    b = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
+    mean = normals.average_outputs([{"normals": a}, {"normals": b}])["normals"]
+    torch.testing.assert_close(mean.flatten(), torch.tensor([1.0, 1.0, 0.0]) / math.sqrt(2.0))  # unit, halfway
+    torch.testing.assert_close(normals.average_outputs([{"normals": a}])["normals"], a)
+
+
 def test_normals_ninety_degrees_off() -> None:
     task = build_task("normals", width=4)
     gt = torch.tensor([0.0, 0.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 5)
