@@ -57,7 +57,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -160,9 +160,12 @@ def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
 
 
 def train_with_stale_peers(config: Any, run_dir: Path, seed: int, every_steps: int,
-                           payload_dtype: str = "float16") -> dict[str, Any]:
+                           payload_dtype: str = "float16",
+                           on_round: Callable[[int, Mapping[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train every enabled task ``config.train.steps`` steps round-robin in this process, peers read through
-    one :class:`StalePeerView`; returns test metrics, observed staleness and wall time."""
+    one :class:`StalePeerView`; returns test metrics, observed staleness and wall time. ``on_round(step,
+    runners)`` is called before every round and after the last (``step`` = rounds done), e.g. to record
+    predictions (:mod:`taskology.bench.staleness_trace`)."""
     from taskology.engine.collective import build_runners
 
     runners, _ = build_runners(config, run_dir, seed=seed, device="cpu", collective=config.train.mode == "collective")
@@ -171,10 +174,14 @@ def train_with_stale_peers(config: Any, run_dir: Path, seed: int, every_steps: i
         runner.peer_view = view
     start = time.perf_counter()
     terms = 0
-    for _ in range(int(config.train.steps)):
+    for done in range(int(config.train.steps)):
+        if on_round is not None:
+            on_round(done, runners)
         for runner in runners.values():
             scalars = runner.train_step()
             terms += sum(k.startswith("consistency/") and k != "consistency/scale" for k in scalars)
+    if on_round is not None:
+        on_round(int(config.train.steps), runners)
     elapsed = time.perf_counter() - start
     steps, secs = np.asarray(view.staleness_steps or [0], float), np.asarray(view.staleness_s or [0], float)
     return {"metrics": {t: r.evaluate("test") for t, r in runners.items()}, "train_s": elapsed,
@@ -395,7 +402,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                + (f"'N, mean of last {AVERAGED}': refreshed every N steps, each relation tied to the mean of the "
                   f"peer's last {AVERAGED} snapshots from the relations' start on (exchange.average_publications = "
                   f"{AVERAGED}; unit normals normalized again): the second mitigation, against the period-two "
-                  "oscillation stale peers fall into (docs/distributed.md), judged the same way. " if averaged else "")
+                  "oscillation stale peers fall into (docs/cluster.md), judged the same way. " if averaged else "")
                + (f"A longer run (--steps {steps}): the fixed age of {LONG_INTERVAL} steps the default "
                   f"{DEFAULT_STEPS}-step run measured, and 25 % of this run. " if steps != DEFAULT_STEPS and not quick
                   else "")

@@ -375,7 +375,8 @@ class ExchangeConfig(_Section):
     average_publications: Annotated[Int, Field(ge=1)] = Field(
         1, description="A consumer ties its relations to the mean of a peer's newest this many publications of "
                        "each sample (those from train.consistency_start_step on); 1: the newest only. 2 damps "
-                       "the oscillation rarely refreshed peers fall into (docs/distributed.md, Staleness).")
+                       "the oscillation rarely refreshed peers fall into (docs/cluster.md, What stale "
+                       "predictions cost).")
     payload_dtype: Literal["float16", "float32"] = "float16"
     predict_batch_size: Annotated[Int, Field(ge=1)] = Field(16, description="Mediator samples per forward pass "
                                                             "when publishing (inference only: larger is cheaper per sample).")

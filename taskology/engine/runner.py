@@ -118,8 +118,8 @@ def averaged_peer_outputs(task: Task, peer: PeerOutputs, count: int, min_step: i
     warm-up, or of the random initialisation, is not what the relations are meant to be tied to).
 
     Why: a consumer that fits a peer's stale snapshot while the peer fits the consumer's stale snapshot
-    swaps states at every refresh (a period-two oscillation; docs/distributed.md, "Staleness"). The mean
-    of the last two publications cancels the alternating part.
+    swaps states at every refresh, a period-two oscillation (docs/cluster.md, "What stale predictions
+    cost"); the mean of the last two publications cancels the alternating part.
 
     Example:
         >>> from taskology.engine.protocol import PeerVersion

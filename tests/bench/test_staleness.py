@@ -53,3 +53,21 @@ def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor
     assert f["noise_floor_max_relative_change"] == pytest.approx(
         max(abs(v) for v in f["relative_change_vs_fresh"][staleness.FLOOR].values()))
     assert np.isfinite(f["noise_floor_max_relative_change"]) and "noise floor" in result.table
+
+
+def test_tracing_predictions_leaves_the_run_unchanged_and_sees_the_refreshes(tmp_path) -> None:
+    """The oscillation trace records predictions without touching training (the same test metrics as the
+    benchmark's own run of that arm and seed), and its drift matrices follow from the recorded steps."""
+    from taskology.bench import sim_world
+    from taskology.bench.staleness_trace import trace_run
+
+    root = sim_world(tmp_path / "sim", (32, 96), 4, 6)
+    arm = staleness.averaged_arm(10)
+    plain = staleness._one_run(root, 40, 4, 2, 1, tmp_path / "plain", 0, arm, staleness.LABEL_FRACTION)
+    traced = trace_run(root, 40, arm, 0, 10, tmp_path / "traced", probe_samples=8, width=4, batch=2, test_sequences=1)
+    assert traced["metrics"] == plain["metrics"]
+    for task in ("depth", "normals"):
+        steps, matrix = traced["drift"][task]["steps"], traced["drift"][task]["matrix"]
+        assert steps == [0, 10, 20, 30, 40]
+        m = np.asarray(matrix)
+        assert np.allclose(m, m.T) and np.all(np.diag(m) == 0) and np.all(m[~np.eye(5, dtype=bool)] > 0)

@@ -1,0 +1,98 @@
+"""Trace how depth and normals predictions move in the staleness benchmark: fresh peers, peers refreshed
+every 25 % of the run, and the same with the mean of the last two snapshots.
+
+    python scripts/staleness_oscillation.py [--seed 0] [--steps 1600] [--every 100] [--out benchmarks/results]
+
+Three runs of `taskology bench staleness --steps STEPS` arms (same world, config and seed, two at a time,
+one torch thread each, ~8 min on 2 idle cores at 1600 steps), each recording both live models' predictions
+on a fixed probe of 32 mediator samples every EVERY steps (taskology.bench.staleness_trace). Writes
+OUT/staleness-oscillation.{json,md,png}: each task's drift matrix (how far apart its predictions at two
+steps are) and the test metrics of each run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from taskology.bench import provenance, sim_world
+    from taskology.bench.parallel import map_in_processes
+    from taskology.bench.staleness import HEADLINE, LONG_MIN_STEPS, averaged_arm
+    from taskology.bench.staleness_trace import refresh_swing, trace_run, write_figure
+    from taskology.engine.logbook import write_json_atomic
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--every", type=int, default=100, help="record the probe every this many steps")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    if args.steps < LONG_MIN_STEPS or args.every < 1 or args.steps % 4 or (args.steps // 4) % args.every:
+        print(f"staleness_oscillation: need --steps >= {LONG_MIN_STEPS}, divisible by 4, and --every >= 1 "
+              f"dividing steps/4 (got --steps {args.steps} --every {args.every})", file=sys.stderr)
+        return 2
+    if not args.out.is_dir():
+        print(f"staleness_oscillation: no such directory {args.out}", file=sys.stderr)
+        return 2
+    quarter = args.steps // 4
+    arms: list[int | str] = [1, quarter, averaged_arm(quarter)]
+    prov = provenance("staleness", False)
+    prov["command"] = "python scripts/staleness_oscillation.py " + " ".join(
+        [f"--seed {args.seed}", f"--steps {args.steps}", f"--every {args.every}"])
+    t0 = time.time()
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="taskology-staleness-trace-") as tmp:
+        root = sim_world(Path(tmp) / "sim", (32, 96), 10, 40)
+        jobs = {str(arm): (root, args.steps, arm, args.seed, args.every, Path(tmp) / f"arm{k}")
+                for k, arm in enumerate(arms)}
+        for key, result in map_in_processes(trace_run, jobs, max(1, min(2, os.cpu_count() or 1))):
+            runs[key] = result
+            print(f"arm '{key}': {result['train_s']:.0f} s training ({time.time() - t0:.0f} s elapsed)", flush=True)
+    runs = {str(a): runs[str(a)] for a in arms}
+    start = quarter  # the relations' start in the benchmark's recipe
+    swing = {a: {t: refresh_swing(r["drift"][t]["steps"], r["drift"][t]["matrix"], quarter, start)
+                 for t in r["drift"]} for a, r in runs.items()}
+    record = {**prov, "seed": args.seed, "steps": args.steps, "every": args.every, "interval": quarter,
+              "relations_start": start, "wall_s": time.time() - t0, "swing": swing,
+              "runs": {a: {"metrics": r["metrics"], "drift": r["drift"], "staleness": r["staleness"]}
+                       for a, r in runs.items()}}
+    stem = args.out / "staleness-oscillation"
+    write_json_atomic(stem.with_suffix(".json"), record)
+    write_figure(stem.with_suffix(".png"), runs,
+                 f"Drift of each model's predictions between two steps (seed {args.seed}, {args.steps} steps; "
+                 f"relations from step {start})")
+    lines = [f"# Staleness: how the predictions move (seed {args.seed})", "",
+             f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",
+             f"- commit: {prov['commit']}", "", "![drift matrices](staleness-oscillation.png)", "",
+             f"Drift between recorded steps one refresh interval ({quarter} steps) apart and two apart, from "
+             f"step {start} on (normals: mean angle, degrees; depth: mean |log ratio|). Smooth training: two "
+             "apart >= one apart. A model swapping between two states at every refresh: two apart < one apart.",
+             "", "| arm | " + " | ".join(f"{t} {m}" for t, m in HEADLINE.items())
+             + " | normals drift one / two apart | depth drift one / two apart |",
+             "| --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- |"]
+    for a, r in runs.items():
+        lines.append(f"| {a} | " + " | ".join(f"{r['metrics'][t][m]:.4f}" for t, m in HEADLINE.items())
+                     + f" | {swing[a]['normals']['one']:.1f} / {swing[a]['normals']['two']:.1f}"
+                     + f" | {swing[a]['depth']['one']:.3f} / {swing[a]['depth']['two']:.3f} |")
+    for task in ("normals", "depth"):
+        for a, r in runs.items():
+            steps, matrix = r["drift"][task]["steps"], r["drift"][task]["matrix"]
+            shown = [i for i, s in enumerate(steps) if s % (2 * args.every) == 0 and s >= start - 2 * args.every]
+            lines += ["", f"{task} drift, arm `{a}`:", "", "| step | " + " | ".join(str(steps[i]) for i in shown) + " |",
+                      "| --- | " + " | ".join("---" for _ in shown) + " |"]
+            lines += [f"| {steps[i]} | " + " | ".join(f"{matrix[i][j]:.{1 if task == 'normals' else 3}f}"
+                                                        for j in shown) + " |" for i in shown]
+    tmp_md = stem.with_name(stem.name + ".md.tmp")
+    tmp_md.write_text("\n".join(lines) + "\n")
+    tmp_md.replace(stem.with_suffix(".md"))
+    print(f"wrote {stem}.{{json,md,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
