@@ -2,6 +2,7 @@
 every 25 % of the run, and the same with the mean of the last two snapshots.
 
     python scripts/staleness_oscillation.py [--seed 0] [--steps 1600] [--every 100] [--out benchmarks/results]
+    python scripts/staleness_oscillation.py --replot benchmarks/results/staleness-oscillation.json
 
 Three runs of `taskology bench staleness --steps STEPS` arms (same world, config and seed, two at a time,
 one torch thread each, ~8 min on 2 idle cores at 1600 steps), each recording both live models' predictions
@@ -31,7 +32,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--every", type=int, default=100, help="record the probe every this many steps")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--replot", type=Path, default=None, metavar="JSON",
+                        help="only draw the PNG again from a result JSON of this script (beside it)")
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        import json
+
+        try:
+            record = json.loads(args.replot.read_text())
+            write_figure(args.replot.with_suffix(".png"), record["runs"], _title(record["seed"], record["steps"],
+                                                                                record["relations_start"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"staleness_oscillation: cannot replot {args.replot}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.replot.with_suffix('.png')}")
+        return 0
     if args.steps < LONG_MIN_STEPS or args.every < 1 or args.steps % 4 or (args.steps // 4) % args.every:
         print(f"staleness_oscillation: need --steps >= {LONG_MIN_STEPS}, divisible by 4, and --every >= 1 "
               f"dividing steps/4 (got --steps {args.steps} --every {args.every})", file=sys.stderr)
@@ -63,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                        for a, r in runs.items()}}
     stem = args.out / "staleness-oscillation"
     write_json_atomic(stem.with_suffix(".json"), record)
-    write_figure(stem.with_suffix(".png"), runs,
-                 f"Drift of each model's predictions between two steps (seed {args.seed}, {args.steps} steps; "
-                 f"relations from step {start})")
+    write_figure(stem.with_suffix(".png"), runs, _title(args.seed, args.steps, start))
     lines = [f"# Staleness: how the predictions move (seed {args.seed})", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",
              f"- commit: {prov['commit']}", "", "![drift matrices](staleness-oscillation.png)", "",
@@ -92,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp_md.replace(stem.with_suffix(".md"))
     print(f"wrote {stem}.{{json,md,png}}")
     return 0
+
+
+def _title(seed: int, steps: int, start: int) -> str:
+    return (f"Drift of each model's predictions between two steps (seed {seed}, {steps} steps; relations from "
+            f"step {start}; step 0 left out)")
 
 
 if __name__ == "__main__":

@@ -118,8 +118,9 @@ def trace_run(root: Path, steps: int, arm: int | str, seed: int, every: int, run
     return result
 
 
-def write_figure(path: Path, runs: Mapping[str, Mapping[str, Any]], title: str) -> None:
-    """A PNG of every run's drift matrices: one column per arm, one row per task."""
+def write_figure(path: Path, runs: Mapping[str, Mapping[str, Any]], title: str, first_step: int = 1) -> None:
+    """A PNG of every run's drift matrices from step ``first_step`` on (the random initialisation, step 0,
+    is far from everything and would set the colour scale): one column per arm, one row per task."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,12 +128,17 @@ def write_figure(path: Path, runs: Mapping[str, Mapping[str, Any]], title: str) 
 
     arms = list(runs)
     fig, axes = plt.subplots(len(DRIFT), len(arms), figsize=(4.2 * len(arms), 3.8 * len(DRIFT)), squeeze=False)
+    def shown(arm: str, task: str) -> tuple[list[int], np.ndarray]:
+        steps, matrix = runs[arm]["drift"][task]["steps"], np.asarray(runs[arm]["drift"][task]["matrix"])
+        keep = [i for i, s in enumerate(steps) if s >= first_step]
+        return [steps[i] for i in keep], matrix[np.ix_(keep, keep)]
+
     for r, task in enumerate(DRIFT):
-        top = max(max(max(row) for row in runs[a]["drift"][task]["matrix"]) for a in arms)
+        top = max(float(shown(a, task)[1].max()) for a in arms)
         for c, arm in enumerate(arms):
-            steps, matrix = runs[arm]["drift"][task]["steps"], runs[arm]["drift"][task]["matrix"]
+            steps, matrix = shown(arm, task)
             ax = axes[r][c]
-            im = ax.imshow(np.asarray(matrix), cmap="magma", vmin=0, vmax=top,
+            im = ax.imshow(matrix, cmap="magma", vmin=0, vmax=top,
                            extent=(steps[0], steps[-1], steps[-1], steps[0]))
             ax.set_title(f"{task}: {arm}", fontsize=10)
             ax.set_xlabel("step")

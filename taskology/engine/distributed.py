@@ -17,8 +17,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
-import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -29,6 +27,7 @@ from taskology.cluster.session import ClusterSession, cluster_spec_from_config, 
 from taskology.cluster.supervision import RestartPolicy, choose_worker
 from taskology.engine.actor import pool_token
 from taskology.engine.exchange import ExchangePolicy
+from taskology.engine.logbook import write_json_atomic
 from taskology.errors import ClusterError, ConfigError
 
 
@@ -48,12 +47,6 @@ class ActorSlot:
     lost_since: float | None = None
     last_status: dict[str, Any] = field(default_factory=dict)
     lost_work_steps: list[int] = field(default_factory=list)
-
-
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class Supervisor:
@@ -379,8 +372,9 @@ class Supervisor:
 
     def write_manifest(self, state: str) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.run_dir / "manifest.json", {"state": state, "updated": time.time(),
-                                                            "cluster": self.session.address, **self.summary()})
+        write_json_atomic(self.run_dir / "manifest.json", {"state": state, "updated": time.time(),
+                                                           "cluster": self.session.address, **self.summary()},
+                          default=str)
 
 
 def advance_pool(current: list[str], offered: list[str]) -> list[str]:

@@ -11,16 +11,17 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (temp file + fsync + os.replace)."""
+def write_json_atomic(path: Path, data: Any, default: Callable[[Any], Any] = float) -> Path:
+    """Write ``data`` as indented JSON (sorted keys) to ``path`` atomically (temp file + fsync +
+    os.replace); ``default`` turns what JSON cannot hold into what it can (``float``: NumPy scalars)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=float)
+        json.dump(data, handle, indent=2, sort_keys=True, default=default)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from taskology.engine.logbook import write_json_atomic
 from taskology.errors import SimError, TaskologyError
 
 LEDGER_NAME = "sim_actor.json"
@@ -131,12 +132,6 @@ def frames_per_second(frames: int, seconds: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------- I/O
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def _validate_shard(path: Path) -> str | None:
     """``None`` if the shard opens and validates, else the reason."""
     from taskology.data.shard import Shard
@@ -419,6 +414,6 @@ class SimActor:
             self._next = index + 1
             self._done += 1
             self._in_progress = None
-        _write_json_atomic(self.run_dir / LEDGER_NAME, {"config": self._config(), "next_index": index + 1})
+        write_json_atomic(self.run_dir / LEDGER_NAME, {"config": self._config(), "next_index": index + 1})
         if self.pool_size is not None:
             self.retire(self.pool_size + (self.retire_margin or 0))
