@@ -7,7 +7,7 @@ every 25 % of the run, and the same with the mean of the last two snapshots.
 Three runs of `taskology bench staleness --steps STEPS` arms (same world, config and seed, two at a time,
 one torch thread each, ~8 min on 2 idle cores at 1600 steps), each recording both live models' predictions
 on a fixed probe of 32 mediator samples every EVERY steps (taskology.bench.staleness_trace). Writes
-OUT/staleness-oscillation.{json,md,png}: each task's drift matrix (how far apart its predictions at two
+OUT/staleness-oscillation.{json,md,png} (``-seedN`` added for seeds other than 0): each task's drift matrix (how far apart its predictions at two
 steps are) and the test metrics of each run.
 """
 from __future__ import annotations
@@ -76,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
               "relations_start": start, "wall_s": time.time() - t0, "swing": swing,
               "runs": {a: {"metrics": r["metrics"], "drift": r["drift"], "staleness": r["staleness"]}
                        for a, r in runs.items()}}
-    stem = args.out / "staleness-oscillation"
+    stem = args.out / ("staleness-oscillation" + (f"-seed{args.seed}" if args.seed else ""))
     write_json_atomic(stem.with_suffix(".json"), record)
     write_figure(stem.with_suffix(".png"), runs, _title(args.seed, args.steps, start))
     lines = [f"# Staleness: how the predictions move (seed {args.seed})", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",
-             f"- commit: {prov['commit']}", "", "![drift matrices](staleness-oscillation.png)", "",
+             f"- commit: {prov['commit']}", "", f"![drift matrices]({stem.name}.png)", "",
              f"Drift between recorded steps one refresh interval ({quarter} steps) apart and two apart, from "
              f"step {start} on (normals: mean angle, degrees; depth: mean |log ratio|). Smooth training: two "
              "apart >= one apart. A model swapping between two states at every refresh: two apart < one apart.",
