@@ -5,10 +5,10 @@ every 25 % of the run, and the same with the mean of the last two snapshots.
     python scripts/staleness_oscillation.py --replot benchmarks/results/staleness-oscillation.json
 
 Three runs of `taskology bench staleness --steps STEPS` arms (same world, config and seed, two at a time,
-one torch thread each, ~8 min on 2 idle cores at 1600 steps), each recording both live models' predictions
+one torch thread each; 16-36 min on 2 cores at 1600 steps, by load), each recording both live models' predictions
 on a fixed probe of 32 mediator samples every EVERY steps (taskology.bench.staleness_trace). Writes
-OUT/staleness-oscillation.{json,md,png} (``-seedN`` added for seeds other than 0): each task's drift matrix (how far apart its predictions at two
-steps are) and the test metrics of each run.
+OUT/staleness-oscillation[-seedN].{json,md,png} (-seedN for seeds other than 0): each task's drift
+matrix (how far apart its predictions at two steps are) and the test metrics of each run.
 """
 from __future__ import annotations
 
