@@ -42,13 +42,20 @@ Mitigation tried (:func:`weighted_arm`): every stale interval again, but each re
 less the older it is. One ``H`` for every interval, half the stalest one (100 steps in the full run), as a
 default would be. It is judged separately, on harm only: its largest worsening vs fresh up to 25 % of the
 run (a down-weighted arm may beat fresh, since it leans more on its own labels; that is not a loss).
+Second mitigation (:func:`averaged_arm`): every stale interval again, each relation tied to the mean of the
+peer's last two snapshots (``exchange.average_publications = 2``; only snapshots from the relations' start).
+Stale peers make the two models swap states at every refresh (each fits the other's old snapshot); the
+mean cancels the alternating part (:mod:`taskology.bench.staleness_trace` draws it). Judged like the first.
+With it the full run has 36 runs.
+
 ``--quick``: 40 steps, intervals 1/5/10 (= 25 %), one seed: a smoke run of the pipeline, not a result.
 
 ``--steps N`` (N >= 800): does the cost of a fixed age fall in a longer run (the paper's no-loss claim is
 for ~2000-step-old predictions in far longer runs)? The same world and seeds, N steps per task, arms
 fresh, noise floor, 200 steps (the default run's stalest interval), N / 4, the mitigation at both (one
-``H`` = N / 8, half the stalest interval, by the same rule) and alone; results go to
-``staleness-steps-N.*`` beside the default run's (``--steps 1600``: 28 runs, ~50 min on 2 idle cores).
+``H`` = N / 8, half the stalest interval, by the same rule), the mean of the last two at both, and alone;
+results go to ``staleness-steps-N.*`` beside the default run's (``--steps 1600``: 36 runs; 28 of them took
+~50 min on 2 idle cores on 2026-11-26, and runs took about twice as long on 2026-11-27).
 """
 from __future__ import annotations
 
