@@ -34,8 +34,8 @@ not help at all).
 Full: 32x96, 10 sequences x 40 frames (3 test), width 8, batch 4, 800 steps per task, cosine decay
 (relations from step 200, ramped over 100: the collective recipe, so no snapshot is a random
 initialisation), 4 seeds, intervals 1/50/200 (= 25 %) plus the noise-floor and alone arms and two
-mitigation arms, 28 runs of ~2 min CPU each, two at a time in single-threaded worker processes (~30 min
-on 2 idle cores).
+arms of each mitigation, 36 runs of ~2 min CPU each, two at a time in single-threaded worker processes
+(~40 min on 2 idle cores).
 
 Mitigation tried (:func:`weighted_arm`): every stale interval again, but each relation term weighted
 ``0.5 ** (age / H)`` (``exchange.staleness_halflife_steps = H``), so a consumer leans on a peer prediction
