@@ -334,6 +334,7 @@ class TaskRunner:
             own = self._forward(mediator)
             own_with_next = self._with_next_frame_targets(own, mediator)
             peer_cache: dict[str, Any] = {}
+            used: dict[str, dict[str, torch.Tensor]] = {}  # the peer outputs the relations are tied to
             halflife = float(self.config.exchange.staleness_halflife_steps)
             average = int(self.config.exchange.average_publications)
             start = int(self.config.train.consistency_start_step)
@@ -350,8 +351,10 @@ class TaskRunner:
                             staleness_s.extend(float(s) for s in peer_cache[peer].staleness_s)
                     if peer_cache[peer] is None:
                         break
-                    used = averaged_peer_outputs(self.tasks[peer], peer_cache[peer], average, start)
-                    peers[peer] = {k: v.to(self.device) for k, v in used.items()}
+                    if peer not in used:  # once per peer and step, however many relations it feeds
+                        averaged = averaged_peer_outputs(self.tasks[peer], peer_cache[peer], average, start)
+                        used[peer] = {k: v.to(self.device) for k, v in averaged.items()}
+                    peers[peer] = used[peer]
                     ages.extend(float(s) for s in peer_cache[peer].staleness_steps)
                 else:
                     value = evaluate_for_receiver(relation, self.task_name,
