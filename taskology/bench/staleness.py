@@ -64,7 +64,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -149,7 +149,7 @@ class StalePeerView:
 
 def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
             label_fraction: float = 1.0, mode: str = "collective", halflife: float = 0.0,
-            average: int = 1) -> Any:
+            average: int = 1, anchor: float = 0.0, every: int = 1) -> Any:
     from taskology.config import load_config
 
     warmup = steps // 4  # the collective recipe (configs/consistency.yaml): supervised first, then relations
@@ -159,6 +159,7 @@ def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
             "train.mediator_batch_size=4", "train.device=cpu", "train.checkpoint_every_steps=0",
             "train.checkpoint_every_s=0", f"train.mode={mode}", "train.eval_every=0",
             f"exchange.staleness_halflife_steps={halflife}", f"exchange.average_publications={average}",
+            f"exchange.anchor_weight={anchor}", f"exchange.publish_every_steps={every}",
             "tasks.segmentation.enabled=false", "tasks.motion.enabled=false", "relations.depth_normals.enabled=true"]
     for t in TASKS:
         over += [f"tasks.{t}.width={width}", f"tasks.{t}.batch_size={batch}", f"tasks.{t}.lr=0.002",
@@ -230,6 +231,23 @@ def averaged_arm(every: int, count: int = AVERAGED) -> str:
     return f"{every}, mean of last {count}"
 
 
+#: weight of the third mitigation's pull toward the consumer's own last publication (``exchange.anchor_weight``):
+#: the relation's own weight, so at each refresh a consumer settles halfway between its old state and the
+#: peer's (a damped exchange instead of a swap).
+ANCHOR = 1.0
+
+
+def anchored_arm(every: int, weight: float = ANCHOR) -> str:
+    """Key of the arm refreshed every ``every`` steps whose consumers are also pulled toward their own last
+    publication (``exchange.anchor_weight`` = ``weight``): the third mitigation.
+
+    Example:
+        >>> anchored_arm(400)
+        '400, anchor 1'
+    """
+    return f"{every}, anchor {weight:g}"
+
+
 #: label fraction of both tasks in the full run: the regime the relations are for (few labels).
 LABEL_FRACTION = 0.1
 #: steps per task of the full run; ``--steps N`` (>= LONG_MIN_STEPS) runs N instead.
@@ -243,32 +261,52 @@ def _one_run(root: Path, steps: int, width: int, batch: int, test_sequences: int
              arm: int | str, fraction: float) -> dict[str, Any]:
     """One (arm, seed) run in a worker process (one torch thread)."""
     torch.set_num_threads(1)
-    every, dtype, halflife, average = arm_settings(arm)
-    config = _config(root, steps, width, batch, test_sequences, fraction, "alone" if arm == ALONE else "collective",
-                     halflife, average)
-    return train_with_stale_peers(config, run_dir, seed, every, dtype)
+    settings = arm_settings(arm)
+    config = arm_config(root, steps, width, batch, test_sequences, arm, fraction)
+    return train_with_stale_peers(config, run_dir, seed, settings.every, settings.dtype)
 
 
-def arm_settings(arm: int | str) -> tuple[int, str, float, int]:
-    """(refresh interval, payload dtype, staleness half-life, publications averaged) of an arm key.
+def arm_config(root: Path, steps: int, width: int, batch: int, test_sequences: int, arm: int | str,
+               fraction: float) -> Any:
+    """The experiment config of one arm (its peers' refresh interval and dtype go to the view instead)."""
+    settings = arm_settings(arm)
+    return _config(root, steps, width, batch, test_sequences, fraction, "alone" if arm == ALONE else "collective",
+                   settings.halflife, settings.average, settings.anchor, settings.every)
+
+
+class ArmSettings(NamedTuple):
+    """What an arm key stands for."""
+
+    every: int            #: peers' refresh interval (peer steps)
+    dtype: str            #: payload dtype
+    halflife: float = 0.0  #: ``exchange.staleness_halflife_steps``
+    average: int = 1      #: ``exchange.average_publications``
+    anchor: float = 0.0   #: ``exchange.anchor_weight``
+
+
+def arm_settings(arm: int | str) -> ArmSettings:
+    """The settings an arm key stands for.
 
     Example:
-        >>> arm_settings(50), arm_settings(FLOOR), arm_settings(weighted_arm(200, 100))
-        ((50, 'float16', 0.0, 1), (1, 'float32', 0.0, 1), (200, 'float16', 100.0, 1))
-        >>> arm_settings(averaged_arm(400))
-        (400, 'float16', 0.0, 2)
+        >>> tuple(arm_settings(50)), tuple(arm_settings(FLOOR)), arm_settings(weighted_arm(200, 100)).halflife
+        ((50, 'float16', 0.0, 1, 0.0), (1, 'float32', 0.0, 1, 0.0), 100.0)
+        >>> arm_settings(averaged_arm(400)).average, arm_settings(anchored_arm(400)).anchor
+        (2, 1.0)
     """
     if arm == FLOOR:
-        return 1, "float32", 0.0, 1
+        return ArmSettings(1, "float32")
     if arm == ALONE:
-        return 1, "float16", 0.0, 1
+        return ArmSettings(1, "float16")
     if isinstance(arm, str) and ", half-life " in arm:  # weighted_arm(every, halflife)
         every, halflife = arm.split(", half-life ")
-        return int(every), "float16", float(halflife), 1
+        return ArmSettings(int(every), "float16", halflife=float(halflife))
     if isinstance(arm, str) and ", mean of last " in arm:  # averaged_arm(every, count)
         every, count = arm.split(", mean of last ")
-        return int(every), "float16", 0.0, int(count)
-    return int(arm), "float16", 0.0, 1
+        return ArmSettings(int(every), "float16", average=int(count))
+    if isinstance(arm, str) and ", anchor " in arm:  # anchored_arm(every, weight)
+        every, weight = arm.split(", anchor ")
+        return ArmSettings(int(every), "float16", anchor=float(weight))
+    return ArmSettings(int(arm), "float16")
 
 
 def plan(quick: bool, steps: int | None = None) -> tuple[int, list[int], int, list[str], list[str]]:
@@ -341,9 +379,9 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                      for t, v in by_task.items()} for a, by_task in paired.items()}
     worst = max((abs(v) for n in intervals if n <= quarter for v in rel[n].values()), default=0.0)
     # the mitigation judged on harm only: a weighted arm may be better than fresh (it leans on its own labels)
-    worst_weighted = max((rel[a][t] for a in weighted if arm_settings(a)[0] <= quarter for t in HEADLINE),
+    worst_weighted = max((rel[a][t] for a in weighted if arm_settings(a).every <= quarter for t in HEADLINE),
                          default=0.0)
-    worst_averaged = max((rel[a][t] for a in averaged if arm_settings(a)[0] <= quarter for t in HEADLINE),
+    worst_averaged = max((rel[a][t] for a in averaged if arm_settings(a).every <= quarter for t in HEADLINE),
                          default=0.0)
     # what the relations are worth, and how much of it each arm keeps: (arm - fresh) / (alone - fresh)
     gain = {t: (means[ALONE][t] - means[1][t]) / abs(means[1][t]) for t in HEADLINE}
@@ -359,7 +397,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
         p50, p95 = np.mean([x["p50_steps"] for x in st]), np.mean([x["p95_steps"] for x in st])
         s50, s95 = np.mean([x["p50_s"] for x in st]), np.mean([x["p95_s"] for x in st])
         share = (f"{100 * a / steps:.1f}" if isinstance(a, int) else "noise floor" if a == FLOOR
-                 else "no relations" if a == ALONE else f"{100 * arm_settings(a)[0] / steps:.1f}, "
+                 else "no relations" if a == ALONE else f"{100 * arm_settings(a).every / steps:.1f}, "
                  + ("down-weighted by age" if a in weighted else f"mean of the last {AVERAGED} snapshots"))
         rows.append(f"| {a} | {share} | " + " | ".join(f"{means[a][t]:.4f}" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * rel[a][t]:+.2f}%" for t in HEADLINE)

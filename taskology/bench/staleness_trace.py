@@ -87,14 +87,12 @@ def trace_run(root: Path, steps: int, arm: int | str, seed: int, every: int, run
     """One staleness-benchmark run of ``arm`` (worker process, one torch thread) recording both models'
     predictions on a fixed probe of mediator samples every ``every`` steps; returns its test metrics and
     each task's drift matrix. ``width``, ``batch``, ``test_sequences``: the full benchmark's by default."""
-    from taskology.bench.staleness import (ALONE, LABEL_FRACTION, _config, arm_settings,
-                                           train_with_stale_peers)
+    from taskology.bench.staleness import LABEL_FRACTION, arm_config, arm_settings, train_with_stale_peers
     from taskology.engine.batches import BatchStream, to_device
 
     torch.set_num_threads(1)
-    interval, dtype, halflife, average = arm_settings(arm)
-    config = _config(root, steps, width, batch, test_sequences, LABEL_FRACTION,
-                     "alone" if arm == ALONE else "collective", halflife, average)
+    settings = arm_settings(arm)
+    config = arm_config(root, steps, width, batch, test_sequences, arm, LABEL_FRACTION)
     traces: dict[str, dict[int, np.ndarray]] = {t: {} for t in DRIFT}
     probe: list[dict[str, Any]] = []
 
@@ -113,7 +111,7 @@ def trace_run(root: Path, steps: int, arm: int | str, seed: int, every: int, run
             runner.model.train(was_training)
             traces[task][step] = torch.cat(outs).float().cpu().numpy()
 
-    result = train_with_stale_peers(config, run_dir, seed, interval, dtype, on_round=record)
+    result = train_with_stale_peers(config, run_dir, seed, settings.every, settings.dtype, on_round=record)
     result["drift"] = {t: dict(zip(("steps", "matrix"), drift_matrix(tr, t))) for t, tr in traces.items()}
     return result
 

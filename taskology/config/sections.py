@@ -377,6 +377,10 @@ class ExchangeConfig(_Section):
                        "each sample (those from train.consistency_start_step on); 1: the newest only. 2 damps "
                        "the oscillation rarely refreshed peers fall into (docs/cluster.md, What stale "
                        "predictions cost).")
+    anchor_weight: Annotated[Float, Field(ge=0)] = Field(
+        0.0, description="Weight of a term that pulls a task's mediator outputs toward those of its own model as "
+                         "of its last publication (what its peers hold of it), scaled like the relations; damps "
+                         "the swap rarely refreshed peers fall into. 0: off.")
     payload_dtype: Literal["float16", "float32"] = "float16"
     predict_batch_size: Annotated[Int, Field(ge=1)] = Field(16, description="Mediator samples per forward pass "
                                                             "when publishing (inference only: larger is cheaper per sample).")

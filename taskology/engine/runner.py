@@ -22,6 +22,7 @@ Example (see tests/engine/test_runner.py for a runnable one on tiny shards):
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -210,6 +211,8 @@ class TaskRunner:
         #: the live pool left last, kept open while the current pool has no sample peers can answer yet
         #: (see :meth:`set_mediator_pool`); ``None`` when not needed
         self._previous_mediator: Any = None
+        #: this task's model as of its last publication and that step (``exchange.anchor_weight`` > 0)
+        self._anchor: tuple[torch.nn.Module, int] | None = None
         if self.relations:
             self._open_mediator_stream(self.data.mediator)
 
@@ -368,6 +371,11 @@ class TaskRunner:
                         scalars[f"staleness_weight/{relation.name}"] = age_factor
                     continue
                 scalars[f"skipped/{relation.name}"] = 1.0
+            anchor_weight = float(self.config.exchange.anchor_weight)
+            if anchor_weight > 0:
+                distance = self.task.output_distance(own, self._anchor_outputs(mediator))
+                total = total + scale * anchor_weight * distance
+                scalars["anchor/distance"] = float(distance.detach())
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         lr = float(self.task_config.lr) * lr_factor(self.step, int(self.config.train.steps),
@@ -385,6 +393,16 @@ class TaskRunner:
         scalars["staleness/seconds_mean"] = float(np.mean(staleness_s)) if staleness_s else 0.0
         scalars["time/step_s"] = time.perf_counter() - start
         return scalars
+
+    @torch.no_grad()
+    def _anchor_outputs(self, mediator: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Outputs on ``mediator`` of this task's model as of its last publication: a copy of the model taken
+        every ``exchange.publish_every_steps`` steps, on the schedule the exchange publishes (so the copy is
+        what peers hold of this task, give or take their fetch delay)."""
+        every = int(self.config.exchange.publish_every_steps)
+        if self._anchor is None or self.step - self._anchor[1] >= every:
+            self._anchor = (copy.deepcopy(self.model).requires_grad_(False), self.step)
+        return self.task.forward(self._anchor[0], mediator)
 
     # -- inference ----------------------------------------------------------------------------------
     @torch.no_grad()

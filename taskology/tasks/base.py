@@ -79,6 +79,21 @@ class Task:
         return {name: torch.stack([v[name] for v in versions]).mean(dim=0) if value.is_floating_point() else value
                 for name, value in newest.items()}
 
+    def output_distance(self, outputs: Mapping[str, torch.Tensor],
+                        reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """How far ``outputs`` are from ``reference`` (the same rows, e.g. an older model's outputs), a scalar
+        that is 0 when they are equal and has zero gradient there. Default: the sum over floating outputs of
+        the mean absolute difference. Subclasses use their own geometry (log depth, angle, class
+        distributions).
+
+        Example:
+            >>> Task().output_distance({"x": torch.tensor([1.0, 3.0])}, {"x": torch.tensor([1.0, 1.0])})
+            tensor(1.)
+        """
+        terms = [(outputs[name] - reference[name]).abs().mean() for name, value in outputs.items()
+                 if value.is_floating_point()]
+        return torch.stack(terms).sum()
+
     def finalize_metrics(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Default: every ``"<m>:sum"`` divided by its ``"<m>:count"`` (``nan`` when the count is 0)."""
         out: dict[str, float] = {}

@@ -80,6 +80,13 @@ class NormalsTask(Task):
         cos = (pred * gt).sum(dim=1, keepdim=True).clamp(-1 + 1e-6, 1 - 1e-6)
         return {"normals_angle": torch.acos(cos)[valid].mean()}
 
+    def output_distance(self, outputs: Mapping[str, torch.Tensor],
+                        reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean angle (radians) between the two normal maps, as the supervised loss measures it (the cosine
+        is clamped short of 1, so equal maps give zero gradient)."""
+        cos = (outputs["normals"] * reference["normals"]).sum(dim=1).clamp(-1 + 1e-6, 1 - 1e-6)
+        return torch.acos(cos).mean()
+
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         pred, gt = outputs["normals"].detach().double(), batch["normals"].double()
         valid = valid_normals(gt)

@@ -87,6 +87,13 @@ class SegmentationTask(Task):
             return {"segmentation_ce": outputs["logits"].sum() * 0.0}
         return {"segmentation_ce": F.cross_entropy(outputs["logits"], labels, ignore_index=IGNORE)}
 
+    def output_distance(self, outputs: Mapping[str, torch.Tensor],
+                        reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Per-pixel KL divergence of the class distribution from the reference's, averaged over pixels."""
+        log_p = F.log_softmax(outputs["logits"], dim=1)
+        log_ref = F.log_softmax(reference["logits"], dim=1)
+        return (log_ref.exp() * (log_ref - log_p)).sum(dim=1).mean()
+
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         labels = self.contiguous_labels(batch["semantic"])
         pred = outputs["logits"].detach().argmax(dim=1)
