@@ -3,13 +3,13 @@ every 25 % of the run, and the same with a mitigation: the mean of the last two 
 pull toward the consumer's own last publication (``anchor``, exchange.anchor_weight = 1).
 
     python scripts/staleness_oscillation.py [--seed 0] [--steps 1600] [--every 100] [--out benchmarks/results]
-                                            [--mitigation mean|anchor] [--reuse EARLIER.json]
+                                            [--mitigation mean|anchor] [--anchor-weight 1] [--reuse EARLIER.json]
     python scripts/staleness_oscillation.py --replot benchmarks/results/staleness-oscillation.json
 
 Three runs of `taskology bench staleness --steps STEPS` arms (same world, config and seed, two at a time,
 one torch thread each; 16-36 min on 2 cores at 1600 steps, by load), each recording both live models' predictions
 on a fixed probe of 32 mediator samples every EVERY steps (taskology.bench.staleness_trace). Writes
-OUT/staleness-oscillation[-anchor][-seedN].{json,md,png} (-seedN for seeds other than 0): each task's drift
+OUT/staleness-oscillation[-anchor[W]][-seedN].{json,md,png} (-seedN for seeds other than 0): each task's drift
 matrix (how far apart its predictions at two steps are) and the test metrics of each run. ``--reuse`` takes the
 fresh and plain arms from an earlier result of this script for the same seed, steps and recording interval
 (the runs are deterministic) and runs only the mitigation; the result says which arms came from where.
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only draw the PNG again from a result JSON of this script (beside it)")
     parser.add_argument("--mitigation", choices=("mean", "anchor"), default="mean",
                         help="the third arm: mean of the last two snapshots, or the pull toward the own publication")
+    parser.add_argument("--anchor-weight", type=float, default=1.0, help="exchange.anchor_weight of the anchor arm "
+                        "(files get -anchorW unless it is 1)")
     parser.add_argument("--reuse", type=Path, default=None, metavar="JSON",
                         help="take the fresh and plain arms from this earlier result (same seed, steps, every)")
     args = parser.parse_args(argv)
@@ -63,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"staleness_oscillation: no such directory {args.out}", file=sys.stderr)
         return 2
     quarter = args.steps // 4
-    arms: list[int | str] = [1, quarter, averaged_arm(quarter) if args.mitigation == "mean" else anchored_arm(quarter)]
+    if not args.anchor_weight > 0:
+        print(f"staleness_oscillation: --anchor-weight must be > 0, got {args.anchor_weight}", file=sys.stderr)
+        return 2
+    third = averaged_arm(quarter) if args.mitigation == "mean" else anchored_arm(quarter, args.anchor_weight)
+    arms: list[int | str] = [1, quarter, third]
     reused: dict[str, dict] = {}
     if args.reuse is not None:
         try:
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     prov = provenance("staleness", False)
     prov["command"] = "python scripts/staleness_oscillation.py " + " ".join(
         [f"--seed {args.seed}", f"--steps {args.steps}", f"--every {args.every}", f"--mitigation {args.mitigation}"]
+        + ([f"--anchor-weight {args.anchor_weight:g}"] if args.mitigation == "anchor" else [])
         + ([f"--reuse {args.reuse}"] if args.reuse is not None else []))
     t0 = time.time()
     runs: dict[str, dict] = dict(reused)
@@ -100,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
               "reused": {a: str(args.reuse) for a in reused},
               "runs": {a: {"metrics": r["metrics"], "drift": r["drift"], "staleness": r["staleness"]}
                        for a, r in runs.items()}}
-    stem = args.out / ("staleness-oscillation" + ("-anchor" if args.mitigation == "anchor" else "")
+    anchor_tag = "" if args.mitigation != "anchor" else "-anchor" + ("" if args.anchor_weight == 1 else f"{args.anchor_weight:g}")
+    stem = args.out / ("staleness-oscillation" + anchor_tag
                        + (f"-seed{args.seed}" if args.seed else ""))
     write_json_atomic(stem.with_suffix(".json"), record)
     write_figure(stem.with_suffix(".png"), runs, _title(args.seed, args.steps, start))

@@ -464,6 +464,8 @@ class TaskRunner:
             },
             "streams": {"train": self.train_stream.state_dict(),
                         "mediator": self.mediator_stream.state_dict() if self.mediator_stream else {}},
+            # the copy exchange.anchor_weight pulls toward: a resumed run keeps pulling toward the same one
+            "anchor": {} if self._anchor is None else {"model": self._anchor[0].state_dict(), "step": self._anchor[1]},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -482,6 +484,12 @@ class TaskRunner:
         self.train_stream.load_state_dict(state["streams"]["train"])
         if self.mediator_stream is not None and state["streams"]["mediator"]:
             self.mediator_stream.load_state_dict(state["streams"]["mediator"])
+        anchor = state.get("anchor") or {}  # absent in checkpoints from before exchange.anchor_weight
+        self._anchor = None
+        if anchor:
+            model = copy.deepcopy(self.model).requires_grad_(False)
+            model.load_state_dict(anchor["model"])
+            self._anchor = (model, int(anchor["step"]))
 
     def save_checkpoint(self, path: Path) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temp file in the same dir + os.replace)."""
