@@ -50,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             record = json.loads(args.replot.read_text())
-            write_figure(args.replot.with_suffix(".png"), record["runs"], _title(record["seed"], record["steps"],
+            write_figure(args.replot.with_name(args.replot.stem + ".png"), record["runs"], _title(record["seed"], record["steps"],
                                                                                 record["relations_start"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"staleness_oscillation: cannot replot {args.replot}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
-        print(f"wrote {args.replot.with_suffix('.png')}")
+        print(f"wrote {args.replot.with_name(args.replot.stem + '.png')}")
         return 0
     if args.steps < LONG_MIN_STEPS or args.every < 1 or args.steps % 4 or (args.steps // 4) % args.every:
         print(f"staleness_oscillation: need --steps >= {LONG_MIN_STEPS}, divisible by 4, and --every >= 1 "
@@ -110,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     anchor_tag = "" if args.mitigation != "anchor" else "-anchor" + ("" if args.anchor_weight == 1 else f"{args.anchor_weight:g}")
     stem = args.out / ("staleness-oscillation" + anchor_tag
                        + (f"-seed{args.seed}" if args.seed else ""))
-    write_json_atomic(stem.with_suffix(".json"), record)
-    write_figure(stem.with_suffix(".png"), runs, _title(args.seed, args.steps, start))
+    def beside(ext: str) -> Path:  # not with_suffix: "-anchor0.1" would lose its ".1"
+        return stem.with_name(stem.name + ext)
+
+    write_json_atomic(beside(".json"), record)
+    write_figure(beside(".png"), runs, _title(args.seed, args.steps, start))
     lines = [f"# Staleness: how the predictions move (seed {args.seed})", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",
              f"- commit: {prov['commit']}"]
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         for j in shown) + " |" for i in shown]
     tmp_md = stem.with_name(stem.name + ".md.tmp")
     tmp_md.write_text("\n".join(lines) + "\n")
-    tmp_md.replace(stem.with_suffix(".md"))
+    tmp_md.replace(beside(".md"))
     print(f"wrote {stem}.{{json,md,png}}")
     return 0
 

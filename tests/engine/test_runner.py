@@ -405,6 +405,53 @@ def test_average_publications_ties_relations_to_the_mean_of_publications_from_th
     assert all(abs(merged[t] - plain[t]) > 1e-3 for t in merged)  # the older publication really changes the value
 
 
+def _depth_normals_runners(tmp_path: Path, *extra: str) -> dict[str, TaskRunner]:
+    cfg = tiny_config(*extra)
+    view = InProcessPeerView()
+    runners = {t: TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
+                             data=synthetic_task_data()) for t in ("depth", "normals")}
+    for t, r in runners.items():
+        view.register(t, r)
+    return runners
+
+
+def test_anchor_pulls_toward_the_own_model_of_the_last_publication_and_is_inert_when_it_is_current(
+        tmp_path: Path) -> None:
+    """exchange.anchor_weight: the copy is retaken every publish_every_steps steps (distance 0 on those steps,
+    > 0 between them, the term weight * distance in the total), a checkpoint keeps it, and with a copy taken
+    every step the run is the run without the anchor (zero gradient at equality)."""
+    runners = _depth_normals_runners(tmp_path, "exchange.anchor_weight=0.5", "exchange.publish_every_steps=3")
+    depth = runners["depth"]
+    seen = []
+    for _ in range(5):
+        seen.append(depth.train_step())
+        runners["normals"].train_step()
+    assert [s["anchor/distance"] == 0.0 for s in seen] == [True, False, False, True, False]
+    assert depth._anchor[1] == 3
+    for s in seen:  # the anchor term is part of the total, at its weight
+        assert s["loss/total"] == pytest.approx(
+            s["loss/depth_log_l1"] + s["consistency/depth_normals"] + 0.5 * s["anchor/distance"], rel=1e-5)
+    path = tmp_path / "ckpt" / "depth.pt"
+    depth.save_checkpoint(path)
+    expected = [depth.train_step()["anchor/distance"] for _ in range(2)]
+    restored = TaskRunner.restore(path, task_name="depth", config=depth.config, data_root=tmp_path,
+                                  run_dir=tmp_path, peer_view=depth.peer_view, seed=0, data=synthetic_task_data())
+    assert restored._anchor[1] == 3
+    assert [restored.train_step()["anchor/distance"] for _ in range(2)] == pytest.approx(expected, rel=1e-6)
+
+    def trained(*extra: str) -> list[torch.Tensor]:
+        pair = _depth_normals_runners(tmp_path, "exchange.publish_every_steps=1", *extra)
+        for _ in range(3):
+            for r in pair.values():
+                r.train_step()
+        return [p.detach().clone() for r in pair.values() for p in r.model.parameters()]
+
+    plain, anchored = trained(), trained("exchange.anchor_weight=1")
+    assert all(torch.equal(a, b) for a, b in zip(plain, anchored))
+    loose = trained("exchange.anchor_weight=1", "exchange.publish_every_steps=2")
+    assert not all(torch.equal(a, b) for a, b in zip(plain, loose))
+
+
 class _AnsweringView(InProcessPeerView):
     """In-process answers, but only for the sample ids in ``answerable`` (as a distributed cache would)."""
 
