@@ -1,15 +1,15 @@
 """Trace how depth and normals predictions move in the staleness benchmark: fresh peers, peers refreshed
 every 25 % of the run, and the same with a mitigation: the mean of the last two snapshots (``mean``) or a
-pull toward the consumer's own last publication (``anchor``, exchange.anchor_weight = 1).
+pull toward the consumer's own last publication (``anchor``, exchange.anchor_weight = W, default 0.1).
 
     python scripts/staleness_oscillation.py [--seed 0] [--steps 1600] [--every 100] [--out benchmarks/results]
-                                            [--mitigation mean|anchor] [--anchor-weight 1] [--reuse EARLIER.json]
+                                            [--mitigation mean|anchor] [--anchor-weight W] [--reuse EARLIER.json]
     python scripts/staleness_oscillation.py --replot benchmarks/results/staleness-oscillation.json
 
 Three runs of `taskology bench staleness --steps STEPS` arms (same world, config and seed, two at a time,
 one torch thread each; 16-36 min on 2 cores at 1600 steps, by load), each recording both live models' predictions
 on a fixed probe of 32 mediator samples every EVERY steps (taskology.bench.staleness_trace). Writes
-OUT/staleness-oscillation[-anchor[W]][-seedN].{json,md,png} (-seedN for seeds other than 0): each task's drift
+OUT/staleness-oscillation[-anchorW][-seedN].{json,md,png} (-seedN for seeds other than 0): each task's drift
 matrix (how far apart its predictions at two steps are) and the test metrics of each run. ``--reuse`` takes the
 fresh and plain arms from an earlier result of this script for the same seed, steps and recording interval
 (the runs are deterministic) and runs only the mitigation; the result says which arms came from where.
@@ -27,7 +27,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from taskology.bench import provenance, sim_world
     from taskology.bench.parallel import map_in_processes
-    from taskology.bench.staleness import HEADLINE, LONG_MIN_STEPS, anchored_arm, averaged_arm
+    from taskology.bench.staleness import ANCHOR, HEADLINE, LONG_MIN_STEPS, anchored_arm, averaged_arm
     from taskology.bench.staleness_trace import refresh_swing, trace_run, write_figure
     from taskology.engine.logbook import write_json_atomic
 
@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only draw the PNG again from a result JSON of this script (beside it)")
     parser.add_argument("--mitigation", choices=("mean", "anchor"), default="mean",
                         help="the third arm: mean of the last two snapshots, or the pull toward the own publication")
-    parser.add_argument("--anchor-weight", type=float, default=1.0, help="exchange.anchor_weight of the anchor arm "
-                        "(files get -anchorW unless it is 1)")
+    parser.add_argument("--anchor-weight", type=float, default=ANCHOR, help="exchange.anchor_weight of the anchor arm")
     parser.add_argument("--reuse", type=Path, default=None, metavar="JSON",
                         help="take the fresh and plain arms from this earlier result (same seed, steps, every)")
     args = parser.parse_args(argv)
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
               "reused": {a: str(args.reuse) for a in reused},
               "runs": {a: {"metrics": r["metrics"], "drift": r["drift"], "staleness": r["staleness"]}
                        for a, r in runs.items()}}
-    anchor_tag = "" if args.mitigation != "anchor" else "-anchor" + ("" if args.anchor_weight == 1 else f"{args.anchor_weight:g}")
+    anchor_tag = f"-anchor{args.anchor_weight:g}" if args.mitigation == "anchor" else ""
     stem = args.out / ("staleness-oscillation" + anchor_tag
                        + (f"-seed{args.seed}" if args.seed else ""))
     def beside(ext: str) -> Path:  # not with_suffix: "-anchor0.1" would lose its ".1"

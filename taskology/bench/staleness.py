@@ -34,8 +34,8 @@ not help at all).
 Full: 32x96, 10 sequences x 40 frames (3 test), width 8, batch 4, 800 steps per task, cosine decay
 (relations from step 200, ramped over 100: the collective recipe, so no snapshot is a random
 initialisation), 4 seeds, intervals 1/50/200 (= 25 %) plus the noise-floor and alone arms and two
-arms of each mitigation, 36 runs of ~2 min CPU each, two at a time in single-threaded worker processes
-(~40 min on 2 idle cores).
+arms of each of three mitigations, 44 runs of ~2 min CPU each, two at a time in single-threaded worker
+processes (~50 min on 2 idle cores).
 
 Mitigation tried (:func:`weighted_arm`): every stale interval again, but each relation term weighted
 ``0.5 ** (age / H)`` (``exchange.staleness_halflife_steps = H``), so a consumer leans on a peer prediction
@@ -46,15 +46,18 @@ Second mitigation (:func:`averaged_arm`): every stale interval again, each relat
 peer's last two snapshots (``exchange.average_publications = 2``; only snapshots from the relations' start).
 Stale peers make the two models swap states at every refresh (each fits the other's old snapshot); the
 mean cancels the alternating part (:mod:`taskology.bench.staleness_trace` draws it). Judged like the first.
-With it the full run has 36 runs.
+Third mitigation (:func:`anchored_arm`): every stale interval again, each consumer also pulled toward its own
+model as of its last publication, what its peers hold of it (``exchange.anchor_weight`` = :data:`ANCHOR`), so
+it does not run ahead of the picture its peers fit; this damps the oscillation at its source. Judged like the
+first. With the three the full run has 44 runs.
 
 ``--quick``: 40 steps, intervals 1/5/10 (= 25 %), one seed: a smoke run of the pipeline, not a result.
 
 ``--steps N`` (N >= 800): does the cost of a fixed age fall in a longer run (the paper's no-loss claim is
 for ~2000-step-old predictions in far longer runs)? The same world and seeds, N steps per task, arms
 fresh, noise floor, 200 steps (the default run's stalest interval), N / 4, the mitigation at both (one
-``H`` = N / 8, half the stalest interval, by the same rule), the mean of the last two at both, and alone;
-results go to ``staleness-steps-N.*`` beside the default run's (``--steps 1600``: 36 runs; 28 of them took
+``H`` = N / 8, half the stalest interval, by the same rule), the other two mitigations at both, and alone;
+results go to ``staleness-steps-N.*`` beside the default run's (``--steps 1600``: 44 runs; 28 of them took
 ~50 min on 2 idle cores on 2026-11-26, and runs took about twice as long on 2026-11-27).
 """
 from __future__ import annotations
@@ -104,6 +107,7 @@ class StalePeerView:
             raise ValueError(f"versions must be >= 1, got {versions}")
         self.peers = dict(peers)
         self.every_steps = int(every_steps)
+        self.refresh_every_steps = self.every_steps  # consumers' snapshots of a task: the anchor's schedule
         self.versions = int(versions)
         self.dtype = getattr(torch, payload_dtype)
         self._snapshots: dict[str, tuple[torch.nn.Module, int, float]] = {}
@@ -149,7 +153,7 @@ class StalePeerView:
 
 def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
             label_fraction: float = 1.0, mode: str = "collective", halflife: float = 0.0,
-            average: int = 1, anchor: float = 0.0, every: int = 1) -> Any:
+            average: int = 1, anchor: float = 0.0) -> Any:
     from taskology.config import load_config
 
     warmup = steps // 4  # the collective recipe (configs/consistency.yaml): supervised first, then relations
@@ -159,7 +163,7 @@ def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
             "train.mediator_batch_size=4", "train.device=cpu", "train.checkpoint_every_steps=0",
             "train.checkpoint_every_s=0", f"train.mode={mode}", "train.eval_every=0",
             f"exchange.staleness_halflife_steps={halflife}", f"exchange.average_publications={average}",
-            f"exchange.anchor_weight={anchor}", f"exchange.publish_every_steps={every}",
+            f"exchange.anchor_weight={anchor}",
             "tasks.segmentation.enabled=false", "tasks.motion.enabled=false", "relations.depth_normals.enabled=true"]
     for t in TASKS:
         over += [f"tasks.{t}.width={width}", f"tasks.{t}.batch_size={batch}", f"tasks.{t}.lr=0.002",
@@ -231,10 +235,11 @@ def averaged_arm(every: int, count: int = AVERAGED) -> str:
     return f"{every}, mean of last {count}"
 
 
-#: weight of the third mitigation's pull toward the consumer's own last publication (``exchange.anchor_weight``):
-#: the relation's own weight, so at each refresh a consumer settles halfway between its old state and the
-#: peer's (a damped exchange instead of a swap).
-ANCHOR = 1.0
+#: weight of the third mitigation's pull toward the consumer's own last publication (``exchange.anchor_weight``).
+#: 1 (the relation's own weight, chosen first: a consumer would settle halfway between its old state and the
+#: peer's) froze both models and cost 8-11 % (scripts/staleness_oscillation.py, 3 seeds); 0.1 was the second
+#: and last value tried.
+ANCHOR = 0.1
 
 
 def anchored_arm(every: int, weight: float = ANCHOR) -> str:
@@ -242,8 +247,8 @@ def anchored_arm(every: int, weight: float = ANCHOR) -> str:
     publication (``exchange.anchor_weight`` = ``weight``): the third mitigation.
 
     Example:
-        >>> anchored_arm(400)
-        '400, anchor 1'
+        >>> anchored_arm(400), anchored_arm(400, 1.0)
+        ('400, anchor 0.1', '400, anchor 1')
     """
     return f"{every}, anchor {weight:g}"
 
@@ -271,7 +276,7 @@ def arm_config(root: Path, steps: int, width: int, batch: int, test_sequences: i
     """The experiment config of one arm (its peers' refresh interval and dtype go to the view instead)."""
     settings = arm_settings(arm)
     return _config(root, steps, width, batch, test_sequences, fraction, "alone" if arm == ALONE else "collective",
-                   settings.halflife, settings.average, settings.anchor, settings.every)
+                   settings.halflife, settings.average, settings.anchor)
 
 
 class ArmSettings(NamedTuple):
@@ -291,7 +296,7 @@ def arm_settings(arm: int | str) -> ArmSettings:
         >>> tuple(arm_settings(50)), tuple(arm_settings(FLOOR)), arm_settings(weighted_arm(200, 100)).halflife
         ((50, 'float16', 0.0, 1, 0.0), (1, 'float32', 0.0, 1, 0.0), 100.0)
         >>> arm_settings(averaged_arm(400)).average, arm_settings(anchored_arm(400)).anchor
-        (2, 1.0)
+        (2, 0.1)
     """
     if arm == FLOOR:
         return ArmSettings(1, "float32")
@@ -309,16 +314,30 @@ def arm_settings(arm: int | str) -> ArmSettings:
     return ArmSettings(int(arm), "float16")
 
 
-def plan(quick: bool, steps: int | None = None) -> tuple[int, list[int], int, list[str], list[str]]:
-    """(steps per task, refresh intervals, half-life, down-weighted arms, averaged arms) of a run.
+class Plan(NamedTuple):
+    """The arms of one run."""
+
+    steps: int              #: steps per task
+    intervals: list[int]    #: peers' refresh intervals (1 = fresh)
+    halflife: int           #: the first mitigation's half-life (one value for every interval)
+    weighted: list[str]     #: first mitigation: relation terms down-weighted by age
+    averaged: list[str]     #: second: the mean of the last two snapshots
+    anchored: list[str]     #: third: the pull toward the consumer's own last publication
+
+
+def plan(quick: bool, steps: int | None = None) -> Plan:
+    """The arms of a run.
 
     Example:
-        >>> plan(False)
-        (800, [1, 50, 200], 100, ['50, half-life 100', '200, half-life 100'], ['50, mean of last 2', '200, mean of last 2'])
+        >>> p = plan(False)
+        >>> p.steps, p.intervals, p.halflife, p.weighted
+        (800, [1, 50, 200], 100, ['50, half-life 100', '200, half-life 100'])
+        >>> p.averaged, p.anchored
+        (['50, mean of last 2', '200, mean of last 2'], ['50, anchor 0.1', '200, anchor 0.1'])
         >>> plan(False, 1600)[:4]     # longer: the default run's fixed age of 200 steps and 25 % of this run
         (1600, [1, 200, 400], 200, ['200, half-life 200', '400, half-life 200'])
-        >>> plan(True)[1:]
-        ([1, 5, 10], 5, ['5, half-life 5', '10, half-life 5'], ['5, mean of last 2', '10, mean of last 2'])
+        >>> plan(True).intervals, plan(True).anchored
+        ([1, 5, 10], ['5, anchor 0.1', '10, anchor 0.1'])
     """
     if steps is not None and quick:
         raise ConfigError("--steps with --quick: the quick run has its own 40 steps")
@@ -337,7 +356,8 @@ def plan(quick: bool, steps: int | None = None) -> tuple[int, list[int], int, li
     halflife = max(intervals[-1] // 2, 1)
     weighted = [weighted_arm(n, halflife) for n in intervals[1:]]
     averaged = [averaged_arm(n) for n in intervals[1:]]
-    return int(steps), intervals, halflife, weighted, averaged
+    anchored = [anchored_arm(n) for n in intervals[1:]]
+    return Plan(int(steps), intervals, halflife, weighted, averaged, anchored)
 
 
 def run(quick: bool, steps: int | None = None) -> BenchResult:
@@ -345,12 +365,12 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
     from taskology.bench.parallel import map_in_processes
 
     torch.set_num_threads(1)
-    steps, intervals, halflife, weighted, averaged = plan(quick, steps)
+    steps, intervals, halflife, weighted, averaged, anchored = plan(quick, steps)
     if quick:
         hw, sequences, test_sequences, frames, width, batch, seeds = (32, 96), 4, 1, 6, 4, 2, (0,)
     else:
         hw, sequences, test_sequences, frames, width, batch, seeds = (32, 96), 10, 3, 40, 8, 4, (0, 1, 2, 3)
-    arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], *weighted, *averaged, ALONE]
+    arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], *weighted, *averaged, *anchored, ALONE]
     quarter = max(steps // 4, 1)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="taskology-bench-staleness-") as tmp:
@@ -379,10 +399,10 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                      for t, v in by_task.items()} for a, by_task in paired.items()}
     worst = max((abs(v) for n in intervals if n <= quarter for v in rel[n].values()), default=0.0)
     # the mitigation judged on harm only: a weighted arm may be better than fresh (it leans on its own labels)
-    worst_weighted = max((rel[a][t] for a in weighted if arm_settings(a).every <= quarter for t in HEADLINE),
-                         default=0.0)
-    worst_averaged = max((rel[a][t] for a in averaged if arm_settings(a).every <= quarter for t in HEADLINE),
-                         default=0.0)
+    def worst_of(mitigation: list[str]) -> float:
+        return max((rel[a][t] for a in mitigation if arm_settings(a).every <= quarter for t in HEADLINE), default=0.0)
+
+    worst_weighted, worst_averaged, worst_anchored = worst_of(weighted), worst_of(averaged), worst_of(anchored)
     # what the relations are worth, and how much of it each arm keeps: (arm - fresh) / (alone - fresh)
     gain = {t: (means[ALONE][t] - means[1][t]) / abs(means[1][t]) for t in HEADLINE}
     lost = {a: {t: (means[a][t] - means[1][t]) / (means[ALONE][t] - means[1][t])
@@ -398,7 +418,8 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
         s50, s95 = np.mean([x["p50_s"] for x in st]), np.mean([x["p95_s"] for x in st])
         share = (f"{100 * a / steps:.1f}" if isinstance(a, int) else "noise floor" if a == FLOOR
                  else "no relations" if a == ALONE else f"{100 * arm_settings(a).every / steps:.1f}, "
-                 + ("down-weighted by age" if a in weighted else f"mean of the last {AVERAGED} snapshots"))
+                 + ("down-weighted by age" if a in weighted else f"mean of the last {AVERAGED} snapshots"
+                    if a in averaged else f"pulled toward the own last publication ({ANCHOR:g})"))
         rows.append(f"| {a} | {share} | " + " | ".join(f"{means[a][t]:.4f}" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * rel[a][t]:+.2f}%" for t in HEADLINE)
                     + " | " + ", ".join(f"{100 * float(np.mean(paired[a][t])):+.1f}"
@@ -419,6 +440,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                "noise_floor_max_relative_change": floor, "halflife_steps": halflife,
                "max_worsening_with_halflife": worst_weighted if weighted else None,
                "averaged_publications": AVERAGED, "max_worsening_with_averaging": worst_averaged if averaged else None,
+               "anchor_weight": ANCHOR, "max_worsening_with_anchor": worst_anchored if anchored else None,
                "consistency_start_step": steps // 4, "fresh_seed_sd": seed_sd, "wall_s": time.time() - t0,
                "load_average_1min": os.getloadavg()[0],
                "runs": {str(a): {str(s): runs[a][s] for s in seeds} for a in arms}}
@@ -427,6 +449,8 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
         targets["max_worsening_with_halflife_up_to_25pct"] = target(worst_weighted, 0.03, higher_is_better=False)
     if averaged:
         targets["max_worsening_with_averaging_up_to_25pct"] = target(worst_averaged, 0.03, higher_is_better=False)
+    if anchored:
+        targets["max_worsening_with_anchor_up_to_25pct"] = target(worst_anchored, 0.03, higher_is_better=False)
     return BenchResult(
         figures=figures, table="\n".join(rows), targets=targets,
         notes=("In-process, peers read through a model snapshot refreshed every N peer steps (float16-rounded "
@@ -448,6 +472,10 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                   f"peer's last {AVERAGED} snapshots from the relations' start on (exchange.average_publications = "
                   f"{AVERAGED}; unit normals normalized again): the second mitigation, against the period-two "
                   "oscillation stale peers fall into (docs/cluster.md), judged the same way. " if averaged else "")
+               + (f"'N, anchor {ANCHOR:g}': refreshed every N steps, each consumer also pulled toward its own model "
+                  f"as of its last publication, i.e. what its peers hold of it (exchange.anchor_weight = {ANCHOR:g}; "
+                  "distance: |log ratio| for depth, angle for normals): the third mitigation, which damps the "
+                  "oscillation at its source, judged the same way. " if anchored else "")
                + (f"A longer run (--steps {steps}): the fixed age of {LONG_INTERVAL} steps the default "
                   f"{DEFAULT_STEPS}-step run measured, and 25 % of this run. " if steps != DEFAULT_STEPS and not quick
                   else "")

@@ -320,6 +320,8 @@ class DistributedPeerView:
                  stop: threading.Event | None = None) -> None:
         self.cache = cache
         self.device = device
+        #: peers see this task's publications, one every this many of its steps
+        self.refresh_every_steps = int(cache.policy.publish_every_steps)
         self.consumer_step: int | None = None
         self.timeouts: dict[str, int] = {}
         self.wait_s = 0.0

@@ -35,6 +35,9 @@ class InProcessPeerView:
         peers: task name -> anything with ``predict(batch)`` (normally a TaskRunner).
     """
 
+    #: peers always see a task's current model
+    refresh_every_steps = 1
+
     def __init__(self, peers: Mapping[str, Predictor] | None = None) -> None:
         self.peers: dict[str, Predictor] = dict(peers or {})
         self._last: dict[str, tuple[tuple[Any, ...], dict[str, torch.Tensor]]] = {}

@@ -79,7 +79,15 @@ class PeerVersion:
 
 
 class PeerView(Protocol):
-    """Where a runner gets its peers' predictions for a mediator batch."""
+    """Where a runner gets its peers' predictions for a mediator batch.
+
+    ``refresh_every_steps``: how many of a task's own steps pass between refreshes of what its peers hold
+    of it (1 in-process; the publication interval in a distributed run). ``exchange.anchor_weight`` pulls a
+    task toward its own model as of that schedule; a view without the attribute stands for
+    ``exchange.publish_every_steps``.
+    """
+
+    refresh_every_steps: int
 
     def peer_outputs(self, task: str, batch: Mapping[str, object]) -> PeerOutputs | None:
         """Outputs of peer ``task`` for every row of ``batch`` (which carries ``sample_id``), or

@@ -396,10 +396,11 @@ class TaskRunner:
 
     @torch.no_grad()
     def _anchor_outputs(self, mediator: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Outputs on ``mediator`` of this task's model as of its last publication: a copy of the model taken
-        every ``exchange.publish_every_steps`` steps, on the schedule the exchange publishes (so the copy is
-        what peers hold of this task, give or take their fetch delay)."""
-        every = int(self.config.exchange.publish_every_steps)
+        """Outputs on ``mediator`` of this task's model as of its last publication: a copy of the model retaken
+        every ``peer_view.refresh_every_steps`` steps (in-process 1: the current model, so the pull is inert;
+        distributed: the publication interval), i.e. what peers hold of this task, give or take their fetch
+        delay."""
+        every = int(getattr(self.peer_view, "refresh_every_steps", self.config.exchange.publish_every_steps))
         if self._anchor is None or self.step - self._anchor[1] >= every:
             self._anchor = (copy.deepcopy(self.model).requires_grad_(False), self.step)
         return self.task.forward(self._anchor[0], mediator)

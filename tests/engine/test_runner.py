@@ -405,9 +405,11 @@ def test_average_publications_ties_relations_to_the_mean_of_publications_from_th
     assert all(abs(merged[t] - plain[t]) > 1e-3 for t in merged)  # the older publication really changes the value
 
 
-def _depth_normals_runners(tmp_path: Path, *extra: str) -> dict[str, TaskRunner]:
+def _depth_normals_runners(tmp_path: Path, *extra: str, refresh: int = 1) -> dict[str, TaskRunner]:
+    """Depth and normals in-process; ``refresh``: the view's refresh_every_steps (what peers hold of a task)."""
     cfg = tiny_config(*extra)
     view = InProcessPeerView()
+    view.refresh_every_steps = refresh
     runners = {t: TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
                              data=synthetic_task_data()) for t in ("depth", "normals")}
     for t, r in runners.items():
@@ -417,10 +419,17 @@ def _depth_normals_runners(tmp_path: Path, *extra: str) -> dict[str, TaskRunner]
 
 def test_anchor_pulls_toward_the_own_model_of_the_last_publication_and_is_inert_when_it_is_current(
         tmp_path: Path) -> None:
-    """exchange.anchor_weight: the copy is retaken every publish_every_steps steps (distance 0 on those steps,
-    > 0 between them, the term weight * distance in the total), a checkpoint keeps it, and with a copy taken
-    every step the run is the run without the anchor (zero gradient at equality)."""
-    runners = _depth_normals_runners(tmp_path, "exchange.anchor_weight=0.5", "exchange.publish_every_steps=3")
+    """exchange.anchor_weight: the copy is retaken every refresh_every_steps steps of the peer view (distance 0
+    on those steps, > 0 between them, the term weight * distance in the total), a checkpoint keeps it, and
+    with peers that see the current model (in-process) the run is the run without the anchor (zero gradient
+    at equality). A distributed view refreshes on the publication schedule, the bench's on its interval."""
+    from taskology.bench.staleness import StalePeerView
+    from taskology.engine.exchange import DistributedPeerView, ExchangePolicy, PredictionCache
+
+    assert DistributedPeerView(PredictionCache(ExchangePolicy(publish_every_steps=7))).refresh_every_steps == 7
+    assert StalePeerView({}, 40).refresh_every_steps == 40 and InProcessPeerView().refresh_every_steps == 1
+    runners = _depth_normals_runners(tmp_path, "exchange.anchor_weight=0.5", "exchange.publish_every_steps=50",
+                                     refresh=3)
     depth = runners["depth"]
     seen = []
     for _ in range(5):
@@ -439,8 +448,8 @@ def test_anchor_pulls_toward_the_own_model_of_the_last_publication_and_is_inert_
     assert restored._anchor[1] == 3
     assert [restored.train_step()["anchor/distance"] for _ in range(2)] == pytest.approx(expected, rel=1e-6)
 
-    def trained(*extra: str) -> list[torch.Tensor]:
-        pair = _depth_normals_runners(tmp_path, "exchange.publish_every_steps=1", *extra)
+    def trained(*extra: str, refresh: int = 1) -> list[torch.Tensor]:
+        pair = _depth_normals_runners(tmp_path, *extra, refresh=refresh)
         for _ in range(3):
             for r in pair.values():
                 r.train_step()
@@ -448,7 +457,7 @@ def test_anchor_pulls_toward_the_own_model_of_the_last_publication_and_is_inert_
 
     plain, anchored = trained(), trained("exchange.anchor_weight=1")
     assert all(torch.equal(a, b) for a, b in zip(plain, anchored))
-    loose = trained("exchange.anchor_weight=1", "exchange.publish_every_steps=2")
+    loose = trained("exchange.anchor_weight=1", refresh=2)
     assert not all(torch.equal(a, b) for a, b in zip(plain, loose))
 
 
