@@ -372,8 +372,9 @@ class TaskRunner:
                     continue
                 scalars[f"skipped/{relation.name}"] = 1.0
             anchor_weight = float(self.config.exchange.anchor_weight)
-            if anchor_weight > 0:
-                distance = self.task.output_distance(own, self._anchor_outputs(mediator))
+            every = int(getattr(self.peer_view, "refresh_every_steps", self.config.exchange.publish_every_steps))
+            if anchor_weight > 0 and every > 1:  # every 1: peers hold the current model, the pull is inert
+                distance = self.task.output_distance(own, self._anchor_outputs(mediator, every))
                 total = total + scale * anchor_weight * distance
                 scalars["anchor/distance"] = float(distance.detach())
         self.optimizer.zero_grad(set_to_none=True)
@@ -395,14 +396,15 @@ class TaskRunner:
         return scalars
 
     @torch.no_grad()
-    def _anchor_outputs(self, mediator: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def _anchor_outputs(self, mediator: Mapping[str, Any], every: int) -> dict[str, torch.Tensor]:
         """Outputs on ``mediator`` of this task's model as of its last publication: a copy of the model retaken
-        every ``peer_view.refresh_every_steps`` steps (in-process 1: the current model, so the pull is inert;
-        distributed: the publication interval), i.e. what peers hold of this task, give or take their fetch
-        delay."""
-        every = int(getattr(self.peer_view, "refresh_every_steps", self.config.exchange.publish_every_steps))
-        if self._anchor is None or self.step - self._anchor[1] >= every:
+        every ``every`` steps (``peer_view.refresh_every_steps``; distributed: the publication interval), i.e.
+        what peers hold of this task, give or take their fetch delay."""
+        if self._anchor is None:
             self._anchor = (copy.deepcopy(self.model).requires_grad_(False), self.step)
+        elif self.step - self._anchor[1] >= every:
+            self._anchor[0].load_state_dict(self.model.state_dict())  # same modules, new weights
+            self._anchor = (self._anchor[0], self.step)
         return self.task.forward(self._anchor[0], mediator)
 
     # -- inference ----------------------------------------------------------------------------------
