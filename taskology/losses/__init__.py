@@ -24,7 +24,8 @@ from taskology.losses.segmentation_temporal import segmentation_temporal_loss
 #: relation name -> Relation (a plain dict; adding a relation is one module + one line here).
 RELATIONS: dict[str, Relation] = {
     "depth_normals": Relation("depth_normals", depth_normals_loss, ("depth", "normals")),
-    "photometric": Relation("photometric", photometric_loss, ("depth", "motion"), needs_pair=True),
+    "photometric": Relation("photometric", photometric_loss, ("depth", "motion"), needs_pair=True,
+                            options=(("depth_scale_gradient", 0.0, math.nextafter(1.0, math.inf)),)),
     "segmentation_motion": Relation("segmentation_motion", segmentation_motion_loss, ("motion", "segmentation"),
                                     options=(("segmentation_tolerance_m", 0.0, math.inf),)),
     "segmentation_geometry": Relation("segmentation_geometry", segmentation_geometry_loss,

@@ -10,6 +10,13 @@ Gordon et al. 2019). Masking (Monodepth2-style auto-masking, occlusion-aware):
 
 An edge-aware smoothness term on mean-normalised inverse depth (weight ``SMOOTHNESS_WEIGHT``) regularises
 depth where colour is flat. Feeds depth and motion.
+
+Option ``depth_scale_gradient`` (``relations.photometric.options``, default 1): the share of the warp's
+gradient that reaches the *scale* of each depth map (its geometric mean), in [0, 1]. The warp ties depth's
+scale to the translation it is given: taught by a motion peer whose translation is off by a factor, depth
+is pulled to the same factor. At 0 the depth receiver learns only the *shape* of its map from the warp
+(relative depth) and keeps the scale its labels give it; the loss value and the motion receiver's
+gradient are unchanged (:func:`scale_gradient`).
 """
 from __future__ import annotations
 
@@ -55,10 +62,29 @@ def edge_aware_smoothness(depth: torch.Tensor, image: torch.Tensor) -> torch.Ten
     return (dx * wx).mean() + (dy * wy).mean()
 
 
-def photometric_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any]
-                      ) -> dict[str, torch.Tensor]:
+def scale_gradient(depth: torch.Tensor, share: float) -> torch.Tensor:
+    """``depth`` (B, 1, H, W) > 0 with the same values, whose gradient along each map's scale (a common
+    factor on all its pixels) is multiplied by ``share``; the gradient along its shape is unchanged.
+
+    ``d * (g / g_detached) ** (share - 1)`` with ``g`` the map's geometric mean: the factor is 1 in value.
+    At ``share`` 1 the input is returned as is.
+
+    Example:
+        >>> d = torch.tensor([[[[2.0, 8.0]]]], requires_grad=True)
+        >>> out = scale_gradient(d, 0.0)
+        >>> out.detach().tolist(), torch.autograd.grad(out.log().sum(), d)[0].tolist()  # d log(d)/d log-scale = 0
+        ([[[[2.0, 8.0]]]], [[[[0.0, 0.0]]]])
+    """
+    if share == 1.0:
+        return depth
+    log_mean = torch.log(depth).mean(dim=(1, 2, 3), keepdim=True)
+    return depth * torch.exp((share - 1.0) * (log_mean - log_mean.detach()))
+
+
+def photometric_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
+                      depth_scale_gradient: float = 1.0) -> dict[str, torch.Tensor]:
     """The masked reconstruction error, the mask and the smoothness term (for tests and logging)."""
-    depth = outputs["depth"]["depth"]                                      # (B, 1, H, W)
+    depth = scale_gradient(outputs["depth"]["depth"], float(depth_scale_gradient))  # (B, 1, H, W)
     motion = outputs["motion"]
     rgb, rgb_next = batch["rgb"].to(depth.dtype), batch["rgb_next"].to(depth.dtype)
     pose = ego_motion_matrix({k: motion[k].to(depth.dtype) for k in ("rotation", "translation")})
@@ -72,7 +98,8 @@ def photometric_terms(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: 
 
 
 def photometric_loss(outputs: Mapping[str, Mapping[str, torch.Tensor]], batch: Mapping[str, Any],
-                     tasks: Mapping[str, Task]) -> torch.Tensor:
-    """Masked SSIM/L1 reconstruction error + edge-aware smoothness -> scalar."""
-    terms = photometric_terms(outputs, batch)
+                     tasks: Mapping[str, Task], depth_scale_gradient: float = 1.0) -> torch.Tensor:
+    """Masked SSIM/L1 reconstruction error + edge-aware smoothness -> scalar (``depth_scale_gradient``:
+    see the module docstring)."""
+    terms = photometric_terms(outputs, batch, depth_scale_gradient)
     return terms["reconstruction"] + SMOOTHNESS_WEIGHT * terms["smoothness"]

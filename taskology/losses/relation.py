@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -38,7 +39,8 @@ class Relation:
         tasks: the related task names; each one receives the loss.
         needs_pair: whether the batch must carry the next frame (``rgb_next``).
         options: the keyword options the function takes from ``relations.<name>.options``, each as
-            ``(name, lowest valid value, first invalid value above)``.
+            ``(name, lowest valid value, first invalid value above)``; ``math.nextafter(x, math.inf)`` as
+            the last makes ``x`` itself the highest valid value.
         receivers: the related tasks it teaches when not all of them (empty: all). A relation whose
             evidence for one task is a hard test on the others' outputs (no gradient could reach them)
             names that task alone, e.g. ``segmentation_ground`` teaches only segmentation.
@@ -72,7 +74,10 @@ class Relation:
         """Why ``value`` is not valid for option ``name`` (None when it is)."""
         for option, low, below in self.options:
             if option == name:
-                return None if low <= value < below else f"must be in [{low:g}, {below:g}), got {value:g}"
+                high = math.nextafter(below, -math.inf)
+                # a bound written as nextafter(x, inf) means "up to and including x"
+                shown = f"[{low:g}, {high:g}]" if len(repr(high)) < len(repr(below)) else f"[{low:g}, {below:g})"
+                return None if low <= value < below else f"must be in {shown}, got {value:g}"
         return f"unknown option; this relation takes {', '.join(self.option_names()) or 'none'}"
 
 

@@ -106,6 +106,36 @@ def test_photometric_identity_motion_on_identical_frames_is_zero() -> None:
     assert float(terms["reconstruction"]) == 0.0
 
 
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_photometric_depth_scale_gradient_removes_only_the_scale_component(gt, share: float) -> None:
+    """``depth_scale_gradient``: same loss; the gradient w.r.t. log depth loses ``(1 - share)`` of its
+    per-map mean (the scale direction) and nothing else; motion's gradient is unchanged."""
+    outputs, batch, tasks = gt
+    small = {k: v[:3] for k, v in batch.items()}
+    base = perturbed(outputs)
+
+    def grads(option: float | None):
+        log_depth = base["depth"]["depth"][:3].log().clone().requires_grad_(True)
+        translation = base["motion"]["translation"][:3].clone().requires_grad_(True)
+        motion = {k: v[:3] for k, v in base["motion"].items()} | {"translation": translation}
+        opts = {} if option is None else {"depth_scale_gradient": option}
+        loss = RELATIONS["photometric"].fn({"depth": {"depth": log_depth.exp()}, "motion": motion}, small, tasks, **opts)
+        loss.backward()
+        return float(loss.detach()), log_depth.grad, translation.grad
+
+    full_loss, full, full_t = grads(None)
+    loss, partial, partial_t = grads(share)
+    assert loss == pytest.approx(full_loss, rel=1e-6)
+    mean = full.mean(dim=(1, 2, 3), keepdim=True)
+    assert float(mean.abs().max()) > 1e-3 * float(full.abs().max())  # the scale direction is really there
+    torch.testing.assert_close(partial, full - (1 - share) * mean, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(partial_t, full_t)
+    assert grads(1.0)[1].equal(full)
+    with pytest.raises(ValueError, match=r"depth_scale_gradient': must be in \[0, 1\], got 1.5"):
+        evaluate_for_receiver(RELATIONS["photometric"], "depth", outputs["depth"], {"motion": outputs["motion"]},
+                              small, tasks, {"depth_scale_gradient": 1.5})
+
+
 def test_segmentation_geometry_ground_term_hand_case() -> None:
     seg = build_task("segmentation", width=4, class_ids=(1, 11))
     depth_task = build_task("depth", width=4)
