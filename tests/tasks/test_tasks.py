@@ -94,7 +94,7 @@ def test_output_distance_known_answers_and_zero_gradient_at_equality() -> None:
         zero = task.output_distance({name: own}, {name: value})
         zero.backward()
         # (normals: the cosine is clamped at 1 - 1e-6, a floor of acos(1 - 1e-6) = 0.0014 rad, flat there)
-        assert float(zero) == pytest.approx(0.0, abs=2e-3) and float(own.grad.abs().max()) < 1e-5, name
+        assert float(zero.detach()) == pytest.approx(0.0, abs=2e-3) and float(own.grad.abs().max()) < 1e-5, name
         assert float(task.output_distance({name: make()}, {name: value})) > 0.05, name
 
 
