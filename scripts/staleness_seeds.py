@@ -1,0 +1,115 @@
+"""More seeds for `taskology bench staleness` (its default 800-step run), for a machine with many cores.
+
+The bench runs 4 seeds; its paired changes carry standard errors of about 2 %, as large as the 3 % target
+they are judged against. This script runs chosen arms of the same bench (same world, sizes and arm code:
+taskology.bench.staleness) for more seeds, one single-threaded process per run, and keeps every finished
+run in OUT/results.json (rewritten atomically after each run, so a run stopped at its time limit keeps
+what finished). Jobs are queued seed by seed, so complete seeds (every arm, for pairing) finish first.
+
+    python scripts/staleness_seeds.py run OUT PROCESSES SEEDS ARMS      e.g.
+    python scripts/staleness_seeds.py run out 15 4-9 '1;50;200;50, mean of last 2;200, mean of last 2'
+    python scripts/staleness_seeds.py combine benchmarks/results/staleness.json OUT/results.json [...]
+
+`combine` pools the seeds of the bench's own result and of any results.json (a seed counts once: the
+first file that has it) and prints, per arm, the paired relative change vs the fresh arm (interval 1)
+of each headline metric (mean ± standard error over the seeds that ran both) and the relative change of
+the seed means (the bench's own target measure).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from taskology.bench.staleness import DEFAULT_STEPS, HEADLINE, LABEL_FRACTION, _one_run
+
+HW, SEQUENCES, TEST_SEQUENCES, FRAMES, WIDTH, BATCH = (32, 96), 10, 3, 40, 8, 4  # the bench's full run
+
+
+def _arm_key(text: str) -> int | str:
+    return int(text) if text.strip().isdigit() else text.strip()
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _shard(root: str, index: int) -> int:
+    from taskology.sim.generate import generate_shard
+
+    generate_shard(Path(root), seed=0, index=index, frames=FRAMES, camera_hw=HW, lidar_beams=0, overwrite=True)
+    return index
+
+
+def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> None:
+    from taskology.bench.parallel import map_in_processes
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    record: dict = {"steps": DEFAULT_STEPS, "seeds": seeds, "arms": [str(a) for a in arms], "cores": os.cpu_count(),
+                    "processes": processes, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="staleness-seeds-") as tmp:
+        root = Path(tmp) / "sim"
+        root.mkdir()
+        # the bench's world (sim_world: seed 0, shards 0..9), one shard per process
+        list(map_in_processes(_shard, {i: (str(root), i) for i in range(SEQUENCES)}, processes))
+        print(f"world: {time.time() - t0:.0f} s", flush=True)
+        jobs = {(arm, s): (root, DEFAULT_STEPS, WIDTH, BATCH, TEST_SEQUENCES, Path(tmp) / f"arm{k}_s{s}", s, arm,
+                           LABEL_FRACTION) for s in seeds for k, arm in enumerate(arms)}
+        for done, ((arm, seed), result) in enumerate(map_in_processes(_one_run, jobs, processes), 1):
+            record["runs"].setdefault(str(arm), {})[str(seed)] = result
+            record["wall_s"] = time.time() - t0
+            tmp_path = out / ".results.json.tmp"
+            tmp_path.write_text(json.dumps(record, indent=1))
+            os.replace(tmp_path, out / "results.json")
+            print(f"[{done}/{len(jobs)}] arm '{arm}' seed {seed}: {result['train_s']:.0f} s training "
+                  f"({time.time() - t0:.0f} s elapsed)", flush=True)
+
+
+def combine(paths: list[Path]) -> str:
+    runs: dict[str, dict[str, dict]] = {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        data = data.get("figures", data)  # the bench's result keeps its runs under figures
+        if int(data.get("steps", DEFAULT_STEPS)) != DEFAULT_STEPS:
+            raise SystemExit(f"{path}: steps {data.get('steps')} is not the default run's {DEFAULT_STEPS}")
+        taken = {s for by_seed in runs.values() for s in by_seed}
+        for arm, by_seed in data["runs"].items():
+            for seed, result in by_seed.items():
+                if seed not in taken:
+                    runs.setdefault(arm, {})[seed] = result
+    fresh = runs["1"]
+    lines = ["| arm | seeds | " + " | ".join(f"{t} paired change ± s.e." for t in HEADLINE) + " | "
+             + " | ".join(f"{t} change of seed means" for t in HEADLINE) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in 2 * tuple(HEADLINE)) + " |"]
+    for arm, by_seed in sorted(runs.items(), key=lambda kv: kv[0] != "1"):  # fresh first
+        seeds = sorted((s for s in by_seed if s in fresh), key=int)
+        cells, of_means = [], []
+        for task, metric in HEADLINE.items():
+            arm_mean = np.mean([by_seed[s]["metrics"][task][metric] for s in seeds])
+            fresh_mean = np.mean([fresh[s]["metrics"][task][metric] for s in seeds])
+            of_means.append(f"{100 * (arm_mean - fresh_mean) / abs(fresh_mean):+.1f}%")
+            change = np.array([(by_seed[s]["metrics"][task][metric] - fresh[s]["metrics"][task][metric])
+                               / abs(fresh[s]["metrics"][task][metric]) for s in seeds])
+            se = change.std(ddof=1) / np.sqrt(len(change)) if len(change) > 1 else float("nan")
+            cells.append(f"{100 * change.mean():+.1f} ± {100 * se:.1f}%")
+        lines.append(f"| {arm} | {len(seeds)} | " + " | ".join(cells + of_means) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 6 and sys.argv[1] == "run":
+        run(Path(sys.argv[2]), int(sys.argv[3]), _seeds(sys.argv[4]), [_arm_key(a) for a in sys.argv[5].split(";")])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "combine":
+        print(combine([Path(p) for p in sys.argv[2:]]))
+    else:
+        sys.exit(__doc__)
