@@ -15,7 +15,7 @@ import math
 from taskology.errors import ConfigError
 from taskology.losses.depth_normals import depth_normals_loss
 from taskology.losses.photometric import photometric_loss
-from taskology.losses.relation import Relation, evaluate_for_receiver
+from taskology.losses.relation import Option, Relation, evaluate_for_receiver
 from taskology.losses.segmentation_geometry import segmentation_geometry_loss
 from taskology.losses.segmentation_ground import segmentation_ground_loss
 from taskology.losses.segmentation_motion import segmentation_motion_loss
@@ -25,21 +25,21 @@ from taskology.losses.segmentation_temporal import segmentation_temporal_loss
 RELATIONS: dict[str, Relation] = {
     "depth_normals": Relation("depth_normals", depth_normals_loss, ("depth", "normals")),
     "photometric": Relation("photometric", photometric_loss, ("depth", "motion"), needs_pair=True,
-                            options=(("depth_scale_gradient", 0.0, math.nextafter(1.0, math.inf)),)),
+                            options=(Option("depth_scale_gradient", 0.0, 1.0, inclusive=True),)),
     "segmentation_motion": Relation("segmentation_motion", segmentation_motion_loss, ("motion", "segmentation"),
-                                    options=(("segmentation_tolerance_m", 0.0, math.inf),)),
+                                    options=(Option("segmentation_tolerance_m", 0.0, math.inf),)),
     "segmentation_geometry": Relation("segmentation_geometry", segmentation_geometry_loss,
                                       ("segmentation", "normals", "depth"),
-                                      options=(("segmentation_tolerance_deg", 0.0, 90.0),)),
+                                      options=(Option("segmentation_tolerance_deg", 0.0, 90.0),)),
     "segmentation_ground": Relation("segmentation_ground", segmentation_ground_loss,
                                     ("segmentation", "depth", "normals"), receivers=("segmentation",),
-                                    options=(("height_tolerance_m", 0.0, math.inf),
-                                             ("angle_tolerance_deg", 0.0, 90.0))),
+                                    options=(Option("height_tolerance_m", 0.0, math.inf),
+                                             Option("angle_tolerance_deg", 0.0, 90.0))),
     "segmentation_temporal": Relation("segmentation_temporal", segmentation_temporal_loss,
                                       ("segmentation", "depth", "motion"), needs_pair=True,
                                       receivers=("segmentation",), next_frame_targets=True,
-                                      options=(("confidence", 0.0, 1.0),
-                                               ("photometric_tolerance", 0.0, math.inf))),
+                                      options=(Option("confidence", 0.0, 1.0),
+                                               Option("photometric_tolerance", 0.0, math.inf))),
 }
 
 
@@ -51,4 +51,4 @@ def relation(name: str) -> Relation:
         raise ConfigError(f"unknown relation {name!r}; available: {', '.join(sorted(RELATIONS))}") from None
 
 
-__all__ = ["RELATIONS", "Relation", "relation", "evaluate_for_receiver"]
+__all__ = ["RELATIONS", "Option", "Relation", "relation", "evaluate_for_receiver"]

@@ -18,15 +18,35 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 
 from taskology.tasks.base import Task
 
 RelationFn = Callable[..., torch.Tensor]  # fn(outputs, batch, tasks[, *, receiver=None, **options]) -> scalar
+
+
+class Option(NamedTuple):
+    """A relation's keyword option and its valid range: ``[low, high)``, or ``[low, high]`` when ``inclusive``.
+
+    Example:
+        >>> Option("share", 0.0, 1.0, inclusive=True).problem(1.0) is None, Option("deg", 0.0, 90.0).problem(90)
+        (True, 'must be in [0, 90), got 90')
+    """
+
+    name: str
+    low: float
+    high: float
+    inclusive: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is out of range (None when it is in range)."""
+        below_high = value <= self.high if self.inclusive else value < self.high
+        if self.low <= value and below_high:
+            return None
+        return f"must be in [{self.low:g}, {self.high:g}{']' if self.inclusive else ')'}, got {value:g}"
 
 
 @dataclass(frozen=True)
@@ -38,9 +58,8 @@ class Relation:
         fn: the pure loss function (see the module docstring).
         tasks: the related task names; each one receives the loss.
         needs_pair: whether the batch must carry the next frame (``rgb_next``).
-        options: the keyword options the function takes from ``relations.<name>.options``, each as
-            ``(name, lowest valid value, first invalid value above)``; ``math.nextafter(x, math.inf)`` as
-            the last makes ``x`` itself the highest valid value.
+        options: the keyword options the function takes from ``relations.<name>.options``, each an
+            :class:`Option` with its valid range.
         receivers: the related tasks it teaches when not all of them (empty: all). A relation whose
             evidence for one task is a hard test on the others' outputs (no gradient could reach them)
             names that task alone, e.g. ``segmentation_ground`` teaches only segmentation.
@@ -53,7 +72,7 @@ class Relation:
     fn: RelationFn
     tasks: tuple[str, ...]
     needs_pair: bool = False
-    options: tuple[tuple[str, float, float], ...] = ()
+    options: tuple[Option, ...] = ()
     receivers: tuple[str, ...] = ()
     next_frame_targets: bool = False
 
@@ -68,16 +87,13 @@ class Relation:
         return "receiver" in inspect.signature(self.fn).parameters
 
     def option_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _, _ in self.options)
+        return tuple(option.name for option in self.options)
 
     def check_option(self, name: str, value: float) -> str | None:
         """Why ``value`` is not valid for option ``name`` (None when it is)."""
-        for option, low, below in self.options:
-            if option == name:
-                high = math.nextafter(below, -math.inf)
-                # a bound written as nextafter(x, inf) means "up to and including x"
-                shown = f"[{low:g}, {high:g}]" if len(repr(high)) < len(repr(below)) else f"[{low:g}, {below:g})"
-                return None if low <= value < below else f"must be in {shown}, got {value:g}"
+        for option in self.options:
+            if option.name == name:
+                return option.problem(value)
         return f"unknown option; this relation takes {', '.join(self.option_names()) or 'none'}"
 
 
