@@ -1,0 +1,45 @@
+"""Gain and gap recovered from runs of `scripts/consistency_arm.py` (all from the same code):
+
+    python scripts/consistency_arms_table.py ALONE_DIR COLLECTIVE_DIR ALONE_100_DIR
+
+Each DIR holds the results.json that consistency_arm.py writes (test metrics per seed). Prints a Markdown
+table per headline metric: alone, collective and alone at 100 % labels (seed means ± sd over the seeds
+all three have), the gain of collective over alone (relative; positive = better) with each seed's, and
+the gap recovered = (alone - collective) / (alone - alone at 100 %) in the metric's better direction
+("n/a" where alone at 100 % is not better than alone).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from taskology.bench.consistency import HEADLINE
+
+
+def table(alone: dict, collective: dict, full: dict) -> str:
+    seeds = sorted(set(alone) & set(collective) & set(full), key=int)
+    if not seeds:
+        raise SystemExit("no seed is in all three results")
+    lines = [f"Seeds {', '.join(seeds)}; test split.", "",
+             "| task | metric | alone | collective | alone at 100 % | gain | gain per seed | gap recovered |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for task, (metric, higher_is_better) in HEADLINE.items():
+        a, c, f = (np.array([r[s]["tasks"][task][metric] for s in seeds]) for r in (alone, collective, full))
+        sign = 1.0 if higher_is_better else -1.0
+        gain = sign * (c.mean() - a.mean()) / abs(a.mean())
+        per_seed = sign * (c - a) / np.abs(a)
+        room = sign * (f.mean() - a.mean())
+        gap = f"{100 * sign * (c.mean() - a.mean()) / room:.0f} %" if room > 0 else "n/a (alone at 100 % is not better)"
+        sd = (lambda x: f" ± {x.std(ddof=1):.4g}" if len(x) > 1 else "")
+        lines.append(f"| {task} | {metric} | {a.mean():.4g}{sd(a)} | {c.mean():.4g}{sd(c)} | {f.mean():.4g}{sd(f)} | "
+                     f"{100 * gain:+.1f} % | {' / '.join(f'{100 * g:+.1f}' for g in per_seed)} | {gap} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    print(table(*(json.loads((Path(d) / "results.json").read_text()) for d in sys.argv[1:])))
