@@ -42,4 +42,13 @@ def table(alone: dict, collective: dict, full: dict) -> str:
 if __name__ == "__main__":
     if len(sys.argv) != 4:
         sys.exit(__doc__)
-    print(table(*(json.loads((Path(d) / "results.json").read_text()) for d in sys.argv[1:])))
+    records = []
+    for folder in sys.argv[1:]:
+        try:
+            records.append(json.loads((Path(folder) / "results.json").read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            sys.exit(f"consistency_arms_table: {folder}: no readable results.json ({exc})")
+    try:
+        print(table(*records))
+    except (KeyError, TypeError) as exc:
+        sys.exit(f"consistency_arms_table: a results.json lacks {exc} (not written by consistency_arm.py?)")

@@ -78,8 +78,13 @@ def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> N
 def combine(paths: list[Path]) -> str:
     runs: dict[str, dict[str, dict]] = {}
     for path in paths:
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"staleness_seeds: {path}: not a readable result ({exc})") from exc
         data = data.get("figures", data)  # the bench's result keeps its runs under figures
+        if not isinstance(data.get("runs"), dict):
+            raise SystemExit(f"staleness_seeds: {path}: no 'runs' (not a staleness result or results.json)")
         if int(data.get("steps", DEFAULT_STEPS)) != DEFAULT_STEPS:
             raise SystemExit(f"{path}: steps {data.get('steps')} is not the default run's {DEFAULT_STEPS}")
         taken = {s for by_seed in runs.values() for s in by_seed}
@@ -87,6 +92,8 @@ def combine(paths: list[Path]) -> str:
             for seed, result in by_seed.items():
                 if seed not in taken:
                     runs.setdefault(arm, {})[seed] = result
+    if "1" not in runs:
+        raise SystemExit("staleness_seeds: no fresh arm (interval 1) in these files; changes are measured against it")
     fresh = runs["1"]
     lines = ["| arm | seeds | " + " | ".join(f"{t} paired change ± s.e." for t in HEADLINE) + " | "
              + " | ".join(f"{t} change of seed means" for t in HEADLINE) + " |",
