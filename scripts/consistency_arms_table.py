@@ -4,7 +4,7 @@
 
 Each DIR holds the results.json that consistency_arm.py writes (test metrics per seed). Prints a Markdown
 table per headline metric: alone, collective and alone at 100 % labels (seed means ± sd over the seeds
-all three have), the gain of collective over alone (relative; positive = better) with each seed's, and
+all three have; sd over seeds with ddof=1, where the bench's own tables use ddof=0), the gain of collective over alone (relative; positive = better) with each seed's, and
 the gap recovered = (alone - collective) / (alone - alone at 100 %) in the metric's better direction
 ("n/a" where alone at 100 % is not better than alone).
 """
