@@ -1,12 +1,12 @@
-"""Gain and gap recovered from runs of `scripts/consistency_arm.py` (all from the same code):
+"""Gain and gap recovered from runs of `scripts/consistency_arm.py` (all from the same code and data root):
 
     python scripts/consistency_arms_table.py ALONE_DIR COLLECTIVE_DIR ALONE_100_DIR
 
 Each DIR holds the results.json that consistency_arm.py writes (test metrics per seed). Prints a Markdown
-table per headline metric: alone, collective and alone at 100 % labels (seed means ± sd over the seeds
-all three have; sd over seeds with ddof=1, where the bench's own tables use ddof=0), the gain of collective over alone (relative; positive = better) with each seed's, and
-the gap recovered = (alone - collective) / (alone - alone at 100 %) in the metric's better direction
-("n/a" where alone at 100 % is not better than alone).
+table per headline metric: alone, collective and alone at 100 % labels (seed means ± sd over the seeds all
+three have; sd with ddof=1, where the bench's own tables use ddof=0), the gain of collective over alone
+(relative; positive = better) with each seed's, and the gap recovered = (alone - collective) / (alone -
+alone at 100 %) in the metric's better direction ("n/a" where alone at 100 % is not better than alone).
 """
 from __future__ import annotations
 
