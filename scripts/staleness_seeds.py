@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from taskology.bench.staleness import DEFAULT_STEPS, HEADLINE, LABEL_FRACTION, _one_run
+from taskology.bench.staleness import DEFAULT_STEPS, FULL_SIZES, HEADLINE, LABEL_FRACTION, _one_run
 
-HW, SEQUENCES, TEST_SEQUENCES, FRAMES, WIDTH, BATCH = (32, 96), 10, 3, 40, 8, 4  # the bench's full run
+HW, SEQUENCES, TEST_SEQUENCES, FRAMES, WIDTH, BATCH, _ = FULL_SIZES  # the bench's full run
 
 
 def _arm_key(text: str) -> int | str:
@@ -52,6 +52,7 @@ def _shard(root: str, index: int) -> int:
 
 def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> None:
     from taskology.bench.parallel import map_in_processes
+    from taskology.engine.logbook import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -68,9 +69,7 @@ def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> N
         for done, ((arm, seed), result) in enumerate(map_in_processes(_one_run, jobs, processes), 1):
             record["runs"].setdefault(str(arm), {})[str(seed)] = result
             record["wall_s"] = time.time() - t0
-            tmp_path = out / ".results.json.tmp"
-            tmp_path.write_text(json.dumps(record, indent=1))
-            os.replace(tmp_path, out / "results.json")
+            write_json_atomic(out / "results.json", record)
             print(f"[{done}/{len(jobs)}] arm '{arm}' seed {seed}: {result['train_s']:.0f} s training "
                   f"({time.time() - t0:.0f} s elapsed)", flush=True)
 
@@ -86,7 +85,7 @@ def combine(paths: list[Path]) -> str:
         if not isinstance(data.get("runs"), dict):
             raise SystemExit(f"staleness_seeds: {path}: no 'runs' (not a staleness result or results.json)")
         if int(data.get("steps", DEFAULT_STEPS)) != DEFAULT_STEPS:
-            raise SystemExit(f"{path}: steps {data.get('steps')} is not the default run's {DEFAULT_STEPS}")
+            raise SystemExit(f"staleness_seeds: {path}: steps {data.get('steps')} is not the default run's {DEFAULT_STEPS}")
         taken = {s for by_seed in runs.values() for s in by_seed}
         for arm, by_seed in data["runs"].items():
             for seed, result in by_seed.items():

@@ -257,6 +257,10 @@ def anchored_arm(every: int, weight: float = ANCHOR) -> str:
 LABEL_FRACTION = 0.1
 #: steps per task of the full run; ``--steps N`` (>= LONG_MIN_STEPS) runs N instead.
 DEFAULT_STEPS = 800
+#: (camera hw, sequences, test sequences, frames, width, batch, seeds) of the full run and of ``--quick``
+FULL_SIZES = ((32, 96), 10, 3, 40, 8, 4, (0, 1, 2, 3))
+QUICK_SIZES = ((32, 96), 4, 1, 6, 4, 2, (0,))
+
 #: the fixed age a longer run keeps (the stalest interval of the default run) so the two can be compared.
 LONG_INTERVAL = 200
 LONG_MIN_STEPS = 4 * LONG_INTERVAL
@@ -366,10 +370,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
 
     torch.set_num_threads(1)
     steps, intervals, halflife, weighted, averaged, anchored = plan(quick, steps)
-    if quick:
-        hw, sequences, test_sequences, frames, width, batch, seeds = (32, 96), 4, 1, 6, 4, 2, (0,)
-    else:
-        hw, sequences, test_sequences, frames, width, batch, seeds = (32, 96), 10, 3, 40, 8, 4, (0, 1, 2, 3)
+    hw, sequences, test_sequences, frames, width, batch, seeds = QUICK_SIZES if quick else FULL_SIZES
     arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], *weighted, *averaged, *anchored, ALONE]
     quarter = max(steps // 4, 1)
     t0 = time.time()
