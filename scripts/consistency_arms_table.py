@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from taskology.bench.consistency import HEADLINE
+from taskology.bench.consistency import HEADLINE, gap_recovered
+from taskology.bench.label_weights import relative_gain
 
 
 def table(alone: dict, collective: dict, full: dict) -> str:
@@ -28,11 +29,10 @@ def table(alone: dict, collective: dict, full: dict) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for task, (metric, higher_is_better) in HEADLINE.items():
         a, c, f = (np.array([r[s]["tasks"][task][metric] for s in seeds]) for r in (alone, collective, full))
-        sign = 1.0 if higher_is_better else -1.0
-        gain = sign * (c.mean() - a.mean()) / abs(a.mean())
-        per_seed = sign * (c - a) / np.abs(a)
-        room = sign * (f.mean() - a.mean())
-        gap = f"{100 * sign * (c.mean() - a.mean()) / room:.0f} %" if room > 0 else "n/a (alone at 100 % is not better)"
+        gain = relative_gain(a.mean(), c.mean(), higher_is_better)
+        per_seed = [relative_gain(x, y, higher_is_better) for x, y in zip(a, c)]
+        share = gap_recovered(a.mean(), c.mean(), f.mean(), higher_is_better)
+        gap = "n/a (alone at 100 % is not better)" if np.isnan(share) else f"{100 * share:.0f} %"
         sd = (lambda x: f" ± {x.std(ddof=1):.4g}" if len(x) > 1 else "")
         lines.append(f"| {task} | {metric} | {a.mean():.4g}{sd(a)} | {c.mean():.4g}{sd(c)} | {f.mean():.4g}{sd(f)} | "
                      f"{100 * gain:+.1f} % | {' / '.join(f'{100 * g:+.1f}' for g in per_seed)} | {gap} |")
