@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from taskology.bench.parallel import map_in_processes
     from taskology.engine.logbook import write_json_atomic
     from taskology.errors import TaskologyError
+    from taskology.sim.cache import recorded_world
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset", type=Path)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     t0 = time.time()
     for seed, (tasks, seconds) in map_in_processes(_one_run, jobs, workers):
-        results[str(seed)] = {"tasks": tasks, "seconds": seconds}
+        results[str(seed)] = {"tasks": tasks, "seconds": seconds, "world": recorded_world(root)}
         print(f"seed {seed}: {seconds:.0f} s ({time.time() - t0:.0f} s elapsed)", flush=True)
         write_json_atomic(args.out / "results.json", results)
     return 0

@@ -1,4 +1,5 @@
-"""Gain and gap recovered from runs of `scripts/consistency_arm.py` (all from the same code and data root):
+"""Gain and gap recovered from runs of `scripts/consistency_arm.py` (all from the same code and data root;
+runs that recorded their world digest must all name the same one):
 
     python scripts/consistency_arms_table.py ALONE_DIR COLLECTIVE_DIR ALONE_100_DIR
 
@@ -24,7 +25,11 @@ def table(alone: dict, collective: dict, full: dict) -> str:
     seeds = sorted(set(alone) & set(collective) & set(full), key=int)
     if not seeds:
         raise SystemExit("no seed is in all three results")
-    lines = [f"Seeds {', '.join(seeds)}; test split.", "",
+    worlds = {r[s]["world"] for r in (alone, collective, full) for s in seeds if r[s].get("world")}
+    if len(worlds) > 1:  # runs recorded on different simulated worlds are not comparable
+        raise SystemExit(f"consistency_arms_table: the runs were trained on different worlds ({', '.join(sorted(worlds))})")
+    world = f" World {worlds.pop()}." if worlds else ""
+    lines = [f"Seeds {', '.join(seeds)}; test split.{world}", "",
              "| task | metric | alone | collective | alone at 100 % | gain | gain per seed | gap recovered |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for task, (metric, higher_is_better) in HEADLINE.items():

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 
 from taskology.bench import BenchResult, target
 from taskology.errors import ConfigError
+from taskology.sim.cache import recorded_world
 
 REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "configs" / "consistency.yaml"
@@ -59,23 +60,33 @@ def _config(quick: bool, extra: list[str], preset: Path = PRESET) -> Any:
 
 
 def ensure_data(config: Any) -> Path:
-    """Simulate the preset's sequences into ``data.root/<tag>`` unless they are already there."""
+    """Simulate the preset's sequences into ``data.root/<tag>`` unless they are already there.
+
+    The folder carries a world record (:mod:`taskology.sim.cache`): a folder simulated by other simulator
+    code is checked (one shard simulated again and compared) and, where its world differs, set aside and
+    simulated afresh, so runs never train on a world cached by older code under the same name.
+    """
     from taskology.config import parse_camera_hw
+    from taskology.sim.cache import ensure_world
     from taskology.sim.config import WorldConfig
-    from taskology.sim.generate import generate_shard
+    from taskology.sim.generate import generate_shard, sequence_id_for
 
     sim = config.sim
     hw = parse_camera_hw(sim.camera)
     changes = sim.world_changes()
     root = Path(config.data.root) / (f"seed{sim.seed}-{sim.sequences}x{sim.frames}-{hw[0]}x{hw[1]}"
                                      + world_tag(changes))
-    root.mkdir(parents=True, exist_ok=True)
-    for index in range(sim.sequences):
-        existing = sorted(root.glob(f"*{index:05d}.h5"))
-        if not existing:
-            generate_shard(root, seed=sim.seed, index=index, frames=sim.frames, camera_hw=hw, lidar_beams=0,
-                           frame_rate=sim.frame_rate, world=WorldConfig(**changes))
-    return root
+    spec = {"backend": "embedded", "seed": int(sim.seed), "sequences": int(sim.sequences),
+            "frames": int(sim.frames), "camera_hw": list(hw), "lidar_beams": 0,
+            "frame_rate": float(sim.frame_rate), "world": WorldConfig(**changes).to_dict()}
+
+    def make_shard(folder: Path, index: int) -> Path:
+        return generate_shard(folder, seed=sim.seed, index=index, frames=sim.frames, camera_hw=hw, lidar_beams=0,
+                              frame_rate=sim.frame_rate, world=WorldConfig(**changes))
+
+    names = [f"{sequence_id_for(sim.seed, i)}.h5" for i in range(int(sim.sequences))]
+    world = ensure_world(root, spec, names, make_shard, say=lambda line: print(f"data: {line}", flush=True))
+    return world.root
 
 
 def world_tag(changes: dict[str, Any]) -> str:
@@ -147,11 +158,13 @@ def parse_rerun(values: Iterable[str]) -> set[tuple[float, str]]:
     return out
 
 
-def plan_runs(jobs: Sequence[tuple[float, str, int]], runs_dir: Path, rerun: set[tuple[float, str]], steps: int
+def plan_runs(jobs: Sequence[tuple[float, str, int]], runs_dir: Path, rerun: set[tuple[float, str]], steps: int,
+              world: str | None = None
               ) -> tuple[dict[tuple[float, str, int], dict[str, Any]], list[tuple[float, str, int]]]:
     """Split ``jobs`` into runs already finished under ``runs_dir`` (job -> their test metrics) and runs to
     train: those without a ``metrics.json``, or whose (fraction, arm) is in ``rerun``. A record that is not
-    this job's run (another arm, seed, split or step count, or a headline metric missing) is refused."""
+    this job's run (another arm, seed, split or step count, a headline metric missing, or, where ``world``
+    is given, trained on another world: taskology.sim.cache) is refused."""
     reused: dict[tuple[float, str, int], dict[str, Any]] = {}
     todo: list[tuple[float, str, int]] = []
     for job in jobs:
@@ -170,6 +183,9 @@ def plan_runs(jobs: Sequence[tuple[float, str, int]], runs_dir: Path, rerun: set
         if found != wanted or not isinstance(tasks, dict):
             raise ConfigError(f"--runs-dir: {path}: a different run ({found}) from the one this benchmark needs "
                               f"there ({wanted}); move it away or pick another directory")
+        if world is not None and record.get("world") != world:
+            raise ConfigError(f"--runs-dir: {path}: trained on world {record.get('world')}, not on the data root's "
+                              f"world {world}; pass --rerun {fraction:g}/{arm} or pick another directory")
         missing = [f"{t}.{m}" for t, (m, _) in HEADLINE.items() if not isinstance(tasks.get(t), dict) or m not in tasks[t]]
         if missing:
             raise ConfigError(f"--runs-dir: {path}: no {', '.join(missing)} in the run record")
@@ -312,10 +328,12 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
     base = _config(quick, list(overrides), preset)
     seeds = list(base.train.seeds)
     jobs = [(fraction, arm, seed) for fraction in FRACTIONS for arm in ARMS for seed in seeds]
-    reused, todo = plan_runs(jobs, runs_dir, again, int(base.train.steps)) if runs_dir is not None else ({}, jobs)
     started = time.time()
     root = ensure_data(base)
     sim_s = time.time() - started
+    world = recorded_world(root)
+    reused, todo = (plan_runs(jobs, runs_dir, again, int(base.train.steps), world) if runs_dir is not None
+                    else ({}, jobs))
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     timings: dict[str, float] = {}
     for (fraction, arm, seed), tasks in reused.items():
@@ -360,7 +378,7 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
     png = Path(out_dir) / f"{result_stem('consistency', quick, config, overrides)}.png"
     shown = png.relative_to(REPO) if png.is_relative_to(REPO) else png
     _plot(summary, png)
-    cfg_note = (f"{base.sim.sequences} sequences x {base.sim.frames} frames at {base.sim.camera}, "
+    cfg_note = (f"{base.sim.sequences} sequences x {base.sim.frames} frames at {base.sim.camera} (world {world}), "
                 f"{base.data.test_sequences} held-out test sequences, {base.train.steps} steps per task, "
                 f"seeds {seeds}, device {base.train.device}")
     notes = (f"Setup: {cfg_note}. Equal steps per task in both arms; test split used only for the final "
@@ -371,7 +389,7 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
                 f"{', '.join(run_name(*job) for job in reused)}." if reused else "")
              + (" QUICK RUN: sizes far too small for the targets to be meaningful." if quick else ""))
     figures = {"setup": {"preset": str(preset.relative_to(REPO) if preset.is_relative_to(REPO) else preset),
-                         "data_root": str(root), "fractions": list(FRACTIONS), "seeds": seeds,
+                         "data_root": str(root), "world": world, "fractions": list(FRACTIONS), "seeds": seeds,
                          "steps": base.train.steps, "camera": base.sim.camera, "sequences": base.sim.sequences,
                          "frames": base.sim.frames},
                "summary": summary, "derived": derived, "runs": runs, "seconds": timings, "plot": str(png),

@@ -9,7 +9,9 @@ Run directory layout::
     config.yaml                     resolved experiment config
     checkpoints/<task>/step_XXXXXXXX.pt   (same layout as the distributed engine)
     logs/<task>.jsonl, tensorboard/<task>/
-    metrics.json                    {"seed", "mode", "steps", "tasks": {task: {metric: value}}}
+    metrics.json                    {"seed", "mode", "steps", "split", "world", "tasks": {task: {metric: value}}}
+                                    ("world": the data root's world digest, taskology.sim.cache; None
+                                    where the root has no world record)
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from taskology.engine.logbook import TaskLog, write_json_atomic
 from taskology.engine.peers import InProcessPeerView
 from taskology.engine.runner import TaskRunner, enabled_tasks, load_checkpoint
 from taskology.engine.task_data import TaskData
+from taskology.sim.cache import recorded_world
 
 _CKPT = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -117,8 +120,9 @@ def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = Fals
         for t in tasks:
             if not checkpoint_path(run_dir, t, step).exists():
                 runners[t].save_checkpoint(checkpoint_path(run_dir, t, step))
-        record = {"seed": seed, "mode": config.train.mode, "steps": step,
-                  "split": eval_split, "tasks": {t: runners[t].evaluate(eval_split) for t in tasks}}
+        record = {"seed": seed, "mode": config.train.mode, "steps": step, "split": eval_split,
+                  "world": None if data is not None else recorded_world(config.data.root),
+                  "tasks": {t: runners[t].evaluate(eval_split) for t in tasks}}
     finally:
         for log in logs.values():
             log.close()

@@ -11,10 +11,13 @@ Layout of ``--out`` (a comparison directory, see :mod:`taskology.report.runs`)::
     alone/        run directory of train.mode=alone      (config.yaml, checkpoints/, logs/, ...)
     collective/   run directory of train.mode=collective
     report/       report.md, metrics.json, loss_<task>.png, staleness.png, gallery.png
+    world.json    digest of the simulated world the arms train on
 
 Simulated data is cached under ``<cache>/sim/<key>/`` (``<cache>``: ``$TASKOLOGY_CACHE`` or
 ``.taskology-cache`` in the working directory; ``<key>``: a hash of the sim settings and the schema
-version) and reused while every shard opens cleanly. Rerunning the demo on the same ``--out`` reuses
+version) with a world record (:mod:`taskology.sim.cache`): it is reused while its shards match the record
+and today's simulator makes the same world; otherwise it is set aside and simulated again, and an
+``--out`` trained on the old world is refused. Rerunning the demo on the same ``--out`` reuses
 finished arms and resumes interrupted ones from their newest checkpoints (``taskology train --resume``).
 Ctrl-C stops cleanly: the engines shut their workers down, every file is written atomically.
 
@@ -37,7 +40,6 @@ from taskology.errors import ConfigError, DataError
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 CACHE_ENV = "TASKOLOGY_CACHE"
 DEFAULT_CACHE = Path(".taskology-cache")
-COMPLETE_MARKER = "complete.json"
 ARMS: tuple[str, ...] = ("alone", "collective")
 
 
@@ -60,46 +62,65 @@ def sim_cache_key(sim: Any) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _valid_shards(folder: Path, expected: int) -> bool:
-    """Whether ``folder`` holds ``expected`` shards that all open; shards that do not are deleted."""
-    from taskology.data.shard import Shard
-
-    good = 0
-    for path in sorted(folder.glob("*.h5")):
-        try:
-            with Shard.open(path):
-                good += 1
-        except (DataError, OSError):
-            path.unlink(missing_ok=True)
-    return good == expected
-
-
-def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Path:
-    """The shard directory of ``config.sim`` under ``cache_root/sim/<key>/``, generated if needed."""
-    from taskology.sim.command import sim_command
+def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Any:
+    """The shard directory of ``config.sim`` under ``cache_root/sim/<key>/``, generated if needed, as a
+    :class:`taskology.sim.cache.World` (folder and world digest). The folder's world record is checked on
+    reuse: a folder simulated by other simulator code is kept only where today's code simulates it
+    identically, and a shard that no longer reads or whose content changed is simulated again
+    (:func:`taskology.sim.cache.ensure_world`)."""
+    from taskology.sim.cache import ensure_world
+    from taskology.sim.command import FRAME_RATE, LIDAR_AZIMUTH, parse_camera, sim_command
+    from taskology.sim.config import WorldConfig
+    from taskology.sim.generate import generate_shard, generator_description, sequence_id_for
 
     sim = config.sim
     if sim.backend != "embedded":
         raise ConfigError(f"sim.backend: the demo renders with the embedded simulator; found {sim.backend!r}")
     folder = (Path(cache_root) / "sim" / sim_cache_key(sim)).resolve()
-    marker = folder / COMPLETE_MARKER
-    if marker.is_file() and _valid_shards(folder, int(sim.sequences)):
-        console.print(f"[bold]data[/bold]: reusing {int(sim.sequences)} cached sequences in {folder}")
-        return folder
-    marker.unlink(missing_ok=True)
-    if folder.is_dir():
-        _valid_shards(folder, int(sim.sequences))  # drop unreadable leftovers; sim_command skips good ones
-    console.print(f"[bold]data[/bold]: simulating {int(sim.sequences)} sequences x {int(sim.frames)} frames "
-                  f"at {sim.camera} into {folder}")
-    sim_command(out=folder, sequences=int(sim.sequences), frames=int(sim.frames), seed=int(sim.seed),
-                camera=str(sim.camera), lidar_beams=int(sim.lidar_beams), backend="embedded", carla_host="",
-                preview=None, ego_speed=tuple(sim.ego_speed_mps), ego_speed_change_s=float(sim.ego_speed_change_s))
-    if not _valid_shards(folder, int(sim.sequences)):
-        raise DataError(f"{folder}: expected {int(sim.sequences)} readable shards after simulating")
+    sequences, frames, seed, hw = int(sim.sequences), int(sim.frames), int(sim.seed), parse_camera(str(sim.camera))
+    world = WorldConfig(ego_speed_mps=(float(sim.ego_speed_mps[0]), float(sim.ego_speed_mps[1])),
+                        ego_speed_change_s=float(sim.ego_speed_change_s))
+    spec = generator_description(seed=seed, camera_hw=hw, lidar_beams=int(sim.lidar_beams),
+                                 lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, frames=frames, world=world)
+    spec["sequences"] = sequences
+
+    def make_shard(where: Path, index: int) -> Path:
+        return generate_shard(where, seed=seed, index=index, frames=frames, camera_hw=hw,
+                              lidar_beams=int(sim.lidar_beams), lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE,
+                              world=world)
+
+    def make_missing(where: Path, todo: list[int]) -> None:
+        console.print(f"[bold]data[/bold]: simulating {len(todo)} of {sequences} sequences x {frames} frames "
+                      f"at {sim.camera} into {where}")
+        sim_command(out=where, sequences=sequences, frames=frames, seed=seed, camera=str(sim.camera),
+                    lidar_beams=int(sim.lidar_beams), backend="embedded", carla_host="", preview=None,
+                    ego_speed=tuple(sim.ego_speed_mps), ego_speed_change_s=float(sim.ego_speed_change_s))
+
+    names = [f"{sequence_id_for(seed, i)}.h5" for i in range(sequences)]
+    ready = ensure_world(folder, spec, names, make_shard, make_missing=make_missing,
+                         say=lambda line: console.print(f"[bold]data[/bold]: {line}"))
+    if not ready.simulated:
+        console.print(f"[bold]data[/bold]: reusing {sequences} cached sequences in {folder} (world {ready.digest})")
+    return ready
+
+
+def check_out_world(out: Path, digest: str) -> None:
+    """Record in ``out/world.json`` the world the demo's arms train on; refuse an ``out`` whose arms were
+    trained on another world (the cache was simulated again, e.g. by a newer simulator)."""
     from taskology.engine.logbook import write_json_atomic
 
-    write_json_atomic(marker, {"key": folder.name, "sequences": int(sim.sequences), "time": time.time()})
-    return folder
+    path = Path(out) / "world.json"
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text()).get("digest")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise DataError(f"{path}: unreadable ({exc}); use another --out") from exc
+        if found != digest:
+            raise ConfigError(f"{out} holds demo runs trained on simulated world {found}; the data cache now holds "
+                              f"world {digest} (simulated again, e.g. by a newer simulator); use another --out")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"digest": digest})
 
 
 def _differences(saved: Any, wanted: Any) -> list[str]:
@@ -190,7 +211,9 @@ def demo_command(out: Path = Path("runs/demo"), cluster: str | None = "local", *
     cache_root = Path(cache_dir) if cache_dir is not None else Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
     try:
         console.rule("[bold]taskology demo[/bold]: 1/3 simulated data")
-        data_root = ensure_sim_data(base, cache_root, console)
+        world = ensure_sim_data(base, cache_root, console)
+        data_root = world.root
+        check_out_world(out, world.digest)
         arm_overrides = {mode: [*overrides, f"data.root={data_root}", f"train.mode={mode}"] for mode in ARMS}
         wanted = {mode: load_config(DEMO_CONFIG, arm_overrides[mode]) for mode in ARMS}
         if cluster is not None:

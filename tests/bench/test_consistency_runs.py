@@ -147,3 +147,38 @@ def test_ensure_data_simulates_a_varied_world_into_its_own_folder(tmp_path: Path
     assert world["ego_speed_mps"] == [2.0, 12.0] and world["ego_speed_change_s"] == 1.5
     with Shard.open(next(default.glob("*.h5"))) as shard:
         assert "ego_speed_change_s" not in shard.generator["config"]["world"]
+
+
+def test_ensure_data_checks_a_world_cached_by_other_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The real simulator: a folder recorded under another simulator fingerprint is checked by simulating
+    its first shard again; today's simulator makes it bit for bit, so the folder is kept."""
+    from taskology.config import load_config
+    from taskology.sim import cache
+
+    config = load_config(None, [f"data.root={tmp_path}", "sim.sequences=2", "sim.frames=2", "sim.camera=8x24"])
+    root = consistency.ensure_data(config)
+    world = cache.recorded_world(root)
+    assert world is not None and len(cache.read_record(root)["shards"]) == 2
+    record = json.loads((root / cache.RECORD).read_text())
+    record["simulator"] = "older-code"
+    (root / cache.RECORD).write_text(json.dumps(record))
+    capsys.readouterr()
+    assert consistency.ensure_data(config) == root
+    assert "simulates seed0-seq00000.h5 identically" in capsys.readouterr().out
+    assert cache.recorded_world(root) == world and cache.read_record(root)["simulator"] == cache.simulator_fingerprint()
+    assert not list(tmp_path.glob("*.stale-*"))
+
+
+def test_runs_trained_on_another_world_are_not_reused(tmp_path: Path) -> None:
+    jobs = [(0.02, "alone", 0)]
+    path = tmp_path / "0.02-alone-0" / "metrics.json"
+    path.parent.mkdir()
+    record = {"mode": "alone", "seed": 0, "split": "test", "steps": STEPS, "tasks": _tasks(0.02, "alone", 0, 0)}
+    for found in (None, "0123456789abcdef"):
+        path.write_text(json.dumps({**record, "world": found}))
+        with pytest.raises(ConfigError, match=f"trained on world {found}, not on the data root's world fedcba") as info:
+            consistency.plan_runs(jobs, tmp_path, set(), STEPS, world="fedcba9876543210")
+        assert "--rerun 0.02/alone" in str(info.value)
+    path.write_text(json.dumps({**record, "world": "fedcba9876543210"}))
+    assert list(consistency.plan_runs(jobs, tmp_path, set(), STEPS, world="fedcba9876543210")[0]) == jobs

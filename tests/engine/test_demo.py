@@ -13,6 +13,7 @@ from taskology.config import load_config
 from taskology.engine import demo
 from taskology.engine.runner import TaskRunner
 from taskology.errors import ConfigError
+from taskology.sim import cache as cache_module
 
 TASKS = ("depth", "normals", "segmentation", "motion")
 STEPS = 3
@@ -53,7 +54,8 @@ def test_demo_interrupted_resumed_reused_and_reported(tmp_path: Path, monkeypatc
         "step_00000001.pt", "step_00000002.pt"]
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
     shards = sorted((cache / "sim").glob("*/*.h5"))
-    assert len(shards) == 3 and (shards[0].parent / demo.COMPLETE_MARKER).is_file()
+    assert len(shards) == 3 and cache_module.recorded_world(shards[0].parent) == json.loads(
+        (out / "world.json").read_text())["digest"]
 
     alone_before = files_under(out / "alone")
     report_dir = demo.demo_command(out, "none", overrides=tiny_overrides(), cache_dir=cache)
@@ -98,10 +100,23 @@ def test_cache_key_follows_the_sim_settings() -> None:
     assert demo.sim_cache_key(base.sim) == "602a09846d8b"
 
 
-def test_unreadable_cached_shard_is_dropped(tmp_path: Path) -> None:
-    (tmp_path / "seed0-seq00000.h5").write_bytes(b"not hdf5")
-    assert not demo._valid_shards(tmp_path, 1)
-    assert not list(tmp_path.iterdir())
+def test_an_unreadable_cached_shard_is_set_aside_and_simulated_again(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    config = load_config(demo.DEMO_CONFIG, tiny_overrides())
+    first = demo.ensure_sim_data(config, tmp_path, Console(quiet=True))
+    shard = sorted(first.root.glob("*.h5"))[1]
+    shard.write_bytes(b"not hdf5")
+    again = demo.ensure_sim_data(config, tmp_path, Console(quiet=True))
+    assert again == first._replace(simulated=1)
+    assert shard.with_name(shard.name + ".stale-0").read_bytes() == b"not hdf5"  # set aside, not deleted
+
+
+def test_an_out_trained_on_another_world_is_refused(tmp_path: Path) -> None:
+    demo.check_out_world(tmp_path, "aaaa")
+    demo.check_out_world(tmp_path, "aaaa")
+    with pytest.raises(ConfigError, match=f"{tmp_path} holds demo runs trained on simulated world aaaa; .* world bbbb"):
+        demo.check_out_world(tmp_path, "bbbb")
 
 
 def test_other_settings_on_the_same_out_are_refused_before_training(tmp_path: Path, monkeypatch) -> None:
