@@ -8,6 +8,9 @@ what finished). Jobs are queued seed by seed, so complete seeds (every arm, for 
 
     python scripts/staleness_seeds.py run OUT PROCESSES SEEDS ARMS      e.g.
     python scripts/staleness_seeds.py run out 15 4-9 '1;50;200;50, mean of last 2;200, mean of last 2'
+
+An arm is a key of the bench (taskology.bench.staleness.arm_settings): an interval, optionally with
+mitigations, combined ones too (``200, mean of last 2, half-life 100``).
     python scripts/staleness_seeds.py combine benchmarks/results/staleness.json OUT/results.json [...]
 
 `combine` pools the seeds of the bench's own result and of any results.json (a seed counts once: the
@@ -114,7 +117,16 @@ def combine(paths: list[Path]) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 6 and sys.argv[1] == "run":
-        run(Path(sys.argv[2]), int(sys.argv[3]), _seeds(sys.argv[4]), [_arm_key(a) for a in sys.argv[5].split(";")])
+        from taskology.bench.staleness import arm_settings
+        from taskology.errors import ConfigError
+
+        arms = [_arm_key(a) for a in sys.argv[5].split(";")]
+        try:
+            for arm in arms:
+                arm_settings(arm)  # every arm key understood before anything is simulated
+        except ConfigError as exc:
+            sys.exit(f"staleness_seeds: {exc}")
+        run(Path(sys.argv[2]), int(sys.argv[3]), _seeds(sys.argv[4]), arms)
     elif len(sys.argv) >= 3 and sys.argv[1] == "combine":
         print(combine([Path(p) for p in sys.argv[2:]]))
     else:

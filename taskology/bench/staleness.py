@@ -301,21 +301,29 @@ def arm_settings(arm: int | str) -> ArmSettings:
         ((50, 'float16', 0.0, 1, 0.0), (1, 'float32', 0.0, 1, 0.0), 100.0)
         >>> arm_settings(averaged_arm(400)).average, arm_settings(anchored_arm(400)).anchor
         (2, 0.1)
+        >>> tuple(arm_settings("200, mean of last 2, half-life 100"))   # mitigations combined
+        (200, 'float16', 100.0, 2, 0.0)
     """
     if arm == FLOOR:
         return ArmSettings(1, "float32")
     if arm == ALONE:
         return ArmSettings(1, "float16")
-    if isinstance(arm, str) and ", half-life " in arm:  # weighted_arm(every, halflife)
-        every, halflife = arm.split(", half-life ")
-        return ArmSettings(int(every), "float16", halflife=float(halflife))
-    if isinstance(arm, str) and ", mean of last " in arm:  # averaged_arm(every, count)
-        every, count = arm.split(", mean of last ")
-        return ArmSettings(int(every), "float16", average=int(count))
-    if isinstance(arm, str) and ", anchor " in arm:  # anchored_arm(every, weight)
-        every, weight = arm.split(", anchor ")
-        return ArmSettings(int(every), "float16", anchor=float(weight))
-    return ArmSettings(int(arm), "float16")
+    every, *mitigations = str(arm).split(", ")
+    try:
+        settings = ArmSettings(int(every), "float16")
+        for part in mitigations:  # weighted_arm, averaged_arm, anchored_arm; combined: "200, mean of last 2, anchor 0.1"
+            if part.startswith("half-life "):
+                settings = settings._replace(halflife=float(part.removeprefix("half-life ")))
+            elif part.startswith("mean of last "):
+                settings = settings._replace(average=int(part.removeprefix("mean of last ")))
+            elif part.startswith("anchor "):
+                settings = settings._replace(anchor=float(part.removeprefix("anchor ")))
+            else:
+                raise ValueError(part)
+    except ValueError as exc:
+        raise ConfigError(f"staleness arm {arm!r}: expected INTERVAL[, half-life H][, mean of last N][, anchor W] "
+                          f"({exc})") from exc
+    return settings
 
 
 class Plan(NamedTuple):
