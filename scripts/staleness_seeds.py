@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taskology.bench import sim_world
 from taskology.bench.staleness import DEFAULT_STEPS, FULL_SIZES, HEADLINE, LABEL_FRACTION, _one_run
 
 HW, SEQUENCES, TEST_SEQUENCES, FRAMES, WIDTH, BATCH, _ = FULL_SIZES  # the bench's full run
@@ -46,13 +47,6 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
-def _shard(root: str, index: int) -> int:
-    from taskology.sim.generate import generate_shard
-
-    generate_shard(Path(root), seed=0, index=index, frames=FRAMES, camera_hw=HW, lidar_beams=0, overwrite=True)
-    return index
-
-
 def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> None:
     from taskology.bench.parallel import map_in_processes
     from taskology.engine.logbook import write_json_atomic
@@ -62,10 +56,7 @@ def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> N
     record: dict = {"steps": DEFAULT_STEPS, "seeds": seeds, "arms": [str(a) for a in arms], "cores": os.cpu_count(),
                     "processes": processes, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="staleness-seeds-") as tmp:
-        root = Path(tmp) / "sim"
-        root.mkdir()
-        # the bench's world (sim_world: seed 0, shards 0..9), one shard per process
-        list(map_in_processes(_shard, {i: (str(root), i) for i in range(SEQUENCES)}, processes))
+        root = sim_world(Path(tmp) / "sim", HW, SEQUENCES, FRAMES, processes)  # the bench's world
         print(f"world: {time.time() - t0:.0f} s", flush=True)
         jobs = {(arm, s): (root, DEFAULT_STEPS, WIDTH, BATCH, TEST_SEQUENCES, Path(tmp) / f"arm{k}_s{s}", s, arm,
                            LABEL_FRACTION) for s in seeds for k, arm in enumerate(arms)}

@@ -113,14 +113,27 @@ def provenance(name: str, quick: bool, config: Path | None = None, overrides: Se
     }
 
 
-def sim_world(root: Path, hw: tuple[int, int], sequences: int, frames: int) -> Path:
-    """Simulate ``sequences`` shards of ``frames`` frames at ``hw`` (seed 0, no LiDAR) into ``root``: the
-    small fixed world of the benchmarks with fixed sizes (scaling, staleness, device). Returns ``root``."""
+def _sim_shard(root: str, index: int, hw: tuple[int, int], frames: int) -> int:
     from taskology.sim.generate import generate_shard
 
+    generate_shard(Path(root), seed=0, index=index, frames=frames, camera_hw=hw, lidar_beams=0, overwrite=True)
+    return index
+
+
+def sim_world(root: Path, hw: tuple[int, int], sequences: int, frames: int, processes: int = 1) -> Path:
+    """Simulate ``sequences`` shards of ``frames`` frames at ``hw`` (seed 0, no LiDAR) into ``root``: the
+    small fixed world of the benchmarks with fixed sizes (scaling, staleness, device). ``processes`` > 1
+    simulates shards in that many worker processes (callers need a ``__main__`` guard). Returns ``root``."""
     root.mkdir(parents=True, exist_ok=True)
-    for index in range(sequences):
-        generate_shard(root, seed=0, index=index, frames=frames, camera_hw=hw, lidar_beams=0, overwrite=True)
+    jobs = {index: (str(root), index, tuple(hw), frames) for index in range(sequences)}
+    if processes > 1:
+        from taskology.bench.parallel import map_in_processes
+
+        for _ in map_in_processes(_sim_shard, jobs, processes):
+            pass
+    else:
+        for args in jobs.values():
+            _sim_shard(*args)
     return root
 
 

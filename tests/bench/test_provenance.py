@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_provenance_names_installed_versions_before_anything_is_imported() -> None:
@@ -110,3 +111,15 @@ def test_label_weights_runs_only_the_fractions_asked_for(monkeypatch) -> None:
         pass
     assert {fr for fr, *_ in seen} == {0.1}
     assert [name for _, _, name, _ in seen] == ["alone", "relations x1", "relations x0.3", "relations x0.1"]
+
+
+def test_sim_world_in_processes_makes_the_same_shards(tmp_path: Path) -> None:
+    """``sim_world(..., processes=2)`` (shards simulated in worker processes) writes the world one process does."""
+    from taskology.bench import sim_world
+    from taskology.sim.cache import shard_digest
+
+    one = sim_world(tmp_path / "one", (8, 24), 2, 2)
+    two = sim_world(tmp_path / "two", (8, 24), 2, 2, processes=2)
+    names = sorted(p.name for p in one.glob("*.h5"))
+    assert len(names) == 2 and names == sorted(p.name for p in two.glob("*.h5"))
+    assert [shard_digest(one / n) for n in names] == [shard_digest(two / n) for n in names]
