@@ -23,18 +23,20 @@ On reuse (:func:`ensure_world`):
   Different: the whole folder is moved aside (``<name>.stale-<digest>``, nothing deleted) and the
   world simulated afresh.
 
-Shards that are missing are simulated; the record is rewritten atomically after each.
+Shards that are missing are simulated; the record is rewritten atomically after each. Runs that ensure
+one folder at the same time take turns (an advisory lock, ``.<name>.lock`` beside the folder): the
+first checks or simulates, the others then find it ready.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from taskology.errors import DataError
 
@@ -177,6 +179,26 @@ def ensure_world(root: Path, spec: dict[str, Any], shard_names: list[str],
             default: ``make_shard`` for each.
     """
     root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(root.with_name(f".{root.name}.lock")):  # concurrent runs on one root: one checks, the rest wait
+        return _ensure_world(root, spec, shard_names, make_shard, say, make_missing)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (``flock``) on ``path``, held for the block."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ensure_world(root: Path, spec: dict[str, Any], shard_names: list[str], make_shard: Callable[[Path, int], Path],
+                  say: Callable[[str], None], make_missing: Callable[[Path, list[int]], None] | None) -> World:
     spec = json.loads(json.dumps(spec, sort_keys=True))  # tuples -> lists, as read back from the record
     fingerprint = simulator_fingerprint()
     record = read_record(root) if root.is_dir() else None

@@ -165,3 +165,29 @@ def test_fingerprint_follows_the_simulator_source(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(Path, "read_bytes",
                         lambda self: real(self) + (b"# edit" if self.name == "renderer.py" else b""))
     assert cache.simulator_fingerprint() != before
+
+
+def test_runs_ensuring_one_folder_at_once_take_turns(tmp_path: Path, code) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    class Slow(FakeSimulator):
+        def __call__(self, folder: Path, index: int) -> Path:
+            time.sleep(0.05)  # long enough for the other thread to arrive while shards are missing
+            return super().__call__(folder, index)
+
+    sims, worlds, errors = [Slow(), Slow()], [], []
+
+    def ensure(sim: FakeSimulator) -> None:
+        try:
+            worlds.append(_ensure(tmp_path / "w", sim))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ensure, args=(sim,)) for sim in sims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors and len(worlds) == 2 and worlds[0].digest == worlds[1].digest
+    assert sorted(len(sim.made) for sim in sims) == [0, 3], "one simulates, the other finds the world ready"
