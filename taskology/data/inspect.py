@@ -45,6 +45,7 @@ class DatasetSummary:
     shards: list[ShardSummary]
     splits: dict[str, Any] | None = None
     stale_temp_files: list[Path] = field(default_factory=list)
+    world: str | None = None  #: one line on the folder's world record (taskology.sim.cache), if any
 
     @property
     def failed(self) -> list[ShardSummary]:
@@ -107,7 +108,23 @@ def summarize(path: Path, verify: bool = True) -> DatasetSummary:
     if not paths:
         raise DataError(f"{path}: expected shard files (*.h5), found none")
     return DatasetSummary(path=path, shards=[summarize_shard(p, verify) for p in paths],
-                          splits=_splits_summary(path), stale_temp_files=stale_temp_files(path))
+                          splits=_splits_summary(path), stale_temp_files=stale_temp_files(path),
+                          world=_world_summary(path))
+
+
+def _world_summary(root: Path) -> str | None:
+    """One line on ``root``'s world record: its digest, how many shards it covers, and whether today's
+    simulator is the one that made (or last checked) it."""
+    from taskology.sim.cache import RECORD, read_record, simulator_fingerprint
+
+    try:
+        record = read_record(root)
+    except DataError as exc:
+        return f"[red]{exc}[/red]"
+    if record is None:
+        return None
+    same = "today's" if record["simulator"] == simulator_fingerprint() else "other (checked again on next use)"
+    return (f"world {record.get('digest')} ({RECORD}: {len(record['shards'])} shard digests, simulator {same})")
 
 
 def _shape_text(shape: tuple[int, ...], name: str) -> str:
@@ -161,6 +178,8 @@ def inspect_command(path: Path, png: Path | None = None, frame: int = 0) -> None
             console.print(tasks)
     elif summary.path.is_dir():
         console.print(f"no {MANIFEST_NAME} (create one with taskology.data.splits.make_splits)")
+    if summary.world is not None:
+        console.print(summary.world)
     if summary.stale_temp_files:
         console.print(f"[yellow]{len(summary.stale_temp_files)} stale temp file(s) of crashed writers: "
                       f"{', '.join(p.name for p in summary.stale_temp_files)}[/yellow]")

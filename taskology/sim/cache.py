@@ -57,12 +57,12 @@ class World(NamedTuple):
 
 
 def simulator_fingerprint() -> str:
-    """16 hex digits over the source of the simulator (``taskology/sim/*.py`` and
+    """16 hex digits over the source of the simulator (``taskology/sim/*.py`` but this module, and
     :data:`SIMULATOR_FILES`) and the versions of :data:`SIMULATOR_LIBRARIES`."""
     from importlib import metadata
 
     package = Path(__file__).resolve().parents[1]
-    files = sorted(package.glob("sim/*.py")) + [package / name for name in SIMULATOR_FILES]
+    files = sorted(p for p in package.glob("sim/*.py") if p.name != "cache.py") + [package / n for n in SIMULATOR_FILES]
     h = hashlib.sha256()
     for path in files:
         h.update(path.relative_to(package).as_posix().encode() + b"\0")

@@ -191,3 +191,13 @@ def test_runs_ensuring_one_folder_at_once_take_turns(tmp_path: Path, code) -> No
         t.join(timeout=30)
     assert not errors and len(worlds) == 2 and worlds[0].digest == worlds[1].digest
     assert sorted(len(sim.made) for sim in sims) == [0, 3], "one simulates, the other finds the world ready"
+
+
+def test_inspect_names_the_world_and_whether_todays_simulator_made_it(tmp_path: Path, code) -> None:  # type: ignore[no-untyped-def]
+    from taskology.data.inspect import _world_summary
+
+    world = _ensure(tmp_path / "w", FakeSimulator())
+    assert _world_summary(tmp_path / "w") == f"world {world.digest} (world.json: 3 shard digests, simulator today's)"
+    code("v2")
+    assert "simulator other (checked again on next use)" in _world_summary(tmp_path / "w")
+    assert _world_summary(tmp_path) is None
