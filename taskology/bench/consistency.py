@@ -74,8 +74,7 @@ def ensure_data(config: Any) -> Path:
     sim = config.sim
     hw = parse_camera_hw(sim.camera)
     changes = sim.world_changes()
-    root = Path(config.data.root) / (f"seed{sim.seed}-{sim.sequences}x{sim.frames}-{hw[0]}x{hw[1]}"
-                                     + world_tag(changes))
+    root = data_root(config)
     spec = {"backend": "embedded", "seed": int(sim.seed), "sequences": int(sim.sequences),
             "frames": int(sim.frames), "camera_hw": list(hw), "lidar_beams": 0,
             "frame_rate": float(sim.frame_rate), "world": WorldConfig(**changes).to_dict()}
@@ -87,6 +86,16 @@ def ensure_data(config: Any) -> Path:
     names = [f"{sequence_id_for(sim.seed, i)}.h5" for i in range(int(sim.sequences))]
     world = ensure_world(root, spec, names, make_shard, say=lambda line: print(f"data: {line}", flush=True))
     return world.root
+
+
+def data_root(config: Any) -> Path:
+    """The folder :func:`ensure_data` keeps the preset's world in: ``data.root/<tag>``."""
+    from taskology.config import parse_camera_hw
+
+    sim = config.sim
+    hw = parse_camera_hw(sim.camera)
+    return Path(config.data.root) / (f"seed{sim.seed}-{sim.sequences}x{sim.frames}-{hw[0]}x{hw[1]}"
+                                     + world_tag(sim.world_changes()))
 
 
 def world_tag(changes: dict[str, Any]) -> str:

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from taskology.bench import BenchResult
-from taskology.bench.consistency import HEADLINE, PRESET
+from taskology.bench.consistency import HEADLINE, PRESET, data_root
 from taskology.bench.receivers import metric_rows, validation_runs
+from taskology.sim.cache import recorded_world
 
 FRACTIONS = (0.02, 0.10, 1.0)
 FACTORS = (1.0, 0.3, 0.1)
@@ -192,7 +193,7 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
              + (". QUICK RUN: sizes far too small for the choice to mean anything." if quick else "."))
     figures = {"setup": {"preset": str(preset), "seed": seed, "fractions": list(fractions),
                          "factors": list(FACTORS), "fed": list(fed), "steps": base.train.steps,
-                         "val_sequences": base.data.val_sequences},
+                         "val_sequences": base.data.val_sequences, "world": recorded_world(data_root(base))},
                "results": results, "decisions": decisions, "chosen_points": points,
                "per_task": per_task, "seconds": seconds}
     return BenchResult(figures=figures, table="\n".join(lines), targets={}, notes=notes)
@@ -218,6 +219,8 @@ def combine(paths: list[Path], rule: str = "worst-seed") -> str:
     keys = ("preset", "fractions", "factors", "fed", "steps", "val_sequences")
     for path, setup in zip(paths[1:], setups[1:]):
         diff = [k for k in keys if setup.get(k) != setups[0].get(k)]
+        if setup.get("world") and setups[0].get("world") and setup["world"] != setups[0]["world"]:
+            diff.append("world")  # runs on different simulated worlds (results from before records have none)
         if diff:
             raise ConfigError(f"{path}: {', '.join(diff)} differ from {paths[0]}'s")
     seeds = [s["seed"] for s in setups]

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from taskology.bench import BenchResult
-from taskology.bench.consistency import HEADLINE, PRESET, _config, _one_run, ensure_data
+from taskology.bench.consistency import HEADLINE, PRESET, _config, _one_run, data_root, ensure_data
+from taskology.sim.cache import recorded_world
 from taskology.errors import ConfigError
 
 FRACTIONS = (0.02, 0.10)
@@ -211,6 +212,7 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
              "when it improved its receiving task's metric on every seed."
              + (" QUICK RUN: sizes far too small for the choice to mean anything." if quick else ""))
     figures = {"setup": {"preset": str(preset), "seeds": seeds, "fractions": list(FRACTIONS), "factors": list(factors),
-                         "steps": base.train.steps, "val_sequences": base.data.val_sequences},
+                         "steps": base.train.steps, "val_sequences": base.data.val_sequences,
+                         "world": recorded_world(data_root(base))},
                "results": results, "decisions": decisions, "keep": chosen, "seconds": seconds}
     return BenchResult(figures=figures, table="\n".join(lines), targets={}, notes=notes)

@@ -66,6 +66,14 @@ def test_per_task_choice_averages_seeds_keeps_alone_when_nothing_helps_and_refus
                                         preset="configs/other.yaml")))
     with pytest.raises(ConfigError, match="preset differ"):
         label_weights.combine([paths[0], other])
+    elsewhere = _record(2, {"alone": 0.1, **{label_weights.variant(f): 0.1 for f in label_weights.FACTORS}})
+    elsewhere["figures"]["setup"]["world"] = "0123456789abcdef"
+    paths[0].write_text(json.dumps({**a, "figures": {**a["figures"], "setup": {**a["figures"]["setup"],
+                                                                               "world": "fedcba9876543210"}}}))
+    (tmp_path / "elsewhere.json").write_text(json.dumps(elsewhere))
+    with pytest.raises(ConfigError, match="elsewhere.json: world differ"):  # trained on another simulated world
+        label_weights.combine([paths[0], tmp_path / "elsewhere.json"])
+    assert "seeds [0, 1]" in label_weights.combine(paths)  # a file from before world records is not refused
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text('{"name": "label-we')
     with pytest.raises(ConfigError, match="corrupt.json: not a readable label-weights result"):
