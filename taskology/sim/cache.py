@@ -23,7 +23,8 @@ On reuse (:func:`ensure_world`):
   Different: the whole folder is moved aside (``<name>.stale-<digest>``, nothing deleted) and the
   world simulated afresh.
 
-Shards that are missing are simulated; the record is rewritten atomically after each. Runs that ensure
+Shards that are missing are simulated; the record is rewritten atomically after each (after all of them
+with a bulk ``make_missing``; shards a stopped run left unrecorded are digested and adopted next time). Runs that ensure
 one folder at the same time take turns (an advisory lock, ``.<name>.lock`` beside the folder): the
 first checks or simulates, the others then find it ready.
 """
@@ -248,18 +249,22 @@ def _ensure_world(root: Path, spec: dict[str, Any], shard_names: list[str], make
                 _set_aside(root / n, "unreadable", say)
     _write_record(root, spec, fingerprint, shards)
     todo = [i for i in range(len(shard_names)) if shard_names[i] not in shards]
-    if todo:
-        if make_missing is not None:
-            make_missing(root, todo)
-        else:
-            for i in todo:
-                make_shard(root, i)
+    def add(i: int) -> None:
+        n = shard_names[i]
+        if not (root / n).is_file():
+            raise DataError(f"{root / n}: not written by the simulator")
+        shards[n] = {"digest": shard_digest(root / n), "stat": _stat_key(root / n)}
+
+    if make_missing is not None and todo:
+        make_missing(root, todo)  # a run stopped inside leaves shards the next one adopts (above)
         for i in todo:
-            n = shard_names[i]
-            if not (root / n).is_file():
-                raise DataError(f"{root / n}: not written by the simulator")
-            shards[n] = {"digest": shard_digest(root / n), "stat": _stat_key(root / n)}
+            add(i)
         _write_record(root, spec, fingerprint, shards)
+    else:
+        for i in todo:
+            make_shard(root, i)
+            add(i)
+            _write_record(root, spec, fingerprint, shards)
     digests = {name: entry["digest"] for name, entry in shards.items()}
     return World(root, world_digest(digests), len(todo))
 

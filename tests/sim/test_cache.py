@@ -201,3 +201,19 @@ def test_inspect_names_the_world_and_whether_todays_simulator_made_it(tmp_path: 
     code("v2")
     assert "simulator other (checked again on next use)" in _world_summary(tmp_path / "w")
     assert _world_summary(tmp_path) is None
+
+
+def test_a_run_stopped_while_simulating_keeps_its_shards(tmp_path: Path, code) -> None:  # type: ignore[no-untyped-def]
+    class Dies(FakeSimulator):
+        def __call__(self, folder: Path, index: int) -> Path:
+            if index == 2:
+                raise KeyboardInterrupt
+            return super().__call__(folder, index)
+
+    with pytest.raises(KeyboardInterrupt):
+        _ensure(tmp_path / "w", Dies())
+    assert sorted(json.loads((tmp_path / "w" / cache.RECORD).read_text())["shards"]) == NAMES[:2]
+    sim = FakeSimulator()
+    world = _ensure(tmp_path / "w", sim)
+    assert sim.made == [2] and world.simulated == 1
+    assert world.digest == _ensure(tmp_path / "fresh", FakeSimulator()).digest
