@@ -1,7 +1,7 @@
 """``taskology demo``: simulate a small dataset, train the camera tasks alone and collectively at a low
 label fraction (``configs/demo.yaml``), evaluate both on held-out sequences, and write the report.
 
-Everything goes through the project's own entry points: ``taskology sim`` (:func:`sim_command`) for the
+Everything goes through the project's own entry points: ``taskology sim``'s :func:`simulate_world` for the
 data, :func:`~taskology.engine.command.train_command` (in-process or on a Dask cluster) and
 :func:`~taskology.engine.command.eval_command` for each arm, :func:`~taskology.engine.report.write_report`
 for the report.
@@ -68,40 +68,23 @@ def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Any:
     reuse: a folder simulated by other simulator code is kept only where today's code simulates it
     identically, and a shard that no longer reads or whose content changed is simulated again
     (:func:`taskology.sim.cache.ensure_world`)."""
-    from taskology.sim.cache import ensure_world
-    from taskology.sim.command import FRAME_RATE, LIDAR_AZIMUTH, parse_camera, sim_command
+    from taskology.sim.command import FRAME_RATE, LIDAR_AZIMUTH, parse_camera, simulate_world
     from taskology.sim.config import WorldConfig
-    from taskology.sim.generate import generate_shard, generator_description, sequence_id_for
+    from taskology.sim.generate import validate_parameters
 
     sim = config.sim
     if sim.backend != "embedded":
         raise ConfigError(f"sim.backend: the demo renders with the embedded simulator; found {sim.backend!r}")
     folder = (Path(cache_root) / "sim" / sim_cache_key(sim)).resolve()
-    sequences, frames, seed, hw = int(sim.sequences), int(sim.frames), int(sim.seed), parse_camera(str(sim.camera))
+    hw, lidar_beams = parse_camera(str(sim.camera)), int(sim.lidar_beams)
+    validate_parameters(seed=int(sim.seed), index=0, frames=int(sim.frames), camera_hw=hw, lidar_beams=lidar_beams,
+                        lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE)
     world = WorldConfig(ego_speed_mps=(float(sim.ego_speed_mps[0]), float(sim.ego_speed_mps[1])),
                         ego_speed_change_s=float(sim.ego_speed_change_s))
-    spec = generator_description(seed=seed, camera_hw=hw, lidar_beams=int(sim.lidar_beams),
-                                 lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, frames=frames, world=world)
-    spec["sequences"] = sequences
-
-    def make_shard(where: Path, index: int) -> Path:
-        return generate_shard(where, seed=seed, index=index, frames=frames, camera_hw=hw,
-                              lidar_beams=int(sim.lidar_beams), lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE,
-                              world=world)
-
-    def make_missing(where: Path, todo: list[int]) -> None:
-        console.print(f"[bold]data[/bold]: simulating {len(todo)} of {sequences} sequences x {frames} frames "
-                      f"at {sim.camera} into {where}")
-        sim_command(out=where, sequences=sequences, frames=frames, seed=seed, camera=str(sim.camera),
-                    lidar_beams=int(sim.lidar_beams), backend="embedded", carla_host="", preview=None,
-                    ego_speed=tuple(sim.ego_speed_mps), ego_speed_change_s=float(sim.ego_speed_change_s))
-
-    names = [f"{sequence_id_for(seed, i)}.h5" for i in range(sequences)]
-    ready = ensure_world(folder, spec, names, make_shard, make_missing=make_missing,
-                         say=lambda line: console.print(f"[bold]data[/bold]: {line}"))
-    if not ready.simulated:
-        console.print(f"[bold]data[/bold]: reusing {sequences} cached sequences in {folder} (world {ready.digest})")
-    return ready
+    console.print(f"[bold]data[/bold]: {int(sim.sequences)} sequences x {int(sim.frames)} frames at {sim.camera} "
+                  f"in {folder}")
+    return simulate_world(folder, sequences=int(sim.sequences), frames=int(sim.frames), seed=int(sim.seed),
+                          camera_hw=hw, lidar_beams=lidar_beams, world=world)
 
 
 def check_out_world(out: Path, digest: str) -> None:

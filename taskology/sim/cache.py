@@ -210,8 +210,8 @@ def _ensure_world(root: Path, spec: dict[str, Any], shard_names: list[str], make
     existing = [i for i, name in enumerate(shard_names) if (root / name).is_file()]
     shards: dict[str, dict[str, Any]] = {}
     if record is not None:
-        shards = {name: entry for name, entry in record["shards"].items()
-                  if name in shard_names and (root / name).is_file()}
+        # recorded shards beyond ``shard_names`` (a dataset made larger before) stay part of the world
+        shards = {name: entry for name, entry in record["shards"].items() if (root / name).is_file()}
         for name, entry in list(shards.items()):  # content check where size or mtime moved
             if _stat_key(root / name) != entry.get("stat"):
                 try:
@@ -221,7 +221,8 @@ def _ensure_world(root: Path, spec: dict[str, Any], shard_names: list[str], make
                 if digest != entry["digest"]:
                     _set_aside(root / name, "content differs from the world record", say)
                     del shards[name]
-                    existing.remove(shard_names.index(name))
+                    if name in shard_names:
+                        existing.remove(shard_names.index(name))
                 else:
                     entry["stat"] = _stat_key(root / name)
     if existing and (record is None or record["simulator"] != fingerprint):

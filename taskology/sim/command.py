@@ -1,5 +1,7 @@
 """``taskology sim``: validate the request, check the output directory, generate shards with a
-progress bar (resuming: identical existing shards are skipped), or write a one-frame preview PNG.
+progress bar (resuming: identical existing shards are skipped), or write a one-frame preview PNG. The
+output folder carries a world record (:mod:`taskology.sim.cache`): shards left there by other simulator
+code are kept only if today's code simulates them identically.
 
 Example:
     $ taskology sim --out data/sim --sequences 2 --frames 10 --camera 64x208
@@ -17,6 +19,7 @@ import h5py
 from taskology.config import flatten_dotted
 from taskology.data.schema import SCHEMA_VERSION
 from taskology.errors import NotYetAvailable, SimError
+from taskology.sim.cache import World, ensure_world
 from taskology.sim.config import WorldConfig
 from taskology.sim.generate import (generate_shard, generator_description, sequence_id_for, validate_parameters)
 
@@ -75,8 +78,10 @@ def _describe_difference(existing: Any, wanted: dict[str, Any]) -> str:
 
 def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, lidar_beams: int, backend: str,
                 carla_host: str, preview: Path | None, ego_speed: tuple[float, float] = (5.0, 9.0),
-                ego_speed_change_s: float = 0.0) -> None:
-    """Entry point of ``taskology sim`` (arguments as parsed by :mod:`taskology.cli`)."""
+                ego_speed_change_s: float = 0.0) -> World | None:
+    """Entry point of ``taskology sim`` (arguments as parsed by :mod:`taskology.cli`). The embedded
+    simulator's output folder carries a world record (:mod:`taskology.sim.cache`); its
+    :class:`~taskology.sim.cache.World` is returned (None for a preview or CARLA)."""
     camera_hw = parse_camera(camera)
     if not 0 < ego_speed[0] <= ego_speed[1] <= 40:
         raise SimError(f"--ego-speed: expected MIN MAX with 0 < MIN <= MAX <= 40 m/s, found {ego_speed[0]:g} "
@@ -89,7 +94,7 @@ def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, 
                         lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE)
     if preview is not None:
         write_preview(Path(preview), seed=seed, camera_hw=camera_hw, lidar_beams=lidar_beams, world=world)
-        return
+        return None
     out = Path(out)
     if backend == "carla" and world != WorldConfig():
         raise SimError("--ego-speed / --ego-speed-change: options of the embedded simulator; CARLA drives its "
@@ -102,16 +107,39 @@ def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, 
         generate_carla_shards(out, host=carla_host, sequences=sequences, frames=frames, seed=seed,
                               camera_hw=camera_hw, lidar_beams=lidar_beams, lidar_azimuth=LIDAR_AZIMUTH,
                               frame_rate=FRAME_RATE)
-        return
+        return None
     if backend != "embedded":
         raise SimError(f"--backend: expected 'embedded' or 'carla', found {backend!r}")
     generator = generator_description(seed=seed, camera_hw=camera_hw, lidar_beams=lidar_beams,
                                       lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, frames=frames, world=world)
     check_output_dir(out, generator)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(sequences) if not (out / f"{sequence_id_for(seed, i)}.h5").exists()]
-    _generate_with_progress(out, todo, sequences, seed=seed, frames=frames, camera_hw=camera_hw,
-                            lidar_beams=lidar_beams, world=world)
+    return simulate_world(out, sequences=sequences, frames=frames, seed=seed, camera_hw=camera_hw,
+                          lidar_beams=lidar_beams, world=world)
+
+
+def simulate_world(out: Path, *, sequences: int, frames: int, seed: int, camera_hw: tuple[int, int],
+                   lidar_beams: int, world: WorldConfig) -> World:
+    """Shards ``0..sequences-1`` of run ``seed`` in ``out`` with a world record
+    (:func:`taskology.sim.cache.ensure_world`), missing ones simulated with a progress bar. Parameters are
+    not checked against shards already there: :func:`sim_command` does that first; a cache keyed by its
+    parameters (the demo's) calls this directly, so unreadable or changed shards are set aside and made again."""
+    generator = generator_description(seed=seed, camera_hw=camera_hw, lidar_beams=lidar_beams,
+                                      lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, frames=frames, world=world)
+
+    def make_shard(where: Path, index: int) -> Path:
+        return generate_shard(where, seed=seed, index=index, frames=frames, camera_hw=camera_hw,
+                              lidar_beams=lidar_beams, lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, world=world)
+
+    def make_missing(where: Path, todo: list[int]) -> None:
+        _generate_with_progress(where, todo, sequences, seed=seed, frames=frames, camera_hw=camera_hw,
+                                lidar_beams=lidar_beams, world=world)
+
+    names = [f"{sequence_id_for(seed, i)}.h5" for i in range(sequences)]
+    ready = ensure_world(out, generator, names, make_shard, make_missing=make_missing,
+                         say=lambda line: print(f"sim: {line}", flush=True))
+    if not ready.simulated:
+        print(f"sim: all {sequences} sequences already in {out} (world {ready.digest})", flush=True)
+    return ready
 
 
 def _generate_with_progress(out: Path, todo: list[int], sequences: int, *, seed: int, frames: int,

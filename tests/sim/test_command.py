@@ -9,6 +9,7 @@ import h5py
 import pytest
 
 from taskology.errors import SimError
+from taskology.sim.cache import read_record, recorded_world
 from taskology.sim.command import sim_command
 
 BASE = dict(sequences=1, frames=2, seed=0, camera="16x48", lidar_beams=4, backend="embedded",
@@ -44,9 +45,13 @@ def test_rerun_skips_identical_shards_and_adds_missing_ones(tmp_path: Path) -> N
     _run(out)
     first = out / "seed0-seq00000.h5"
     stat = first.stat()
-    _run(out, sequences=2)
-    assert sorted(p.name for p in out.iterdir()) == ["seed0-seq00000.h5", "seed0-seq00001.h5"]
+    world = sim_command(out=out, **{**BASE, "sequences": 2})
+    assert sorted(p.name for p in out.iterdir()) == ["seed0-seq00000.h5", "seed0-seq00001.h5", "world.json"]
     assert first.stat().st_mtime_ns == stat.st_mtime_ns and first.stat().st_ino == stat.st_ino
+    # the folder's world record covers both shards (taskology.sim.cache)
+    assert world is not None and world.simulated == 1 and recorded_world(out) == world.digest
+    assert sorted(read_record(out)["shards"]) == ["seed0-seq00000.h5", "seed0-seq00001.h5"]
+    assert sim_command(out=out, **{**BASE, "sequences": 2}) == world._replace(simulated=0)
 
 
 def test_other_generator_config_is_refused_and_nothing_is_overwritten(tmp_path: Path) -> None:
@@ -57,7 +62,7 @@ def test_other_generator_config_is_refused_and_nothing_is_overwritten(tmp_path: 
         _run(out, frames=3)
     with pytest.raises(SimError, match="camera_hw"):
         _run(out, camera="16x32", sequences=2)
-    assert (out / "seed0-seq00000.h5").read_bytes() == before and len(list(out.iterdir())) == 1
+    assert (out / "seed0-seq00000.h5").read_bytes() == before and len(list(out.glob("*.h5"))) == 1
 
 
 def test_other_schema_or_unreadable_file_is_refused(tmp_path: Path) -> None:
