@@ -68,19 +68,16 @@ def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Any:
     reuse: a folder simulated by other simulator code is kept only where today's code simulates it
     identically, and a shard that no longer reads or whose content changed is simulated again
     (:func:`taskology.sim.cache.ensure_world`)."""
-    from taskology.sim.command import FRAME_RATE, LIDAR_AZIMUTH, parse_camera, simulate_world
-    from taskology.sim.config import WorldConfig
-    from taskology.sim.generate import validate_parameters
+    from taskology.sim.command import checked_request, simulate_world
 
     sim = config.sim
     if sim.backend != "embedded":
         raise ConfigError(f"sim.backend: the demo renders with the embedded simulator; found {sim.backend!r}")
     folder = (Path(cache_root) / "sim" / sim_cache_key(sim)).resolve()
-    hw, lidar_beams = parse_camera(str(sim.camera)), int(sim.lidar_beams)
-    validate_parameters(seed=int(sim.seed), index=0, frames=int(sim.frames), camera_hw=hw, lidar_beams=lidar_beams,
-                        lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE)
-    world = WorldConfig(ego_speed_mps=(float(sim.ego_speed_mps[0]), float(sim.ego_speed_mps[1])),
-                        ego_speed_change_s=float(sim.ego_speed_change_s))
+    lidar_beams = int(sim.lidar_beams)
+    hw, world = checked_request(sequences=int(sim.sequences), frames=int(sim.frames), seed=int(sim.seed),
+                                camera=str(sim.camera), lidar_beams=lidar_beams, ego_speed=tuple(sim.ego_speed_mps),
+                                ego_speed_change_s=float(sim.ego_speed_change_s))
     console.print(f"[bold]data[/bold]: {int(sim.sequences)} sequences x {int(sim.frames)} frames at {sim.camera} "
                   f"in {folder}")
     return simulate_world(folder, sequences=int(sim.sequences), frames=int(sim.frames), seed=int(sim.seed),
