@@ -304,7 +304,7 @@ def demo(**kwargs: Any) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Training steps per task for a benchmark with fixed sizes (staleness: a longer run, the same arms).")
 @click.option("--labels", "labels", type=click.FloatRange(min=0.0, max=1.0, min_open=True), multiple=True,
-              metavar="FRACTION", help="Only this label fraction (label-weights: choose at one fraction; repeatable; "
+              metavar="FRACTION", help="Only this label fraction (label-weights, receivers: choose at one fraction; repeatable; "
                                        "default all).")
 @click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Keep each run's folder in DIR and reuse runs already finished there (consistency: go on "

@@ -187,7 +187,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
     the factors a factorial benchmark varies (``receivers``; default all, checked before anything runs);
     ``steps``: training steps per task for benchmarks with fixed sizes that take it (``staleness``);
     ``runs_dir``/``rerun``: keep runs and reuse finished ones (``consistency``; checked before anything runs);
-    ``labels``: only these label fractions of a benchmark that trains at several (``label-weights``)."""
+    ``labels``: only these label fractions of a benchmark that trains at several (``label-weights``,
+    ``receivers``)."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
     module_name, issue = BENCHMARKS[name]

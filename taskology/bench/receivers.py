@@ -167,8 +167,9 @@ def metric_rows(results: Mapping[str, Mapping[str, Any]], names: tuple[str, ...]
 
 
 def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = (),
-        factors: tuple[str, ...] = ()) -> BenchResult:
-    """The factorial runs (see the module docstring) for every seed of the preset, two at a time."""
+        factors: tuple[str, ...] = (), labels: tuple[float, ...] = ()) -> BenchResult:
+    """The factorial runs (see the module docstring) for every seed of the preset, two at a time
+    (``labels``: only these of :data:`FRACTIONS`)."""
     from taskology.config import load_config
 
     preset = Path(config) if config is not None else PRESET
@@ -177,6 +178,7 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
     if unknown:
         raise ConfigError(f"--factor {unknown[0]!r}: not a factor; available: {', '.join(map(repr, FACTORS))}")
     names = variants(factors)
+    fractions = tuple(fr for fr in FRACTIONS if not labels or fr in labels)
     seeds = [int(s) for s in load_config(preset, list(overrides)).train.seeds]
     if quick:
         seeds = seeds[:1]
@@ -184,8 +186,8 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
     for seed in seeds:
-        jobs = [(fr, "alone", "alone", ()) for fr in FRACTIONS]
-        jobs += [(fr, "collective", name, o) for fr in FRACTIONS for name, o in names.items()]
+        jobs = [(fr, "alone", "alone", ()) for fr in fractions]
+        jobs += [(fr, "collective", name, o) for fr in fractions for name, o in names.items()]
         base, results[f"{seed}"], took, workers = validation_runs(
             preset, quick, jobs, tuple(overrides) + (f"train.seeds=[{seed}]",))
         seconds.update({f"{seed}/{k}": v for k, v in took.items()})
@@ -207,11 +209,11 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
     chosen = {factor: {fr: d["keep"] for fr, d in by_fr.items()} for factor, by_fr in decisions.items()}
     notes = (f"Evaluated on the {base.data.val_sequences} validation sequence(s) only, seeds "
              f"{', '.join(map(str, seeds))}, {base.train.steps} steps per task, labels "
-             f"{', '.join(f'{f:.0%}' for f in FRACTIONS)}; factors varied: {', '.join(factors)}; "
+             f"{', '.join(f'{f:.0%}' for f in fractions)}; factors varied: {', '.join(factors)}; "
              f"{time.time() - wall0:.0f} s wall ({workers} runs at a time). A feed is kept at a label fraction "
              "when it improved its receiving task's metric on every seed."
              + (" QUICK RUN: sizes far too small for the choice to mean anything." if quick else ""))
-    figures = {"setup": {"preset": str(preset), "seeds": seeds, "fractions": list(FRACTIONS), "factors": list(factors),
+    figures = {"setup": {"preset": str(preset), "seeds": seeds, "fractions": list(fractions), "factors": list(factors),
                          "steps": base.train.steps, "val_sequences": base.data.val_sequences,
                          "world": recorded_world(data_root(base))},
                "results": results, "decisions": decisions, "keep": chosen, "seconds": seconds}

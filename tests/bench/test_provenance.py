@@ -82,7 +82,9 @@ def test_bench_labels_is_checked_before_a_run_and_named_in_the_command_and_stem(
     for args, message in ((["label-weights", "--labels", "0.5"],
                            "--labels 0.5: not a label fraction of 'label-weights'; available: 0.02, 0.1, 1"),
                           (["label-weights", "--labels", "0"], "Invalid value for '--labels'"),
-                          (["receivers", "--labels", "0.1"], "benchmark 'receivers' takes no --labels")):
+                          (["receivers", "--labels", "1"],
+                           "--labels 1: not a label fraction of 'receivers'; available: 0.02, 0.1"),
+                          (["consistency", "--labels", "0.1"], "benchmark 'consistency' takes no --labels")):
         done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--config", str(preset),
                                "--out", str(tmp_path)], capture_output=True, text=True)
         assert done.returncode == 2 and message in done.stderr, done
@@ -111,6 +113,26 @@ def test_label_weights_runs_only_the_fractions_asked_for(monkeypatch) -> None:
         pass
     assert {fr for fr, *_ in seen} == {0.1}
     assert [name for _, _, name, _ in seen] == ["alone", "relations x1", "relations x0.3", "relations x0.1"]
+
+
+def test_receivers_runs_only_the_fractions_asked_for(monkeypatch) -> None:
+    from pathlib import Path
+
+    from taskology.bench import receivers
+
+    seen: list[tuple] = []
+
+    def fake_validation_runs(preset, quick, jobs, overrides=()):
+        seen.extend(jobs)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(receivers, "validation_runs", fake_validation_runs)
+    try:
+        receivers.run(False, Path("configs/consistency-cpu.yaml"), factors=("segmentation <- ground",), labels=(0.02,))
+    except RuntimeError:
+        pass
+    assert {fr for fr, *_ in seen} == {0.02}
+    assert [name for _, _, name, _ in seen] == ["alone", "all", "no segmentation <- ground"]
 
 
 def test_sim_world_in_processes_makes_the_same_shards(tmp_path: Path) -> None:
