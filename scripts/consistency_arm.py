@@ -21,7 +21,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from taskology.bench.consistency import ARMS, FRACTIONS, _config, _one_run, ensure_data, run_name
     from taskology.bench.parallel import map_in_processes
-    from taskology.engine.logbook import write_json_atomic
+    from taskology.atomic import write_json_atomic
     from taskology.errors import TaskologyError
     from taskology.sim.cache import recorded_world
 

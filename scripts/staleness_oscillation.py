@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from taskology.bench.parallel import map_in_processes
     from taskology.bench.staleness import ANCHOR, HEADLINE, LONG_MIN_STEPS, anchored_arm, averaged_arm
     from taskology.bench.staleness_trace import refresh_swing, trace_run, write_figure
-    from taskology.engine.logbook import write_json_atomic
+    from taskology.atomic import write_json_atomic, write_text_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                       "| --- | " + " | ".join("---" for _ in shown) + " |"]
             lines += [f"| {steps[i]} | " + " | ".join(f"{matrix[i][j]:.{1 if task == 'normals' else 3}f}"
                                                         for j in shown) + " |" for i in shown]
-    tmp_md = stem.with_name(stem.name + ".md.tmp")
-    tmp_md.write_text("\n".join(lines) + "\n")
-    tmp_md.replace(beside(".md"))
+    write_text_atomic(beside(".md"), "\n".join(lines) + "\n")
     print(f"wrote {stem}.{{json,md,png}}")
     return 0
 

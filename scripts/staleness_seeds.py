@@ -49,7 +49,7 @@ def _seeds(text: str) -> list[int]:
 
 def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> None:
     from taskology.bench.parallel import map_in_processes
-    from taskology.engine.logbook import write_json_atomic
+    from taskology.atomic import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

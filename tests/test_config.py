@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import taskology.config.loading as loading_module
 import taskology.config.sections as sections_module
 from taskology.config import (
     CAMERA_TASKS,
@@ -339,7 +338,9 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path: Path, monkeypat
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(loading_module.os, "replace", broken_replace)
+    import taskology.atomic
+
+    monkeypatch.setattr(taskology.atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         save_config(load_config(None, ["train.steps=1"]), path)
     assert path.read_text() == before

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from taskology.atomic import write_text_atomic
 from taskology.errors import ConfigError, NotYetAvailable
 
 #: benchmark name -> (module, issue that brings it).
@@ -135,12 +136,6 @@ def sim_world(root: Path, hw: tuple[int, int], sequences: int, frames: int, proc
         for args in jobs.values():
             _sim_shard(*args)
     return root
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence[str] = (),
@@ -259,7 +254,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
     record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
               "notes": result.notes}
     stem = result_stem(name, quick, config, overrides, factors, steps, labels)
-    _write_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
+    write_text_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
     lines = [f"# Benchmark `{name}`", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",
              f"- commit: {prov['commit']}", f"- versions: {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}",
@@ -271,6 +266,6 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         lines.append("")
     if result.notes:
         lines += [result.notes.rstrip(), ""]
-    _write_atomic(out_dir / f"{stem}.md", "\n".join(lines))
+    write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines))
     print("\n".join(lines))
     return record

@@ -274,7 +274,7 @@ def rerender(json_path: Path) -> None:
     ``.json``, ``.md`` and ``.png``; the note says so. For corrections of the derivation, never of the runs."""
     import json
 
-    from taskology.bench import _write_atomic
+    from taskology.atomic import write_text_atomic
 
     record = json.loads(Path(json_path).read_text())
     derived, targets, lines = derive(record["figures"]["summary"])
@@ -284,14 +284,14 @@ def rerender(json_path: Path) -> None:
             "alone at 100 % labels is not better than alone at that fraction: there is no gap to recover).")
     if note not in record["notes"]:
         record["notes"] = record["notes"].rstrip() + " " + note
-    _write_atomic(Path(json_path), json.dumps(record, indent=2, default=float) + "\n")
+    write_text_atomic(Path(json_path), json.dumps(record, indent=2, default=float) + "\n")
     _plot(record["figures"]["summary"], Path(json_path).with_suffix(".png"))
     md = Path(json_path).with_suffix(".md")
     head = md.read_text().split("\n| task | metric |")[0].rstrip("\n")
     out = [head, "", *lines, "", "| target | value | goal | met |", "| --- | --- | --- | --- |"]
     out += [f"| {k} | {v['value']:.4g} | {v['target']} | {'yes' if v['met'] else '**no**'} |" for k, v in targets.items()]
     out += ["", record["notes"].rstrip(), ""]
-    _write_atomic(md, "\n".join(out))
+    write_text_atomic(md, "\n".join(out))
 
 
 def _plot(summary: dict[str, Any], path: Path) -> None:
@@ -314,11 +314,13 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    from taskology.atomic import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,

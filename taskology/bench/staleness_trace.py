@@ -144,7 +144,10 @@ def write_figure(path: Path, runs: Mapping[str, Mapping[str, Any]], title: str, 
             fig.colorbar(im, ax=ax, fraction=0.046, label="mean angle (deg)" if task == "normals" else "mean |log ratio|")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    from taskology.atomic import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)

@@ -7,9 +7,7 @@ Example:
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -157,16 +155,6 @@ def config_to_yaml(config: ExperimentConfig) -> str:
 
 def save_config(config: ExperimentConfig, path: Path) -> Path:
     """Write the resolved config to ``path`` atomically (temp file in the same dir + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(config_to_yaml(config))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from taskology.atomic import write_text_atomic
+
+    return write_text_atomic(Path(path), config_to_yaml(config))

@@ -8,7 +8,6 @@ Example:
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -121,12 +120,11 @@ def render_frame_png(shard_path: Path, frame: int, out_png: Path, *, bev_range_m
         ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp-{os.getpid()}")
+    from taskology.atomic import atomic_path
+
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out_png)
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out_png

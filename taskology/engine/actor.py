@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from taskology.atomic import atomic_path, write_bytes_atomic
 from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, PeerFetcher, PredictionCache,
                                        PublicationBox, StalenessLog, compact_predictions)
 from taskology.engine.protocol import Predictions
@@ -86,13 +87,12 @@ class CheckpointDir:
     def save_side(self, step: int, exchange_state: Mapping[str, Any], publication: Predictions | None) -> None:
         """Write the exchange state (JSON) and the latest publication (npz, no pickle) atomically."""
         base = self.path(step).with_suffix("")
-        _write_atomic(base.with_suffix(".exchange.json"), json.dumps(dict(exchange_state)).encode())
+        write_bytes_atomic(base.with_suffix(".exchange.json"), json.dumps(dict(exchange_state)).encode())
         if publication is not None:
-            tmp = base.with_name(f".{base.name}.pub.tmp{os.getpid()}.npz")
             arrays = {f"out_{k}": v for k, v in publication.outputs.items()}
-            np.savez(tmp, sample_ids=np.asarray(publication.sample_ids, dtype=str),
-                     meta=np.asarray([publication.step, publication.wall_time], dtype=np.float64), **arrays)
-            os.replace(tmp, base.with_suffix(".pub.npz"))
+            with atomic_path(base.with_suffix(".pub.npz")) as tmp:
+                np.savez(tmp, sample_ids=np.asarray(publication.sample_ids, dtype=str),
+                         meta=np.asarray([publication.step, publication.wall_time], dtype=np.float64), **arrays)
 
     def load_side(self, step: int, task: str) -> tuple[dict[str, Any], Predictions | None]:
         base = self.path(step).with_suffix("")
@@ -125,12 +125,6 @@ def _current_worker() -> Any:
         return get_worker()
     except (ImportError, ValueError):
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class TaskActor:

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from taskology.engine.logbook import TaskLog, write_json_atomic
+from taskology.atomic import write_json_atomic
+from taskology.engine.logbook import TaskLog
 from taskology.engine.peers import InProcessPeerView
 from taskology.engine.runner import TaskRunner, enabled_tasks, load_checkpoint
 from taskology.engine.task_data import TaskData

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from taskology.engine.collective import evaluate_run, run_collective
-from taskology.engine.logbook import write_json_atomic
+from taskology.atomic import write_json_atomic
 from taskology.errors import ConfigError, DataError, NotYetAvailable
 
 CONFIG_NAME = "config.yaml"

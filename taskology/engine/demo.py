@@ -64,7 +64,7 @@ def sim_cache_key(sim: Any) -> str:
 
 def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Any:
     """The shard directory of ``config.sim`` under ``cache_root/sim/<key>/``, generated if needed, as a
-    :class:`taskology.sim.cache.World` (folder and world digest). The folder's world record is checked on
+    :class:`taskology.sim.cache.CachedWorld` (folder and world digest). The folder's world record is checked on
     reuse: a folder simulated by other simulator code is kept only where today's code simulates it
     identically, and a shard that no longer reads or whose content changed is simulated again
     (:func:`taskology.sim.cache.ensure_world`)."""
@@ -87,7 +87,7 @@ def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Any:
 def check_out_world(out: Path, digest: str) -> None:
     """Record in ``out/world.json`` the world the demo's arms train on; refuse an ``out`` whose arms were
     trained on another world (the cache was simulated again, e.g. by a newer simulator)."""
-    from taskology.engine.logbook import write_json_atomic
+    from taskology.atomic import write_json_atomic
 
     path = Path(out) / "world.json"
     if path.is_file():

@@ -27,7 +27,7 @@ from taskology.cluster.session import ClusterSession, cluster_spec_from_config, 
 from taskology.cluster.supervision import RestartPolicy, choose_worker
 from taskology.engine.actor import pool_token
 from taskology.engine.exchange import ExchangePolicy
-from taskology.engine.logbook import write_json_atomic
+from taskology.atomic import write_json_atomic
 from taskology.errors import ClusterError, ConfigError
 
 

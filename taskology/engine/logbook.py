@@ -2,31 +2,15 @@
 
 Layout (shared with the distributed engine): ``<run_dir>/tensorboard/<task>/`` (event files) and
 ``<run_dir>/logs/<task>.jsonl`` (one ``{"step", "time", **scalars}`` object per logged step).
-Evaluation results go to ``<run_dir>/metrics.json`` via :func:`write_json_atomic`.
+Evaluation results go to ``<run_dir>/metrics.json`` via :func:`taskology.atomic.write_json_atomic`.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-
-def write_json_atomic(path: Path, data: Any, default: Callable[[Any], Any] = float) -> Path:
-    """Write ``data`` as indented JSON (sorted keys) to ``path`` atomically (temp file + fsync +
-    os.replace); ``default`` turns what JSON cannot hold into what it can (``float``: NumPy scalars)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=default)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+from typing import Any, Mapping
 
 
 class TaskLog:

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from taskology.engine.logbook import write_json_atomic
+from taskology.atomic import write_json_atomic
 from taskology.report.runs import (ARM_NAMES, Arm, find_arms, read_task_scalars, relation_usage,
                                    staleness_samples)
 from taskology.report.tables import metric_rows, metric_table_markdown

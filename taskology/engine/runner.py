@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -495,19 +494,11 @@ class TaskRunner:
             self._anchor = (model, int(anchor["step"]))
 
     def save_checkpoint(self, path: Path) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically (temp file in the same dir + os.replace)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(self.state_dict(), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        """Write :meth:`state_dict` to ``path`` atomically (:func:`taskology.atomic.atomic_path`)."""
+        from taskology.atomic import atomic_path
+
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as handle:
+            torch.save(self.state_dict(), handle)
 
     @classmethod
     def restore(cls, path: Path, **init_kwargs: Any) -> "TaskRunner":

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from taskology.engine.logbook import write_json_atomic
+from taskology.atomic import write_json_atomic
 from taskology.errors import SimError, TaskologyError
 
 LEDGER_NAME = "sim_actor.json"

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
+from taskology.atomic import write_json_atomic
 from taskology.errors import DataError
 
 RECORD = "world.json"
@@ -49,7 +50,7 @@ SIMULATOR_FILES = ("data/writer.py", "data/schema.py", "data/labels.py", "geomet
 SIMULATOR_LIBRARIES = ("numpy", "h5py", "trimesh", "embreex")
 
 
-class World(NamedTuple):
+class CachedWorld(NamedTuple):
     """A ready world folder and its identity."""
 
     root: Path
@@ -145,8 +146,6 @@ def recorded_world(root: Path | str) -> str | None:
 
 
 def _write_record(root: Path, spec: dict[str, Any], simulator: str, shards: dict[str, dict[str, Any]]) -> None:
-    from taskology.engine.logbook import write_json_atomic
-
     digests = {name: entry["digest"] for name, entry in shards.items()}
     write_json_atomic(Path(root) / RECORD, {"version": RECORD_VERSION, "spec": spec, "simulator": simulator,
                                             "digest": world_digest(digests), "updated": time.time(),
@@ -165,7 +164,7 @@ def _set_aside(path: Path, why: str, say: Callable[[str], None]) -> Path:
 
 def ensure_world(root: Path, spec: dict[str, Any], shard_names: list[str],
                  make_shard: Callable[[Path, int], Path], say: Callable[[str], None] = print,
-                 make_missing: Callable[[Path, list[int]], None] | None = None) -> World:
+                 make_missing: Callable[[Path, list[int]], None] | None = None) -> CachedWorld:
     """Make ``root`` hold the world described by ``spec`` (see the module docstring) and return it.
 
     Args:
@@ -199,7 +198,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _ensure_world(root: Path, spec: dict[str, Any], shard_names: list[str], make_shard: Callable[[Path, int], Path],
-                  say: Callable[[str], None], make_missing: Callable[[Path, list[int]], None] | None) -> World:
+                  say: Callable[[str], None], make_missing: Callable[[Path, list[int]], None] | None) -> CachedWorld:
     spec = json.loads(json.dumps(spec, sort_keys=True))  # tuples -> lists, as read back from the record
     fingerprint = simulator_fingerprint()
     record = read_record(root) if root.is_dir() else None
@@ -267,8 +266,8 @@ def _ensure_world(root: Path, spec: dict[str, Any], shard_names: list[str], make
             add(i)
             _write_record(root, spec, fingerprint, shards)
     digests = {name: entry["digest"] for name, entry in shards.items()}
-    return World(root, world_digest(digests), len(todo))
+    return CachedWorld(root, world_digest(digests), len(todo))
 
 
-__all__ = ["World", "ensure_world", "simulator_fingerprint", "shard_digest", "world_digest", "read_record",
+__all__ = ["CachedWorld", "ensure_world", "simulator_fingerprint", "shard_digest", "world_digest", "read_record",
            "recorded_world", "RECORD"]

@@ -19,7 +19,7 @@ import h5py
 from taskology.config import flatten_dotted
 from taskology.data.schema import SCHEMA_VERSION
 from taskology.errors import NotYetAvailable, SimError
-from taskology.sim.cache import World, ensure_world
+from taskology.sim.cache import CachedWorld, ensure_world
 from taskology.sim.config import WorldConfig
 from taskology.sim.generate import (generate_shard, generator_description, sequence_id_for, validate_parameters)
 
@@ -94,10 +94,10 @@ def checked_request(*, sequences: int, frames: int, seed: int, camera: str, lida
 
 def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, lidar_beams: int, backend: str,
                 carla_host: str, preview: Path | None, ego_speed: tuple[float, float] = (5.0, 9.0),
-                ego_speed_change_s: float = 0.0) -> World | None:
+                ego_speed_change_s: float = 0.0) -> CachedWorld | None:
     """Entry point of ``taskology sim`` (arguments as parsed by :mod:`taskology.cli`). The embedded
     simulator's output folder carries a world record (:mod:`taskology.sim.cache`); its
-    :class:`~taskology.sim.cache.World` is returned (None for a preview or CARLA)."""
+    :class:`~taskology.sim.cache.CachedWorld` is returned (None for a preview or CARLA)."""
     camera_hw, world = checked_request(sequences=sequences, frames=frames, seed=seed, camera=camera,
                                        lidar_beams=lidar_beams, ego_speed=ego_speed,
                                        ego_speed_change_s=ego_speed_change_s)
@@ -127,7 +127,7 @@ def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, 
 
 
 def simulate_world(out: Path, *, sequences: int, frames: int, seed: int, camera_hw: tuple[int, int],
-                   lidar_beams: int, world: WorldConfig) -> World:
+                   lidar_beams: int, world: WorldConfig) -> CachedWorld:
     """Shards ``0..sequences-1`` of run ``seed`` in ``out`` with a world record
     (:func:`taskology.sim.cache.ensure_world`), missing ones simulated with a progress bar. Parameters are
     not checked against shards already there: :func:`sim_command` does that first; a cache keyed by its

@@ -35,7 +35,7 @@ class FakeSimulator:
         return path
 
 
-def _ensure(root: Path, sim: FakeSimulator, spec: dict = SPEC, notices: list | None = None) -> cache.World:
+def _ensure(root: Path, sim: FakeSimulator, spec: dict = SPEC, notices: list | None = None) -> cache.CachedWorld:
     return cache.ensure_world(root, spec, NAMES, sim, say=(notices if notices is not None else []).append)
 
 
