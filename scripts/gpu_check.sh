@@ -19,6 +19,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 "$py" -c 'import torch, sys; ok = torch.cuda.is_available(); print("torch", torch.__version__, "cuda", torch.version.cuda,
       torch.cuda.get_device_name(0) if ok else "NO CUDA DEVICE"); sys.exit(0 if ok else 1)' || exit 1
 
+# tests that start `dask scheduler`, `dask worker` or `taskology` as processes need the console scripts
+for tool in dask taskology; do
+    command -v "$tool" >/dev/null || echo "warning: no '$tool' command on PATH: tests that start it will fail" \
+        "(install with 'pip install -e .', not 'pip --target')" | tee -a "$out/nvidia-smi.log"
+done
+
 echo "== 1. tests marked gpu"
 "$py" -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.log" || status=1
 
