@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_provenance_names_installed_versions_before_anything_is_imported() -> None:
     # a fresh interpreter: nothing but the harness imported, as when `taskology bench` starts
@@ -95,44 +97,27 @@ def test_bench_labels_is_checked_before_a_run_and_named_in_the_command_and_stem(
     assert result_stem("label-weights", False, preset, labels=[0.02]) == "label-weights-consistency-cpu-labels-2pct"
 
 
-def test_label_weights_runs_only_the_fractions_asked_for(monkeypatch) -> None:
+@pytest.mark.parametrize("bench, kwargs, names", [
+    ("label_weights", {}, ["alone", "relations x1", "relations x0.3", "relations x0.1"]),
+    ("receivers", {"factors": ("segmentation <- ground",)}, ["alone", "all", "no segmentation <- ground"]),
+])
+def test_label_fraction_choosers_run_only_the_fractions_asked_for(monkeypatch, bench, kwargs, names) -> None:
+    import importlib
     from pathlib import Path
 
-    from taskology.bench import label_weights
-
+    module = importlib.import_module(f"taskology.bench.{bench}")
     seen: list[tuple] = []
 
     def fake_validation_runs(preset, quick, jobs, overrides=()):
         seen.extend(jobs)
         raise RuntimeError("stop before training")
 
-    monkeypatch.setattr(label_weights, "validation_runs", fake_validation_runs)
-    try:
-        label_weights.run(False, Path("configs/consistency-cpu.yaml"), labels=(0.1,))
-    except RuntimeError:
-        pass
-    assert {fr for fr, *_ in seen} == {0.1}
-    assert [name for _, _, name, _ in seen] == ["alone", "relations x1", "relations x0.3", "relations x0.1"]
-
-
-def test_receivers_runs_only_the_fractions_asked_for(monkeypatch) -> None:
-    from pathlib import Path
-
-    from taskology.bench import receivers
-
-    seen: list[tuple] = []
-
-    def fake_validation_runs(preset, quick, jobs, overrides=()):
-        seen.extend(jobs)
-        raise RuntimeError("stop before training")
-
-    monkeypatch.setattr(receivers, "validation_runs", fake_validation_runs)
-    try:
-        receivers.run(False, Path("configs/consistency-cpu.yaml"), factors=("segmentation <- ground",), labels=(0.02,))
-    except RuntimeError:
-        pass
+    monkeypatch.setattr(module, "validation_runs", fake_validation_runs)
+    with pytest.raises(RuntimeError, match="stop before training"):
+        module.run(False, Path("configs/consistency-cpu.yaml"), labels=(0.02,), **kwargs)
     assert {fr for fr, *_ in seen} == {0.02}
-    assert [name for _, _, name, _ in seen] == ["alone", "all", "no segmentation <- ground"]
+    assert [name for _, _, name, _ in seen] == names
+
 
 
 def test_sim_world_in_processes_makes_the_same_shards(tmp_path: Path) -> None:
