@@ -1,7 +1,8 @@
 """Where does a segmentation network lose its mIoU, and could pixel affinities win it back? On validation.
 
 For one or more trained runs (``checkpoints/segmentation/step_*.pt``), on the frames of ``--split``
-(default ``val``; never use it on test to make choices), this prints:
+(default ``val``; never use it on test to make choices; ``train``: the frames labelled for segmentation at the
+preset's label fraction, to see how well the labels were fitted), this prints:
 
 - per class: its share of the pixels, IoU, recall and the two classes it is most often taken for. mIoU
   weighs every class alike, so a class of 0.1 % of the pixels counts as much as the road;
@@ -112,13 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--config", type=Path, required=True, help="the preset the runs were trained from")
     parser.add_argument("--geometry", type=Path, default=None, help="a run with depth and normals checkpoints")
-    parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--split", default="val", choices=("val", "test", "train"))  # train: how well the labels were fitted
     args = parser.parse_args(argv)
     try:
         config = _config(False, [], args.config)
         root = ensure_data(config)
-        layers = ("camera/rgb", "camera/K", "camera/depth", "camera/normals", "camera/semantic")
-        dataset = FrameDataset(manifest_for(root, config), args.split, layers=layers)
+        if args.split == "train" and args.geometry is not None:
+            raise TaskologyError("--geometry needs the simulator's depth and normals: use it with val or test")
+        if args.split == "train":  # the frames labelled for segmentation, with their labels only
+            dataset = FrameDataset(manifest_for(root, config), "train", "segmentation",
+                                   layers=("camera/rgb", "camera/semantic"))
+        else:
+            layers = ("camera/rgb", "camera/K", "camera/depth", "camera/normals", "camera/semantic")
+            dataset = FrameDataset(manifest_for(root, config), args.split, layers=layers)
         if len(dataset) == 0:
             raise TaskologyError(f"{root}: the {args.split} split has no frames")
         batch = collate([dataset[i] for i in range(len(dataset))])
