@@ -73,6 +73,7 @@ import numpy as np
 import torch
 
 from taskology.bench import BenchResult, sim_world, target
+from taskology.engine.exchange import publication_due, publication_phase
 from taskology.engine.protocol import PeerOutputs, PeerVersion
 from taskology.errors import ConfigError
 
@@ -90,17 +91,20 @@ class StalePeerView:
     of every row served (peer steps and seconds since the snapshot) is kept in :attr:`staleness_steps` /
     :attr:`staleness_s`. With ``versions`` > 1 the ``versions - 1`` snapshots before the current one are
     kept too and their outputs served as :attr:`PeerOutputs.previous` (what a distributed consumer's cache
-    holds with ``exchange.average_publications = versions``).
+    holds with ``exchange.average_publications = versions``). With ``phases``, a peer's snapshot is
+    retaken whenever its step plus its phase reaches a new multiple of ``every_steps``
+    (:func:`~taskology.engine.exchange.publication_due`, ``exchange.staggered_publication``).
 
     Args:
         peers: task name -> runner (``model``, ``task``, ``step``, ``device``).
         every_steps: snapshot refresh interval in peer steps (>= 1; 1 = always the current model).
         payload_dtype: ``"float16"`` or ``"float32"``.
         versions: snapshots kept per peer (>= 1).
+        phases: task -> publication phase in steps (missing: 0).
     """
 
     def __init__(self, peers: Mapping[str, Any], every_steps: int, payload_dtype: str = "float16",
-                 versions: int = 1) -> None:
+                 versions: int = 1, phases: Mapping[str, int] | None = None) -> None:
         if every_steps < 1:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
         if versions < 1:
@@ -109,6 +113,7 @@ class StalePeerView:
         self.every_steps = int(every_steps)
         self.refresh_every_steps = self.every_steps  # consumers' snapshots of a task: the anchor's schedule
         self.versions = int(versions)
+        self.phases = {t: int(p) % self.every_steps for t, p in (phases or {}).items()}
         self.dtype = getattr(torch, payload_dtype)
         self._snapshots: dict[str, tuple[torch.nn.Module, int, float]] = {}
         self._older: dict[str, list[tuple[torch.nn.Module, int, float]]] = {}
@@ -119,7 +124,8 @@ class StalePeerView:
     def _snapshot(self, task: str) -> tuple[torch.nn.Module, int, float]:
         runner = self.peers[task]
         snap = self._snapshots.get(task)
-        if snap is None or runner.step - snap[1] >= self.every_steps:
+        if publication_due(int(runner.step), None if snap is None else snap[1], self.every_steps,
+                           self.phases.get(task, 0)):
             if snap is not None and self.versions > 1:
                 self._older[task] = [snap, *self._older.get(task, [])][: self.versions - 1]
             model = copy.deepcopy(runner.model).eval()
@@ -153,7 +159,7 @@ class StalePeerView:
 
 def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
             label_fraction: float = 1.0, mode: str = "collective", halflife: float = 0.0,
-            average: int = 1, anchor: float = 0.0) -> Any:
+            average: int = 1, anchor: float = 0.0, staggered: bool = False) -> Any:
     from taskology.config import load_config
 
     warmup = steps // 4  # the collective recipe (configs/consistency.yaml): supervised first, then relations
@@ -163,7 +169,7 @@ def _config(root: Path, steps: int, width: int, batch: int, test_sequences: int,
             "train.mediator_batch_size=4", "train.device=cpu", "train.checkpoint_every_steps=0",
             "train.checkpoint_every_s=0", f"train.mode={mode}", "train.eval_every=0",
             f"exchange.staleness_halflife_steps={halflife}", f"exchange.average_publications={average}",
-            f"exchange.anchor_weight={anchor}",
+            f"exchange.anchor_weight={anchor}", f"exchange.staggered_publication={str(bool(staggered)).lower()}",
             "tasks.segmentation.enabled=false", "tasks.motion.enabled=false", "relations.depth_normals.enabled=true"]
     for t in TASKS:
         over += [f"tasks.{t}.width={width}", f"tasks.{t}.batch_size={batch}", f"tasks.{t}.lr=0.002",
@@ -181,7 +187,10 @@ def train_with_stale_peers(config: Any, run_dir: Path, seed: int, every_steps: i
     from taskology.engine.collective import build_runners
 
     runners, _ = build_runners(config, run_dir, seed=seed, device="cpu", collective=config.train.mode == "collective")
-    view = StalePeerView(runners, every_steps, payload_dtype, versions=int(config.exchange.average_publications))
+    phases = ({t: publication_phase(t, list(runners), every_steps) for t in runners}
+              if config.exchange.staggered_publication else None)
+    view = StalePeerView(runners, every_steps, payload_dtype, versions=int(config.exchange.average_publications),
+                         phases=phases)
     for runner in runners.values():
         runner.peer_view = view
     start = time.perf_counter()
@@ -280,7 +289,7 @@ def arm_config(root: Path, steps: int, width: int, batch: int, test_sequences: i
     """The experiment config of one arm (its peers' refresh interval and dtype go to the view instead)."""
     settings = arm_settings(arm)
     return _config(root, steps, width, batch, test_sequences, fraction, "alone" if arm == ALONE else "collective",
-                   settings.halflife, settings.average, settings.anchor)
+                   settings.halflife, settings.average, settings.anchor, settings.staggered)
 
 
 class ArmSettings(NamedTuple):
@@ -291,6 +300,7 @@ class ArmSettings(NamedTuple):
     halflife: float = 0.0  #: ``exchange.staleness_halflife_steps``
     average: int = 1      #: ``exchange.average_publications``
     anchor: float = 0.0   #: ``exchange.anchor_weight``
+    staggered: bool = False  #: ``exchange.staggered_publication``
 
 
 def arm_settings(arm: int | str) -> ArmSettings:
@@ -298,11 +308,13 @@ def arm_settings(arm: int | str) -> ArmSettings:
 
     Example:
         >>> tuple(arm_settings(50)), tuple(arm_settings(FLOOR)), arm_settings(weighted_arm(200, 100)).halflife
-        ((50, 'float16', 0.0, 1, 0.0), (1, 'float32', 0.0, 1, 0.0), 100.0)
+        ((50, 'float16', 0.0, 1, 0.0, False), (1, 'float32', 0.0, 1, 0.0, False), 100.0)
         >>> arm_settings(averaged_arm(400)).average, arm_settings(anchored_arm(400)).anchor
         (2, 0.1)
         >>> tuple(arm_settings("200, mean of last 2, half-life 100"))   # mitigations combined
-        (200, 'float16', 100.0, 2, 0.0)
+        (200, 'float16', 100.0, 2, 0.0, False)
+        >>> arm_settings("200, staggered").staggered
+        True
     """
     if arm == FLOOR:
         return ArmSettings(1, "float32")
@@ -318,10 +330,12 @@ def arm_settings(arm: int | str) -> ArmSettings:
                 settings = settings._replace(average=int(part.removeprefix("mean of last ")))
             elif part.startswith("anchor "):
                 settings = settings._replace(anchor=float(part.removeprefix("anchor ")))
+            elif part == "staggered":
+                settings = settings._replace(staggered=True)
             else:
                 raise ValueError(part)
     except ValueError as exc:
-        raise ConfigError(f"staleness arm {arm!r}: expected INTERVAL[, half-life H][, mean of last N][, anchor W] "
+        raise ConfigError(f"staleness arm {arm!r}: expected INTERVAL[, half-life H][, mean of last N][, anchor W][, staggered] "
                           f"({exc})") from exc
     return settings
 

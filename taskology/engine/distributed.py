@@ -21,12 +21,12 @@ import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from taskology.cluster.session import ClusterSession, cluster_spec_from_config, describe, open_cluster
 from taskology.cluster.supervision import RestartPolicy, choose_worker
 from taskology.engine.actor import pool_token
-from taskology.engine.exchange import ExchangePolicy
+from taskology.engine.exchange import ExchangePolicy, publication_phase
 from taskology.atomic import write_json_atomic
 from taskology.errors import ClusterError, ConfigError
 
@@ -398,9 +398,13 @@ def advance_pool(current: list[str], offered: list[str]) -> list[str]:
     return (list(current) + take)[-max(len(offered), 1):]
 
 
-def exchange_policy_from_config(exchange: Any) -> ExchangePolicy:
-    """:class:`ExchangePolicy` from the ``exchange`` section of an experiment config."""
-    return ExchangePolicy(publish_every_steps=int(exchange.publish_every_steps),
+def exchange_policy_from_config(exchange: Any, task: str | None = None, tasks: Sequence[str] = ()) -> ExchangePolicy:
+    """:class:`ExchangePolicy` from the ``exchange`` section of an experiment config; for ``task`` of the
+    enabled ``tasks``, its publication phase when ``exchange.staggered_publication`` is on."""
+    every = int(exchange.publish_every_steps)
+    phase = (publication_phase(task, tasks, every)
+             if task is not None and getattr(exchange, "staggered_publication", False) else 0)
+    return ExchangePolicy(publish_every_steps=every, publish_phase_steps=phase,
                           refresh_every_s=float(exchange.refresh_every_s),
                           max_staleness_steps=exchange.max_staleness_steps,
                           max_staleness_s=exchange.max_staleness_s, payload_dtype=str(exchange.payload_dtype),
@@ -497,12 +501,12 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
     from taskology.cluster.live import LiveView
     from taskology.engine.actor import TaskActor
 
-    policy = exchange_policy_from_config(config.exchange)
     device = str(config.train.device)
     if device == "auto":
         device = "cuda" if session.gpus else "cpu"
     slots = [ActorSlot(name=task, cls=TaskActor, needs_gpu=device.startswith("cuda"), kwargs=dict(
-        task_name=task, runner_cls=runner_cls, run_dir=str(run_dir), policy=policy,
+        task_name=task, runner_cls=runner_cls, run_dir=str(run_dir),
+        policy=exchange_policy_from_config(config.exchange, task, tasks),
         runner_kwargs={"task_name": task, "config": config, "data_root": Path(config.data.root),
                        "run_dir": run_dir, "seed": seed, "device": device,
                        "collective": config.train.mode == "collective"},

@@ -19,12 +19,47 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from taskology.engine.protocol import PeerOutputs, PeerVersion, Predictions
+
+
+def publication_due(step: int, last: int | None, every: int, phase: int = 0) -> bool:
+    """Whether a publisher at ``step`` that last published at ``last`` (None: never) publishes now, once
+    every ``every`` steps. Without a phase, once ``every`` steps have passed since the last; with one,
+    whenever ``step + phase`` reaches a new multiple of ``every``, so that publishers with phases spread
+    over the interval take turns (:func:`publication_phase`).
+
+    Example:
+        >>> def schedule(phase):
+        ...     last, due = None, []
+        ...     for s in range(401):
+        ...         if publication_due(s, last, 200, phase):
+        ...             last = s
+        ...             due.append(s)
+        ...     return due
+        >>> schedule(0), schedule(100)
+        ([0, 200, 400], [0, 100, 300])
+    """
+    if last is None:
+        return True
+    if not phase:
+        return step - last >= every
+    return (step + phase) // every > (last + phase) // every
+
+
+def publication_phase(task: str, tasks: Sequence[str], every: int) -> int:
+    """``exchange.staggered_publication``: task ``i`` of ``n`` publishes ``i * every // n`` steps out of
+    phase, so that the tasks' publications alternate instead of landing together.
+
+    Example:
+        >>> [publication_phase(t, ["depth", "normals"], 200) for t in ("depth", "normals")]
+        [0, 100]
+    """
+    return list(tasks).index(task) * int(every) // max(len(tasks), 1)
 
 
 @dataclass(frozen=True)
@@ -61,6 +96,7 @@ class ExchangePolicy:
     lockstep_lag_steps: int | None = None
     lockstep_timeout_s: float = 60.0
     keep_versions: int = 1
+    publish_phase_steps: int = 0
 
     def __post_init__(self) -> None:
         assert self.publish_every_steps >= 1, "publish_every_steps must be >= 1"
@@ -68,10 +104,12 @@ class ExchangePolicy:
         assert self.refresh_every_s >= 0, "refresh_every_s must be >= 0"
         assert self.payload_dtype in ("float16", "float32"), self.payload_dtype
         assert self.keep_versions >= 1, "keep_versions must be >= 1"
+        assert 0 <= self.publish_phase_steps < self.publish_every_steps, "publish_phase_steps must be in [0, N)"
 
     def should_publish(self, step: int, last_published_step: int | None) -> bool:
-        """Publish at the first step, then once ``publish_every_steps`` steps have passed."""
-        return last_published_step is None or step - last_published_step >= self.publish_every_steps
+        """Publish at the first step, then once ``publish_every_steps`` steps have passed (with a
+        ``publish_phase_steps``: whenever ``step + phase`` reaches a new multiple of the interval)."""
+        return publication_due(step, last_published_step, self.publish_every_steps, self.publish_phase_steps)
 
     def should_refetch(self, now: float, last_fetch: float | None) -> bool:
         """Poll a peer when ``refresh_every_s`` seconds have passed since the last poll (or never polled)."""

@@ -219,3 +219,57 @@ def test_policy_from_config_keeps_as_many_versions_as_the_relations_average() ->
     assert exchange_policy_from_config(load_config(None, []).exchange).keep_versions == 1
     cfg = load_config(None, ["exchange.average_publications=2"])
     assert exchange_policy_from_config(cfg.exchange).keep_versions == 2
+
+
+def test_staggered_publication_makes_the_tasks_take_turns() -> None:
+    """exchange.staggered_publication: with 2 tasks every 200 steps, normals publishes 100 steps out of phase;
+    the publications alternate (one every 100 steps, tasks in turn) while each task still publishes once every
+    200 steps; without it both land on the same steps."""
+    from taskology.config import load_config
+    from taskology.engine.distributed import exchange_policy_from_config
+
+    def schedule(policy) -> list[int]:
+        last, due = None, []
+        for step in range(1001):
+            if policy.should_publish(step, last):
+                last = step
+                due.append(step)
+        return due
+
+    tasks = ["depth", "normals"]
+    together = load_config(None, ["exchange.publish_every_steps=200"]).exchange
+    assert {t: schedule(exchange_policy_from_config(together, t, tasks)) for t in tasks} == {
+        "depth": [0, 200, 400, 600, 800, 1000], "normals": [0, 200, 400, 600, 800, 1000]}
+    staggered = load_config(None, ["exchange.publish_every_steps=200", "exchange.staggered_publication=true"]).exchange
+    policies = {t: exchange_policy_from_config(staggered, t, tasks) for t in tasks}
+    assert {t: p.publish_phase_steps for t, p in policies.items()} == {"depth": 0, "normals": 100}
+    assert schedule(policies["depth"]) == [0, 200, 400, 600, 800, 1000]
+    assert schedule(policies["normals"]) == [0, 100, 300, 500, 700, 900]
+    assert exchange_policy_from_config(staggered).publish_phase_steps == 0  # no task named: no phase
+
+
+def test_stale_peer_view_retakes_each_peer_on_its_own_phase() -> None:
+    """The staleness benchmark's view with phases serves what staggered publication gives a consumer."""
+    from types import SimpleNamespace
+
+    from taskology.bench.staleness import StalePeerView
+
+    runners = {t: SimpleNamespace(model=torch.nn.Linear(1, 1), step=0) for t in ("depth", "normals")}
+    view = StalePeerView(runners, 4, phases={"normals": 2})
+    taken: dict[str, list[int]] = {"depth": [], "normals": []}
+    for step in range(11):
+        for task, runner in runners.items():
+            runner.step = step
+            before = view.refreshes.get(task, 0)
+            view._snapshot(task)
+            if view.refreshes[task] > before:
+                taken[task].append(step)
+    assert taken == {"depth": [0, 4, 8], "normals": [0, 2, 6, 10]}
+
+
+def test_staggered_publication_refuses_the_anchor() -> None:
+    from taskology.config import load_config
+    from taskology.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"exchange\.staggered_publication: true cannot go with anchor_weight"):
+        load_config(None, ["exchange.staggered_publication=true", "exchange.anchor_weight=0.1"])
