@@ -13,15 +13,17 @@ def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor
     result = staleness.run(quick=True)
     f = result.figures
     weighted, averaged, anchored = staleness.weighted_arm(10, 5), staleness.averaged_arm(10), staleness.anchored_arm(10)
+    staggered = staleness.staggered_arm(10)
     assert f["arms"] == ["1", staleness.FLOOR, "5", "10", staleness.weighted_arm(5, 5), weighted,
-                         staleness.averaged_arm(5), averaged, staleness.anchored_arm(5), anchored, staleness.ALONE]
+                         staleness.averaged_arm(5), averaged, staleness.anchored_arm(5), anchored,
+                         staleness.staggered_arm(5), staggered, staleness.ALONE]
     assert f["lr_schedule"] == "cosine" and f["halflife_steps"] == 5 and f["averaged_publications"] == 2
     runs = f["runs"]
     # the staleness each arm reports is what its refresh interval allows: fresh arms see none
     for arm in ("1", staleness.FLOOR):
         assert runs[arm]["0"]["staleness"]["max_steps"] == 0
     for arm, every in (("5", 5), ("10", 10), (staleness.weighted_arm(5, 5), 5), (weighted, 10),
-                       (staleness.averaged_arm(5), 5), (averaged, 10), (anchored, 10)):
+                       (staleness.averaged_arm(5), 5), (averaged, 10), (anchored, 10), (staggered, 10)):
         st = runs[arm]["0"]["staleness"]
         assert 0 < st["max_steps"] <= every - 1 and st["rows"] > 0
     # every collective arm trained the relations (a stale arm still feeds them), the alone arm none
@@ -37,6 +39,9 @@ def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor
     assert runs[weighted]["0"]["metrics"] != runs["10"]["0"]["metrics"]  # the age weight changes what is learnt
     assert runs[averaged]["0"]["metrics"] != runs["10"]["0"]["metrics"]  # ... and so does the older snapshot
     assert runs[anchored]["0"]["metrics"] != runs["10"]["0"]["metrics"]  # ... and the pull toward the own one
+    assert runs[staggered]["0"]["metrics"] != runs["10"]["0"]["metrics"]  # ... and the peers taking turns
+    # taking turns: the same number of snapshots as the plain arm (once per interval), but not the same steps
+    assert runs[staggered]["0"]["snapshot_refreshes"]["depth"] == runs["10"]["0"]["snapshot_refreshes"]["depth"]
     # the snapshots are those of the plain arm: same refreshes, same ages
     assert runs[averaged]["0"]["snapshot_refreshes"] == runs["10"]["0"]["snapshot_refreshes"]
     assert runs[averaged]["0"]["staleness"]["p95_steps"] == runs["10"]["0"]["staleness"]["p95_steps"]
@@ -54,6 +59,9 @@ def test_quick_staleness_run_measures_stale_arms_against_fresh_and_a_noise_floor
         f["relative_change_vs_fresh"][a][t] for a in (staleness.anchored_arm(5), anchored) for t in staleness.HEADLINE))
     assert "max_worsening_with_averaging_up_to_25pct" in result.targets
     assert "max_worsening_with_anchor_up_to_25pct" in result.targets
+    assert f["max_worsening_staggered"] == pytest.approx(max(
+        f["relative_change_vs_fresh"][a][t] for a in (staleness.staggered_arm(5), staggered) for t in staleness.HEADLINE))
+    assert "max_worsening_staggered_up_to_25pct" in result.targets
     assert f["noise_floor_max_relative_change"] == pytest.approx(
         max(abs(v) for v in f["relative_change_vs_fresh"][staleness.FLOOR].values()))
     assert np.isfinite(f["noise_floor_max_relative_change"]) and "noise floor" in result.table
