@@ -382,9 +382,10 @@ class ExchangeConfig(_Section):
                          "of its last publication (what its peers hold of it), scaled like the relations; damps "
                          "the swap rarely refreshed peers fall into. 0: off.")
     staggered_publication: Bool = Field(
-        False, description="Task i of the n enabled tasks publishes i * publish_every_steps / n steps out of "
+        True, description="Task i of the n enabled tasks publishes i * publish_every_steps / n steps out of "
                            "phase, so that peers' publications alternate instead of landing together (each consumer "
-                           "fits a peer that has already answered the other's last publication). false: together.")
+                           "fits a peer that has already answered the other's last publication; docs/cluster.md, Publications in "
+                           "turn). false: together, as before 2026-11-28.")
     payload_dtype: Literal["float16", "float32"] = "float16"
     predict_batch_size: Annotated[Int, Field(ge=1)] = Field(16, description="Mediator samples per forward pass "
                                                             "when publishing (inference only: larger is cheaper per sample).")
@@ -400,7 +401,8 @@ class ExchangeConfig(_Section):
     @model_validator(mode="after")
     def _lockstep_reachable(self) -> "ExchangeConfig":
         if self.staggered_publication and self.anchor_weight > 0:
-            raise _fail("true cannot go with anchor_weight > 0 (the anchor is retaken on the unshifted schedule)",
+            raise _fail("true (the default) cannot go with anchor_weight > 0 (the anchor is retaken on the "
+                        "unshifted schedule); to use the anchor set exchange.staggered_publication: false",
                         "staggered_publication")
         lag = self.lockstep_lag_steps
         if lag is not None and lag < self.publish_every_steps - 1:

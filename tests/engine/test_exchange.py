@@ -237,10 +237,10 @@ def test_staggered_publication_makes_the_tasks_take_turns() -> None:
         return due
 
     tasks = ["depth", "normals"]
-    together = load_config(None, ["exchange.publish_every_steps=200"]).exchange
+    together = load_config(None, ["exchange.publish_every_steps=200", "exchange.staggered_publication=false"]).exchange
     assert {t: schedule(exchange_policy_from_config(together, t, tasks)) for t in tasks} == {
         "depth": [0, 200, 400, 600, 800, 1000], "normals": [0, 200, 400, 600, 800, 1000]}
-    staggered = load_config(None, ["exchange.publish_every_steps=200", "exchange.staggered_publication=true"]).exchange
+    staggered = load_config(None, ["exchange.publish_every_steps=200"]).exchange  # the default since 2026-11-28
     policies = {t: exchange_policy_from_config(staggered, t, tasks) for t in tasks}
     assert {t: p.publish_phase_steps for t, p in policies.items()} == {"depth": 0, "normals": 100}
     assert schedule(policies["depth"]) == [0, 200, 400, 600, 800, 1000]
@@ -268,8 +268,13 @@ def test_stale_peer_view_retakes_each_peer_on_its_own_phase() -> None:
 
 
 def test_staggered_publication_refuses_the_anchor() -> None:
+    """Staggered publication is the default, so the anchor alone is refused, with the way out in the message;
+    with staggered_publication false the anchor loads."""
     from taskology.config import load_config
     from taskology.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"exchange\.staggered_publication: true cannot go with anchor_weight"):
-        load_config(None, ["exchange.staggered_publication=true", "exchange.anchor_weight=0.1"])
+    with pytest.raises(ConfigError, match=r"exchange\.staggered_publication: true \(the default\) cannot go with "
+                                          r"anchor_weight.*set exchange\.staggered_publication: false"):
+        load_config(None, ["exchange.anchor_weight=0.1"])
+    cfg = load_config(None, ["exchange.anchor_weight=0.1", "exchange.staggered_publication=false"])
+    assert cfg.exchange.anchor_weight == 0.1 and not cfg.exchange.staggered_publication

@@ -407,7 +407,7 @@ def test_average_publications_ties_relations_to_the_mean_of_publications_from_th
 
 def _depth_normals_runners(tmp_path: Path, *extra: str, refresh: int = 1) -> dict[str, TaskRunner]:
     """Depth and normals in-process; ``refresh``: the view's refresh_every_steps (what peers hold of a task)."""
-    cfg = tiny_config(*extra)
+    cfg = tiny_config("exchange.staggered_publication=false", *extra)  # the anchor needs the unshifted schedule
     view = InProcessPeerView()
     view.refresh_every_steps = refresh
     runners = {t: TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
