@@ -123,6 +123,10 @@ class StalePeerView:
         self.staleness_s: list[float] = []
         self.refreshes: dict[str, int] = {}
 
+    def refresh_phase_steps(self, task: str) -> int:
+        """``task``'s publication phase: its snapshots, and so its anchor, are retaken on that schedule."""
+        return self.phases.get(task, 0)
+
     def _snapshot(self, task: str) -> tuple[torch.nn.Module, int, float]:
         runner = self.peers[task]
         snap = self._snapshots.get(task)

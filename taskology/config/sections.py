@@ -400,10 +400,6 @@ class ExchangeConfig(_Section):
 
     @model_validator(mode="after")
     def _lockstep_reachable(self) -> "ExchangeConfig":
-        if self.staggered_publication and self.anchor_weight > 0:
-            raise _fail("true (the default) cannot go with anchor_weight > 0 (the anchor is retaken on the "
-                        "unshifted schedule); to use the anchor set exchange.staggered_publication: false",
-                        "staggered_publication")
         lag = self.lockstep_lag_steps
         if lag is not None and lag < self.publish_every_steps - 1:
             raise _fail(f"{lag} can never be met when peers publish every {self.publish_every_steps} steps "

@@ -365,6 +365,10 @@ class DistributedPeerView:
         self.wait_s = 0.0
         self._stop = stop
 
+    def refresh_phase_steps(self, task: str) -> int:
+        """The phase of the owner's publications (its policy's; a view answers for the task that owns it)."""
+        return int(self.cache.policy.publish_phase_steps)
+
     def _wait_for(self, task: str) -> None:
         lag = self.cache.policy.lockstep_lag_steps
         if lag is None or self.consumer_step is None:

@@ -82,12 +82,18 @@ class PeerView(Protocol):
     """Where a runner gets its peers' predictions for a mediator batch.
 
     ``refresh_every_steps``: how many of a task's own steps pass between refreshes of what its peers hold
-    of it (1 in-process; the publication interval in a distributed run). ``exchange.anchor_weight`` pulls a
-    task toward its own model as of that schedule; a view without the attribute stands for
-    ``exchange.publish_every_steps``.
+    of it (1 in-process; the publication interval in a distributed run). ``refresh_phase_steps(task)``: the
+    phase of that schedule for ``task`` (``exchange.staggered_publication``; see
+    :func:`~taskology.engine.exchange.publication_due`). ``exchange.anchor_weight`` pulls a task toward its
+    own model as of that schedule; a view without the attribute stands for ``exchange.publish_every_steps``,
+    one without the method for phase 0.
     """
 
     refresh_every_steps: int
+
+    def refresh_phase_steps(self, task: str) -> int:
+        """Steps out of phase at which peers' copies of ``task`` are refreshed (0: unshifted)."""
+        ...
 
     def peer_outputs(self, task: str, batch: Mapping[str, object]) -> PeerOutputs | None:
         """Outputs of peer ``task`` for every row of ``batch`` (which carries ``sample_id``), or

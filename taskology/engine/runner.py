@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from taskology.engine.batches import BatchStream, collate, to_device
+from taskology.engine.exchange import publication_due
 from taskology.engine.protocol import PeerOutputs, PeerView, Predictions, peers_needed
 from taskology.engine.task_data import TaskData, open_task_data
 from taskology.errors import ConfigError
@@ -373,7 +374,9 @@ class TaskRunner:
             anchor_weight = float(self.config.exchange.anchor_weight)
             every = int(getattr(self.peer_view, "refresh_every_steps", self.config.exchange.publish_every_steps))
             if anchor_weight > 0 and every > 1:  # every 1: peers hold the current model, the pull is inert
-                distance = self.task.output_distance(own, self._anchor_outputs(mediator, every))
+                phase_of = getattr(self.peer_view, "refresh_phase_steps", None)
+                phase = int(phase_of(self.task_name)) % every if phase_of is not None else 0
+                distance = self.task.output_distance(own, self._anchor_outputs(mediator, every, phase))
                 total = total + scale * anchor_weight * distance
                 scalars["anchor/distance"] = float(distance.detach())
         self.optimizer.zero_grad(set_to_none=True)
@@ -395,13 +398,14 @@ class TaskRunner:
         return scalars
 
     @torch.no_grad()
-    def _anchor_outputs(self, mediator: Mapping[str, Any], every: int) -> dict[str, torch.Tensor]:
+    def _anchor_outputs(self, mediator: Mapping[str, Any], every: int, phase: int = 0) -> dict[str, torch.Tensor]:
         """Outputs on ``mediator`` of this task's model as of its last publication: a copy of the model retaken
-        every ``every`` steps (``peer_view.refresh_every_steps``; distributed: the publication interval), i.e.
-        what peers hold of this task, give or take their fetch delay."""
+        every ``every`` steps ``phase`` steps out of phase (``peer_view.refresh_every_steps`` and
+        ``refresh_phase_steps``; distributed: the publication schedule, staggered or not), i.e. what peers
+        hold of this task, give or take their fetch delay."""
         if self._anchor is None:
             self._anchor = (copy.deepcopy(self.model).requires_grad_(False), self.step)
-        elif self.step - self._anchor[1] >= every:
+        elif publication_due(self.step, self._anchor[1], every, phase):
             self._anchor[0].load_state_dict(self.model.state_dict())  # same modules, new weights
             self._anchor = (self._anchor[0], self.step)
         return self.task.forward(self._anchor[0], mediator)

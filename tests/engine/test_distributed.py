@@ -142,7 +142,6 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
         "exchange.publish_every_steps=10", "exchange.refresh_every_s=0.5", "exchange.mediator_pool_shards=2",
         "exchange.live_mediator=true", "exchange.pool_refresh_s=0.3", "sim.frames=4", "sim.camera=32x96", "sim.lidar_beams=0",
         "exchange.anchor_weight=0.1",  # the pull toward the own last publication works in the actors too
-        "exchange.staggered_publication=false",  # (the anchor needs the unshifted schedule)
         *[f"tasks.{t}.{k}" for t in ("depth", "normals") for k in ("width=4", "batch_size=2", "label_fraction=0.5")]])
     summary = run_distributed(cfg, tmp_path, resume=False, with_sim=True, live=False, timeout_s=240)["0"]
     for task in ("depth", "normals"):

@@ -265,16 +265,3 @@ def test_stale_peer_view_retakes_each_peer_on_its_own_phase() -> None:
             if view.refreshes[task] > before:
                 taken[task].append(step)
     assert taken == {"depth": [0, 4, 8], "normals": [0, 2, 6, 10]}
-
-
-def test_staggered_publication_refuses_the_anchor() -> None:
-    """Staggered publication is the default, so the anchor alone is refused, with the way out in the message;
-    with staggered_publication false the anchor loads."""
-    from taskology.config import load_config
-    from taskology.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"exchange\.staggered_publication: true \(the default\) cannot go with "
-                                          r"anchor_weight.*set exchange\.staggered_publication: false"):
-        load_config(None, ["exchange.anchor_weight=0.1"])
-    cfg = load_config(None, ["exchange.anchor_weight=0.1", "exchange.staggered_publication=false"])
-    assert cfg.exchange.anchor_weight == 0.1 and not cfg.exchange.staggered_publication

@@ -407,7 +407,7 @@ def test_average_publications_ties_relations_to_the_mean_of_publications_from_th
 
 def _depth_normals_runners(tmp_path: Path, *extra: str, refresh: int = 1) -> dict[str, TaskRunner]:
     """Depth and normals in-process; ``refresh``: the view's refresh_every_steps (what peers hold of a task)."""
-    cfg = tiny_config("exchange.staggered_publication=false", *extra)  # the anchor needs the unshifted schedule
+    cfg = tiny_config("exchange.staggered_publication=false", *extra)  # an in-process view: no phase either way
     view = InProcessPeerView()
     view.refresh_every_steps = refresh
     runners = {t: TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
@@ -459,6 +459,40 @@ def test_anchor_pulls_toward_the_own_model_of_the_last_publication_and_is_inert_
     assert all(torch.equal(a, b) for a, b in zip(plain, anchored))
     loose = trained("exchange.anchor_weight=1", refresh=2)
     assert not all(torch.equal(a, b) for a, b in zip(plain, loose))
+
+
+def test_anchor_is_retaken_on_the_staggered_schedule_of_its_task(tmp_path: Path) -> None:
+    """With staggered publication (the default) a task's anchor is retaken when its peers' copy of it is: the
+    staleness bench's view with phases (depth 0, normals 2 of every 4 steps) and a distributed view answering
+    its own policy's phase. The peers' copy of the first task is taken one step later (its peer first asks
+    after its step 0), as without staggering."""
+    from taskology.bench.staleness import StalePeerView
+    from taskology.engine.exchange import DistributedPeerView, ExchangePolicy, PredictionCache
+
+    policy = ExchangePolicy(publish_every_steps=8, publish_phase_steps=4)
+    assert DistributedPeerView(PredictionCache(policy)).refresh_phase_steps("normals") == 4
+    assert InProcessPeerView().refresh_phase_steps("normals") == 0
+    cfg = tiny_config("exchange.anchor_weight=0.5", "exchange.publish_every_steps=4")  # staggered: the default
+    assert cfg.exchange.staggered_publication
+    runners = {t: TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path,
+                             peer_view=InProcessPeerView(), seed=0, data=synthetic_task_data())
+               for t in ("depth", "normals")}
+    view = StalePeerView(runners, 4, phases={"depth": 0, "normals": 2})
+    anchors: dict[str, list[int]] = {t: [] for t in runners}
+    copies: dict[str, list[int]] = {t: [] for t in runners}
+    for r in runners.values():
+        r.peer_view = view
+    for _ in range(11):
+        for t, r in runners.items():
+            assert "anchor/distance" in r.train_step()
+            if r._anchor[1] not in anchors[t]:
+                anchors[t].append(r._anchor[1])
+            for peer in runners:
+                if peer in view._snapshots and view._snapshots[peer][1] not in copies[peer]:
+                    copies[peer].append(view._snapshots[peer][1])
+    assert anchors == {"depth": [0, 4, 8], "normals": [0, 2, 6, 10]}
+    assert copies["normals"] == anchors["normals"]  # depth asks before normals steps: the same steps
+    assert copies["depth"] == [s + 1 for s in anchors["depth"]]  # normals first asks after depth's step 0
 
 
 class _AnsweringView(InProcessPeerView):
