@@ -38,15 +38,15 @@ class InProcessPeerView:
     #: peers always see a task's current model
     refresh_every_steps = 1
 
-    def refresh_phase_steps(self, task: str) -> int:
-        """No phase: peers see every step of every task."""
-        return 0
-
     def __init__(self, peers: Mapping[str, Predictor] | None = None) -> None:
         self.peers: dict[str, Predictor] = dict(peers or {})
         self._last: dict[str, tuple[tuple[Any, ...], dict[str, torch.Tensor]]] = {}
         self.forward_passes = 0
         self.cache_hits = 0
+
+    def refresh_phase_steps(self, task: str) -> int:
+        """No phase: peers see every step of every task."""
+        return 0
 
     def register(self, task: str, predictor: Predictor) -> None:
         self.peers[task] = predictor
