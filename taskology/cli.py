@@ -300,9 +300,12 @@ def demo(**kwargs: Any) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a preset value (repeatable; with --config): results go to OUT/<preset name>-<overrides>.*")
 @click.option("--factor", "factors", multiple=True, metavar="NAME",
-              help="Vary only this factor of a factorial benchmark (receivers; repeatable; default all).")
+              help="Vary only this factor of a factorial benchmark (receivers; staleness: only this mitigation; "
+                   "repeatable; default all).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Training steps per task for a benchmark with fixed sizes (staleness: a longer run, the same arms).")
+@click.option("--seeds", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Seeds 0..N-1 instead of a benchmark's own seed list (staleness: 4).")
 @click.option("--labels", "labels", type=click.FloatRange(min=0.0, max=1.0, min_open=True), multiple=True,
               metavar="FRACTION", help="Only this label fraction (label-weights, receivers: choose at one fraction; repeatable; "
                                        "default all).")
@@ -312,8 +315,8 @@ def demo(**kwargs: Any) -> None:
 @click.option("--rerun", multiple=True, metavar="FRACTION/ARM",
               help="With --runs-dir: train these runs again even if finished, e.g. 0.02/collective (repeatable).")
 def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...],
-          factors: tuple[str, ...], steps: int | None, labels: tuple[float, ...], runs_dir: Path | None,
-          rerun: tuple[str, ...]) -> None:
+          factors: tuple[str, ...], steps: int | None, seeds: int | None, labels: tuple[float, ...],
+          runs_dir: Path | None, rerun: tuple[str, ...]) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
 
     \b
@@ -325,6 +328,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
       taskology bench label-weights --config configs/consistency-cpu.yaml --labels 0.1
       taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'
       taskology bench staleness --steps 1600
+      taskology bench staleness --factor staggered --seeds 12
       taskology bench consistency --config configs/consistency-cpu.yaml --runs-dir runs/b --rerun 0.02/collective
     """
     from taskology.bench import BENCHMARKS, run_benchmark
@@ -334,7 +338,7 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
             click.echo(bench_name)
         return
     run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides, factors=factors, steps=steps,
-                  runs_dir=runs_dir, rerun=rerun, labels=labels)
+                  runs_dir=runs_dir, rerun=rerun, labels=labels, seeds=seeds)
 
 
 @cli.command()

@@ -82,7 +82,7 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 def provenance(name: str, quick: bool, config: Path | None = None, overrides: Sequence[str] = (),
                factors: Sequence[str] = (), steps: int | None = None, runs_dir: Path | None = None,
-               rerun: Sequence[str] = (), labels: Sequence[float] = ()) -> dict[str, Any]:
+               rerun: Sequence[str] = (), labels: Sequence[float] = (), seeds: int | None = None) -> dict[str, Any]:
     """Command, date, cores, commit and library versions of this run."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -103,6 +103,7 @@ def provenance(name: str, quick: bool, config: Path | None = None, overrides: Se
         + "".join(f" --set {shlex.quote(o)}" for o in overrides)
         + "".join(f" --factor {shlex.quote(f)}" for f in factors)
         + (f" --steps {steps}" if steps is not None else "")
+        + (f" --seeds {seeds}" if seeds is not None else "")
         + "".join(f" --labels {fraction:g}" for fraction in labels)
         + (f" --runs-dir {shlex.quote(str(runs_dir))}" if runs_dir is not None else "")
         + "".join(f" --rerun {shlex.quote(r)}" for r in rerun),
@@ -139,9 +140,10 @@ def sim_world(root: Path, hw: tuple[int, int], sequences: int, frames: int, proc
 
 
 def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence[str] = (),
-                factors: Sequence[str] = (), steps: int | None = None, labels: Sequence[float] = ()) -> str:
+                factors: Sequence[str] = (), steps: int | None = None, labels: Sequence[float] = (),
+                seeds: int | None = None) -> str:
     """File stem of a result: the benchmark, the preset it ran when not the default, its overrides,
-    ``--factor``, ``--steps`` and ``--labels`` choices (so such a run never replaces the default result),
+    ``--factor``, ``--steps``, ``--seeds`` and ``--labels`` choices (so such a run never replaces the default result),
     ``-quick``.
 
     Example:
@@ -155,6 +157,8 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
         'receivers-consistency-cpu-factor-segmentation-logic'
         >>> result_stem("staleness", False, None, steps=1600)
         'staleness-steps-1600'
+        >>> result_stem("staleness", False, None, (), ["staggered"], seeds=12)
+        'staleness-factor-staggered-seeds-12'
         >>> result_stem("label-weights", False, Path("configs/consistency-cpu.yaml"), labels=[0.1])
         'label-weights-consistency-cpu-labels-10pct'
     """
@@ -167,6 +171,8 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
         stem += "-factor-" + "-".join(re.findall(r"[A-Za-z0-9_]+", factor))
     if steps is not None:
         stem += f"-steps-{steps}"
+    if seeds is not None:
+        stem += f"-seeds-{seeds}"
     for fraction in labels:
         stem += f"-labels-{fraction * 100:g}pct"
     return stem + ("-quick" if quick else "")
@@ -175,7 +181,7 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
 def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results"),
                   config: Path | None = None, overrides: Sequence[str] = (),
                   factors: Sequence[str] = (), steps: int | None = None, runs_dir: Path | None = None,
-                  rerun: Sequence[str] = (), labels: Sequence[float] = ()) -> dict[str, Any]:
+                  rerun: Sequence[str] = (), labels: Sequence[float] = (), seeds: int | None = None) -> dict[str, Any]:
     """Run benchmark ``name`` and write ``out_dir/<stem>.json`` and ``.md`` (see :func:`result_stem`);
     return the JSON. ``config``: a preset for benchmarks that train from one (others refuse it);
     ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs); ``factors``:
@@ -183,7 +189,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
     ``steps``: training steps per task for benchmarks with fixed sizes that take it (``staleness``);
     ``runs_dir``/``rerun``: keep runs and reuse finished ones (``consistency``; checked before anything runs);
     ``labels``: only these label fractions of a benchmark that trains at several (``label-weights``,
-    ``receivers``)."""
+    ``receivers``); ``seeds``: how many seeds a benchmark with its own seed list runs (``staleness``)."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
     module_name, issue = BENCHMARKS[name]
@@ -216,6 +222,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
                                   f"available: {', '.join(map(repr, known))}")
     if steps is not None and "steps" not in inspect.signature(module.run).parameters:
         raise ConfigError(f"benchmark {name!r} takes no --steps")
+    if seeds is not None and "seeds" not in inspect.signature(module.run).parameters:
+        raise ConfigError(f"benchmark {name!r} takes no --seeds")
     if (runs_dir is not None or rerun) and "runs_dir" not in inspect.signature(module.run).parameters:
         raise ConfigError(f"benchmark {name!r} takes no --runs-dir or --rerun")
     if rerun and runs_dir is None:
@@ -232,7 +240,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
                                   f"available: {', '.join(f'{f:g}' for f in known)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     # before the run: the commit whose code runs, not the one after it
-    prov = provenance(name, quick, config, overrides, factors, steps, runs_dir, rerun, labels)
+    prov = provenance(name, quick, config, overrides, factors, steps, runs_dir, rerun, labels, seeds)
     kwargs: dict[str, Any] = {"quick": quick}
     if config is not None:
         kwargs["config"] = Path(config)
@@ -242,6 +250,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         kwargs["factors"] = tuple(factors)
     if steps is not None:
         kwargs["steps"] = int(steps)
+    if seeds is not None:
+        kwargs["seeds"] = int(seeds)
     if runs_dir is not None:
         kwargs["runs_dir"] = Path(runs_dir)
     if rerun:
@@ -253,7 +263,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
     result: BenchResult = module.run(**kwargs)
     record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
               "notes": result.notes}
-    stem = result_stem(name, quick, config, overrides, factors, steps, labels)
+    stem = result_stem(name, quick, config, overrides, factors, steps, labels, seeds)
     write_text_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
     lines = [f"# Benchmark `{name}`", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",

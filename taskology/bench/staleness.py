@@ -69,7 +69,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -369,8 +369,13 @@ class Plan(NamedTuple):
     staggered: list[str]    #: fourth: peers refreshed in turn instead of together
 
 
-def plan(quick: bool, steps: int | None = None) -> Plan:
-    """The arms of a run.
+#: the mitigations, one family of arms each: ``--factor NAME`` runs only the named ones (with the fresh, noise-floor,
+#: plain stale and alone arms, which every run has).
+FACTORS = ("half-life", "mean of last 2", "anchor", "staggered")
+
+
+def plan(quick: bool, steps: int | None = None, factors: Sequence[str] = FACTORS) -> Plan:
+    """The arms of a run; ``factors``: only these mitigations (:data:`FACTORS`).
 
     Example:
         >>> p = plan(False)
@@ -384,7 +389,14 @@ def plan(quick: bool, steps: int | None = None) -> Plan:
         ([1, 5, 10], ['5, anchor 0.1', '10, anchor 0.1'])
         >>> p.staggered
         ['50, staggered', '200, staggered']
+        >>> only = plan(False, factors=["staggered"])
+        >>> only.intervals, only.weighted, only.averaged, only.anchored, only.staggered
+        ([1, 50, 200], [], [], [], ['50, staggered', '200, staggered'])
     """
+    unknown = [f for f in factors if f not in FACTORS]
+    if unknown:
+        raise ConfigError(f"--factor {unknown[0]!r}: not a factor of 'staleness'; available: "
+                          + ", ".join(map(repr, FACTORS)))
     if steps is not None and quick:
         raise ConfigError("--steps with --quick: the quick run has its own 40 steps")
     if steps is not None and steps < LONG_MIN_STEPS:
@@ -404,23 +416,28 @@ def plan(quick: bool, steps: int | None = None) -> Plan:
     averaged = [averaged_arm(n) for n in intervals[1:]]
     anchored = [anchored_arm(n) for n in intervals[1:]]
     staggered = [staggered_arm(n) for n in intervals[1:]]
+    weighted, averaged, anchored, staggered = (arms if name in factors else [] for name, arms in
+                                               zip(FACTORS, (weighted, averaged, anchored, staggered)))
     return Plan(int(steps), intervals, halflife, weighted, averaged, anchored, staggered)
 
 
-def run(quick: bool, steps: int | None = None) -> BenchResult:
-    """The arms of the module docstring; ``steps`` (not with ``quick``): a longer run."""
+def run(quick: bool, steps: int | None = None, factors: Sequence[str] = FACTORS, seeds: int | None = None) -> BenchResult:
+    """The arms of the module docstring; ``steps`` (not with ``quick``): a longer run; ``factors``: only these
+    mitigations (:data:`FACTORS`); ``seeds``: seeds 0 .. ``seeds`` - 1 instead of the run's own (4 in the full
+    run: paired standard errors of 2-3 %, as large as the 3 % target; 12 resolve it)."""
     from taskology.bench.parallel import map_in_processes
 
     torch.set_num_threads(1)
-    steps, intervals, halflife, weighted, averaged, anchored, staggered = plan(quick, steps)
-    hw, sequences, test_sequences, frames, width, batch, seeds = QUICK_SIZES if quick else FULL_SIZES
+    steps, intervals, halflife, weighted, averaged, anchored, staggered = plan(quick, steps, factors)
+    hw, sequences, test_sequences, frames, width, batch, own_seeds = QUICK_SIZES if quick else FULL_SIZES
+    run_seeds: tuple[int, ...] = own_seeds if seeds is None else tuple(range(seeds))
     arms: list[int | str] = [intervals[0], FLOOR, *intervals[1:], *weighted, *averaged, *anchored, *staggered, ALONE]
     quarter = max(steps // 4, 1)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="taskology-bench-staleness-") as tmp:
         root = sim_world(Path(tmp) / "sim", hw, sequences, frames)
         jobs = {(arm, s): (root, steps, width, batch, test_sequences, Path(tmp) / f"arm{k}_s{s}", s, arm,
-                           LABEL_FRACTION) for k, arm in enumerate(arms) for s in seeds}
+                           LABEL_FRACTION) for k, arm in enumerate(arms) for s in run_seeds}
         processes = max(1, min(2, os.cpu_count() or 1))  # one single-threaded run per core (2-core target)
         runs: dict[int | str, dict[int, dict[str, Any]]] = {}
         for done, ((arm, seed), result) in enumerate(
@@ -432,12 +449,12 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
     def metric(arm: int | str, seed: int, task: str) -> float:
         return float(runs[arm][seed]["metrics"][task][HEADLINE[task]])
 
-    means = {a: {t: float(np.mean([metric(a, s, t) for s in seeds])) for t in HEADLINE} for a in arms}
-    seed_sd = {t: float(np.std([metric(1, s, t) for s in seeds], ddof=1)) if len(seeds) > 1 else None
+    means = {a: {t: float(np.mean([metric(a, s, t) for s in run_seeds])) for t in HEADLINE} for a in arms}
+    seed_sd = {t: float(np.std([metric(1, s, t) for s in run_seeds], ddof=1)) if len(run_seeds) > 1 else None
                for t in HEADLINE}
     rel = {a: {t: (means[a][t] - means[1][t]) / abs(means[1][t]) for t in HEADLINE} for a in arms}
     # paired by seed (same initial weights, same batches): the change each seed sees, mean and standard error
-    paired = {a: {t: [(metric(a, s, t) - metric(1, s, t)) / abs(metric(1, s, t)) for s in seeds] for t in HEADLINE}
+    paired = {a: {t: [(metric(a, s, t) - metric(1, s, t)) / abs(metric(1, s, t)) for s in run_seeds] for t in HEADLINE}
               for a in arms}
     paired_se = {a: {t: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
                      for t, v in by_task.items()} for a, by_task in paired.items()}
@@ -458,7 +475,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
             + " | staleness p50/p95 steps | p50/p95 s |",
             "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- | --- | --- | --- |"]
     for a in arms:
-        st = [runs[a][s]["staleness"] for s in seeds]
+        st = [runs[a][s]["staleness"] for s in run_seeds]
         p50, p95 = np.mean([x["p50_steps"] for x in st]), np.mean([x["p95_steps"] for x in st])
         s50, s95 = np.mean([x["p50_s"] for x in st]), np.mean([x["p95_s"] for x in st])
         share = (f"{100 * a / steps:.1f}" if isinstance(a, int) else "noise floor" if a == FLOOR
@@ -474,7 +491,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                     + " | " + ", ".join(f"{100 * lost[a][t]:.0f}%" if lost[a][t] is not None else "n/a (no gain)"
                                         for t in HEADLINE)
                     + f" | {p50:.0f} / {p95:.0f} | {s50:.2f} / {s95:.2f} |")
-    figures = {"steps": steps, "seeds": list(seeds), "camera_hw": list(hw), "width": width, "batch_size": batch,
+    figures = {"steps": steps, "seeds": list(run_seeds), "camera_hw": list(hw), "width": width, "batch_size": batch,
                "sequences": sequences, "frames": frames, "test_sequences": test_sequences, "lr_schedule": "cosine",
                "label_fraction": LABEL_FRACTION, "relations_gain_vs_alone": gain,
                "share_of_gain_lost": {str(a): v for a, v in lost.items()},
@@ -490,7 +507,7 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                "max_worsening_staggered": worst_staggered if staggered else None,
                "consistency_start_step": steps // 4, "fresh_seed_sd": seed_sd, "wall_s": time.time() - t0,
                "load_average_1min": os.getloadavg()[0],
-               "runs": {str(a): {str(s): runs[a][s] for s in seeds} for a in arms}}
+               "runs": {str(a): {str(s): runs[a][s] for s in run_seeds} for a in arms}}
     targets = {"max_relative_change_up_to_25pct": target(worst, 0.03, higher_is_better=False)}
     if weighted:
         targets["max_worsening_with_halflife_up_to_25pct"] = target(worst_weighted, 0.03, higher_is_better=False)
@@ -535,4 +552,5 @@ def run(quick: bool, steps: int | None = None) -> BenchResult:
                "cosine learning-rate decay. Relations start after "
                f"{steps // 4} supervised steps and ramp in over {max(steps // 8, 1)} (the collective recipe of "
                "configs/consistency.yaml); the snapshot of a peer is then never its random initialisation. "
-               + ("--quick: a pipeline smoke run (40 steps, one seed), not a result." if quick else "")))
+               + (f"--quick: a pipeline smoke run (40 steps, {len(run_seeds)} seed{'s' * (len(run_seeds) > 1)}), not a "
+                  "result." if quick else "")))

@@ -75,6 +75,22 @@ def test_bench_steps_is_checked_before_a_run_and_named_in_the_command_and_stem(t
     assert result_stem("staleness", False, None, steps=1600) == "staleness-steps-1600"
 
 
+def test_bench_seeds_and_staleness_factors_are_checked_before_a_run_and_named_in_the_command_and_stem(
+        tmp_path) -> None:
+    from taskology.bench import provenance, result_stem
+
+    for args, message in ((["geometry", "--seeds", "12"], "benchmark 'geometry' takes no --seeds"),
+                          (["staleness", "--seeds", "1"], "Invalid value for '--seeds'"),
+                          (["staleness", "--factor", "anchors"], "--factor 'anchors': not a factor of 'staleness'")):
+        done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--out", str(tmp_path)],
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr, done
+    assert not [p for p in tmp_path.iterdir() if p.is_file()]
+    assert provenance("staleness", False, None, (), ["staggered"], seeds=12)["command"] == (
+        "taskology bench staleness --factor staggered --seeds 12")
+    assert result_stem("staleness", False, None, (), ["staggered"], seeds=12) == "staleness-factor-staggered-seeds-12"
+
+
 def test_bench_labels_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
     from pathlib import Path
 
