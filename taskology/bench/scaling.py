@@ -155,7 +155,7 @@ def _cluster_run(session: Any, cfg: Any, run_dir: Path, warmup: int, steps: int,
         rates.append(2 * steps / (max(w["ended"] for w in windows) - min(w["started"] for w in windows)))
         for t, w in zip(("depth", "normals"), windows):
             per_task[t].append(steps / (w["ended"] - w["started"]))
-    # exchange share over the measured window only (the warm-up's first publication pays one-time costs)
+    # exchange share over the measured windows only (the warm-up's first publication pays one-time costs)
     for t in ("depth", "normals"):
         summary["actors"][t]["window_steps_per_s"] = per_task[t]
         before, after = warm["actors"][t]["status"], summary["actors"][t]["status"]
@@ -244,7 +244,8 @@ def run(quick: bool) -> BenchResult:
         f"| bare PyTorch loop, depth | {bare:.2f} steps/s |",
         f"| TaskActor (engine), depth | {engine:.2f} steps/s ({engine_over_bare:.3f}x bare, median of {rounds} "
         f"alternating rounds) |",
-        f"| 2 tasks, one process | {serial:.2f} steps/s (median of {parallel_rounds} chunks of {parallel_chunk} steps per task) |",
+        f"| 2 tasks, one process | {serial:.2f} steps/s (median of {parallel_rounds} chunks of {parallel_chunk} "
+        "steps per task) |",
         f"| 2 tasks, 2 worker processes | {parallel:.2f} steps/s ({speedup:.2f}x, median of {parallel_rounds} "
         f"alternating rounds, range {speedups[0]:.2f}-{speedups[-1]:.2f}x; per worker "
         + ", ".join(f"{t} {r:.1f}" for t, r in per_worker.items()) + ") |",

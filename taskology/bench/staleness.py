@@ -421,7 +421,8 @@ def plan(quick: bool, steps: int | None = None, factors: Sequence[str] = FACTORS
     return Plan(int(steps), intervals, halflife, weighted, averaged, anchored, staggered)
 
 
-def run(quick: bool, steps: int | None = None, factors: Sequence[str] = FACTORS, seeds: int | None = None) -> BenchResult:
+def run(quick: bool, steps: int | None = None, factors: Sequence[str] = FACTORS,
+        seeds: int | None = None) -> BenchResult:
     """The arms of the module docstring; ``steps`` (not with ``quick``): a longer run; ``factors``: only these
     mitigations (:data:`FACTORS`); ``seeds``: seeds 0 .. ``seeds`` - 1 instead of the run's own (4 in the full
     run: paired standard errors of 2-3 %, as large as the 3 % target; 12 resolve it)."""
