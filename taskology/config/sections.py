@@ -278,6 +278,11 @@ class TrainConfig(_Section):
                                 "lr * lr_final_factor at train.steps.")
     lr_final_factor: Annotated[Float, Field(ge=0, le=1)] = Field(
         0.01, description="With lr_schedule cosine: the last step's learning rate as a share of tasks.<t>.lr.")
+    teacher_decay: Annotated[Float, Field(ge=0, lt=1)] = Field(
+        0.0, description="What a task shows its peers (and its own frame-t+1 targets) comes from a mean teacher: "
+                         "an exponential moving average of its weights with this decay per step, warmed up as "
+                         "min(decay, 1 - 1/step). 0: the current weights. Training and evaluation "
+                         "always use the current weights.")
     relation_weight_by_labels: LabelPoints = Field(
         default_factory=list,
         description="[[label_fraction, factor], ...]: factor on every relation a task receives, by that "

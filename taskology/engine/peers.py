@@ -62,7 +62,8 @@ class InProcessPeerView:
             outputs = dict(cached[1])
             self.cache_hits += 1
         else:
-            outputs = {k: v.detach().float() for k, v in predictor.predict(batch).items()}
+            predict = getattr(predictor, "predict_for_peers", predictor.predict)  # a runner's mean teacher
+            outputs = {k: v.detach().float() for k, v in predict(batch).items()}
             self.forward_passes += 1
             if key is not None:
                 self._last[task] = (key, dict(outputs))

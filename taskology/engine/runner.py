@@ -213,6 +213,10 @@ class TaskRunner:
         self._previous_mediator: Any = None
         #: this task's model as of its last publication and that step (``exchange.anchor_weight`` > 0)
         self._anchor: tuple[torch.nn.Module, int] | None = None
+        #: the mean teacher peers read (``train.teacher_decay`` > 0 in a collective run), else None
+        self.teacher: torch.nn.Module | None = None
+        if self.collective and float(config.train.teacher_decay) > 0:
+            self.teacher = copy.deepcopy(self.model).requires_grad_(False).eval()
         if self.relations:
             self._open_mediator_stream(self.data.mediator)
 
@@ -314,7 +318,7 @@ class TaskRunner:
             raise ConfigError(f"tasks.{self.task_name}: a relation it receives needs frame t+1 (rgb_next), "
                               f"which the mediator batch does not carry")
         with torch.no_grad():
-            following = self._forward({**mediator, "rgb": mediator["rgb_next"]})
+            following = self.task.forward(self.shown_model, {**mediator, "rgb": mediator["rgb_next"]})
         return {**own, **{f"{key}_next": value for key, value in following.items()}}
 
     def train_step(self) -> dict[str, float]:
@@ -388,6 +392,7 @@ class TaskRunner:
             group["lr"] = lr
         self.optimizer.step()
         self.step += 1
+        self._update_teacher()
         scalars["loss/total"] = float(total.detach())
         scalars["train/lr"] = lr
         if self.relations:
@@ -397,6 +402,25 @@ class TaskRunner:
         scalars["time/step_s"] = time.perf_counter() - start
         return scalars
 
+    @property
+    def shown_model(self) -> torch.nn.Module:
+        """The model whose outputs peers see: the mean teacher when there is one, else the model itself."""
+        return self.teacher if self.teacher is not None else self.model
+
+    @torch.no_grad()
+    def _update_teacher(self) -> None:
+        """One step of the mean teacher (Tarvainen & Valpola 2017): its weights move toward the model's by
+        ``1 - d`` with ``d = min(train.teacher_decay, 1 - 1 / step)`` (``step``: optimizer steps taken, this
+        one included), so until ``d`` reaches the decay it is the plain mean of the weights after each step.
+        Buffers are copied. Draws no random numbers."""
+        if self.teacher is None:
+            return
+        decay = min(float(self.config.train.teacher_decay), 1.0 - 1.0 / self.step)
+        for mean, value in zip(self.teacher.parameters(), self.model.parameters()):
+            mean.mul_(decay).add_(value.detach(), alpha=1.0 - decay)
+        for mean, value in zip(self.teacher.buffers(), self.model.buffers()):
+            mean.copy_(value)
+
     @torch.no_grad()
     def _anchor_outputs(self, mediator: Mapping[str, Any], every: int, phase: int = 0) -> dict[str, torch.Tensor]:
         """Outputs on ``mediator`` of this task's model as of its last publication: a copy of the model retaken
@@ -404,22 +428,30 @@ class TaskRunner:
         ``refresh_phase_steps``; distributed: the publication schedule, staggered or not), i.e. what peers
         hold of this task, give or take their fetch delay."""
         if self._anchor is None:
-            self._anchor = (copy.deepcopy(self.model).requires_grad_(False), self.step)
+            self._anchor = (copy.deepcopy(self.shown_model).requires_grad_(False), self.step)
         elif publication_due(self.step, self._anchor[1], every, phase):
-            self._anchor[0].load_state_dict(self.model.state_dict())  # same modules, new weights
+            self._anchor[0].load_state_dict(self.shown_model.state_dict())  # same modules, new weights
             self._anchor = (self._anchor[0], self.step)
         return self.task.forward(self._anchor[0], mediator)
 
     # -- inference ----------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Eval-mode named outputs for ``batch`` (moved to this runner's device), no gradient."""
+        """Eval-mode named outputs of the model for ``batch`` (moved to this runner's device), no gradient."""
         was_training = self.model.training
         self.model.eval()
         try:
             return {k: v.detach() for k, v in self._forward(to_device(batch, self.device)).items()}
         finally:
             self.model.train(was_training)
+
+    @torch.no_grad()
+    def predict_for_peers(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """What peers see of this task on ``batch``: :meth:`predict`, or the mean teacher's outputs when
+        ``train.teacher_decay`` > 0 (it is always in eval mode)."""
+        if self.teacher is None:
+            return self.predict(batch)
+        return {k: v.detach() for k, v in self.task.forward(self.teacher, to_device(batch, self.device)).items()}
 
     def predict_mediator(self, sample_ids: Sequence[str] | None = None, batch_size: int | None = None) -> Predictions:
         """Outputs (float16 numpy) on mediator samples ``sample_ids`` (all of the pool when ``None``)."""
@@ -438,7 +470,7 @@ class TaskRunner:
         for lo in range(0, len(ids), size):
             batch = collate([pool[index[s]] for s in ids[lo:lo + size]])
             served.extend(batch["sample_id"])
-            for name, value in self.predict(batch).items():
+            for name, value in self.predict_for_peers(batch).items():
                 chunks.setdefault(name, []).append(value.float().cpu().numpy().astype(PUBLISH_DTYPE))
         outputs = {k: np.concatenate(v) for k, v in chunks.items()}
         return Predictions(task=self.task_name, step=step, wall_time=wall, sample_ids=served, outputs=outputs)
@@ -470,6 +502,7 @@ class TaskRunner:
             },
             "streams": {"train": self.train_stream.state_dict(),
                         "mediator": self.mediator_stream.state_dict() if self.mediator_stream else {}},
+            "teacher": {} if self.teacher is None else self.teacher.state_dict(),  # train.teacher_decay > 0
             # the copy exchange.anchor_weight pulls toward: a resumed run keeps pulling toward the same one
             "anchor": {} if self._anchor is None else {"model": self._anchor[0].state_dict(), "step": self._anchor[1]},
         }
@@ -490,6 +523,8 @@ class TaskRunner:
         self.train_stream.load_state_dict(state["streams"]["train"])
         if self.mediator_stream is not None and state["streams"]["mediator"]:
             self.mediator_stream.load_state_dict(state["streams"]["mediator"])
+        if self.teacher is not None:  # a checkpoint without one (teacher_decay 0 then): start it from the model
+            self.teacher.load_state_dict(state.get("teacher") or state["model"])
         anchor = state.get("anchor") or {}  # absent in checkpoints from before exchange.anchor_weight
         self._anchor = None
         if anchor:

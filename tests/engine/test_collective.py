@@ -200,3 +200,17 @@ def test_a_relation_with_next_frame_targets_gets_the_receivers_own_frame_t1_outp
     logged = {t: runners[t].train_step() for t in ("depth", "motion", "segmentation")}
     assert float(logged["segmentation"]["consistency/segmentation_temporal"]) >= 0.0
     assert not any("segmentation_temporal" in k for t in ("depth", "motion") for k in logged[t])
+
+
+def test_next_frame_targets_come_from_the_mean_teacher_when_there_is_one(sim_root: Path, tmp_path: Path) -> None:
+    now = ("train.consistency_start_step=0", "train.consistency_ramp_steps=0", "train.teacher_decay=0.9")
+    cfg = load_config(None, overrides(sim_root, 1, *now, "relations.segmentation_temporal.weight=5"))
+    runners, _ = build_runners(cfg, tmp_path / "t", seed=0, device="cpu", collective=True)
+    seg = runners["segmentation"]
+    for _ in range(3):
+        seg.train_step()
+    mediator = seg._mediator_batch()
+    following = {**mediator, "rgb": mediator["rgb_next"]}
+    with_next = seg._with_next_frame_targets(seg._forward(mediator), mediator)
+    assert torch.allclose(with_next["logits_next"], seg.task.forward(seg.teacher, following)["logits"], atol=1e-6)
+    assert not torch.allclose(with_next["logits_next"], seg._forward(following)["logits"], atol=1e-4)

@@ -568,3 +568,60 @@ def test_augment_transforms_labelled_batches_keyed_on_seed_and_step(tmp_path: Pa
                        peer_view=InProcessPeerView(), collective=False, data=synthetic_task_data())
     plain.train_step()
     assert len(seen) == 4
+
+
+def test_mean_teacher_is_the_running_then_moving_mean_of_the_weights_and_what_peers_and_checkpoints_see(
+        tmp_path: Path) -> None:
+    """train.teacher_decay: after step k the teacher is d_k * teacher + (1 - d_k) * weights, d_k = min(decay,
+    1 - 1/k) (the plain mean of the weights while 1 - 1/k < decay), recomputed here from the weights after
+    each step; peers (in-process view, publications) read it; the model itself still trains and is evaluated;
+    a checkpoint keeps it; decay 0 and the alone mode have none."""
+    decay = 0.6
+    runners = _depth_normals_runners(tmp_path, f"train.teacher_decay={decay}")
+    depth = runners["depth"]
+    assert depth.teacher is not None and not depth.teacher.training
+    expected = None
+    for k in range(1, 6):
+        depth.train_step()
+        runners["normals"].train_step()
+        weights = [p.detach().double().numpy().copy() for p in depth.model.parameters()]
+        d = min(decay, 1.0 - 1.0 / k)
+        expected = weights if expected is None else [d * e + (1 - d) * w for e, w in zip(expected, weights)]
+    for mean, want in zip(depth.teacher.parameters(), expected):
+        np.testing.assert_allclose(mean.detach().double().numpy(), want, rtol=1e-5, atol=1e-7)
+    batch = depth._mediator_batch()
+    seen = depth.peer_view.peer_outputs("depth", batch).outputs["depth"]
+    from_teacher = depth.task.forward(depth.teacher, batch)["depth"]
+    assert torch.allclose(seen, from_teacher, atol=1e-6)
+    assert not torch.allclose(seen, depth.predict(batch)["depth"], atol=1e-4)  # the test can tell them apart
+    published = depth.predict_mediator(sample_ids=list(batch["sample_id"]))
+    np.testing.assert_allclose(published.outputs["depth"].astype(np.float32), from_teacher.numpy(), rtol=2e-3)
+
+    path = tmp_path / "ckpt" / "teacher.pt"
+    depth.save_checkpoint(path)
+    restored = TaskRunner.restore(path, task_name="depth", config=depth.config, data_root=tmp_path,
+                                  run_dir=tmp_path, peer_view=InProcessPeerView(), seed=0, data=synthetic_task_data())
+    assert all(torch.equal(a, b) for a, b in zip(restored.teacher.parameters(), depth.teacher.parameters()))
+
+    plain = _depth_normals_runners(tmp_path)["depth"]
+    assert plain.teacher is None and plain.shown_model is plain.model
+    alone = TaskRunner(task_name="depth", config=depth.config, data_root=tmp_path, run_dir=tmp_path,
+                       peer_view=InProcessPeerView(), seed=0, collective=False, data=synthetic_task_data())
+    assert alone.teacher is None
+
+
+def test_mean_teacher_changes_what_peers_teach_from_the_step_it_differs_from_the_model(tmp_path: Path) -> None:
+    """After step 1 the teacher is the model (the mean of one set of weights), so the relation terms of steps 1
+    and 2 are those of a run without a teacher; from step 3 on the peers read a mean of two or more weight
+    sets, so the terms differ."""
+    def terms(*extra: str) -> list[float]:
+        pair = _depth_normals_runners(tmp_path, "train.consistency_start_step=0", *extra)
+        out = []
+        for _ in range(4):
+            out.append(pair["depth"].train_step()["consistency/depth_normals"])
+            pair["normals"].train_step()
+        return out
+
+    plain, taught = terms(), terms("train.teacher_decay=0.99")
+    assert taught[:2] == pytest.approx(plain[:2], rel=1e-6)
+    assert all(abs(a - b) > 1e-6 * abs(a) for a, b in zip(plain[2:], taught[2:]))
