@@ -344,7 +344,7 @@ class TaskRunner:
             used: dict[str, dict[str, torch.Tensor]] = {}  # the peer outputs the relations are tied to
             halflife = float(self.config.exchange.staleness_halflife_steps)
             average = int(self.config.exchange.average_publications)
-            start = int(self.config.train.consistency_start_step)
+            first_step = int(self.config.train.consistency_start_step)
             for relation, weight in self.relations:
                 peers = {}
                 ages: list[float] = []
@@ -359,7 +359,7 @@ class TaskRunner:
                     if peer_cache[peer] is None:
                         break
                     if peer not in used:  # once per peer and step, however many relations it feeds
-                        averaged = averaged_peer_outputs(self.tasks[peer], peer_cache[peer], average, start)
+                        averaged = averaged_peer_outputs(self.tasks[peer], peer_cache[peer], average, first_step)
                         used[peer] = {k: v.to(self.device) for k, v in averaged.items()}
                     peers[peer] = used[peer]
                     ages.extend(float(s) for s in peer_cache[peer].staleness_steps)

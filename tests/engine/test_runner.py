@@ -44,6 +44,7 @@ def test_collective_step_logs_every_relation_and_no_peer_gets_gradient(tmp_path:
     assert {"consistency/depth_normals", "consistency/photometric", "consistency/segmentation_geometry"} <= set(scalars)
     assert scalars["staleness/steps_mean"] == 0.0
     assert runners["depth"].step == 1
+    assert 0 < scalars["time/step_s"] < 60  # the step's own wall time (a shadowed name once logged ~uptime)
     # Peers were only run for predictions: no parameter of any peer received a gradient.
     for name in ("normals", "segmentation", "motion"):
         assert all(p.grad is None for p in runners[name].model.parameters()), name
