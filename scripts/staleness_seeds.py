@@ -13,10 +13,12 @@ An arm is a key of the bench (taskology.bench.staleness.arm_settings): an interv
 mitigations, combined ones too (``200, mean of last 2, half-life 100``).
     python scripts/staleness_seeds.py combine benchmarks/results/staleness.json OUT/results.json [...]
 
-`combine` pools the seeds of the bench's own result and of any results.json (a seed counts once: the
-first file that has it) and prints, per arm, the paired relative change vs the fresh arm (interval 1)
+`combine` pools the runs of the bench's own result and of any results.json, arm by arm: a run (arm, seed)
+counts once, from the first file that has it, so a file that adds new arms on seeds already run pairs with
+the earlier files' fresh runs. It prints, per arm, the paired relative change vs the fresh arm (interval 1)
 of each headline metric (mean ± standard error over the seeds that ran both) and the relative change of
-the seed means (the bench's own target measure).
+the seed means (the bench's own target measure); then how many runs more than one file holds and whether
+they agree (the runs are deterministic: a disagreement means another code version or world, named there).
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> N
 
 def combine(paths: list[Path]) -> str:
     runs: dict[str, dict[str, dict]] = {}
+    source: dict[tuple[str, str], Path] = {}
+    repeated, differing = 0, []
     for path in paths:
         try:
             data = json.loads(path.read_text())
@@ -80,11 +84,15 @@ def combine(paths: list[Path]) -> str:
             raise SystemExit(f"staleness_seeds: {path}: no 'runs' (not a staleness result or results.json)")
         if int(data.get("steps", DEFAULT_STEPS)) != DEFAULT_STEPS:
             raise SystemExit(f"staleness_seeds: {path}: steps {data.get('steps')} is not the default run's {DEFAULT_STEPS}")
-        taken = {s for by_seed in runs.values() for s in by_seed}
         for arm, by_seed in data["runs"].items():
             for seed, result in by_seed.items():
-                if seed not in taken:
-                    runs.setdefault(arm, {})[seed] = result
+                kept = runs.setdefault(arm, {}).get(seed)
+                if kept is None:
+                    runs[arm][seed], source[arm, seed] = result, path
+                    continue
+                repeated += 1
+                if kept["metrics"] != result["metrics"]:
+                    differing.append(f"arm '{arm}' seed {seed}: {path} differs from {source[arm, seed]}")
     if "1" not in runs:
         raise SystemExit("staleness_seeds: no fresh arm (interval 1) in these files; changes are measured against it")
     fresh = runs["1"]
@@ -103,6 +111,9 @@ def combine(paths: list[Path]) -> str:
             se = change.std(ddof=1) / np.sqrt(len(change)) if len(change) > 1 else float("nan")
             cells.append(f"{100 * change.mean():+.1f} ± {100 * se:.1f}%")
         lines.append(f"| {arm} | {len(seeds)} | " + " | ".join(cells + of_means) + " |")
+    lines += ["", f"Runs held by more than one file: {repeated}, identical: {repeated - len(differing)}"
+              + (" (the first file's run is used)." if repeated else ".")]
+    lines += [f"- {line}" for line in differing]
     return "\n".join(lines)
 
 
