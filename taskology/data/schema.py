@@ -141,4 +141,6 @@ MOVABLE_CLASS_IDS: frozenset[int] = frozenset({12, 13, 14, 15, 16, 18, 19})
 GROUND_CLASS_IDS: frozenset[int] = frozenset({1, 2, 24})
 #: classes that are vertical structures (normal horizontal, perpendicular to the ground up-vector).
 VERTICAL_CLASS_IDS: frozenset[int] = frozenset({3, 4, 5, 6})
+#: planar vertical structures (building, wall, fence): on a street grid they face along or across the street.
+FACADE_CLASS_IDS: frozenset[int] = frozenset({3, 4, 5})
 SKY_CLASS_ID = 11

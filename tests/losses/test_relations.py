@@ -357,3 +357,47 @@ def test_temporal_hand_case_confidence_and_identity_motion() -> None:
     assert loss([0.0, 2.0], [1.0, 0.0]) == 0.0                      # p = 0.73 < 0.9: no pseudo-label
     assert loss([0.0, 2.0], [1.0, 0.0], confidence=0.7) > 2.0       # unless the threshold allows it
     assert loss([0.0, 2.0], [4.0, 0.0], photometric_tolerance=0.0) == 0.0   # no pixel passes a zero tolerance
+
+
+def test_manhattan_term_hand_case_facades_face_along_or_across_the_vehicle_toward_the_camera() -> None:
+    """Camera looking along the vehicle's x (forward) axis, its x axis the vehicle's right: forward in the
+    camera is +z, left is -x. At a pixel left of the centre a facade along the street faces right (+x), one
+    across it faces the camera (-z); a normal facing away, or between the axes, costs."""
+    seg = build_task("segmentation", width=4, class_ids=(1, 3))              # road, building
+    tasks = {"segmentation": seg, "depth": build_task("depth", width=4), "normals": build_task("normals", width=4)}
+    cam_from_ego = torch.tensor([[[0.0, -1, 0, 0], [0, 0, -1, 1.5], [1, 0, 0, 0], [0, 0, 0, 1]]])
+    K = torch.tensor([[[10.0, 0, 3], [0, 10.0, 0], [0, 0, 1]]])              # pixel (0, 0): ray (-0.3, 0, 1)
+    far = {"depth": torch.full((1, 1, 1, 1), tasks["depth"].max_depth)}
+
+    def term(normal: list[float], logits: list[float] = (-20.0, 20.0)) -> float:
+        n = F.normalize(torch.tensor(normal).view(1, 3, 1, 1), dim=1)
+        return float(segmentation_geometry_terms(
+            {"segmentation": {"logits": torch.tensor(logits).view(1, 2, 1, 1)}, "normals": {"normals": n},
+             "depth": far}, {"cam_from_ego": cam_from_ego, "K": K}, tasks, manhattan=True)["manhattan"])
+
+    assert term([1.0, 0.0, 0.0]) == pytest.approx(0.0, abs=1e-6)            # along the street, facing right
+    assert term([0.0, 0.0, -1.0]) == pytest.approx(0.0, abs=1e-6)           # across it, facing the camera
+    assert term([-1.0, 0.0, 0.0]) == pytest.approx(1.0, abs=1e-6)           # facing away: both axes at 90+ deg
+    assert term([1.0, 0.0, -1.0]) == pytest.approx(1 - 2 ** -0.5, abs=1e-6)  # halfway between the axes
+    assert term([-1.0, 0.0, 0.0], logits=[20.0, -20.0]) == pytest.approx(0.0, abs=1e-6)  # road: not a facade
+
+
+def test_manhattan_term_is_small_on_ground_truth_and_teaches_only_normals(gt) -> None:
+    outputs, batch, tasks = gt
+    relation = RELATIONS["segmentation_geometry"]
+    on_gt = float(segmentation_geometry_terms(outputs, batch, tasks, manhattan=True)["manhattan"])
+    off = float(segmentation_geometry_terms(perturbed(outputs), batch, tasks, manhattan=True)["manhattan"])
+    assert on_gt < 0.01 and off > 5 * on_gt, (on_gt, off)
+    peers = {k: {n: t.detach() for n, t in v.items()} for k, v in perturbed(outputs).items()}
+    losses = {}
+    for receiver in ("normals", "segmentation", "depth"):
+        for weight in (0.0, 2.0):
+            own = {k: v.clone().requires_grad_(True) for k, v in peers[receiver].items() if k != "logits_next"}
+            others = {k: v for k, v in peers.items() if k != receiver}
+            loss = evaluate_for_receiver(relation, receiver, own, others, batch, tasks, {"manhattan_weight": weight})
+            loss.backward()
+            losses[receiver, weight] = float(loss.detach())
+    plain = float(segmentation_geometry_terms(peers, batch, tasks, manhattan=True)["manhattan"])
+    assert losses["normals", 2.0] == pytest.approx(losses["normals", 0.0] + 2.0 * plain, rel=1e-5)
+    assert losses["segmentation", 2.0] == losses["segmentation", 0.0]        # segmentation is not taught by it
+    assert losses["depth", 2.0] == losses["depth", 0.0]
