@@ -12,6 +12,11 @@ on the frames of ``--split`` (default ``val``; never use it on test to make choi
 - the evidence ``segmentation_ground`` gives segmentation (level surface at ground height, from the depth
   and normals networks): its share of pixels, its precision against the labels (which classes the false
   evidence falls on), and how often the segmentation network already calls those pixels ground;
+- on the facade pixels (building, wall, fence; by the labels), which way the normals face: the error of the
+  normals network and of the depth network's normals, how far the network's normals are from the nearer of
+  the vehicle's two camera-facing horizontal axes (what ``manhattan_weight`` pulls towards), the error
+  after snapping them to that axis, and the share nearer the wrong axis (snapped error above 45 degrees);
+  the ground truth's own distance to the nearer axis says how well the street-grid prior holds;
 - the pseudo-labels ``segmentation_temporal`` gives segmentation (its own confident frame-t+1 classes
   carried to frame t by the depth and motion networks, where the warped colour agrees; needs a motion
   checkpoint): their share of pixels and precision, and the balance that decides whether they can help,
@@ -32,7 +37,7 @@ from pathlib import Path
 import torch
 
 from taskology.bench.consistency import _config, ensure_data
-from taskology.data.schema import GROUND_CLASS_IDS, SEMANTIC_CLASSES, VERTICAL_CLASS_IDS
+from taskology.data.schema import FACADE_CLASS_IDS, GROUND_CLASS_IDS, SEMANTIC_CLASSES, VERTICAL_CLASS_IDS
 from taskology.engine.batches import collate
 from taskology.engine.collective import checkpoint_path, checkpoint_steps
 from taskology.engine.runner import load_checkpoint, task_kwargs
@@ -41,7 +46,7 @@ from taskology.errors import TaskologyError
 from taskology.data.datasets import FrameDataset
 from taskology.geometry.camera import normals_from_depth_torch
 from taskology.losses.depth_normals import far_mask
-from taskology.losses.segmentation_geometry import up_in_camera
+from taskology.losses.segmentation_geometry import facade_axes, up_in_camera
 from taskology.losses.segmentation_ground import LEVEL_GROUND_CLASS_IDS, ground_evidence_mask
 from taskology.losses.segmentation_temporal import temporal_targets
 from taskology.tasks import build_task
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     level = level / level.norm(dim=1, keepdim=True).clamp_min(1e-6)
     print(f"predicted vertical structures ({float(vertical.sum() / valid.sum()):.2f}): normals network "
           f"{angle_deg(own, gt, vertical):.1f} deg, made horizontal {angle_deg(level, gt, vertical):.1f} deg")
+    report_facade_axes(batch, own, derived, derived_valid & valid)
     report_ground_evidence(batch, depth, own, logits, tasks)
     if pairs is None:
         print("temporal pseudo-labels: no motion checkpoint in the run, skipped")
@@ -150,6 +156,33 @@ def report_temporal_pseudo_labels(pairs, models, tasks) -> None:
               f"{float((mask & (labels == own)).sum()) / count:.3f}; would correct "
               f"{float((mask & right & ~own_right).sum()) / count:.4f} and corrupt "
               f"{float((mask & ~right & own_right).sum()) / count:.4f} of them")
+
+
+def snap_to_axes(normals: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+    """Each normal (B, 3, H, W) replaced by the nearer of its pixel's two axes (B, 2, 3, H, W)."""
+    nearer = (normals.unsqueeze(1) * axes).sum(dim=2).argmax(dim=1, keepdim=True)     # (B, 1, H, W)
+    return torch.where(nearer == 0, axes[:, 0], axes[:, 1])
+
+
+def report_facade_axes(batch, own: torch.Tensor, derived: torch.Tensor, derived_valid: torch.Tensor) -> None:
+    """Which way facades face (module docstring): the normals network, the depth network's normals, both
+    snapped to the nearer of the vehicle's camera-facing horizontal axes, and the ground truth's distance."""
+    gt = batch["normals"]
+    facade = (batch["semantic"].unsqueeze(1) == torch.tensor(sorted(FACADE_CLASS_IDS)).view(1, -1, 1, 1)).any(1, keepdim=True)
+    facade &= gt.norm(dim=1, keepdim=True) > 0.5
+    if not bool(facade.any()):
+        print("facade pixels: none in these frames")
+        return
+    axes = facade_axes(batch["cam_from_ego"].to(own.dtype), batch["K"].to(own.dtype), *own.shape[-2:])
+    snapped, truth = snap_to_axes(own, axes), snap_to_axes(gt, axes)
+    error = torch.rad2deg(torch.acos((snapped * gt).sum(1, keepdim=True).clamp(-1, 1)))
+    near = torch.rad2deg(torch.acos((truth * gt).sum(1, keepdim=True).clamp(-1, 1))) < 10
+    print(f"facade pixels ({float(facade.float().mean()):.2f} of pixels): ground truth {angle_deg(truth, gt, facade):.1f} deg "
+          f"from the nearer axis ({float(near[facade].float().mean()):.2f} within 10 deg); normals network {angle_deg(own, gt, facade):.1f} deg, "
+          f"{angle_deg(own, snapped, facade):.1f} deg from the nearer axis, snapped {angle_deg(snapped, gt, facade):.1f} deg, "
+          f"nearer the wrong axis {float((error > 45)[facade].float().mean()):.2f}; depth network's normals "
+          f"{angle_deg(derived, gt, facade & derived_valid):.1f} deg, snapped "
+          f"{angle_deg(snap_to_axes(derived, axes), gt, facade & derived_valid):.1f} deg")
 
 
 def report_ground_evidence(batch, depth: torch.Tensor, normals: torch.Tensor, logits: torch.Tensor,
