@@ -15,8 +15,9 @@
   normal is one of the vehicle's horizontal axes, forward or left (the ego frame's x and y, in the camera
   frame ``R_cam_from_ego @ e_x`` and ``@ e_y``), with the sign that faces the camera (``a . ray < 0``).
   Term: ``mean(p_facade * (1 - max(cos(n, a_forward), cos(n, a_left))))``, weighted by the option: it
-  pulls each facade normal to the nearer axis, fixing which way the facade faces, which the vertical
-  term leaves open. It teaches only normals (the segmentation and depth receivers do not get it). On the
+  pulls each facade normal onto the nearer axis. That fixes the tilt but keeps the network's choice of
+  axis, right or wrong; on this project's validation runs the choice was the error, and the term did not
+  help (docs/consistency.md). It teaches only normals (the segmentation and depth receivers do not get it). On the
   27-sequence world's validation frames the simulator's facade normals are within 10 degrees of an axis
   on 95 % of the facade pixels (mean 1.7 degrees; ``scripts/diagnose_relation_targets.py``); where
   streets do not form a grid, leave it at 0.
