@@ -3,7 +3,11 @@ runs that recorded their world digest must all name the same one):
 
     python scripts/consistency_arms_table.py ALONE_DIR COLLECTIVE_DIR ALONE_100_DIR
 
-Each DIR holds the results.json that consistency_arm.py writes (test metrics per seed). Prints a Markdown
+Each DIR holds the results.json that consistency_arm.py writes (test metrics per seed). An argument may
+also name the runs of a `taskology bench consistency` result, ``RESULT.json#FRACTION/ARM`` (e.g.
+``benchmarks/results/consistency-cpu-27-sequences-one-world.json#0.1/alone``), and several sources joined
+by ``+`` pool their seeds (a seed in two sources must have identical metrics there, else it is refused:
+the runs are deterministic, so a difference means another code version). Prints a Markdown
 table per headline metric: alone, collective and alone at 100 % labels (seed means ± sd over the seeds all
 three have; sd with ddof=1, where the bench's own tables use ddof=0), the gain of collective over alone
 (relative; positive = better) with each seed's, and the gap recovered = (alone - collective) / (alone -
@@ -44,15 +48,36 @@ def table(alone: dict, collective: dict, full: dict) -> str:
     return "\n".join(lines)
 
 
+def load(spec: str) -> dict:
+    """seed -> {"tasks", "world"} of the runs ``spec`` names (module docstring: DIR, RESULT.json#F/ARM, ``+``)."""
+    pooled: dict = {}
+    for part in spec.split("+"):
+        path, _, selection = part.partition("#")
+        try:
+            data = json.loads((Path(path) if selection else Path(path) / "results.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"consistency_arms_table: {part}: not readable ({exc})") from exc
+        if selection:
+            fraction, _, arm = selection.partition("/")
+            try:
+                figures = data["figures"]
+                runs = {seed: {"tasks": tasks, "world": figures["setup"].get("world")}
+                        for seed, tasks in figures["runs"][fraction][arm].items()}
+            except (KeyError, TypeError) as exc:
+                raise SystemExit(f"consistency_arms_table: {part}: no runs of {selection} in it ({exc})") from exc
+        else:
+            runs = data
+        for seed, run in runs.items():
+            if seed in pooled and pooled[seed]["tasks"] != run["tasks"]:
+                raise SystemExit(f"consistency_arms_table: seed {seed} differs between the sources of {spec}")
+            pooled.setdefault(seed, run)
+    return pooled
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 4:
         sys.exit(__doc__)
-    records = []
-    for folder in sys.argv[1:]:
-        try:
-            records.append(json.loads((Path(folder) / "results.json").read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            sys.exit(f"consistency_arms_table: {folder}: no readable results.json ({exc})")
+    records = [load(spec) for spec in sys.argv[1:]]
     try:
         print(table(*records))
     except (KeyError, TypeError) as exc:
