@@ -25,11 +25,12 @@ from taskology.bench.label_weights import relative_gain
 
 def load_runs(folder: Path, fraction: float, arm: str) -> dict[int, dict]:
     """seed -> metrics.json record of the runs of ``fraction`` and ``arm`` in ``folder``."""
+    prefix = run_name(fraction, arm, 0)[:-1]                      # "<fraction>-<arm>-"
     runs = {}
-    for seed in range(100):
-        path = folder / run_name(fraction, arm, seed) / "metrics.json"
-        if path.is_file():
-            runs[seed] = json.loads(path.read_text())
+    for path in folder.glob(f"{prefix}*/metrics.json"):
+        seed = path.parent.name[len(prefix):]
+        if seed.isdigit():
+            runs[int(seed)] = json.loads(path.read_text())
     return runs
 
 
