@@ -11,7 +11,9 @@ on the frames of ``--split`` (default ``val``; never use it on test to make choi
   normal's vertical component (what the vertical term asks for);
 - the evidence ``segmentation_ground`` gives segmentation (level surface at ground height, from the depth
   and normals networks): its share of pixels, its precision against the labels (which classes the false
-  evidence falls on), and how often the segmentation network already calls those pixels ground;
+  evidence falls on), and how often the segmentation network already calls those pixels ground; and the
+  evidence pixels it calls vegetation (never level ground, by the class definitions): what they are by the
+  labels, and how much of the terrain (lawns) the evidence covers;
 - on the facade pixels (building, wall, fence; by the labels), which way the normals face: the error of the
   normals network and of the depth network's normals, how far the network's normals are from the nearer of
   the vehicle's two camera-facing horizontal axes (what ``manhattan_weight`` pulls towards), the error
@@ -37,7 +39,8 @@ from pathlib import Path
 import torch
 
 from taskology.bench.consistency import _config, ensure_data
-from taskology.data.schema import FACADE_CLASS_IDS, GROUND_CLASS_IDS, SEMANTIC_CLASSES, VERTICAL_CLASS_IDS
+from taskology.data.schema import (FACADE_CLASS_IDS, GROUND_CLASS_IDS, SEMANTIC_CLASSES, TERRAIN_CLASS_ID,
+                                   VEGETATION_CLASS_ID, VERTICAL_CLASS_IDS)
 from taskology.engine.batches import collate
 from taskology.engine.collective import checkpoint_path, checkpoint_steps
 from taskology.engine.runner import load_checkpoint, task_kwargs
@@ -210,6 +213,24 @@ def report_ground_evidence(batch, depth: torch.Tensor, normals: torch.Tensor, lo
         for class_id, n_wrong in sorted(by_class.items(), key=lambda kv: -kv[1])[:5]:
             print(f"  false evidence on {SEMANTIC_CLASSES.get(class_id, class_id):>14}: {n_wrong / count:.3f} "
                   f"of the evidence, {n_wrong / max(int((semantic == class_id).sum()), 1):.3f} of that class")
+        report_vegetation_on_evidence(mask, semantic, logits, seg)
+
+
+def report_vegetation_on_evidence(mask: torch.Tensor, semantic: torch.Tensor, logits: torch.Tensor, seg) -> None:
+    """Evidence pixels segmentation calls vegetation (trees, hedges: vertical by the Cityscapes definition, so
+    never a level surface at ground height), what they are by the labels, and how much of the terrain (lawns)
+    the evidence covers."""
+    (vegetation,) = seg.class_index([VEGETATION_CLASS_ID]) or (None,)
+    if vegetation is None:
+        return
+    called = mask & (logits.argmax(1, keepdim=True) == vegetation)
+    count = int(called.sum())
+    terrain = semantic == TERRAIN_CLASS_ID
+    shares = ", ".join(f"{SEMANTIC_CLASSES.get(c, c)} {int((called & (semantic == c)).sum()) / max(count, 1):.3f}"
+                       for c in torch.unique(semantic[called]).tolist())
+    print(f"  evidence called vegetation: {count / max(int(mask.sum()), 1):.4f} of the evidence ({shares or 'none'}); "
+          f"evidence covers {float((mask & terrain).sum() / terrain.sum().clamp_min(1)):.3f} of the terrain pixels, "
+          f"{float((called & terrain).sum() / terrain.sum().clamp_min(1)):.3f} of them called vegetation")
 
 
 if __name__ == "__main__":

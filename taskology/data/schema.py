@@ -144,3 +144,7 @@ VERTICAL_CLASS_IDS: frozenset[int] = frozenset({3, 4, 5, 6})
 #: planar vertical structures (building, wall, fence): on a street grid they face along or across the street.
 FACADE_CLASS_IDS: frozenset[int] = frozenset({3, 4, 5})
 SKY_CLASS_ID = 11
+#: vegetation is *vertical* vegetation (trees, hedges; Cityscapes and CARLA), terrain the horizontal kind
+#: (grass, soil): a level surface at ground height is never vegetation.
+VEGETATION_CLASS_ID = 9
+TERRAIN_CLASS_ID = 10

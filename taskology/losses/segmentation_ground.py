@@ -44,13 +44,12 @@ from typing import Any, Mapping
 
 import torch
 
-from taskology.data.schema import GROUND_CLASS_IDS
+from taskology.data.schema import GROUND_CLASS_IDS, TERRAIN_CLASS_ID
 from taskology.geometry.camera import points_from_depth_torch
 from taskology.losses.depth_normals import far_mask
 from taskology.losses.segmentation_geometry import up_in_camera
 from taskology.tasks.base import Task
 
-TERRAIN_CLASS_ID = 10
 #: classes a level surface at ground height may belong to: the ground classes plus terrain (lawns).
 LEVEL_GROUND_CLASS_IDS: frozenset[int] = GROUND_CLASS_IDS | {TERRAIN_CLASS_ID}
 
