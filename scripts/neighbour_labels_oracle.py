@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.preset.is_file():
         print(f"neighbour_labels_oracle: no such preset {args.preset}", file=sys.stderr)
         return 2
+    if not 0.0 < args.fraction <= 1.0:
+        print(f"neighbour_labels_oracle: --fraction must be in (0, 1], found {args.fraction}", file=sys.stderr)
+        return 2
     if min(args.k) < 0:
         print(f"neighbour_labels_oracle: --k must be >= 0, found {min(args.k)}", file=sys.stderr)
         return 2

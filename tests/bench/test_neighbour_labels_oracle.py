@@ -61,3 +61,15 @@ def test_jobs_run_one_after_another_in_one_process_each_widen_the_unpatched_mani
     counts = [oracle._run("p", "r", 0.02, 0, k, "d", "val")["labelled_frames"] for k in (1, 2, 0)]
     assert counts == [7, 10, 3]
     assert seen[2] == {"a": (2, 8), "b": (0,)}
+
+
+def test_bad_arguments_get_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    preset = Path(__file__).parents[2] / "configs" / "consistency-cpu.yaml"
+    assert oracle.main([str(tmp_path / "nope.yaml"), str(tmp_path / "out")]) == 2
+    assert oracle.main([str(preset), str(tmp_path / "out"), "--fraction", "2"]) == 2
+    assert oracle.main([str(preset), str(tmp_path / "out"), "--k", "-1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"neighbour_labels_oracle: no such preset {tmp_path / 'nope.yaml'}",
+                     "neighbour_labels_oracle: --fraction must be in (0, 1], found 2.0",
+                     "neighbour_labels_oracle: --k must be >= 0, found -1"]
+    assert not (tmp_path / "out").exists()
