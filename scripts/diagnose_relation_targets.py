@@ -229,8 +229,8 @@ def report_vegetation_on_evidence(mask: torch.Tensor, semantic: torch.Tensor, lo
     shares = ", ".join(f"{SEMANTIC_CLASSES.get(c, c)} {int((called & (semantic == c)).sum()) / max(count, 1):.3f}"
                        for c in torch.unique(semantic[called]).tolist())
     print(f"  evidence called vegetation: {count / max(int(mask.sum()), 1):.4f} of the evidence ({shares or 'none'}); "
-          f"evidence covers {float((mask & terrain).sum() / terrain.sum().clamp_min(1)):.3f} of the terrain pixels, "
-          f"{float((called & terrain).sum() / terrain.sum().clamp_min(1)):.3f} of them called vegetation")
+          f"evidence covers {float((mask & terrain).sum() / terrain.sum().clamp_min(1)):.3f} of the terrain pixels; "
+          f"covered and called vegetation: {float((called & terrain).sum() / terrain.sum().clamp_min(1)):.3f} of them")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_vegetation_on_the_evidence_is_broken_down_by_label_and_terrain_coverage
     assert "evidence called vegetation: 0.6667 of the evidence" in line
     assert "road 0.250" in line and "terrain 0.500" in line and "car 0.250" in line and "vegetation 0." not in line
     # terrain: 4 pixels, 3 under the evidence, 2 of those called vegetation
-    assert "covers 0.750 of the terrain pixels, 0.500 of them called vegetation" in line
+    assert "covers 0.750 of the terrain pixels; covered and called vegetation: 0.500 of them" in line
 
 
 def test_a_segmentation_without_vegetation_prints_nothing(capsys) -> None:
