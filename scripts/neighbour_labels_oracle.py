@@ -46,12 +46,11 @@ def with_neighbour_labels(manifest: Any, task: str, k: int) -> Any:
 
 def _run(preset: str, root: str, fraction: float, seed: int, k: int, run_dir: str, split: str) -> dict[str, Any]:
     import taskology.engine.store_data as store_data
-    from taskology.bench.consistency import _one_run
+    from taskology.bench.consistency import _arm_config, _one_run
 
     # a pool process runs several jobs: widen the unpatched manifest, never the previous job's widened one
     plain = _PLAIN.setdefault("manifest_for", store_data.manifest_for)
     store_data.manifest_for = lambda data_root, config: with_neighbour_labels(plain(data_root, config), TASK, k)
-    from taskology.bench.consistency import _arm_config
     config = _arm_config(list(OTHERS_OFF), False, Path(root), fraction, "alone", Path(preset))   # what _one_run trains
     labelled = sum(len(f) for f in store_data.manifest_for(Path(root), config).labels[TASK].values())
     tasks, seconds = _one_run(preset, False, root, fraction, "alone", seed, run_dir, 1, OTHERS_OFF, split)
