@@ -193,9 +193,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--carla-host", default="127.0.0.1:2000", show_default=True, help="CARLA server HOST:PORT.")
 @click.option("--ego-speed", "ego_speed", type=(click.FloatRange(0, 40, min_open=True), click.FloatRange(0, 40)),
               default=(5.0, 9.0), show_default=True, help="MIN MAX cruising speed of the ego vehicle, m/s.")
-@click.option("--ego-speed-change", "ego_speed_change_s", type=click.FloatRange(0, 3600), default=0.0,
-              show_default=True, help="Mean seconds between new ego cruising speeds within a sequence "
-                                      "(0: one speed per sequence).")
 @click.option("--preview", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a PNG of one frame (rgb, depth, normals, semantic, LiDAR BEV) instead of shards.")
 def sim(**kwargs: Any) -> None:
@@ -206,7 +203,7 @@ def sim(**kwargs: Any) -> None:
     \b
     Examples:
       taskology sim --out data/sim --sequences 8 --frames 40 --camera 64x208
-      taskology sim --out data/varied --ego-speed 2 12 --ego-speed-change 1.5   # speed varies within a sequence
+      taskology sim --out data/slow --ego-speed 2 5      # a slower ego vehicle
       taskology sim --preview frame.png
     """
     _target("taskology.sim.command", "sim_command", 4)(**kwargs)
@@ -298,38 +295,29 @@ def demo(**kwargs: Any) -> None:
 @click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Preset for benchmarks that train (consistency): results go to OUT/<preset name>.*")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a preset value (repeatable; with --config): results go to OUT/<preset name>-<overrides>.*")
-@click.option("--factor", "factors", multiple=True, metavar="NAME",
-              help="Vary only this factor of a factorial benchmark (receivers; staleness: only this mitigation; "
-                   "repeatable; default all).")
+              help="Override a preset value (repeatable): results go to OUT/<name>-<overrides>.*")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
               help="Training steps per task for a benchmark with fixed sizes (staleness: a longer run, the same arms).")
 @click.option("--seeds", type=click.IntRange(min=2), default=None, metavar="N",
               help="Seeds 0..N-1 instead of a benchmark's own seed list (staleness: 4).")
-@click.option("--labels", "labels", type=click.FloatRange(min=0.0, max=1.0, min_open=True), multiple=True,
-              metavar="FRACTION", help="Only this label fraction (label-weights, receivers: choose at one fraction; repeatable; "
-                                       "default all).")
 @click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Keep each run's folder in DIR and reuse runs already finished there (consistency: go on "
                    "after a stop).")
 @click.option("--rerun", multiple=True, metavar="FRACTION/ARM",
               help="With --runs-dir: train these runs again even if finished, e.g. 0.02/collective (repeatable).")
 def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...],
-          factors: tuple[str, ...], steps: int | None, seeds: int | None, labels: tuple[float, ...],
-          runs_dir: Path | None, rerun: tuple[str, ...]) -> None:
+          steps: int | None, seeds: int | None, runs_dir: Path | None, rerun: tuple[str, ...]) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
 
     \b
     Examples:
       taskology bench                 # list the benchmarks
       taskology bench geometry --quick
-      taskology bench consistency --config configs/consistency-cpu.yaml
-      taskology bench label-weights --config configs/consistency-cpu.yaml --set 'train.seeds=[1]'
-      taskology bench label-weights --config configs/consistency-cpu.yaml --labels 0.1
-      taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'
+      taskology bench consistency
+      taskology bench consistency --set 'train.seeds=[5]'
       taskology bench staleness --steps 1600
-      taskology bench staleness --factor staggered --seeds 12
-      taskology bench consistency --config configs/consistency-cpu.yaml --runs-dir runs/b --rerun 0.02/collective
+      taskology bench staleness --seeds 12
+      taskology bench consistency --runs-dir runs/b --rerun 0.02/collective
     """
     from taskology.bench import BENCHMARKS, run_benchmark
 
@@ -337,8 +325,8 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
         for bench_name in sorted(BENCHMARKS):
             click.echo(bench_name)
         return
-    run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides, factors=factors, steps=steps,
-                  runs_dir=runs_dir, rerun=rerun, labels=labels, seeds=seeds)
+    run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides, steps=steps,
+                  runs_dir=runs_dir, rerun=rerun, seeds=seeds)
 
 
 @cli.command()

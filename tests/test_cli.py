@@ -154,11 +154,10 @@ def test_train_checks_the_config_before_calling_the_engine(fake_target, tmp_path
     ("sim", ["--out", "d", "--sequences", "2", "--frames", "3", "--seed", "4", "--camera", "32x96",
              "--lidar-beams", "0", "--backend", "carla", "--carla-host", "h:2000"],
      {"out": Path("d"), "sequences": 2, "frames": 3, "seed": 4, "camera": "32x96", "lidar_beams": 0,
-      "backend": "carla", "carla_host": "h:2000", "preview": None, "ego_speed": (5.0, 9.0), "ego_speed_change_s": 0.0}),
-    ("sim", ["--ego-speed", "2", "12", "--ego-speed-change", "1.5", "--preview", "p.png"],
+      "backend": "carla", "carla_host": "h:2000", "preview": None, "ego_speed": (5.0, 9.0)}),
+    ("sim", ["--ego-speed", "2", "12", "--preview", "p.png"],
      {"out": Path("data/sim"), "sequences": 4, "frames": 20, "seed": 0, "camera": "64x208", "lidar_beams": 32,
-      "backend": "embedded", "carla_host": "127.0.0.1:2000", "preview": Path("p.png"), "ego_speed": (2.0, 12.0),
-      "ego_speed_change_s": 1.5}),
+      "backend": "embedded", "carla_host": "127.0.0.1:2000", "preview": Path("p.png"), "ego_speed": (2.0, 12.0)}),
     ("train", ["configs/demo.yaml", "train.steps=3", "tasks.depth.lr=1e-3", "--cluster", "None", "--run-dir", "r"],
      {"config": Path("configs/demo.yaml"), "overrides": ("train.steps=3", "tasks.depth.lr=1e-3"),
       "cluster": "none", "run_dir": Path("r"), "resume": None}),
@@ -189,11 +188,10 @@ def test_sim_defaults_reach_the_target(fake_target) -> None:
     assert invoke("sim").exit_code == 0
     assert calls == [{"out": Path("data/sim"), "sequences": 4, "frames": 20, "seed": 0, "camera": "64x208",
                       "lidar_beams": 32, "backend": "embedded", "carla_host": "127.0.0.1:2000", "preview": None,
-                      "ego_speed": (5.0, 9.0), "ego_speed_change_s": 0.0}]
+                      "ego_speed": (5.0, 9.0)}]
     from taskology.sim.config import WorldConfig  # the CLI's defaults are the default world's
 
-    assert (calls[0]["ego_speed"], calls[0]["ego_speed_change_s"]) == (WorldConfig().ego_speed_mps,
-                                                                        WorldConfig().ego_speed_change_s)
+    assert calls[0]["ego_speed"] == WorldConfig().ego_speed_mps
 
 
 def test_bench_without_name_lists_the_benchmarks() -> None:

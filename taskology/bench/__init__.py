@@ -22,25 +22,22 @@ import platform
 import re
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from taskology.atomic import write_text_atomic
-from taskology.errors import ConfigError, NotYetAvailable
+from taskology.errors import ConfigError
 
-#: benchmark name -> (module, issue that brings it).
-BENCHMARKS: dict[str, tuple[str, int]] = {
-    "store": ("taskology.bench.store", 2),
-    "geometry": ("taskology.bench.geometry", 3),
-    "sim": ("taskology.bench.sim", 4),
-    "consistency": ("taskology.bench.consistency", 5),
-    "receivers": ("taskology.bench.receivers", 5),
-    "label-weights": ("taskology.bench.label_weights", 5),
-    "scaling": ("taskology.bench.scaling", 6),
-    "staleness": ("taskology.bench.staleness", 6),
-    "device": ("taskology.bench.device", 5),
+#: benchmark name -> module with ``run(quick, ...) -> BenchResult`` (a plain dict, read by static tools too).
+BENCHMARKS: dict[str, str] = {
+    "store": "taskology.bench.store",
+    "geometry": "taskology.bench.geometry",
+    "sim": "taskology.bench.sim",
+    "scaling": "taskology.bench.scaling",
+    "staleness": "taskology.bench.staleness",
+    "consistency": "taskology.bench.consistency",
+    "device": "taskology.bench.device",
 }
 
 
@@ -81,8 +78,8 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 
 def provenance(name: str, quick: bool, config: Path | None = None, overrides: Sequence[str] = (),
-               factors: Sequence[str] = (), steps: int | None = None, runs_dir: Path | None = None,
-               rerun: Sequence[str] = (), labels: Sequence[float] = (), seeds: int | None = None) -> dict[str, Any]:
+               steps: int | None = None, runs_dir: Path | None = None, rerun: Sequence[str] = (),
+               seeds: int | None = None) -> dict[str, Any]:
     """Command, date, cores, commit and library versions of this run."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -101,10 +98,8 @@ def provenance(name: str, quick: bool, config: Path | None = None, overrides: Se
         "command": f"taskology bench {name}" + (" --quick" if quick else "")
         + (f" --config {config}" if config is not None else "")
         + "".join(f" --set {shlex.quote(o)}" for o in overrides)
-        + "".join(f" --factor {shlex.quote(f)}" for f in factors)
         + (f" --steps {steps}" if steps is not None else "")
         + (f" --seeds {seeds}" if seeds is not None else "")
-        + "".join(f" --labels {fraction:g}" for fraction in labels)
         + (f" --runs-dir {shlex.quote(str(runs_dir))}" if runs_dir is not None else "")
         + "".join(f" --rerun {shlex.quote(r)}" for r in rerun),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -140,114 +135,76 @@ def sim_world(root: Path, hw: tuple[int, int], sequences: int, frames: int, proc
 
 
 def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence[str] = (),
-                factors: Sequence[str] = (), steps: int | None = None, labels: Sequence[float] = (),
-                seeds: int | None = None) -> str:
+                steps: int | None = None, seeds: int | None = None) -> str:
     """File stem of a result: the benchmark, the preset it ran when not the default, its overrides,
-    ``--factor``, ``--steps``, ``--seeds`` and ``--labels`` choices (so such a run never replaces the default result),
-    ``-quick``.
+    ``--steps`` and ``--seeds`` choices (so such a run never replaces the default result), ``-quick``.
 
     Example:
-        >>> result_stem("consistency", False, Path("configs/consistency-cpu.yaml"))
-        'consistency-cpu'
+        >>> result_stem("consistency", False, Path("configs/consistency.yaml"))
+        'consistency'
         >>> result_stem("consistency", True, Path("my.yaml"))
         'consistency-my-quick'
-        >>> result_stem("label-weights", False, Path("configs/consistency-cpu.yaml"), ["train.seeds=[1]"])
-        'label-weights-consistency-cpu-train-seeds-1'
-        >>> result_stem("receivers", False, Path("configs/consistency-cpu.yaml"), (), ["segmentation <- logic"])
-        'receivers-consistency-cpu-factor-segmentation-logic'
+        >>> result_stem("consistency", False, Path("configs/consistency-gpu.yaml"), ["train.seeds=[1]"])
+        'consistency-gpu-train-seeds-1'
         >>> result_stem("staleness", False, None, steps=1600)
         'staleness-steps-1600'
-        >>> result_stem("staleness", False, None, (), ["staggered"], seeds=12)
-        'staleness-factor-staggered-seeds-12'
-        >>> result_stem("label-weights", False, Path("configs/consistency-cpu.yaml"), labels=[0.1])
-        'label-weights-consistency-cpu-labels-10pct'
+        >>> result_stem("staleness", False, None, seeds=12)
+        'staleness-seeds-12'
     """
     stem = name
     if config is not None:
         stem = config.stem if config.stem.startswith(name) else f"{name}-{config.stem}"
     for override in overrides:
         stem += "-" + "-".join(re.findall(r"[A-Za-z0-9_]+", override))
-    for factor in factors:
-        stem += "-factor-" + "-".join(re.findall(r"[A-Za-z0-9_]+", factor))
     if steps is not None:
         stem += f"-steps-{steps}"
     if seeds is not None:
         stem += f"-seeds-{seeds}"
-    for fraction in labels:
-        stem += f"-labels-{fraction * 100:g}pct"
     return stem + ("-quick" if quick else "")
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmarks/results"),
-                  config: Path | None = None, overrides: Sequence[str] = (),
-                  factors: Sequence[str] = (), steps: int | None = None, runs_dir: Path | None = None,
-                  rerun: Sequence[str] = (), labels: Sequence[float] = (), seeds: int | None = None) -> dict[str, Any]:
+                  config: Path | None = None, overrides: Sequence[str] = (), steps: int | None = None,
+                  runs_dir: Path | None = None, rerun: Sequence[str] = (), seeds: int | None = None) -> dict[str, Any]:
     """Run benchmark ``name`` and write ``out_dir/<stem>.json`` and ``.md`` (see :func:`result_stem`);
     return the JSON. ``config``: a preset for benchmarks that train from one (others refuse it);
-    ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs); ``factors``:
-    the factors a factorial benchmark varies (``receivers``; default all, checked before anything runs);
-    ``steps``: training steps per task for benchmarks with fixed sizes that take it (``staleness``);
-    ``runs_dir``/``rerun``: keep runs and reuse finished ones (``consistency``; checked before anything runs);
-    ``labels``: only these label fractions of a benchmark that trains at several (``label-weights``,
-    ``receivers``); ``seeds``: how many seeds a benchmark with its own seed list runs (``staleness``)."""
+    ``overrides``: ``KEY=VALUE`` changes to that preset (checked before anything runs); ``steps``: training
+    steps per task for benchmarks with fixed sizes that take it (``staleness``); ``runs_dir``/``rerun``: keep
+    runs and reuse finished ones (``consistency``; checked before anything runs); ``seeds``: how many seeds
+    a benchmark with its own seed list runs (``staleness``)."""
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}")
-    module_name, issue = BENCHMARKS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise NotYetAvailable(f"benchmark {name!r} is not implemented yet (it lands with issue #{issue})") from exc
-        raise
+    module = importlib.import_module(BENCHMARKS[name])
+    takes = inspect.signature(module.run).parameters
     if config is not None:
-        if "config" not in inspect.signature(module.run).parameters:
+        if "config" not in takes:
             raise ConfigError(f"benchmark {name!r} takes no --config (it has fixed sizes)")
         if not Path(config).is_file():
             raise ConfigError(f"--config: no such file {config}")
     if overrides:
-        if config is None:
-            raise ConfigError("--set needs --config: it overrides values of that preset")
-        if "overrides" not in inspect.signature(module.run).parameters:
+        if "overrides" not in takes:
             raise ConfigError(f"benchmark {name!r} takes no --set")
         from taskology.config import load_config
 
-        load_config(config, list(overrides))  # a bad key or value fails here, before hours of training
-    if factors:
-        if "factors" not in inspect.signature(module.run).parameters:
-            raise ConfigError(f"benchmark {name!r} takes no --factor")
-        known = tuple(getattr(module, "FACTORS", ()))
-        for factor in factors:
-            if factor not in known:
-                raise ConfigError(f"--factor {factor!r}: not a factor of {name!r}; "
-                                  f"available: {', '.join(map(repr, known))}")
-    if steps is not None and "steps" not in inspect.signature(module.run).parameters:
-        raise ConfigError(f"benchmark {name!r} takes no --steps")
-    if seeds is not None and "seeds" not in inspect.signature(module.run).parameters:
-        raise ConfigError(f"benchmark {name!r} takes no --seeds")
-    if (runs_dir is not None or rerun) and "runs_dir" not in inspect.signature(module.run).parameters:
+        # a bad key or value fails here, before hours of training
+        load_config(config if config is not None else module.PRESET, list(overrides))
+    for option, value, parameter in (("--steps", steps, "steps"), ("--seeds", seeds, "seeds")):
+        if value is not None and parameter not in takes:
+            raise ConfigError(f"benchmark {name!r} takes no {option}")
+    if (runs_dir is not None or rerun) and "runs_dir" not in takes:
         raise ConfigError(f"benchmark {name!r} takes no --runs-dir or --rerun")
     if rerun and runs_dir is None:
         raise ConfigError("--rerun needs --runs-dir: it names runs to train again among those kept there")
     if rerun:
         module.parse_rerun(rerun)  # a bad FRACTION/ARM fails here, before hours of training
-    if labels:
-        if "labels" not in inspect.signature(module.run).parameters:
-            raise ConfigError(f"benchmark {name!r} takes no --labels")
-        known = tuple(float(f) for f in getattr(module, "FRACTIONS", ()))
-        for fraction in labels:
-            if float(fraction) not in known:
-                raise ConfigError(f"--labels {fraction:g}: not a label fraction of {name!r}; "
-                                  f"available: {', '.join(f'{f:g}' for f in known)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     # before the run: the commit whose code runs, not the one after it
-    prov = provenance(name, quick, config, overrides, factors, steps, runs_dir, rerun, labels, seeds)
+    prov = provenance(name, quick, config, overrides, steps, runs_dir, rerun, seeds)
     kwargs: dict[str, Any] = {"quick": quick}
     if config is not None:
         kwargs["config"] = Path(config)
     if overrides:
         kwargs["overrides"] = tuple(overrides)
-    if factors:
-        kwargs["factors"] = tuple(factors)
     if steps is not None:
         kwargs["steps"] = int(steps)
     if seeds is not None:
@@ -256,14 +213,12 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
         kwargs["runs_dir"] = Path(runs_dir)
     if rerun:
         kwargs["rerun"] = tuple(rerun)
-    if labels:
-        kwargs["labels"] = tuple(float(f) for f in labels)
-    if "out_dir" in inspect.signature(module.run).parameters:  # benchmarks that also write pictures
+    if "out_dir" in takes:  # benchmarks that also write pictures
         kwargs["out_dir"] = out_dir
     result: BenchResult = module.run(**kwargs)
     record = {"name": name, **prov, "quick": quick, "figures": result.figures, "targets": result.targets,
               "notes": result.notes}
-    stem = result_stem(name, quick, config, overrides, factors, steps, labels, seeds)
+    stem = result_stem(name, quick, config, overrides, steps, seeds)
     write_text_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2, default=float) + "\n")
     lines = [f"# Benchmark `{name}`", "",
              f"- command: `{prov['command']}`", f"- date: {prov['date']}", f"- cores: {prov['cores']}",

@@ -102,8 +102,8 @@ def world_tag(changes: dict[str, Any]) -> str:
     """Folder-name suffix for world parameters away from the default (``""`` for the default world).
 
     Example:
-        >>> world_tag({"ego_speed_mps": (2.0, 12.0), "ego_speed_change_s": 1.5})
-        '-ego_speed_mps2-12-ego_speed_change_s1.5'
+        >>> world_tag({"ego_speed_mps": (2.0, 12.0)})
+        '-ego_speed_mps2-12'
     """
     return "".join(f"-{k}" + "-".join(f"{x:g}" for x in (v if isinstance(v, tuple) else (v,)))
                    for k, v in sorted(changes.items(), reverse=True))

@@ -147,8 +147,6 @@ class SimConfig(_Section):
     frame_rate: Annotated[Float, Field(gt=0, le=1000)] = 10.0
     ego_speed_mps: tuple[Float, Float] = Field(
         (5.0, 9.0), description="[min, max] cruising speed of the ego vehicle, m/s (embedded backend).")
-    ego_speed_change_s: Annotated[Float, Field(ge=0, le=3600)] = Field(
-        0.0, description="Mean seconds between new ego cruising speeds within a sequence; 0: one per sequence.")
 
     @property
     def camera_hw(self) -> tuple[int, int]:
@@ -176,7 +174,7 @@ class SimConfig(_Section):
         from taskology.sim.config import WorldConfig
 
         default = WorldConfig()
-        wanted = {"ego_speed_mps": tuple(self.ego_speed_mps), "ego_speed_change_s": float(self.ego_speed_change_s)}
+        wanted = {"ego_speed_mps": tuple(self.ego_speed_mps)}
         return {k: v for k, v in wanted.items() if v != getattr(default, k)}
 
 
@@ -223,8 +221,6 @@ class TaskConfig(_Section):
     batch_size: Annotated[Int, Field(ge=1)] = 8
     width: Annotated[Int, Field(ge=1, le=1024)] = Field(16, description="Base channel count of the network.")
     weight_decay: Annotated[Float, Field(ge=0)] = 0.0
-    augment: Bool = Field(False, description="Transform each labelled batch with the task's label-exact "
-                                             "augmentations (motion: mirrored and reversed pairs).")
     relation_weight_by_labels: LabelPoints | None = Field(
         None, description="This task's own [[label_fraction, factor], ...] (see train.relation_weight_by_labels), "
                           "in place of train's; unset: train's.")
@@ -278,11 +274,6 @@ class TrainConfig(_Section):
                                 "lr * lr_final_factor at train.steps.")
     lr_final_factor: Annotated[Float, Field(ge=0, le=1)] = Field(
         0.01, description="With lr_schedule cosine: the last step's learning rate as a share of tasks.<t>.lr.")
-    teacher_decay: Annotated[Float, Field(ge=0, lt=1)] = Field(
-        0.0, description="What a task shows its peers (and its own frame-t+1 targets) comes from a mean teacher: "
-                         "an exponential moving average of its weights with this decay per step, warmed up as "
-                         "min(decay, 1 - 1/step). 0: the current weights. Training and evaluation "
-                         "always use the current weights.")
     relation_weight_by_labels: LabelPoints = Field(
         default_factory=list,
         description="[[label_fraction, factor], ...]: factor on every relation a task receives, by that "
@@ -374,23 +365,6 @@ class ExchangeConfig(_Section):
                                                            "fetches of its peers' publications (0: as often as possible).")
     max_staleness_steps: Annotated[Int, Field(ge=0)] = Field(2000, description="Older predictions are not used.")
     max_staleness_s: Annotated[Float, Field(gt=0)] = Field(1200.0, description="Older predictions are not used.")
-    staleness_halflife_steps: Annotated[Float, Field(ge=0)] = Field(
-        0.0, description="A relation term's weight halves for every this many publisher steps of age of the peer "
-                         "predictions it uses (mean over their rows); 0: full weight whatever the age.")
-    average_publications: Annotated[Int, Field(ge=1)] = Field(
-        1, description="A consumer ties its relations to the mean of a peer's newest this many publications of "
-                       "each sample (those from train.consistency_start_step on); 1: the newest only. 2 damps "
-                       "the oscillation rarely refreshed peers fall into (docs/cluster.md, What stale "
-                       "predictions cost).")
-    anchor_weight: Annotated[Float, Field(ge=0)] = Field(
-        0.0, description="Weight of a term that pulls a task's mediator outputs toward those of its own model as "
-                         "of its last publication (what its peers hold of it), scaled like the relations; damps "
-                         "the swap rarely refreshed peers fall into. 0: off.")
-    staggered_publication: Bool = Field(
-        True, description="Task i of the n enabled tasks publishes i * publish_every_steps / n steps out of "
-                           "phase, so that peers' publications alternate instead of landing together (each consumer "
-                           "fits a peer that has already answered the other's last publication; docs/cluster.md, Publications in "
-                           "turn). false: together, as before 2026-11-28.")
     payload_dtype: Literal["float16", "float32"] = "float16"
     predict_batch_size: Annotated[Int, Field(ge=1)] = Field(16, description="Mediator samples per forward pass "
                                                             "when publishing (inference only: larger is cheaper per sample).")
@@ -480,10 +454,6 @@ class ExperimentConfig(_Section):
         for name in tasks:
             if name not in names:
                 raise _fail(f"unknown task; available: {', '.join(names)}", name)
-        for name, task in tasks.items():
-            task_class = _registered_task(name)
-            if task.augment and task_class is not None and not task_class.augmentations:
-                raise _fail(f"task {name!r} has no augmentations; set it to false", f"{name}.augment")
         return tasks
 
     @field_validator("relations")

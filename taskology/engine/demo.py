@@ -76,8 +76,7 @@ def ensure_sim_data(config: Any, cache_root: Path, console: Any) -> Any:
     folder = (Path(cache_root) / "sim" / sim_cache_key(sim)).resolve()
     lidar_beams = int(sim.lidar_beams)
     hw, world = checked_request(sequences=int(sim.sequences), frames=int(sim.frames), seed=int(sim.seed),
-                                camera=str(sim.camera), lidar_beams=lidar_beams, ego_speed=tuple(sim.ego_speed_mps),
-                                ego_speed_change_s=float(sim.ego_speed_change_s))
+                                camera=str(sim.camera), lidar_beams=lidar_beams, ego_speed=tuple(sim.ego_speed_mps))
     console.print(f"[bold]data[/bold]: {int(sim.sequences)} sequences x {int(sim.frames)} frames at {sim.camera} "
                   f"in {folder}")
     return simulate_world(folder, sequences=int(sim.sequences), frames=int(sim.frames), seed=int(sim.seed),

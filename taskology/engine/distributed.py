@@ -400,16 +400,14 @@ def advance_pool(current: list[str], offered: list[str]) -> list[str]:
 
 def exchange_policy_from_config(exchange: Any, task: str | None = None, tasks: Sequence[str] = ()) -> ExchangePolicy:
     """:class:`ExchangePolicy` from the ``exchange`` section of an experiment config; for ``task`` of the
-    enabled ``tasks``, its publication phase when ``exchange.staggered_publication`` is on."""
+    enabled ``tasks``, its publication phase (:func:`~taskology.engine.exchange.publication_phase`)."""
     every = int(exchange.publish_every_steps)
-    phase = (publication_phase(task, tasks, every)
-             if task is not None and getattr(exchange, "staggered_publication", False) else 0)
+    phase = publication_phase(task, tasks, every) if task is not None else 0
     return ExchangePolicy(publish_every_steps=every, publish_phase_steps=phase,
                           refresh_every_s=float(exchange.refresh_every_s),
                           max_staleness_steps=exchange.max_staleness_steps,
                           max_staleness_s=exchange.max_staleness_s, payload_dtype=str(exchange.payload_dtype),
-                          lockstep_lag_steps=getattr(exchange, "lockstep_lag_steps", None),
-                          keep_versions=int(getattr(exchange, "average_publications", 1)))
+                          lockstep_lag_steps=exchange.lockstep_lag_steps)
 
 
 def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_sim: bool | None = None,

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from taskology.engine.protocol import PeerOutputs, PeerVersion, Predictions
+from taskology.engine.protocol import PeerOutputs, Predictions
 
 
 def publication_due(step: int, last: int | None, every: int, phase: int = 0) -> bool:
@@ -52,8 +52,9 @@ def publication_due(step: int, last: int | None, every: int, phase: int = 0) -> 
 
 
 def publication_phase(task: str, tasks: Sequence[str], every: int) -> int:
-    """``exchange.staggered_publication``: task ``i`` of ``n`` publishes ``i * every // n`` steps out of
-    phase, so that the tasks' publications alternate instead of landing together.
+    """Task ``i`` of ``n`` publishes ``i * every // n`` steps out of phase, so that the tasks' publications
+    alternate instead of landing together (each consumer then fits a peer that has already answered its own
+    last publication; experiments/staleness/README.md measures what that is worth).
 
     Example:
         >>> [publication_phase(t, ["depth", "normals"], 200) for t in ("depth", "normals")]
@@ -77,8 +78,7 @@ class ExchangePolicy:
             publishers also publish their initial model (step 0). ``0`` with ``publish_every_steps=1`` is
             the in-process reference's freshness up to one step (see :class:`DistributedPeerView`).
         lockstep_timeout_s: longest wait for one peer; then the step goes on with what the cache holds.
-        keep_versions: publications of each sample a consumer's cache keeps (newest plus ``keep_versions -
-            1`` older ones, served as :attr:`PeerOutputs.previous`); ``exchange.average_publications``.
+        publish_phase_steps: this publisher's phase (:func:`publication_phase`), in [0, publish_every_steps).
 
     Example:
         >>> p = ExchangePolicy(publish_every_steps=10, max_staleness_steps=100)
@@ -95,7 +95,6 @@ class ExchangePolicy:
     payload_dtype: str = "float16"
     lockstep_lag_steps: int | None = None
     lockstep_timeout_s: float = 60.0
-    keep_versions: int = 1
     publish_phase_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -103,7 +102,6 @@ class ExchangePolicy:
         assert self.lockstep_lag_steps is None or self.lockstep_lag_steps >= 0, "lockstep_lag_steps must be >= 0"
         assert self.refresh_every_s >= 0, "refresh_every_s must be >= 0"
         assert self.payload_dtype in ("float16", "float32"), self.payload_dtype
-        assert self.keep_versions >= 1, "keep_versions must be >= 1"
         assert 0 <= self.publish_phase_steps < self.publish_every_steps, "publish_phase_steps must be in [0, N)"
 
     def should_publish(self, step: int, last_published_step: int | None) -> bool:
@@ -185,8 +183,6 @@ class _Row:
     step: int
     wall_time: float
     values: dict[str, np.ndarray]
-    #: older publications of the same sample, newest first (at most ``policy.keep_versions - 1``)
-    older: list["_Row"] = field(default_factory=list)
 
 
 @dataclass
@@ -234,8 +230,7 @@ class StalenessLog:
 
 
 class PredictionCache:
-    """Latest row per (peer, sample) a consumer has received; merged across publications. With
-    ``policy.keep_versions`` > 1 a row also keeps that many minus one older publications of its sample.
+    """Latest row per (peer, sample) a consumer has received; merged across publications.
 
     ``max_rows_per_peer`` bounds memory (least recently updated rows are evicted first).
     ``clock`` is injectable for tests.
@@ -259,14 +254,8 @@ class PredictionCache:
                 old = rows.get(sid)
                 if old is not None and old.step > predictions.step:
                     continue
-                older: list[_Row] = []
-                if old is not None and self.policy.keep_versions > 1:
-                    # the same step again (a re-fetched publication) replaces, it does not push
-                    older = old.older if old.step == predictions.step else [_Row(old.step, old.wall_time, old.values),
-                                                                            *old.older]
                 rows[sid] = _Row(predictions.step, predictions.wall_time,
-                                 {k: v[i] for k, v in predictions.outputs.items()},
-                                 older[: self.policy.keep_versions - 1])
+                                 {k: v[i] for k, v in predictions.outputs.items()})
                 rows.move_to_end(sid)
             while len(rows) > self.max_rows_per_peer:
                 rows.popitem(last=False)
@@ -323,16 +312,7 @@ class PredictionCache:
             seconds = [max(now - r.wall_time, 0.0) for r in picked]
             self.log.record(task, steps, seconds)
             outputs = _stacked([r.values for r in picked], device)
-            previous: list[PeerVersion] = []
-            for j in range(self.policy.keep_versions - 1):  # a version counts only when every row has it
-                if not all(len(r.older) > j for r in picked):
-                    break
-                version = [r.older[j] for r in picked]
-                if not all(self.policy.is_usable(max(current - r.step, 0), max(now - r.wall_time, 0.0))
-                           for r in version):
-                    break
-                previous.append(PeerVersion(_stacked([r.values for r in version], device), [r.step for r in version]))
-        return PeerOutputs(outputs=outputs, staleness_steps=steps, staleness_s=seconds, previous=previous)
+        return PeerOutputs(outputs=outputs, staleness_steps=steps, staleness_s=seconds)
 
 
 def _stacked(rows: list[dict[str, np.ndarray]], device: str | torch.device) -> dict[str, torch.Tensor]:
@@ -358,16 +338,10 @@ class DistributedPeerView:
                  stop: threading.Event | None = None) -> None:
         self.cache = cache
         self.device = device
-        #: peers see this task's publications, one every this many of its steps
-        self.refresh_every_steps = int(cache.policy.publish_every_steps)
         self.consumer_step: int | None = None
         self.timeouts: dict[str, int] = {}
         self.wait_s = 0.0
         self._stop = stop
-
-    def refresh_phase_steps(self, task: str) -> int:
-        """The phase of the owner's publications (its policy's; a view answers for the task that owns it)."""
-        return int(self.cache.policy.publish_phase_steps)
 
     def _wait_for(self, task: str) -> None:
         lag = self.cache.policy.lockstep_lag_steps

@@ -35,18 +35,15 @@ class InProcessPeerView:
         peers: task name -> anything with ``predict(batch)`` (normally a TaskRunner).
     """
 
-    #: peers always see a task's current model
-    refresh_every_steps = 1
-
     def __init__(self, peers: Mapping[str, Predictor] | None = None) -> None:
         self.peers: dict[str, Predictor] = dict(peers or {})
         self._last: dict[str, tuple[tuple[Any, ...], dict[str, torch.Tensor]]] = {}
         self.forward_passes = 0
         self.cache_hits = 0
 
-    def refresh_phase_steps(self, task: str) -> int:
-        """No phase: peers see every step of every task."""
-        return 0
+    def usable_ids(self, task: str) -> set[str] | None:
+        """Every sample: peers' models answer any batch."""
+        return None
 
     def register(self, task: str, predictor: Predictor) -> None:
         self.peers[task] = predictor
@@ -62,8 +59,7 @@ class InProcessPeerView:
             outputs = dict(cached[1])
             self.cache_hits += 1
         else:
-            predict = getattr(predictor, "predict_for_peers", predictor.predict)  # a runner's mean teacher
-            outputs = {k: v.detach().float() for k, v in predict(batch).items()}
+            outputs = {k: v.detach().float() for k, v in predictor.predict(batch).items()}
             self.forward_passes += 1
             if key is not None:
                 self._last[task] = (key, dict(outputs))

@@ -55,44 +55,19 @@ class PeerOutputs:
         outputs: name -> (B, ...) float32 tensor on the consumer's device, no grad.
         staleness_steps: (B,) publisher steps elapsed since prediction (0 when fresh).
         staleness_s: (B,) seconds since prediction.
-        previous: older publications of the same rows (:class:`PeerVersion`), newest first; only from
-            views that keep them (``exchange.average_publications`` > 1), else empty.
     """
 
     outputs: dict[str, torch.Tensor]
     staleness_steps: list[int] = field(default_factory=list)
     staleness_s: list[float] = field(default_factory=list)
-    previous: list["PeerVersion"] = field(default_factory=list)
-
-
-@dataclass
-class PeerVersion:
-    """An older publication of a peer's outputs for the rows of a batch.
-
-    Attributes:
-        outputs: name -> (B, ...) float32 tensor, like :attr:`PeerOutputs.outputs`.
-        steps: (B,) the publisher's step each row was predicted at.
-    """
-
-    outputs: dict[str, torch.Tensor]
-    steps: list[int]
 
 
 class PeerView(Protocol):
-    """Where a runner gets its peers' predictions for a mediator batch.
+    """Where a runner gets its peers' predictions for a mediator batch."""
 
-    ``refresh_every_steps``: how many of a task's own steps pass between refreshes of what its peers hold
-    of it (1 in-process; the publication interval in a distributed run). ``refresh_phase_steps(task)``: the
-    phase of that schedule for ``task`` (``exchange.staggered_publication``; see
-    :func:`~taskology.engine.exchange.publication_due`). ``exchange.anchor_weight`` pulls a task toward its
-    own model as of that schedule; a view without the attribute stands for ``exchange.publish_every_steps``,
-    one without the method for phase 0.
-    """
-
-    refresh_every_steps: int
-
-    def refresh_phase_steps(self, task: str) -> int:
-        """Steps out of phase at which peers' copies of ``task`` are refreshed (0: unshifted)."""
+    def usable_ids(self, task: str) -> set[str] | None:
+        """Mediator sample ids for which peer ``task`` can answer now (a distributed cache: the samples it
+        published recently enough), or ``None`` when it can answer any sample (peers' models in-process)."""
         ...
 
     def peer_outputs(self, task: str, batch: Mapping[str, object]) -> PeerOutputs | None:

@@ -22,7 +22,6 @@ Example (see tests/engine/test_runner.py for a runnable one on tiny shards):
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
@@ -34,8 +33,7 @@ import numpy as np
 import torch
 
 from taskology.engine.batches import BatchStream, collate, to_device
-from taskology.engine.exchange import publication_due
-from taskology.engine.protocol import PeerOutputs, PeerView, Predictions, peers_needed
+from taskology.engine.protocol import PeerView, Predictions, peers_needed
 from taskology.engine.task_data import TaskData, open_task_data
 from taskology.errors import ConfigError
 from taskology.losses import RELATIONS
@@ -96,45 +94,6 @@ def lr_factor(step: int, steps: int, schedule: str, final: float) -> float:
         raise ValueError(f"unknown learning-rate schedule {schedule!r}")
     progress = min(1.0, step / max(steps - 1, 1))
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def staleness_weight(staleness_steps: Sequence[float], halflife_steps: float) -> float:
-    """Factor on a relation term whose peer predictions are ``staleness_steps`` old (one entry per row
-    used): ``0.5 ** (mean age / halflife_steps)``; 1 when ``halflife_steps`` is 0 or there are no rows.
-
-    Example:
-        >>> staleness_weight([0, 200], 100.0), staleness_weight([500], 0.0), staleness_weight([], 10.0)
-        (0.5, 1.0, 1.0)
-    """
-    if halflife_steps <= 0 or not len(staleness_steps):
-        return 1.0
-    return float(0.5 ** (float(np.mean(staleness_steps)) / halflife_steps))
-
-
-def averaged_peer_outputs(task: Task, peer: PeerOutputs, count: int, min_step: int) -> dict[str, torch.Tensor]:
-    """The peer outputs a relation uses: ``peer.outputs`` itself, or with ``count`` > 1 the task's average
-    (:meth:`~taskology.tasks.base.Task.average_outputs`) of it and up to ``count - 1`` older publications
-    of the same rows (``peer.previous``, newest first), taking older ones only while all their rows were
-    predicted at publisher step >= ``min_step`` (the relations' start: a publication of the supervised
-    warm-up, or of the random initialisation, is not what the relations are meant to be tied to).
-
-    Why: a consumer that fits a peer's stale snapshot while the peer fits the consumer's stale snapshot
-    swaps states at every refresh, a period-two oscillation (docs/cluster.md, "What stale predictions
-    cost"); the mean of the last two publications cancels the alternating part.
-
-    Example:
-        >>> from taskology.engine.protocol import PeerVersion
-        >>> from taskology.tasks.base import Task
-        >>> peer = PeerOutputs({"x": torch.tensor([4.0])}, previous=[PeerVersion({"x": torch.tensor([2.0])}, [300])])
-        >>> averaged_peer_outputs(Task(), peer, 2, 200), averaged_peer_outputs(Task(), peer, 2, 400)
-        ({'x': tensor([3.])}, {'x': tensor([4.])})
-    """
-    versions = [peer.outputs]
-    for older in peer.previous[:max(count - 1, 0)]:
-        if min(older.steps, default=-1) < min_step:
-            break
-        versions.append(older.outputs)
-    return dict(peer.outputs) if len(versions) == 1 else task.average_outputs(versions)
 
 
 def enabled_tasks(config: Any) -> list[str]:
@@ -211,12 +170,6 @@ class TaskRunner:
         #: the live pool left last, kept open while the current pool has no sample peers can answer yet
         #: (see :meth:`set_mediator_pool`); ``None`` when not needed
         self._previous_mediator: Any = None
-        #: this task's model as of its last publication and that step (``exchange.anchor_weight`` > 0)
-        self._anchor: tuple[torch.nn.Module, int] | None = None
-        #: the mean teacher peers read (``train.teacher_decay`` > 0 in a collective run), else None
-        self.teacher: torch.nn.Module | None = None
-        if self.collective and float(config.train.teacher_decay) > 0:
-            self.teacher = copy.deepcopy(self.model).requires_grad_(False).eval()
         if self.relations:
             self._open_mediator_stream(self.data.mediator)
 
@@ -265,13 +218,11 @@ class TaskRunner:
 
     def _answerable_ids(self) -> set[str] | None:
         """Sample ids every needed peer can answer now (``None``: any sample, the in-process view)."""
-        usable = getattr(self.peer_view, "usable_ids", None)
-        if usable is None:
-            return None
         answerable: set[str] | None = None
         for peer in self.peers_needed:
-            ids = set(usable(peer))
-            answerable = ids if answerable is None else answerable & ids
+            ids = self.peer_view.usable_ids(peer)
+            if ids is not None:
+                answerable = set(ids) if answerable is None else answerable & set(ids)
         return answerable
 
     def _mediator_batch(self) -> dict[str, Any]:
@@ -318,7 +269,7 @@ class TaskRunner:
             raise ConfigError(f"tasks.{self.task_name}: a relation it receives needs frame t+1 (rgb_next), "
                               f"which the mediator batch does not carry")
         with torch.no_grad():
-            following = self.task.forward(self.shown_model, {**mediator, "rgb": mediator["rgb_next"]})
+            following = self.task.forward(self.model, {**mediator, "rgb": mediator["rgb_next"]})
         return {**own, **{f"{key}_next": value for key, value in following.items()}}
 
     def train_step(self) -> dict[str, float]:
@@ -326,8 +277,6 @@ class TaskRunner:
         start = time.perf_counter()
         self.model.train()
         labelled = to_device(self.train_stream.next_batch(), self.device)
-        if self.task_config.augment:  # draws keyed on (seed, step): a resumed run repeats them exactly
-            labelled = self.task.augment(labelled, np.random.default_rng([self.seed + 1, self.step, 2]))
         supervised = self.task.supervised_loss(self._forward(labelled), labelled)
         total = sum(supervised.values(), torch.zeros((), device=self.device))
         scalars: dict[str, float] = {f"loss/{k}": float(v.detach()) for k, v in supervised.items()}
@@ -342,12 +291,8 @@ class TaskRunner:
             own_with_next = self._with_next_frame_targets(own, mediator)
             peer_cache: dict[str, Any] = {}
             used: dict[str, dict[str, torch.Tensor]] = {}  # the peer outputs the relations are tied to
-            halflife = float(self.config.exchange.staleness_halflife_steps)
-            average = int(self.config.exchange.average_publications)
-            first_step = int(self.config.train.consistency_start_step)
             for relation, weight in self.relations:
                 peers = {}
-                ages: list[float] = []
                 for peer in relation.tasks:
                     if peer == self.task_name:
                         continue
@@ -359,30 +304,17 @@ class TaskRunner:
                     if peer_cache[peer] is None:
                         break
                     if peer not in used:  # once per peer and step, however many relations it feeds
-                        averaged = averaged_peer_outputs(self.tasks[peer], peer_cache[peer], average, first_step)
-                        used[peer] = {k: v.to(self.device) for k, v in averaged.items()}
+                        used[peer] = {k: v.to(self.device) for k, v in peer_cache[peer].outputs.items()}
                     peers[peer] = used[peer]
-                    ages.extend(float(s) for s in peer_cache[peer].staleness_steps)
                 else:
                     value = evaluate_for_receiver(relation, self.task_name,
                                                   own_with_next if relation.next_frame_targets else own,
                                                   peers, mediator, self.tasks,
                                                   self.config.relations[relation.name].options)
-                    age_factor = staleness_weight(ages, halflife)
-                    total = total + scale * weight * age_factor * value
+                    total = total + scale * weight * value
                     scalars[f"consistency/{relation.name}"] = float(value.detach())
-                    if halflife > 0:
-                        scalars[f"staleness_weight/{relation.name}"] = age_factor
                     continue
                 scalars[f"skipped/{relation.name}"] = 1.0
-            anchor_weight = float(self.config.exchange.anchor_weight)
-            every = int(getattr(self.peer_view, "refresh_every_steps", self.config.exchange.publish_every_steps))
-            if anchor_weight > 0 and every > 1:  # every 1: peers hold the current model, the pull is inert
-                phase_of = getattr(self.peer_view, "refresh_phase_steps", None)
-                phase = int(phase_of(self.task_name)) % every if phase_of is not None else 0
-                distance = self.task.output_distance(own, self._anchor_outputs(mediator, every, phase))
-                total = total + scale * anchor_weight * distance
-                scalars["anchor/distance"] = float(distance.detach())
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         lr = float(self.task_config.lr) * lr_factor(self.step, int(self.config.train.steps),
@@ -392,7 +324,6 @@ class TaskRunner:
             group["lr"] = lr
         self.optimizer.step()
         self.step += 1
-        self._update_teacher()
         scalars["loss/total"] = float(total.detach())
         scalars["train/lr"] = lr
         if self.relations:
@@ -401,38 +332,6 @@ class TaskRunner:
         scalars["staleness/seconds_mean"] = float(np.mean(staleness_s)) if staleness_s else 0.0
         scalars["time/step_s"] = time.perf_counter() - start
         return scalars
-
-    @property
-    def shown_model(self) -> torch.nn.Module:
-        """The model whose outputs peers see: the mean teacher when there is one, else the model itself."""
-        return self.teacher if self.teacher is not None else self.model
-
-    @torch.no_grad()
-    def _update_teacher(self) -> None:
-        """One step of the mean teacher (Tarvainen & Valpola 2017): its weights move toward the model's by
-        ``1 - d`` with ``d = min(train.teacher_decay, 1 - 1 / step)`` (``step``: optimizer steps taken, this
-        one included), so until ``d`` reaches the decay it is the plain mean of the weights after each step.
-        Buffers are copied. Draws no random numbers."""
-        if self.teacher is None:
-            return
-        decay = min(float(self.config.train.teacher_decay), 1.0 - 1.0 / self.step)
-        for mean, value in zip(self.teacher.parameters(), self.model.parameters()):
-            mean.mul_(decay).add_(value.detach(), alpha=1.0 - decay)
-        for mean, value in zip(self.teacher.buffers(), self.model.buffers()):
-            mean.copy_(value)
-
-    @torch.no_grad()
-    def _anchor_outputs(self, mediator: Mapping[str, Any], every: int, phase: int = 0) -> dict[str, torch.Tensor]:
-        """Outputs on ``mediator`` of this task's model as of its last publication: a copy of the model retaken
-        every ``every`` steps ``phase`` steps out of phase (``peer_view.refresh_every_steps`` and
-        ``refresh_phase_steps``; distributed: the publication schedule, staggered or not), i.e. what peers
-        hold of this task, give or take their fetch delay."""
-        if self._anchor is None:
-            self._anchor = (copy.deepcopy(self.shown_model).requires_grad_(False), self.step)
-        elif publication_due(self.step, self._anchor[1], every, phase):
-            self._anchor[0].load_state_dict(self.shown_model.state_dict())  # same modules, new weights
-            self._anchor = (self._anchor[0], self.step)
-        return self.task.forward(self._anchor[0], mediator)
 
     # -- inference ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -444,14 +343,6 @@ class TaskRunner:
             return {k: v.detach() for k, v in self._forward(to_device(batch, self.device)).items()}
         finally:
             self.model.train(was_training)
-
-    @torch.no_grad()
-    def predict_for_peers(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """What peers see of this task on ``batch``: :meth:`predict`, or the mean teacher's outputs when
-        ``train.teacher_decay`` > 0 (it is always in eval mode)."""
-        if self.teacher is None:
-            return self.predict(batch)
-        return {k: v.detach() for k, v in self.task.forward(self.teacher, to_device(batch, self.device)).items()}
 
     def predict_mediator(self, sample_ids: Sequence[str] | None = None, batch_size: int | None = None) -> Predictions:
         """Outputs (float16 numpy) on mediator samples ``sample_ids`` (all of the pool when ``None``)."""
@@ -470,7 +361,7 @@ class TaskRunner:
         for lo in range(0, len(ids), size):
             batch = collate([pool[index[s]] for s in ids[lo:lo + size]])
             served.extend(batch["sample_id"])
-            for name, value in self.predict_for_peers(batch).items():
+            for name, value in self.predict(batch).items():
                 chunks.setdefault(name, []).append(value.float().cpu().numpy().astype(PUBLISH_DTYPE))
         outputs = {k: np.concatenate(v) for k, v in chunks.items()}
         return Predictions(task=self.task_name, step=step, wall_time=wall, sample_ids=served, outputs=outputs)
@@ -502,9 +393,6 @@ class TaskRunner:
             },
             "streams": {"train": self.train_stream.state_dict(),
                         "mediator": self.mediator_stream.state_dict() if self.mediator_stream else {}},
-            "teacher": {} if self.teacher is None else self.teacher.state_dict(),  # train.teacher_decay > 0
-            # the copy exchange.anchor_weight pulls toward: a resumed run keeps pulling toward the same one
-            "anchor": {} if self._anchor is None else {"model": self._anchor[0].state_dict(), "step": self._anchor[1]},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -523,14 +411,6 @@ class TaskRunner:
         self.train_stream.load_state_dict(state["streams"]["train"])
         if self.mediator_stream is not None and state["streams"]["mediator"]:
             self.mediator_stream.load_state_dict(state["streams"]["mediator"])
-        if self.teacher is not None:  # a checkpoint without one (teacher_decay 0 then): start it from the model
-            self.teacher.load_state_dict(state.get("teacher") or state["model"])
-        anchor = state.get("anchor") or {}  # absent in checkpoints from before exchange.anchor_weight
-        self._anchor = None
-        if anchor:
-            model = copy.deepcopy(self.model).requires_grad_(False)
-            model.load_state_dict(anchor["model"])
-            self._anchor = (model, int(anchor["step"]))
 
     def save_checkpoint(self, path: Path) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (:func:`taskology.atomic.atomic_path`)."""

@@ -35,7 +35,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "points_from_depth", "project_points", "normals_from_depth",

@@ -17,7 +17,6 @@ from taskology.losses.depth_normals import depth_normals_loss
 from taskology.losses.photometric import photometric_loss
 from taskology.losses.relation import Option, Relation, evaluate_for_receiver
 from taskology.losses.segmentation_geometry import segmentation_geometry_loss
-from taskology.losses.segmentation_ground import segmentation_ground_loss
 from taskology.losses.segmentation_motion import segmentation_motion_loss
 from taskology.losses.segmentation_temporal import segmentation_temporal_loss
 
@@ -30,12 +29,7 @@ RELATIONS: dict[str, Relation] = {
                                     options=(Option("segmentation_tolerance_m", 0.0, math.inf),)),
     "segmentation_geometry": Relation("segmentation_geometry", segmentation_geometry_loss,
                                       ("segmentation", "normals", "depth"),
-                                      options=(Option("segmentation_tolerance_deg", 0.0, 90.0),
-                                               Option("manhattan_weight", 0.0, math.inf))),
-    "segmentation_ground": Relation("segmentation_ground", segmentation_ground_loss,
-                                    ("segmentation", "depth", "normals"), receivers=("segmentation",),
-                                    options=(Option("height_tolerance_m", 0.0, math.inf),
-                                             Option("angle_tolerance_deg", 0.0, 90.0))),
+                                      options=(Option("segmentation_tolerance_deg", 0.0, 90.0),)),
     "segmentation_temporal": Relation("segmentation_temporal", segmentation_temporal_loss,
                                       ("segmentation", "depth", "motion"), needs_pair=True,
                                       receivers=("segmentation",), next_frame_targets=True,

@@ -62,7 +62,7 @@ class Relation:
             :class:`Option` with its valid range.
         receivers: the related tasks it teaches when not all of them (empty: all). A relation whose
             evidence for one task is a hard test on the others' outputs (no gradient could reach them)
-            names that task alone, e.g. ``segmentation_ground`` teaches only segmentation.
+            names that task alone, e.g. ``segmentation_temporal`` teaches only segmentation.
         next_frame_targets: the receiver's own outputs on frame t+1 (``rgb_next`` as its ``rgb``) are
             passed too, each as ``<output>_next`` (e.g. ``logits_next``), computed without gradient:
             they are targets, like a peer's. For a receiver that takes a single frame.

@@ -156,7 +156,7 @@ class SimActor:
         frames: frames per shard.
         camera_hw, lidar_beams, lidar_azimuth, frame_rate: passed to :func:`taskology.sim.generate.generate_shard`.
         world: world parameters away from the default (keyword arguments of
-            :class:`taskology.sim.config.WorldConfig`, e.g. ``{"ego_speed_change_s": 1.5}``); ``None`` or
+            :class:`taskology.sim.config.WorldConfig`, e.g. ``{"ego_speed_mps": [2.0, 12.0]}``); ``None`` or
             ``{}``: the default world.
         pool_size: list only the newest ``pool_size`` shards (``None``: keep and list all).
         retire_margin: shards kept on disk beyond ``pool_size`` before the oldest are unlinked

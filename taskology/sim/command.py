@@ -77,14 +77,13 @@ def _describe_difference(existing: Any, wanted: dict[str, Any]) -> str:
 
 
 def checked_request(*, sequences: int, frames: int, seed: int, camera: str, lidar_beams: int,
-                    ego_speed: tuple[float, float], ego_speed_change_s: float) -> tuple[tuple[int, int], WorldConfig]:
+                    ego_speed: tuple[float, float]) -> tuple[tuple[int, int], WorldConfig]:
     """The camera size and world of a simulation request; :class:`SimError` naming the first bad value."""
     camera_hw = parse_camera(camera)
     if not 0 < ego_speed[0] <= ego_speed[1] <= 40:
         raise SimError(f"--ego-speed: expected MIN MAX with 0 < MIN <= MAX <= 40 m/s, found {ego_speed[0]:g} "
                        f"{ego_speed[1]:g}")
-    world = WorldConfig(ego_speed_mps=(float(ego_speed[0]), float(ego_speed[1])),
-                        ego_speed_change_s=float(ego_speed_change_s))
+    world = WorldConfig(ego_speed_mps=(float(ego_speed[0]), float(ego_speed[1])))
     if sequences <= 0:
         raise SimError(f"--sequences must be > 0, found {sequences}")
     validate_parameters(seed=seed, index=0, frames=frames, camera_hw=camera_hw, lidar_beams=lidar_beams,
@@ -93,20 +92,19 @@ def checked_request(*, sequences: int, frames: int, seed: int, camera: str, lida
 
 
 def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, lidar_beams: int, backend: str,
-                carla_host: str, preview: Path | None, ego_speed: tuple[float, float] = (5.0, 9.0),
-                ego_speed_change_s: float = 0.0) -> CachedWorld | None:
+                carla_host: str, preview: Path | None, ego_speed: tuple[float, float] = (5.0, 9.0)
+                ) -> CachedWorld | None:
     """Entry point of ``taskology sim`` (arguments as parsed by :mod:`taskology.cli`). The embedded
     simulator's output folder carries a world record (:mod:`taskology.sim.cache`); its
     :class:`~taskology.sim.cache.CachedWorld` is returned (None for a preview or CARLA)."""
     camera_hw, world = checked_request(sequences=sequences, frames=frames, seed=seed, camera=camera,
-                                       lidar_beams=lidar_beams, ego_speed=ego_speed,
-                                       ego_speed_change_s=ego_speed_change_s)
+                                       lidar_beams=lidar_beams, ego_speed=ego_speed)
     if preview is not None:
         write_preview(Path(preview), seed=seed, camera_hw=camera_hw, lidar_beams=lidar_beams, world=world)
         return None
     out = Path(out)
     if backend == "carla" and world != WorldConfig():
-        raise SimError("--ego-speed / --ego-speed-change: options of the embedded simulator; CARLA drives its "
+        raise SimError("--ego-speed: an option of the embedded simulator; CARLA drives its "
                        "own traffic (nothing was written)")
     if backend == "carla":
         try:

@@ -16,11 +16,6 @@ from typing import Any
 
 from taskology.errors import SimError
 
-#: fields added after the first shards were written -> their default (left out of :meth:`WorldConfig.to_dict`
-#: at that default)
-_LATER_FIELDS: dict[str, Any] = {"ego_speed_change_s": 0.0}
-
-
 @dataclass(frozen=True)
 class WorldConfig:
     """Parameters of one generated world.
@@ -39,11 +34,6 @@ class WorldConfig:
         poles_per_100m: street poles per 100 m of sidewalk (approximate).
         car_speed_mps: (min, max) cruising speed of vehicles, metres / second.
         ego_speed_mps: (min, max) cruising speed of the ego vehicle.
-        ego_speed_change_s: mean seconds between changes of the ego's cruising speed (each a new draw
-            from ``ego_speed_mps``, at exponentially distributed times; the speed then follows within the
-            vehicles' acceleration limits); 0: one cruising speed per sequence (the default). With one
-            speed per sequence a motion network can tell a pair's motion from the look of its sequence
-            instead of from the pair (docs/consistency.md, "The motion network").
         pedestrian_speed_mps: (min, max) walking speed.
         shadows: cast a shadow ray per camera pixel towards the sun (off by default: it costs about a
             third of a frame at 128x416, over the speed budget; on, moving objects' shadows also move).
@@ -63,7 +53,6 @@ class WorldConfig:
     ego_speed_mps: tuple[float, float] = (5.0, 9.0)
     pedestrian_speed_mps: tuple[float, float] = (0.8, 1.6)
     shadows: bool = False
-    ego_speed_change_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.blocks < 1 or self.blocks > 16:
@@ -79,19 +68,12 @@ class WorldConfig:
             lo, hi = getattr(self, name)
             if not 0.0 < lo <= hi <= 40.0:
                 raise SimError(f"WorldConfig.{name}: expected 0 < min <= max <= 40 m/s, found {(lo, hi)}")
-        if not (0.0 <= self.ego_speed_change_s <= 3600.0):  # also refuses NaN
-            raise SimError(f"WorldConfig.ego_speed_change_s: expected 0 (off) .. 3600 seconds, "
-                           f"found {self.ego_speed_change_s}")
         if not 0.0 <= self.truck_fraction <= 1.0:
             raise SimError(f"WorldConfig.truck_fraction: expected 0..1, found {self.truck_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists) for the shard's ``generator`` attribute. Fields added
-        after shards were first written (:data:`_LATER_FIELDS`) appear only when not at their default, so
-        the description of a world made without them stays what it was (and a dataset made before can be
-        extended)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-                if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+        """Plain JSON-able dict (tuples become lists) for the shard's ``generator`` attribute."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> WorldConfig:

@@ -26,7 +26,6 @@ from taskology.errors import SimError
 from taskology.sim import hits, instances, sensors
 from taskology.sim import layers as layers_mod
 from taskology.sim.instances import DynamicInstances
-from taskology.sim.meshes import MeshAsset
 from taskology.sim.world import SceneState
 
 SKY = layers_mod.SKY  # semantic id of sky pixels

@@ -110,8 +110,6 @@ class World:
         self._xy: np.ndarray | None = None
         self._yaw = np.zeros(0)
         self._is_vehicle = np.zeros(0, bool)
-        #: draws the ego's new cruising speeds (``config.ego_speed_change_s``); its own seeded stream
-        self._ego_speed_rng = np.random.default_rng(0)
         #: (asset_index, box centres, box sizes) of the agents, read-only, shared by the states
         self._boxes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -120,9 +118,7 @@ class World:
         """Build the town, its vehicles, pedestrians and the ego from ``seed``."""
         config = config or WorldConfig()
         root = np.random.SeedSequence(int(seed))
-        # a fourth stream for the ego's speed changes: the first three are those of worlds made before
-        # it existed (SeedSequence children are numbered), so their shards stay bit-identical
-        town_seed, agent_seed, ego_seed, ego_speed_seed = root.spawn(4)
+        town_seed, agent_seed, ego_seed = root.spawn(3)
         town = Town.generate(np.random.default_rng(town_seed), config)
         rng = np.random.default_rng(agent_seed)
         assets: list[MeshAsset] = []
@@ -155,7 +151,6 @@ class World:
             agents.append(ag.Agent(len(agents), meshes.PEDESTRIAN, len(assets) - 1, "pedestrian", cruise, cruise,
                                    follower, route, agent_rng))
         world = cls(town, assets, agents, ego, config)
-        world._ego_speed_rng = np.random.default_rng(ego_speed_seed)
         elevation, azimuth = np.radians(rng.uniform(35.0, 60.0)), rng.uniform(0.0, 2 * np.pi)
         world.sun_direction = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
                                         np.sin(elevation)])
@@ -199,9 +194,6 @@ class World:
         self._extend_routes()
         self.time += dt
         self.sync_poses()
-        change_s = float(self.config.ego_speed_change_s)
-        if change_s > 0 and self._ego_speed_rng.random() < -np.expm1(-dt / change_s):
-            self.ego.cruise = float(self._ego_speed_rng.uniform(*self.config.ego_speed_mps))
         targets = self._target_speeds(everyone)
         for agent, target in zip(everyone, targets):
             if agent.kind == "vehicle":

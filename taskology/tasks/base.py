@@ -5,8 +5,6 @@ A task is a small object with a few methods (DESIGN.md "Contracts"):
 - :meth:`Task.build_model` -> a fresh ``nn.Module`` (its own network; no shared backbone);
 - :meth:`Task.forward` -> named outputs, e.g. ``{"depth": (B, 1, H, W)}``;
 - :meth:`Task.supervised_loss` -> named scalar losses, summed by the engine;
-- :meth:`Task.augment` -> a labelled batch transformed so that its labels stay exact (optional; used
-  when ``tasks.<name>.augment`` is on; the default changes nothing);
 - :meth:`Task.metrics` -> *additive* metric state (sums, counts, histograms as tensors) so that
   dataset-level metrics are exact: states of batches are added with :func:`add_metric_state`, and
   :meth:`Task.finalize_metrics` turns the total into floats.
@@ -21,9 +19,8 @@ Example:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -39,15 +36,12 @@ class Task:
         inputs: batch keys the model reads (visible in every split).
         label_keys: batch keys the supervised loss and the metrics read.
         pair: whether the task consumes frame pairs (t, t+1) (then ``rgb_next`` is an input too).
-        augmentations: names of what :meth:`augment` does (empty: nothing; ``augment: true`` is then
-            refused for the task).
     """
 
     name: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ("rgb",)
     label_keys: ClassVar[tuple[str, ...]] = ()
     pair: ClassVar[bool] = False
-    augmentations: ClassVar[tuple[str, ...]] = ()
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
@@ -59,40 +53,8 @@ class Task:
                         batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def augment(self, batch: Mapping[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """A labelled batch transformed with its labels (each sample's draws from ``rng``); default: as is."""
-        return dict(batch)
-
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         raise NotImplementedError
-
-    def average_outputs(self, versions: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """One set of outputs from several versions of the same rows (newest first): the element-wise mean
-        of every floating output, the newest value of any other. Subclasses whose outputs live on a
-        manifold (unit normals) project the mean back onto it.
-
-        Example:
-            >>> Task().average_outputs([{"x": torch.tensor([2.0])}, {"x": torch.tensor([0.0])}])
-            {'x': tensor([1.])}
-        """
-        newest = versions[0]
-        return {name: torch.stack([v[name] for v in versions]).mean(dim=0) if value.is_floating_point() else value
-                for name, value in newest.items()}
-
-    def output_distance(self, outputs: Mapping[str, torch.Tensor],
-                        reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """How far ``outputs`` are from ``reference`` (the same rows, e.g. an older model's outputs), a scalar
-        that is 0 when they are equal and has zero gradient there. Default: the sum over floating outputs of
-        the mean absolute difference. Subclasses use their own geometry (log depth, angle, class
-        distributions).
-
-        Example:
-            >>> Task().output_distance({"x": torch.tensor([1.0, 3.0])}, {"x": torch.tensor([1.0, 1.0])})
-            tensor(1.)
-        """
-        terms = [(outputs[name] - reference[name]).abs().mean() for name, value in outputs.items()
-                 if value.is_floating_point()]
-        return torch.stack(terms).sum()
 
     def finalize_metrics(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Default: every ``"<m>:sum"`` divided by its ``"<m>:count"`` (``nan`` when the count is 0)."""

@@ -64,11 +64,6 @@ class DepthTask(Task):
         err = (torch.log(pred) - torch.log(gt.clamp_min(1e-6))).abs()
         return {"depth_log_l1": err[valid].mean()}
 
-    def output_distance(self, outputs: Mapping[str, torch.Tensor],
-                        reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Mean absolute log ratio of the two depth maps (scale-free, like the supervised loss)."""
-        return (torch.log(outputs["depth"]) - torch.log(reference["depth"])).abs().mean()
-
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         pred, gt = outputs["depth"].detach().double(), batch["depth"].double()
         valid = gt > 0

@@ -1,6 +1,6 @@
 """Ego-motion and object motion from a frame pair (t, t+1).
 
-Outputs (DESIGN.md: ego-motion is ``cam_{t+1}_from_cam_t``):
+Outputs (docs/conventions.md: ego-motion is ``cam_{t+1}_from_cam_t``):
 
 - ``rotation`` (B, 3): axis-angle (radians) of ``cam_{t+1}_from_cam_t``;
 - ``translation`` (B, 3): its translation, metres;
@@ -15,20 +15,6 @@ ego-motion (small initial scale: motions between frames are small). Supervision:
 ego translation error (m, Euclidean), ego rotation error (deg, angle of R_pred^T R_gt), object-motion
 end-point error (m) on pixels of movable objects.
 
-Augmentation (``tasks.motion.augment: true``; :meth:`MotionTask.augment`), each exact for the labels, each
-sample drawn independently with probability 1/2:
-
-- ``mirror``: both frames flipped left-right, the motion conjugated by the mirror ``M = diag(-1, 1, 1)``
-  (``R -> M R M``, ``t -> M t``), the object field flipped with its x component negated. Exact for a
-  camera whose principal point is the image centre (``cx = (W - 1) / 2``, the simulator's).
-- ``reverse``: the frames swapped, the ego-motion inverted. The object field is defined on frame t's
-  pixels and cannot be reversed without frame t+1's geometry, so it is marked unlabelled there.
-
-A small network meets few sequences, each at nearly one speed, and can learn a sequence's speed from
-the look of its frames rather than from the pair; a reversed pair looks like its forward twin and moves
-the other way, so only the pair can tell them apart. Off by default: on validation it did not help
-(docs/consistency.md, "The motion network").
-
 Example:
     >>> task = MotionTask(width=4)
     >>> out = task.forward(task.build_model(), {"rgb": torch.rand(1, 3, 32, 96), "rgb_next": torch.rand(1, 3, 32, 96)})
@@ -39,7 +25,6 @@ from __future__ import annotations
 
 from typing import ClassVar, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -69,46 +54,6 @@ class MotionNet(nn.Module):
                 "object_translation": dense * self.object_scale}         # (B, 3, H, W) metres
 
 
-def mirror_pairs(batch: Mapping[str, torch.Tensor], which: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The samples ``which`` ((B,) bool) of a motion batch mirrored left-right, labels with them: images
-    and per-pixel layers flipped, the object field's x negated, ``cam_next_from_cam -> M T M`` with ``M =
-    diag(-1, 1, 1)``. Exact when the principal point is the image centre (``cx = (W - 1) / 2``)."""
-    out = dict(batch)
-    n = which.shape[0]
-    image = which.view(n, 1, 1, 1)
-    for key in ("rgb", "rgb_next", "object_translation", "object_translation_valid", "movable"):
-        if key in out:
-            out[key] = torch.where(image, out[key].flip(-1), out[key])
-    if "object_translation" in out:
-        field = out["object_translation"]
-        out["object_translation"] = torch.cat([torch.where(image, -field[:, :1], field[:, :1]), field[:, 1:]], 1)
-    pose = out["cam_next_from_cam"]
-    m = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=pose.dtype, device=pose.device))
-    out["cam_next_from_cam"] = torch.where(which.view(n, 1, 1), m @ pose @ m, pose)
-    return out
-
-
-def reverse_pairs(batch: Mapping[str, torch.Tensor], which: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The samples ``which`` ((B,) bool) of a motion batch played backwards: frames swapped, the ego-motion
-    inverted, the object field unlabelled (it lives on frame t's pixels; the swapped pair needs frame
-    t+1's)."""
-    out = dict(batch)
-    n = which.shape[0]
-    frames = which.view(n, 1, 1, 1)
-    out["rgb"], out["rgb_next"] = (torch.where(frames, batch["rgb_next"], batch["rgb"]),
-                                   torch.where(frames, batch["rgb"], batch["rgb_next"]))
-    pose = batch["cam_next_from_cam"]
-    rot_t = pose[:, :3, :3].transpose(1, 2)
-    inverse = pose.clone()
-    inverse[:, :3, :3] = rot_t
-    inverse[:, :3, 3:] = -rot_t @ pose[:, :3, 3:]
-    out["cam_next_from_cam"] = torch.where(which.view(n, 1, 1), inverse, pose)
-    if "object_translation_valid" in out:
-        valid = out["object_translation_valid"]
-        out["object_translation_valid"] = torch.where(frames, torch.zeros_like(valid), valid)
-    return out
-
-
 def ego_motion_matrix(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """(B, 4, 4) ``cam_{t+1}_from_cam_t`` from the ``rotation`` / ``translation`` outputs."""
     return pose_from_axis_angle_torch(outputs["rotation"], outputs["translation"])
@@ -128,7 +73,6 @@ class MotionTask(Task):
     label_keys: ClassVar[tuple[str, ...]] = ("cam_next_from_cam", "object_translation",
                                              "object_translation_valid", "movable")
     pair: ClassVar[bool] = True
-    augmentations: ClassVar[tuple[str, ...]] = ("mirror", "reverse")
 
     def __init__(self, *, width: int = 16, rotation_scale: float = 0.01, translation_scale: float = 0.1,
                  object_scale: float = 0.1) -> None:
@@ -160,13 +104,6 @@ class MotionTask(Task):
         err = (outputs["object_translation"] - batch["object_translation"]).abs().sum(dim=1, keepdim=True)
         losses["object_translation"] = (err * valid).sum() / valid.sum().clamp_min(1.0)
         return losses
-
-    def augment(self, batch: Mapping[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Mirror and reverse samples of a labelled batch (module docstring), each with probability 1/2."""
-        n = batch["rgb"].shape[0]
-        mirror = torch.from_numpy(rng.random(n) < 0.5).to(batch["rgb"].device)
-        reverse = torch.from_numpy(rng.random(n) < 0.5).to(batch["rgb"].device)
-        return reverse_pairs(mirror_pairs(batch, mirror), reverse)
 
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         rot_gt, trans_gt = self._gt_rotation_translation(batch)

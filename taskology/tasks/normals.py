@@ -14,7 +14,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -66,11 +66,6 @@ class NormalsTask(Task):
     def forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"normals": F.normalize(model(batch["rgb"]), dim=1, eps=1e-6)}  # (B, 3, H, W) unit
 
-    def average_outputs(self, versions: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """The mean normal, normalized again (a mean of unit vectors is shorter than 1)."""
-        mean = super().average_outputs(versions)
-        return {**mean, "normals": F.normalize(mean["normals"], dim=1, eps=1e-6)}
-
     def supervised_loss(self, outputs: Mapping[str, torch.Tensor],
                         batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pred, gt = outputs["normals"], batch["normals"]
@@ -79,13 +74,6 @@ class NormalsTask(Task):
             return {"normals_angle": pred.sum() * 0.0}
         cos = (pred * gt).sum(dim=1, keepdim=True).clamp(-1 + 1e-6, 1 - 1e-6)
         return {"normals_angle": torch.acos(cos)[valid].mean()}
-
-    def output_distance(self, outputs: Mapping[str, torch.Tensor],
-                        reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Mean angle (radians) between the two normal maps, as the supervised loss measures it (the cosine
-        is clamped short of 1, so equal maps give zero gradient)."""
-        cos = (outputs["normals"] * reference["normals"]).sum(dim=1).clamp(-1 + 1e-6, 1 - 1e-6)
-        return torch.acos(cos).mean()
 
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         pred, gt = outputs["normals"].detach().double(), batch["normals"].double()

@@ -5,13 +5,6 @@
 are ignored by the loss and the metric. Loss: cross-entropy. Metric: mIoU over the classes present
 in the ground truth of the whole evaluated set (intersections and unions are summed over batches).
 
-Augmentation (``tasks.segmentation.augment: true``; :meth:`SegmentationTask.augment`), exact for the labels,
-each sample drawn independently:
-
-- ``mirror`` (probability 1/2): image and labels flipped left-right. A street mirrored is still a street.
-- ``photometric`` (every sample): saturation, contrast and brightness each scaled by a factor drawn from
-  [0.8, 1.2], in that order, clipped to 0..1. The classes do not depend on exposure.
-
 Example:
     >>> task = SegmentationTask(width=4, class_ids=(1, 11, 14))
     >>> task.contiguous_labels(torch.tensor([[1, 14, 0, 11]]))
@@ -21,7 +14,6 @@ from __future__ import annotations
 
 from typing import ClassVar, Iterable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,40 +25,6 @@ from taskology.tasks.unet import CompactUNet
 #: default classes: every CARLA id of the schema except 0 "unlabeled".
 DEFAULT_CLASS_IDS: tuple[int, ...] = tuple(sorted(i for i in SEMANTIC_CLASSES if i != 0))
 IGNORE = -1
-#: range of the photometric augmentation's saturation, contrast and brightness factors
-PHOTOMETRIC_RANGE = (0.8, 1.2)
-
-
-def mirror_frames(batch: Mapping[str, torch.Tensor], keys: Iterable[str], flip: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``batch`` with the image-shaped tensors ``keys`` ((B, ..., W)) flipped left-right where ``flip`` (B,)
-    is true; other entries as they are."""
-    out = dict(batch)
-    for key in keys:
-        value = batch[key]
-        where = flip.view(-1, *([1] * (value.dim() - 1)))
-        out[key] = torch.where(where, value.flip(-1), value)
-    return out
-
-
-def photometric(rgb: torch.Tensor, saturation: torch.Tensor, contrast: torch.Tensor,
-                brightness: torch.Tensor) -> torch.Tensor:
-    """Scale each image's (B, 3, H, W; 0..1) saturation (about its grey), contrast (about its mean grey)
-    and brightness by the per-sample factors (B,), clipped to 0..1.
-
-    Example:
-        >>> one = torch.ones(1)
-        >>> x = torch.rand(1, 3, 2, 2)
-        >>> bool(torch.allclose(photometric(x, one, one, one), x))
-        True
-    """
-    def per_sample(f: torch.Tensor) -> torch.Tensor:
-        return f.to(rgb).view(-1, 1, 1, 1)
-
-    grey = rgb.mean(dim=1, keepdim=True)
-    out = grey + per_sample(saturation) * (rgb - grey)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = mean + per_sample(contrast) * (out - mean)
-    return (out * per_sample(brightness)).clamp(0.0, 1.0)
 
 
 class SegmentationTask(Task):
@@ -80,7 +38,6 @@ class SegmentationTask(Task):
     name: ClassVar[str] = "segmentation"
     inputs: ClassVar[tuple[str, ...]] = ("rgb",)
     label_keys: ClassVar[tuple[str, ...]] = ("semantic",)
-    augmentations: ClassVar[tuple[str, ...]] = ("mirror", "photometric")
 
     def __init__(self, *, width: int = 16, class_ids: Sequence[int] = DEFAULT_CLASS_IDS) -> None:
         unknown = [c for c in class_ids if c not in SEMANTIC_CLASSES]
@@ -129,24 +86,6 @@ class SegmentationTask(Task):
         if not bool((labels != IGNORE).any()):
             return {"segmentation_ce": outputs["logits"].sum() * 0.0}
         return {"segmentation_ce": F.cross_entropy(outputs["logits"], labels, ignore_index=IGNORE)}
-
-    def augment(self, batch: Mapping[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Mirror (probability 1/2) and photometric factors for each sample of a labelled batch (module
-        docstring); the draws are taken from ``rng`` in a fixed order, so a seeded run repeats them."""
-        n = batch["rgb"].shape[0]
-        flip = torch.from_numpy(rng.random(n) < 0.5).to(batch["rgb"].device)
-        low, high = PHOTOMETRIC_RANGE
-        saturation, contrast, brightness = (torch.from_numpy(rng.uniform(low, high, n)) for _ in range(3))
-        out = mirror_frames(batch, ("rgb", "semantic"), flip)
-        out["rgb"] = photometric(out["rgb"], saturation, contrast, brightness)
-        return out
-
-    def output_distance(self, outputs: Mapping[str, torch.Tensor],
-                        reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Per-pixel KL divergence of the class distribution from the reference's, averaged over pixels."""
-        log_p = F.log_softmax(outputs["logits"], dim=1)
-        log_ref = F.log_softmax(reference["logits"], dim=1)
-        return (log_ref.exp() * (log_ref - log_p)).sum(dim=1).mean()
 
     def metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> MetricState:
         labels = self.contiguous_labels(batch["semantic"])

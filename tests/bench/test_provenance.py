@@ -20,44 +20,24 @@ def test_provenance_names_installed_versions_before_anything_is_imported() -> No
 
 
 def test_bench_set_overrides_are_checked_before_a_run_and_named_in_the_result_stem(tmp_path) -> None:
-    from pathlib import Path
-
-    import pytest
-
     from taskology.bench import provenance, result_stem, run_benchmark
     from taskology.errors import ConfigError
 
-    preset = Path("configs/consistency-cpu.yaml")
+    preset = Path("configs/consistency-gpu.yaml")
     with pytest.raises(ConfigError, match="train.seedz: unknown key"):
-        run_benchmark("label-weights", out_dir=tmp_path, config=preset, overrides=["train.seedz=[1]"])
-    with pytest.raises(ConfigError, match="--set needs --config"):
-        run_benchmark("label-weights", out_dir=tmp_path, overrides=["train.seeds=[1]"])
+        run_benchmark("consistency", out_dir=tmp_path, config=preset, overrides=["train.seedz=[1]"])
+    with pytest.raises(ConfigError, match="train.seedz: unknown key"):  # the bench's own preset without --config
+        run_benchmark("consistency", out_dir=tmp_path, overrides=["train.seedz=[1]"])
     with pytest.raises(ConfigError, match="takes no --config"):
-        run_benchmark("staleness", out_dir=tmp_path, config=preset, overrides=["train.seeds=[1]"])
+        run_benchmark("staleness", out_dir=tmp_path, config=preset)
+    with pytest.raises(ConfigError, match="takes no --set"):
+        run_benchmark("staleness", out_dir=tmp_path, overrides=["train.seeds=[1]"])
     assert not list(tmp_path.iterdir())  # nothing written by a refused run
     # an overridden run never replaces the preset's own result, and its command can be pasted back
-    assert result_stem("label-weights", False, preset, ["train.seeds=[1]"]) != result_stem("label-weights", False, preset)
-    assert provenance("label-weights", False, preset, ["train.seeds=[1]"])["command"] == (
-        "taskology bench label-weights --config configs/consistency-cpu.yaml --set 'train.seeds=[1]'")
-
-
-def test_bench_factor_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
-    from pathlib import Path
-
-    from taskology.bench import provenance, result_stem
-
-    preset = Path("configs/consistency-cpu.yaml")
-    for args, message in ((["receivers", "--factor", "segmentation <- geometry"],
-                           "--factor 'segmentation <- geometry': not a factor of 'receivers'"),
-                          (["label-weights", "--factor", "segmentation <- logic"], "takes no --factor")):
-        done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--config", str(preset),
-                               "--out", str(tmp_path)], capture_output=True, text=True)
-        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done
-    assert not list(tmp_path.iterdir())
-    assert provenance("receivers", False, preset, (), ["segmentation <- logic"])["command"] == (
-        "taskology bench receivers --config configs/consistency-cpu.yaml --factor 'segmentation <- logic'")
-    factor_stem = result_stem("receivers", False, preset, (), ["segmentation <- logic"])
-    assert factor_stem != result_stem("receivers", False, preset)
+    assert result_stem("consistency", False, preset, ["train.seeds=[1]"]) != result_stem("consistency", False, preset)
+    assert result_stem("consistency", False, None, ["train.seeds=[1]"]) == "consistency-train-seeds-1"
+    assert provenance("consistency", False, preset, ["train.seeds=[1]"])["command"] == (
+        "taskology bench consistency --config configs/consistency-gpu.yaml --set 'train.seeds=[1]'")
 
 
 def test_bench_steps_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
@@ -75,65 +55,18 @@ def test_bench_steps_is_checked_before_a_run_and_named_in_the_command_and_stem(t
     assert result_stem("staleness", False, None, steps=1600) == "staleness-steps-1600"
 
 
-def test_bench_seeds_and_staleness_factors_are_checked_before_a_run_and_named_in_the_command_and_stem(
-        tmp_path) -> None:
+def test_bench_seeds_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
     from taskology.bench import provenance, result_stem
 
     for args, message in ((["geometry", "--seeds", "12"], "benchmark 'geometry' takes no --seeds"),
                           (["staleness", "--seeds", "1"], "Invalid value for '--seeds'"),
-                          (["staleness", "--factor", "anchors"], "--factor 'anchors': not a factor of 'staleness'")):
+                          (["staleness", "--factor", "anchors"], "No such option '--factor'")):
         done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--out", str(tmp_path)],
                               capture_output=True, text=True)
         assert done.returncode == 2 and message in done.stderr, done
     assert not [p for p in tmp_path.iterdir() if p.is_file()]
-    assert provenance("staleness", False, None, (), ["staggered"], seeds=12)["command"] == (
-        "taskology bench staleness --factor staggered --seeds 12")
-    assert result_stem("staleness", False, None, (), ["staggered"], seeds=12) == "staleness-factor-staggered-seeds-12"
-
-
-def test_bench_labels_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:
-    from pathlib import Path
-
-    from taskology.bench import provenance, result_stem
-
-    preset = Path("configs/consistency-cpu.yaml")
-    for args, message in ((["label-weights", "--labels", "0.5"],
-                           "--labels 0.5: not a label fraction of 'label-weights'; available: 0.02, 0.1, 1"),
-                          (["label-weights", "--labels", "0"], "Invalid value for '--labels'"),
-                          (["receivers", "--labels", "1"],
-                           "--labels 1: not a label fraction of 'receivers'; available: 0.02, 0.1"),
-                          (["consistency", "--labels", "0.1"], "benchmark 'consistency' takes no --labels")):
-        done = subprocess.run([sys.executable, "-m", "taskology", "bench", *args, "--config", str(preset),
-                               "--out", str(tmp_path)], capture_output=True, text=True)
-        assert done.returncode == 2 and message in done.stderr, done
-    assert not list(tmp_path.iterdir())
-    assert provenance("label-weights", False, preset, labels=[0.1])["command"] == (
-        "taskology bench label-weights --config configs/consistency-cpu.yaml --labels 0.1")
-    assert result_stem("label-weights", False, preset, labels=[0.1]) == "label-weights-consistency-cpu-labels-10pct"
-    assert result_stem("label-weights", False, preset, labels=[0.02]) == "label-weights-consistency-cpu-labels-2pct"
-
-
-@pytest.mark.parametrize("bench, kwargs, names", [
-    ("label_weights", {}, ["alone", "relations x1", "relations x0.3", "relations x0.1"]),
-    ("receivers", {"factors": ("segmentation <- ground",)}, ["alone", "all", "no segmentation <- ground"]),
-])
-def test_label_fraction_choosers_run_only_the_fractions_asked_for(monkeypatch, bench, kwargs, names) -> None:
-    import importlib
-    from pathlib import Path
-
-    module = importlib.import_module(f"taskology.bench.{bench}")
-    seen: list[tuple] = []
-
-    def fake_validation_runs(preset, quick, jobs, overrides=()):
-        seen.extend(jobs)
-        raise RuntimeError("stop before training")
-
-    monkeypatch.setattr(module, "validation_runs", fake_validation_runs)
-    with pytest.raises(RuntimeError, match="stop before training"):
-        module.run(False, Path("configs/consistency-cpu.yaml"), labels=(0.02,), **kwargs)
-    assert {fr for fr, *_ in seen} == {0.02}
-    assert [name for _, _, name, _ in seen] == names
-
+    assert provenance("staleness", False, None, seeds=12)["command"] == "taskology bench staleness --seeds 12"
+    assert result_stem("staleness", False, None, seeds=12) == "staleness-seeds-12"
 
 
 def test_sim_world_in_processes_makes_the_same_shards(tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ def test_cache_key_follows_the_sim_settings() -> None:
     other = load_config(demo.DEMO_CONFIG, ["sim.frames=7"])
     assert demo.sim_cache_key(base.sim) == demo.sim_cache_key(same.sim)
     assert demo.sim_cache_key(base.sim) != demo.sim_cache_key(other.sim)
-    varied = load_config(demo.DEMO_CONFIG, ["sim.ego_speed_change_s=1.5"])
+    varied = load_config(demo.DEMO_CONFIG, ["sim.ego_speed_mps=[2.0, 12.0]"])
     assert demo.sim_cache_key(varied.sim) != demo.sim_cache_key(base.sim)
     # the key caches were made under before the sim.ego_speed_* options existed (commit 24ee17a)
     assert demo.sim_cache_key(base.sim) == "602a09846d8b"

@@ -141,8 +141,6 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
         "tasks.segmentation.enabled=false", "tasks.motion.enabled=false",
         "exchange.publish_every_steps=10", "exchange.refresh_every_s=0.5", "exchange.mediator_pool_shards=2",
         "exchange.live_mediator=true", "exchange.pool_refresh_s=0.3", "sim.frames=4", "sim.camera=32x96", "sim.lidar_beams=0",
-        "exchange.anchor_weight=0.1",  # the pull toward the own last publication works in the actors too
-        "train.teacher_decay=0.9",  # actors publish their mean teacher's predictions (and checkpoint it)
         *[f"tasks.{t}.{k}" for t in ("depth", "normals") for k in ("width=4", "batch_size=2", "label_fraction=0.5")]])
     summary = run_distributed(cfg, tmp_path, resume=False, with_sim=True, live=False, timeout_s=240)["0"]
     for task in ("depth", "normals"):
@@ -161,13 +159,6 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
         # slowed 0.1 s (pool pushes paced by publications) that took 4-9 skips per run to none. 98 %
         # leaves room for a rare double race (neither pool answerable until the next fetch, ~0.5 s).
         assert first <= steps // 2 and terms >= 0.98 * (steps - first + 1), (first, terms, st["relation_skips"])
-        # the last step (199) is 9 steps after the copy taken at 190 (every publish_every_steps = 10): it has moved
-        assert 0 < st["scalars"]["anchor/distance"] < 1, st["scalars"]
-    from taskology.engine.collective import checkpoint_path, checkpoint_steps
-    from taskology.engine.runner import load_checkpoint
-    for task in ("depth", "normals"):
-        state = load_checkpoint(checkpoint_path(tmp_path, task, checkpoint_steps(tmp_path, task)[-1]))
-        assert state["teacher"] and any(not torch.equal(state["teacher"][k], v) for k, v in state["model"].items())
     shards = sorted((tmp_path / "mediator").glob("*.h5"))
     assert len(shards) >= 3  # the sim kept writing (retired shards beyond the pool are unlinked)
     # the live stream is not the dataset's: no test (or train) sequence is regenerated, no sample id shared

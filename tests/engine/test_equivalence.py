@@ -164,8 +164,7 @@ def test_stale_peer_view_fresh_equals_in_process_and_ages_by_the_interval(sim_ro
     runners, fresh = build_runners(cfg, tmp_path, seed=0, device="cpu", collective=True)
     batch = runners["depth"].mediator_stream.next_batch()
     every1, every3 = StalePeerView(runners, 1), StalePeerView(runners, 3)
-    kept = StalePeerView(runners, 3, versions=2)  # also serves the snapshot before the current one
-    ages, served = [], []
+    ages = []
     for _ in range(5):
         ref = fresh.peer_outputs("depth", batch).outputs
         got = every1.peer_outputs("depth", batch)
@@ -174,16 +173,6 @@ def test_stale_peer_view_fresh_equals_in_process_and_ages_by_the_interval(sim_ro
             torch.testing.assert_close(got.outputs[key], value.half().float(), rtol=0, atol=0)
         stale = every3.peer_outputs("depth", batch)
         ages.append(stale.staleness_steps[0])
-        both = kept.peer_outputs("depth", batch)
-        for key, value in stale.outputs.items():
-            torch.testing.assert_close(both.outputs[key], value, rtol=0, atol=0)
-        if len(served) < 3:
-            assert both.previous == [] and stale.previous == []
-        else:  # refreshed at step 3: the older version is the snapshot of step 0, served before
-            assert both.previous[0].steps == [0] * len(batch["sample_id"])
-            for key, value in served[0].items():
-                torch.testing.assert_close(both.previous[0].outputs[key], value, rtol=0, atol=0)
-        served.append(stale.outputs)
         if stale.staleness_steps[0] > 0:  # a stale snapshot really differs from the current model
             assert any(not torch.equal(stale.outputs[k], got.outputs[k]) for k in ref)
         runners["depth"].train_step()

@@ -129,32 +129,6 @@ def test_cache_ignores_older_rows_and_evicts_lru_and_forgets() -> None:
     assert cache.latest_step("d") == -1 and cache.lookup("d", ["b"]) is None
 
 
-def test_cache_keeps_older_publications_of_a_sample_only_when_asked() -> None:
-    """keep_versions=3: a row carries its two previous publications, newest first; a version is served
-    only when every row of the batch has it and it is within the staleness limits; the same step
-    re-fetched replaces without pushing; keep_versions=1 (the default) serves none."""
-    clock = FakeClock()
-    cache = PredictionCache(ExchangePolicy(max_staleness_steps=100, max_staleness_s=None, keep_versions=3), clock=clock)
-    for step, value in ((10, 1.0), (20, 2.0), (30, 3.0), (30, 3.5), (40, 4.0)):
-        cache.add(pub("d", step, 0.0, ["a"], value=value))
-    cache.add(pub("d", 35, 0.0, ["b"], value=9.0))
-    cache.note_peer_step("d", 45)
-    got = cache.lookup("d", ["a"])
-    assert got.outputs["depth"].max() == 4.0 and got.staleness_steps == [5]
-    assert [v.steps for v in got.previous] == [[30], [20]]      # step 10 dropped: 3 versions kept in all
-    assert [float(v.outputs["depth"].max()) for v in got.previous] == [3.5, 2.0]  # 3.5 replaced 3.0 at step 30
-    assert got.previous[0].outputs["depth"].dtype == torch.float32
-    assert cache.lookup("d", ["a", "b"]).previous == []         # b has no older publication
-    cache.note_peer_step("d", 125)                              # step 20 is now 105 > 100 steps old
-    assert [v.steps for v in cache.lookup("d", ["a"]).previous] == [[30]]
-    plain = PredictionCache(ExchangePolicy(max_staleness_steps=None), clock=clock)
-    for step in (10, 20):
-        plain.add(pub("d", step, 0.0, ["a"]))
-    assert plain.lookup("d", ["a"]).previous == []
-    with pytest.raises(AssertionError, match="keep_versions"):
-        ExchangePolicy(keep_versions=0)
-
-
 def test_peer_view_reads_sample_ids_of_batch() -> None:
     cache = PredictionCache(ExchangePolicy(max_staleness_steps=None), clock=FakeClock())
     cache.add(pub("depth", 3, 1000.0, ["x:0", "x:1"], value=7.0))
@@ -212,19 +186,9 @@ def test_fetcher_thread_starts_and_stops() -> None:
     assert not any(t.name == "taskology-peer-fetcher" for t in threading.enumerate())
 
 
-def test_policy_from_config_keeps_as_many_versions_as_the_relations_average() -> None:
-    from taskology.config import load_config
-    from taskology.engine.distributed import exchange_policy_from_config
-
-    assert exchange_policy_from_config(load_config(None, []).exchange).keep_versions == 1
-    cfg = load_config(None, ["exchange.average_publications=2"])
-    assert exchange_policy_from_config(cfg.exchange).keep_versions == 2
-
-
 def test_staggered_publication_makes_the_tasks_take_turns() -> None:
-    """exchange.staggered_publication: with 2 tasks every 200 steps, normals publishes 100 steps out of phase;
-    the publications alternate (one every 100 steps, tasks in turn) while each task still publishes once every
-    200 steps; without it both land on the same steps."""
+    """With 2 tasks every 200 steps, normals publishes 100 steps out of phase: the publications alternate (one
+    every 100 steps, tasks in turn) while each task still publishes once every 200 steps."""
     from taskology.config import load_config
     from taskology.engine.distributed import exchange_policy_from_config
 
@@ -237,10 +201,7 @@ def test_staggered_publication_makes_the_tasks_take_turns() -> None:
         return due
 
     tasks = ["depth", "normals"]
-    together = load_config(None, ["exchange.publish_every_steps=200", "exchange.staggered_publication=false"]).exchange
-    assert {t: schedule(exchange_policy_from_config(together, t, tasks)) for t in tasks} == {
-        "depth": [0, 200, 400, 600, 800, 1000], "normals": [0, 200, 400, 600, 800, 1000]}
-    staggered = load_config(None, ["exchange.publish_every_steps=200"]).exchange  # the default since 2026-11-28
+    staggered = load_config(None, ["exchange.publish_every_steps=200"]).exchange
     policies = {t: exchange_policy_from_config(staggered, t, tasks) for t in tasks}
     assert {t: p.publish_phase_steps for t, p in policies.items()} == {"depth": 0, "normals": 100}
     assert schedule(policies["depth"]) == [0, 200, 400, 600, 800, 1000]
@@ -249,7 +210,7 @@ def test_staggered_publication_makes_the_tasks_take_turns() -> None:
 
 
 def test_stale_peer_view_retakes_each_peer_on_its_own_phase() -> None:
-    """The staleness benchmark's view with phases serves what staggered publication gives a consumer."""
+    """The staleness benchmark's view with phases serves what the engine's publication schedule gives a consumer."""
     from types import SimpleNamespace
 
     from taskology.bench.staleness import StalePeerView

@@ -98,8 +98,8 @@ def test_a_varied_world_reaches_the_shards_and_the_ledger(tmp_path: Path) -> Non
     default = SimActor(tmp_path / "d", seed=0, frames=1)
     assert "world" not in default._config()  # a default-world ledger reads as before: such runs resume
     actor = SimActor(tmp_path / "v", seed=0, frames=2, camera_hw=(8, 24), lidar_beams=0, max_shards=1,
-                     world={"ego_speed_mps": [2.0, 12.0], "ego_speed_change_s": 1.5})
-    assert actor._config()["world"]["ego_speed_change_s"] == 1.5
+                     world={"ego_speed_mps": [2.0, 12.0]})
+    assert actor._config()["world"]["ego_speed_mps"] == [2.0, 12.0]
     actor.start()
     try:
         _wait(lambda: actor.status()["phase"] == "finished", "one shard")
@@ -108,7 +108,7 @@ def test_a_varied_world_reaches_the_shards_and_the_ledger(tmp_path: Path) -> Non
     (path,) = [Path(p) for p in actor.shards()]
     with Shard.open(path) as shard:
         world = shard.generator["config"]["world"]
-    assert world["ego_speed_mps"] == [2.0, 12.0] and world["ego_speed_change_s"] == 1.5
+    assert world["ego_speed_mps"] == [2.0, 12.0]
     ledger = json.loads((tmp_path / "v" / LEDGER_NAME).read_text())
     assert ledger["config"]["world"] == world
 

@@ -146,32 +146,16 @@ def _ego_cruise_and_speed(config: WorldConfig, steps: int, seed: int = 3) -> tup
     return np.array(cruise), np.array(speed), world
 
 
-def test_the_ego_keeps_one_cruising_speed_unless_asked_to_change_it() -> None:
+def test_the_ego_keeps_one_cruising_speed_within_its_range() -> None:
     base = WorldConfig(blocks=2, cars=4, pedestrians=2, ego_speed_mps=(2.0, 12.0))
-    cruise, _, _ = _ego_cruise_and_speed(base, 300)
-    assert np.all(cruise == cruise[0])  # the default: one draw per sequence
-    assert "ego_speed_change_s" not in base.to_dict()  # default worlds describe themselves as before
-    varied = dataclasses.replace(base, ego_speed_change_s=1.0)
-    assert varied.to_dict()["ego_speed_change_s"] == 1.0 and WorldConfig.from_dict(varied.to_dict()) == varied
-    # the same town, agents and first frame: the speed changes come from a stream of their own
-    a, b = World.generate(3, base), World.generate(3, varied)
-    np.testing.assert_array_equal(a.state().world_from_object, b.state().world_from_object)
-    assert a.ego.cruise == b.ego.cruise
-    changed, speed, _ = _ego_cruise_and_speed(varied, 1000)  # 100 s of driving, a new draw every 1 s on average
-    draws = int(np.count_nonzero(np.diff(np.concatenate([[b.ego.cruise], changed]))))
-    assert 60 <= draws <= 140, draws  # Poisson with mean 100
-    assert changed.min() >= 2.0 and changed.max() <= 12.0 and changed.max() - changed.min() > 5.0
-    assert np.all(np.abs(np.diff(speed)) <= 0.5 + 1e-9)  # still within the vehicles' acceleration limits
-    again, _, _ = _ego_cruise_and_speed(varied, 1000)
-    np.testing.assert_array_equal(again, changed)  # seeded
-    with pytest.raises(SimError, match="ego_speed_change_s"):
-        WorldConfig(ego_speed_change_s=-1.0)
-    with pytest.raises(SimError, match="ego_speed_change_s"):
-        WorldConfig(ego_speed_change_s=float("nan"))
-
+    cruise, speed, _ = _ego_cruise_and_speed(base, 300)
+    assert np.all(cruise == cruise[0]) and 2.0 <= cruise[0] <= 12.0  # one draw per sequence
+    assert np.all(np.abs(np.diff(speed)) <= 0.5 + 1e-9)  # within the vehicles' acceleration limits
+    # a world recorded with the speed-change option of older simulators is not one this simulator makes
+    with pytest.raises(SimError, match="unknown keys"):
+        WorldConfig.from_dict({**base.to_dict(), "ego_speed_change_s": 1.5})
 
 def test_cached_object_boxes_equal_boxes_from_the_assets() -> None:
-    import dataclasses
 
     world = World.generate(4, WorldConfig(blocks=2, cars=5, pedestrians=4))
     world.step(0.1)

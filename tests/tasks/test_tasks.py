@@ -52,52 +52,6 @@ def test_depth_output_is_bounded_and_positive() -> None:
     assert depth[1] == pytest.approx(math.sqrt(task.min_depth * task.max_depth))
 
 
-def test_average_outputs_means_floats_keeps_the_newest_integers_and_renormalizes_normals() -> None:
-    depth = build_task("depth", width=4)
-    got = depth.average_outputs([{"depth": torch.tensor([4.0]), "mask": torch.tensor([1])},
-                                 {"depth": torch.tensor([2.0]), "mask": torch.tensor([0])}])
-    assert got["depth"].tolist() == [3.0] and got["mask"].tolist() == [1]
-    normals = build_task("normals", width=4)
-    a = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
-    b = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
-    mean = normals.average_outputs([{"normals": a}, {"normals": b}])["normals"]
-    torch.testing.assert_close(mean.flatten(), torch.tensor([1.0, 1.0, 0.0]) / math.sqrt(2.0))  # unit, halfway
-    torch.testing.assert_close(normals.average_outputs([{"normals": a}])["normals"], a)
-
-
-def test_output_distance_known_answers_and_zero_gradient_at_equality() -> None:
-    """The distance exchange.anchor_weight pulls with: a known value per task, 0 with zero gradient for equal
-    outputs (so the pull is inert with fresh peers), positive otherwise."""
-    depth = build_task("depth", width=4)
-    d = torch.full((1, 1, 2, 2), 3.0)
-    assert float(depth.output_distance({"depth": d * math.e}, {"depth": d})) == pytest.approx(1.0)  # |log e|
-    normals = build_task("normals", width=4)
-    x = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
-    y = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
-    assert float(normals.output_distance({"normals": x}, {"normals": y})) == pytest.approx(math.pi / 2)
-    seg = build_task("segmentation", width=4)
-    classes = seg.num_classes
-    ref = torch.zeros(1, classes, 1, 1)
-    logits = torch.zeros_like(ref)
-    ref[0, 0] = 50.0  # all mass on class 0: KL(ref || uniform) = log(classes)
-    assert float(seg.output_distance({"logits": logits}, {"logits": ref})) == pytest.approx(math.log(classes), rel=1e-4)
-    motion = build_task("motion", width=4)
-    same = {"rotation": torch.ones(1, 3), "translation": torch.zeros(1, 3), "object_translation": torch.zeros(1, 3, 2, 2)}
-    moved = {**same, "translation": torch.full((1, 3), 0.5)}
-    assert float(motion.output_distance(moved, same)) == pytest.approx(0.5)
-    torch.manual_seed(0)
-    for task, name, make in ((depth, "depth", lambda: torch.rand(2, 1, 4, 4) + 0.5),
-                             (normals, "normals", lambda: F.normalize(torch.randn(2, 3, 4, 4), dim=1)),
-                             (seg, "logits", lambda: torch.randn(2, classes, 4, 4))):
-        value = make()
-        own = value.clone().requires_grad_(True)
-        zero = task.output_distance({name: own}, {name: value})
-        zero.backward()
-        # (normals: the cosine is clamped at 1 - 1e-6, a floor of acos(1 - 1e-6) = 0.0014 rad, flat there)
-        assert float(zero.detach()) == pytest.approx(0.0, abs=2e-3) and float(own.grad.abs().max()) < 1e-5, name
-        assert float(task.output_distance({name: make()}, {name: value})) > 0.05, name
-
-
 def test_normals_ninety_degrees_off() -> None:
     task = build_task("normals", width=4)
     gt = torch.tensor([0.0, 0.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 5)
