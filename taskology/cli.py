@@ -5,11 +5,11 @@ parses and checks arguments, turns errors into one line ``taskology: error: ...`
 exit status, and shows a traceback only with ``--debug``.
 
 Exit status: 0 success, 1 internal error (a bug: rerun with ``--debug``), 2 user error (bad option,
-config, data), 3 command not implemented yet, 130 interrupted.
+config, data), 3 a part not available here (e.g. the CARLA client), 130 interrupted.
 
 Example:
     $ taskology inspect data/sim            # summarise a dataset directory
-    $ taskology train configs/demo.yaml train.steps=200 tasks.depth.label_fraction=0.05
+    $ taskology train demo train.steps=200 tasks.depth.label_fraction=0.05
 """
 from __future__ import annotations
 
@@ -22,25 +22,30 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from taskology.errors import NotYetAvailable, TaskologyError
+from taskology.errors import TaskologyError
 from taskology.runtime import tune_malloc
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
 
 
-def _target(module: str, function: str, issue: int) -> Callable[..., Any]:
-    """Import ``module.function``; a missing module means the command lands in a later issue."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            raise NotYetAvailable(f"this command is not implemented yet (it lands with issue #{issue})") from exc
-        raise
-    try:
-        return getattr(mod, function)
-    except AttributeError as exc:
-        raise NotYetAvailable(f"this command is not implemented yet (it lands with issue #{issue})") from exc
+#: command -> ``"module:function"`` that does its work. Imported only when the command runs, so the
+#: command line starts fast; a plain table, so static tools (and a test) can follow every command.
+COMMANDS: dict[str, str] = {
+    "sim": "taskology.sim.command:sim_command",
+    "train": "taskology.engine.command:train_command",
+    "eval": "taskology.engine.command:eval_command",
+    "report": "taskology.report.command:report_command",
+    "demo": "taskology.demo:demo_command",
+    "bench": "taskology.bench:run_benchmark",
+    "inspect": "taskology.data.inspect:inspect_command",
+}
+
+
+def _target(command: str) -> Callable[..., Any]:
+    """The function :data:`COMMANDS` names for ``command``, imported now."""
+    module, function = COMMANDS[command].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _debug_requested(ctx: click.Context | None) -> bool:
@@ -165,11 +170,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     \b
     Examples:
       taskology sim --out data/sim --sequences 8
-      taskology train configs/demo.yaml train.steps=200 --cluster none
+      taskology train demo train.steps=200 --cluster none
       taskology demo
       taskology COMMAND --help        # options and an example for each command
 
-    Exit status: 0 ok, 1 internal error, 2 user error, 3 not implemented yet, 130 interrupted.
+    Exit status: 0 ok, 1 internal error, 2 user error, 3 not available here, 130 interrupted.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -206,7 +211,7 @@ def sim(**kwargs: Any) -> None:
       taskology sim --out data/slow --ego-speed 2 5      # a slower ego vehicle
       taskology sim --preview frame.png
     """
-    _target("taskology.sim.command", "sim_command", 4)(**kwargs)
+    _target("sim")(**kwargs)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -223,13 +228,14 @@ def sim(**kwargs: Any) -> None:
 def train(**kwargs: Any) -> None:
     """Train the tasks of an experiment CONFIG (YAML), with dotted OVERRIDES like train.steps=200.
 
-    Without CONFIG the defaults of configs/default.yaml apply. CONFIG and OVERRIDES are checked
+    CONFIG is a YAML file or the name of a shipped preset (demo, default, consistency, consistency-gpu:
+    taskology/configs/); without it the defaults (the default preset) apply. CONFIG and OVERRIDES are checked
     before anything starts: a typo in a key is an error naming the key and the allowed ones.
 
     \b
     Examples:
-      taskology train configs/demo.yaml train.steps=200 tasks.depth.label_fraction=0.05
-      taskology train configs/demo.yaml train.mode=alone --cluster none --run-dir runs/alone
+      taskology train demo train.steps=200 tasks.depth.label_fraction=0.05
+      taskology train my-experiment.yaml train.mode=alone --cluster none --run-dir runs/alone
       taskology train --resume runs/demo
     """
     config = kwargs.get("config")
@@ -243,7 +249,7 @@ def train(**kwargs: Any) -> None:
 
         load_config(kwargs.get("config"), kwargs.get("overrides") or ())  # raises ConfigError early
         # (with --resume the overrides apply to the run's saved config; train_command checks them)
-    _target("taskology.engine.command", "train_command", 5)(**kwargs)
+    _target("train")(**kwargs)
 
 
 @cli.command(name="eval")
@@ -256,7 +262,7 @@ def eval_(**kwargs: Any) -> None:
     Example:
       taskology eval runs/demo --split test
     """
-    _target("taskology.engine.command", "eval_command", 5)(**kwargs)
+    _target("eval")(**kwargs)
 
 
 @cli.command()
@@ -268,7 +274,7 @@ def report(**kwargs: Any) -> None:
     Example:
       taskology report runs/demo
     """
-    _target("taskology.engine.report", "report_command", 6)(**kwargs)
+    _target("report")(**kwargs)
 
 
 @cli.command()
@@ -284,7 +290,7 @@ def demo(**kwargs: Any) -> None:
       taskology demo
       taskology demo --out runs/demo --cluster none
     """
-    _target("taskology.engine.demo", "demo_command", 6)(**kwargs)
+    _target("demo")(**kwargs)
 
 
 @cli.command()
@@ -293,7 +299,8 @@ def demo(**kwargs: Any) -> None:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("benchmarks/results"),
               show_default=True, help="Where NAME.json and NAME.md are written.")
 @click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Preset for benchmarks that train (consistency): results go to OUT/<preset name>.*")
+              help="Preset file or shipped preset name for benchmarks that train (consistency): results go to "
+                   "OUT/<preset name>.*")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a preset value (repeatable): results go to OUT/<name>-<overrides>.*")
 @click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
@@ -305,8 +312,10 @@ def demo(**kwargs: Any) -> None:
                    "after a stop).")
 @click.option("--rerun", multiple=True, metavar="FRACTION/ARM",
               help="With --runs-dir: train these runs again even if finished, e.g. 0.02/collective (repeatable).")
+@click.option("--index", is_flag=True,
+              help="Write OUT/../README.md, the table of every benchmark's current result in OUT (no run).")
 def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrides: tuple[str, ...],
-          steps: int | None, seeds: int | None, runs_dir: Path | None, rerun: tuple[str, ...]) -> None:
+          steps: int | None, seeds: int | None, runs_dir: Path | None, rerun: tuple[str, ...], index: bool) -> None:
     """Run benchmark NAME and write OUT/NAME.json and OUT/NAME.md. Without NAME, list them.
 
     \b
@@ -318,14 +327,22 @@ def bench(name: str | None, quick: bool, out: Path, config: Path | None, overrid
       taskology bench staleness --steps 1600
       taskology bench staleness --seeds 12
       taskology bench consistency --runs-dir runs/b --rerun 0.02/collective
+      taskology bench --index         # rewrite benchmarks/README.md from benchmarks/results/*.json
     """
-    from taskology.bench import BENCHMARKS, run_benchmark
+    if index:
+        if name is not None:
+            raise click.UsageError("--index writes the table of the results; it runs no benchmark", None)
+        from taskology.bench.index import write_index
 
+        click.echo(f"wrote {write_index(out)}")
+        return
     if name is None:
+        from taskology.bench import BENCHMARKS
+
         for bench_name in sorted(BENCHMARKS):
             click.echo(bench_name)
         return
-    run_benchmark(name, quick=quick, out_dir=out, config=config, overrides=overrides, steps=steps,
+    _target("bench")(name, quick=quick, out_dir=out, config=config, overrides=overrides, steps=steps,
                   runs_dir=runs_dir, rerun=rerun, seeds=seeds)
 
 
@@ -342,7 +359,7 @@ def inspect(**kwargs: Any) -> None:
       taskology inspect data/sim
       taskology inspect data/sim/seq0000.h5 --png frame.png --frame 3
     """
-    _target("taskology.data.inspect", "inspect_command", 2)(**kwargs)
+    _target("inspect")(**kwargs)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -28,7 +28,7 @@ class ClusterError(TaskologyError):
     """A Dask cluster could not be created or reached, or an actor could not be recovered."""
 
 
-class NotYetAvailable(TaskologyError):
-    """A command whose implementation lands in a later issue."""
+class NotAvailable(TaskologyError):
+    """A part that cannot run here: an optional dependency is missing (e.g. the ``carla`` client package)."""
 
     exit_code = 3

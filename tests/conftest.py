@@ -1,9 +1,13 @@
-"""Shared pytest fixtures and hardware gating (STYLE.md #12)."""
+"""Shared pytest fixtures (``sim_root``: tiny simulated shards) and hardware gating (``gpu``, ``carla`` marks)."""
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/simdata.py
 
 # Keep tests reproducible and light on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -23,3 +27,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
         if "carla" in item.keywords and not os.environ.get("TASKOLOGY_CARLA_HOST"):
             item.add_marker(skip_carla)
+
+
+@pytest.fixture(scope="session")
+def sim_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of tiny simulated shards per session (32x96), generated once and shared."""
+    from simdata import make_sim_root
+
+    return make_sim_root(tmp_path_factory.getbasetemp() / "taskology-sim-32x96")
+
+
+import torch as _torch  # noqa: E402
+
+_torch.set_num_threads(1)  # 2 shared cores: one intra-op thread avoids oversubscription

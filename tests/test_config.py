@@ -12,8 +12,6 @@ import yaml
 import taskology.config.sections as sections_module
 from taskology.config import (
     CAMERA_TASKS,
-    KNOWN_RELATIONS,
-    KNOWN_TASKS,
     ExperimentConfig,
     apply_overrides,
     config_to_yaml,
@@ -26,7 +24,7 @@ from taskology.config import (
 from taskology.errors import ConfigError, TaskologyError
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+PRESETS = sorted((ROOT / "taskology" / "configs").glob("*.yaml"))
 
 
 def _write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
@@ -47,7 +45,8 @@ def _error(path: Path | None = None, overrides: tuple[str, ...] = ()) -> str:
 
 
 def test_the_three_presets_exist() -> None:
-    assert {p.name for p in PRESETS} >= {"default.yaml", "demo.yaml", "consistency.yaml"}
+    assert {p.name for p in PRESETS} >= {"default.yaml", "demo.yaml", "consistency.yaml", "consistency-gpu.yaml"}
+    assert load_config("demo") == load_config(ROOT / "taskology/configs/demo.yaml")  # by name, from any folder
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
@@ -59,7 +58,7 @@ def test_every_preset_loads_and_round_trips(preset: Path, tmp_path: Path) -> Non
 
 
 def test_default_yaml_documents_every_key_with_its_default_value() -> None:
-    raw = yaml.safe_load((ROOT / "configs/default.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "taskology/configs/default.yaml").read_text())
 
     def keys(tree: dict, prefix: str = "") -> set[str]:
         out = set()
@@ -70,11 +69,11 @@ def test_default_yaml_documents_every_key_with_its_default_value() -> None:
         return out
 
     assert keys(raw) == keys(ExperimentConfig().model_dump(mode="json"))
-    assert load_config(ROOT / "configs/default.yaml") == ExperimentConfig()
+    assert load_config(ROOT / "taskology/configs/default.yaml") == ExperimentConfig()
 
 
 def test_demo_preset_is_the_small_laptop_run() -> None:
-    demo = load_config(ROOT / "configs/demo.yaml")
+    demo = load_config(ROOT / "taskology/configs/demo.yaml")
     height, width = demo.sim.camera_hw
     assert demo.data.camera_hw == demo.sim.camera_hw and height * width <= 64 * 208  # laptop-sized
     assert demo.enabled_tasks() == ["depth", "normals", "segmentation", "motion"]
@@ -197,29 +196,28 @@ def test_bad_overrides_name_the_key_and_what_is_allowed(override: str, expected:
     assert expected in message
 
 
-def test_unknown_task_and_relation_list_the_available_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    tasks = ("depth", "motion", "normals", "segmentation")
-    relations = ("depth_normals", "photometric", "segmentation_geometry", "segmentation_motion")
-    monkeypatch.setattr(sections_module, "available_tasks", lambda: tasks)
-    monkeypatch.setattr(sections_module, "available_relations", lambda: relations)
-    assert ("tasks.dpth: unknown task; available: depth, motion, normals, segmentation"
+def test_unknown_task_and_relation_list_the_registered_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskology.losses import RELATIONS
+    from taskology.tasks import TASKS
+
+    assert (f"tasks.dpth: unknown task; available: {', '.join(sorted(TASKS))}"
             in _error(overrides=("tasks.dpth.lr=0.1",)))
-    assert (f"relations.fotometric: unknown relation; available: {', '.join(relations)}"
+    assert (f"relations.fotometric: unknown relation; available: {', '.join(sorted(RELATIONS))}"
             in _error(overrides=("relations.fotometric.weight=1",)))
-    monkeypatch.setattr(sections_module, "available_tasks", lambda: ("depth",))  # a registry without the defaults
-    assert "default config: tasks.normals: unknown task; available: depth" in _error()
+    monkeypatch.delitem(TASKS, "normals")  # a registry without one of the defaults
+    assert "default config: tasks.normals: unknown task; available: depth, motion, segmentation" in _error()
 
 
-def test_registry_names_come_from_the_registry_or_the_known_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("fake_registry_home")
-    monkeypatch.setitem(sys.modules, "fake_registry_home", fake)
-    names = sections_module._registry_names
-    assert names("fake_registry_home", "TASKS", KNOWN_TASKS) == KNOWN_TASKS  # no registry yet
-    fake.TASKS = {}
-    assert names("fake_registry_home", "TASKS", KNOWN_TASKS) == KNOWN_TASKS  # empty registry
-    fake.TASKS = {"normals": object, "depth": object}
-    assert names("fake_registry_home", "TASKS", KNOWN_TASKS) == ("depth", "normals")
-    assert names("no_such_module_anywhere", "RELATIONS", KNOWN_RELATIONS) == KNOWN_RELATIONS
+def test_a_task_class_with_a_wrong_data_declaration_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskology.tasks import TASKS, Task
+
+    class Peeking(Task):
+        name = "peeking"
+        input_layers = ("camera/rgb", "camera/depth")  # a label as an input would leak into the mediator split
+
+    monkeypatch.setitem(TASKS, "peeking", Peeking)
+    assert ("tasks.peeking: task 'peeking' of the registry: input layer 'camera/depth' is not visible in every "
+            "split" in _error(overrides=("tasks.peeking.enabled=true",)))
 
 
 def test_the_real_registries_accept_the_default_experiment() -> None:
@@ -324,7 +322,7 @@ def test_parse_cluster_address_rejects(text: str) -> None:
 
 
 def test_saved_yaml_holds_every_key_and_reloads_equal(tmp_path: Path) -> None:
-    config = load_config(ROOT / "configs/demo.yaml", ["train.seeds=[3, 4]", "tasks.depth.lr=2e-4",
+    config = load_config(ROOT / "taskology/configs/demo.yaml", ["train.seeds=[3, 4]", "tasks.depth.lr=2e-4",
                                                       "cluster.address=none"])
     text = config_to_yaml(config)
     assert yaml.safe_load(text) == config.model_dump(mode="json")
@@ -358,7 +356,9 @@ def test_lockstep_lag_that_publication_can_never_meet_is_rejected() -> None:
 
 
 def test_relation_receivers_scale_the_weight_per_receiving_task() -> None:
-    from taskology.engine.runner import relations_for
+    from taskology.engine.registry import Registry
+
+    relations_for = Registry.current().relations_for
 
     cfg = ExperimentConfig.model_validate(
         {"relations": {"depth_normals": {"weight": 2.0, "receivers": {"normals": 0.0}},
@@ -386,7 +386,9 @@ def test_relation_options_are_checked_against_what_the_relation_takes() -> None:
 
 
 def test_relation_weight_by_labels_scales_what_a_task_receives_by_its_label_fraction() -> None:
-    from taskology.engine.runner import relations_for
+    from taskology.engine.registry import Registry
+
+    relations_for = Registry.current().relations_for
 
     points = "train.relation_weight_by_labels=[[0.02, 1.0], [0.2, 0.5], [1.0, 0.0]]"
     cfg = load_config(None, [points, "tasks.depth.label_fraction=0.02", "tasks.normals.label_fraction=0.2",
@@ -406,7 +408,9 @@ def test_relation_weight_by_labels_scales_what_a_task_receives_by_its_label_frac
 
 
 def test_a_task_s_own_relation_weight_by_labels_replaces_train_s_for_that_task_only() -> None:
-    from taskology.engine.runner import relations_for
+    from taskology.engine.registry import Registry
+
+    relations_for = Registry.current().relations_for
 
     overrides = ["train.relation_weight_by_labels=[[0.02, 1.0], [1.0, 0.5]]", "tasks.depth.label_fraction=1.0",
                  "tasks.normals.label_fraction=1.0", "tasks.depth.relation_weight_by_labels=[[0.02, 1.0], [1.0, 0.0]]"]

@@ -134,17 +134,17 @@ def sim_world(root: Path, hw: tuple[int, int], sequences: int, frames: int, proc
     return root
 
 
-def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence[str] = (),
+def result_stem(name: str, quick: bool, config: str | Path | None, overrides: Sequence[str] = (),
                 steps: int | None = None, seeds: int | None = None) -> str:
     """File stem of a result: the benchmark, the preset it ran when not the default, its overrides,
     ``--steps`` and ``--seeds`` choices (so such a run never replaces the default result), ``-quick``.
 
     Example:
-        >>> result_stem("consistency", False, Path("configs/consistency.yaml"))
+        >>> result_stem("consistency", False, Path("consistency.yaml"))
         'consistency'
         >>> result_stem("consistency", True, Path("my.yaml"))
         'consistency-my-quick'
-        >>> result_stem("consistency", False, Path("configs/consistency-gpu.yaml"), ["train.seeds=[1]"])
+        >>> result_stem("consistency", False, Path("consistency-gpu"), ["train.seeds=[1]"])
         'consistency-gpu-train-seeds-1'
         >>> result_stem("staleness", False, None, steps=1600)
         'staleness-steps-1600'
@@ -153,7 +153,8 @@ def result_stem(name: str, quick: bool, config: Path | None, overrides: Sequence
     """
     stem = name
     if config is not None:
-        stem = config.stem if config.stem.startswith(name) else f"{name}-{config.stem}"
+        preset = Path(config).stem
+        stem = preset if preset.startswith(name) else f"{name}-{preset}"
     for override in overrides:
         stem += "-" + "-".join(re.findall(r"[A-Za-z0-9_]+", override))
     if steps is not None:
@@ -179,8 +180,9 @@ def run_benchmark(name: str, quick: bool = False, out_dir: Path = Path("benchmar
     if config is not None:
         if "config" not in takes:
             raise ConfigError(f"benchmark {name!r} takes no --config (it has fixed sizes)")
-        if not Path(config).is_file():
-            raise ConfigError(f"--config: no such file {config}")
+        from taskology.config.loading import config_path
+
+        config_path(config)  # a file or a shipped preset's name; else one line naming both
     if overrides:
         if "overrides" not in takes:
             raise ConfigError(f"benchmark {name!r} takes no --set")

@@ -1,6 +1,7 @@
 """``taskology bench consistency``: camera tasks trained alone vs collectively, at 2 %, 10 %, 100 % labels.
 
-For every label fraction and seed, the same preset (``configs/consistency.yaml``) is trained twice with
+For every label fraction and seed, the same preset (``consistency``, taskology/configs/consistency.yaml) is
+trained twice with
 the in-process engine, equal steps per task: (a) ``alone`` (each task on its labelled frames only) and
 (b) ``collective`` (plus the consistency relations on the mediator split). Every run is evaluated on
 the held-out test sequences (never used for any choice). Figures: mean and standard deviation over
@@ -9,7 +10,8 @@ the other metrics), the gap recovered ``(alone - collective) / (alone - alone@10
 for mIoU), relative improvements, and a PNG of metric vs label fraction for both arms.
 
 ``--quick`` shrinks everything (32x96, few sequences and steps): a smoke run of the pipeline, not a
-result. The simulated data is cached under ``data.root/<size tag>`` and reused.
+result. The simulated data is cached under ``data.root/<size tag>`` and reused
+(:func:`taskology.experiment.ensure_world`).
 
 ``--runs-dir DIR`` keeps every run's directory in ``DIR/<fraction>-<arm>-<seed>`` instead of a temporary
 folder, and reuses a run already finished there (its ``metrics.json``): a benchmark stopped part-way goes on
@@ -34,9 +36,9 @@ from taskology.bench import BenchResult, target
 from taskology.errors import ConfigError
 from taskology.sim.cache import recorded_world
 
-REPO = Path(__file__).resolve().parents[2]
-PRESET = REPO / "configs" / "consistency.yaml"
-RESULTS = REPO / "benchmarks" / "results"
+#: the preset this benchmark trains by default (a shipped preset, taskology/configs/consistency.yaml)
+PRESET = "consistency"
+RESULTS = Path("benchmarks/results")
 FRACTIONS = (0.02, 0.10, 1.0)
 ARMS = ("alone", "collective")
 #: headline metric per task: (metric, higher is better).
@@ -53,83 +55,13 @@ QUICK_OVERRIDES = ["sim.sequences=6", "sim.frames=10", "sim.camera=32x96", "data
                    ] + [f"tasks.{t}.{k}" for t in HEADLINE for k in ("width=4", "batch_size=4")]
 
 
-def _config(quick: bool, extra: list[str], preset: Path = PRESET) -> Any:
-    from taskology.config import load_config
+def _one_run(preset: str, root: str, fraction: float, arm: str, seed: int, run_dir: str, threads: int,
+             overrides: tuple[str, ...]) -> tuple[dict[str, Any], float]:
+    """One (fraction, arm, seed) run on the test split, in a worker process (:func:`taskology.experiment.run_arm`)."""
+    from taskology.experiment import run_arm
 
-    return load_config(preset, (QUICK_OVERRIDES if quick else []) + extra)
-
-
-def ensure_data(config: Any) -> Path:
-    """Simulate the preset's sequences into ``data.root/<tag>`` unless they are already there.
-
-    The folder carries a world record (:mod:`taskology.sim.cache`): a folder simulated by other simulator
-    code is checked (one shard simulated again and compared) and, where its world differs, set aside and
-    simulated afresh, so runs never train on a world cached by older code under the same name.
-    """
-    from taskology.config import parse_camera_hw
-    from taskology.sim.cache import ensure_world
-    from taskology.sim.config import WorldConfig
-    from taskology.sim.generate import generate_shard, sequence_id_for
-
-    sim = config.sim
-    hw = parse_camera_hw(sim.camera)
-    changes = sim.world_changes()
-    root = data_root(config)
-    spec = {"backend": "embedded", "seed": int(sim.seed), "sequences": int(sim.sequences),
-            "frames": int(sim.frames), "camera_hw": list(hw), "lidar_beams": 0,
-            "frame_rate": float(sim.frame_rate), "world": WorldConfig(**changes).to_dict()}
-
-    def make_shard(folder: Path, index: int) -> Path:
-        return generate_shard(folder, seed=sim.seed, index=index, frames=sim.frames, camera_hw=hw, lidar_beams=0,
-                              frame_rate=sim.frame_rate, world=WorldConfig(**changes))
-
-    names = [f"{sequence_id_for(sim.seed, i)}.h5" for i in range(int(sim.sequences))]
-    world = ensure_world(root, spec, names, make_shard, say=lambda line: print(f"data: {line}", flush=True))
-    return world.root
-
-
-def data_root(config: Any) -> Path:
-    """The folder :func:`ensure_data` keeps the preset's world in: ``data.root/<tag>``."""
-    from taskology.config import parse_camera_hw
-
-    sim = config.sim
-    hw = parse_camera_hw(sim.camera)
-    return Path(config.data.root) / (f"seed{sim.seed}-{sim.sequences}x{sim.frames}-{hw[0]}x{hw[1]}"
-                                     + world_tag(sim.world_changes()))
-
-
-def world_tag(changes: dict[str, Any]) -> str:
-    """Folder-name suffix for world parameters away from the default (``""`` for the default world).
-
-    Example:
-        >>> world_tag({"ego_speed_mps": (2.0, 12.0)})
-        '-ego_speed_mps2-12'
-    """
-    return "".join(f"-{k}" + "-".join(f"{x:g}" for x in (v if isinstance(v, tuple) else (v,)))
-                   for k, v in sorted(changes.items(), reverse=True))
-
-
-def _arm_config(base_overrides: list[str], quick: bool, root: Path, fraction: float, arm: str,
-                preset: Path = PRESET) -> Any:
-    extra = [f"data.root={root}", f"train.mode={arm}"] + [f"tasks.{t}.label_fraction={fraction}" for t in HEADLINE]
-    return _config(quick, base_overrides + extra, preset)
-
-
-def _one_run(preset: str, quick: bool, root: str, fraction: float, arm: str, seed: int, run_dir: str,
-             threads: int, extra: tuple[str, ...] = (), split: str = "test") -> tuple[dict[str, Any], float]:
-    """One (fraction, arm, seed) training run + evaluation on ``split``, in a worker process; ``extra``:
-    config overrides of this run."""
-    import torch
-
-    from taskology.engine.collective import run_collective
-    from taskology.runtime import tune_malloc
-
-    tune_malloc()
-    torch.set_num_threads(max(int(threads), 1))
-    t0 = time.time()
-    cfg = _arm_config(list(extra), quick, Path(root), fraction, arm, Path(preset))
-    record = run_collective(cfg, Path(run_dir), seed=seed, tensorboard=False, eval_split=split)
-    return record["tasks"], time.time() - t0
+    return run_arm(preset, fraction, arm, seed=seed, run_dir=run_dir, data_root=Path(root), overrides=overrides,
+                   threads=threads)
 
 
 def run_name(fraction: float, arm: str, seed: int) -> str:
@@ -331,16 +263,20 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
     import os
 
     from taskology.bench.parallel import map_in_processes
+    from taskology.config import load_config
+    from taskology.experiment import ensure_world
 
     if rerun and runs_dir is None:
         raise ConfigError("--rerun needs --runs-dir: it names runs to train again among those kept there")
     again = parse_rerun(rerun)
-    preset = Path(config) if config is not None else PRESET
-    base = _config(quick, list(overrides), preset)
+    user_overrides = tuple(overrides)
+    preset = str(config) if config is not None else PRESET
+    overrides = tuple((QUICK_OVERRIDES if quick else []) + list(overrides))
+    base = load_config(preset, overrides)
     seeds = list(base.train.seeds)
     jobs = [(fraction, arm, seed) for fraction in FRACTIONS for arm in ARMS for seed in seeds]
     started = time.time()
-    root = ensure_data(base)
+    root = ensure_world(base)
     sim_s = time.time() - started
     world = recorded_world(root)
     reused, todo = (plan_runs(jobs, runs_dir, again, int(base.train.steps), world) if runs_dir is not None
@@ -360,9 +296,9 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
             scratch.mkdir(parents=True, exist_ok=True)
         for job in todo:  # a killed run's leftovers; its finished predecessor, if any, stays until replaced
             shutil.rmtree(scratch / f".{run_name(*job)}.partial", ignore_errors=True)
-        args = {(fraction, arm, seed): (str(preset), quick, str(root), fraction, arm, seed,
+        args = {(fraction, arm, seed): (preset, str(root), fraction, arm, seed,
                                         str(scratch / f".{run_name(fraction, arm, seed)}.partial"),
-                                        max(cores // workers, 1), tuple(overrides))
+                                        max(cores // workers, 1), overrides)
                 for fraction, arm, seed in todo}
         for done, ((fraction, arm, seed), (tasks, seconds)) in enumerate(map_in_processes(_one_run, args, workers), 1):
             final = scratch / run_name(fraction, arm, seed)
@@ -386,20 +322,19 @@ def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,
     derived, targets, lines = derive(summary)
     from taskology.bench import result_stem
 
-    png = Path(out_dir) / f"{result_stem('consistency', quick, config, overrides)}.png"
-    shown = png.relative_to(REPO) if png.is_relative_to(REPO) else png
+    png = Path(out_dir) / f"{result_stem('consistency', quick, config, user_overrides)}.png"
     _plot(summary, png)
     cfg_note = (f"{base.sim.sequences} sequences x {base.sim.frames} frames at {base.sim.camera} (world {world}), "
                 f"{base.data.test_sequences} held-out test sequences, {base.train.steps} steps per task, "
                 f"seeds {seeds}, device {base.train.device}")
     notes = (f"Setup: {cfg_note}. Equal steps per task in both arms; test split used only for the final "
-             f"evaluation. Plot: {shown}. Simulation took {sim_s:.0f} s (0 when cached); "
+             f"evaluation. Plot: {png}. Simulation took {sim_s:.0f} s (0 when cached); "
              f"training + evaluation {sum(timings.values()):.0f} s of run time, {time.time() - wall0:.0f} s wall "
              f"({workers} runs at a time)."
              + (f" Reused {len(reused)} finished run(s) from {runs_dir} (not trained by this command): "
                 f"{', '.join(run_name(*job) for job in reused)}." if reused else "")
              + (" QUICK RUN: sizes far too small for the targets to be meaningful." if quick else ""))
-    figures = {"setup": {"preset": str(preset.relative_to(REPO) if preset.is_relative_to(REPO) else preset),
+    figures = {"setup": {"preset": preset, "overrides": list(user_overrides),
                          "data_root": str(root), "world": world, "fractions": list(FRACTIONS), "seeds": seeds,
                          "steps": base.train.steps, "camera": base.sim.camera, "sequences": base.sim.sequences,
                          "frames": base.sim.frames},

@@ -125,7 +125,7 @@ def arm_config(root: Path, steps: int, width: int, batch: int, test_sequences: i
     """The experiment config of one arm (its peers' refresh interval and dtype go to the view instead)."""
     from taskology.config import load_config
 
-    warmup = steps // 4  # the collective recipe (configs/consistency.yaml): supervised first, then relations
+    warmup = steps // 4  # the collective recipe (the consistency preset): supervised first, then relations
     over = [f"data.root={root}", f"data.test_sequences={test_sequences}", "data.mediator_fraction=0.4",
             "train.lr_schedule=cosine", f"train.steps={steps}",
             f"train.consistency_start_step={warmup}", f"train.consistency_ramp_steps={max(warmup // 2, 1)}",
@@ -334,6 +334,6 @@ def run(quick: bool, steps: int | None = None, seeds: int | None = None) -> Benc
                + f"{sequences} sequences x {frames} frames ({test_sequences} test), {LABEL_FRACTION:.0%} labels, "
                "cosine learning-rate decay. Relations start after "
                f"{steps // 4} supervised steps and ramp in over {max(steps // 8, 1)} (the collective recipe of "
-               "configs/consistency.yaml); the snapshot of a peer is then never its random initialisation. "
+               "consistency preset); the snapshot of a peer is then never its random initialisation. "
                + (f"--quick: a pipeline smoke run (40 steps, {len(run_seeds)} seed{'s' * (len(run_seeds) > 1)}), not a "
                   "result." if quick else "")))

@@ -2,7 +2,7 @@
 
 Dask actors are not resilient (a lost worker takes its actor with it); the supervisor in
 :mod:`taskology.engine.distributed` recreates them. What it decides is here, free of any cluster, so it
-is tested directly (STYLE.md #8).
+is tested directly.
 
 Example:
     >>> policy = RestartPolicy(max_restarts=3, backoff_s=1.0)

@@ -1,4 +1,5 @@
-"""Typed experiment configuration: YAML presets in ``configs/`` plus dotted command-line overrides.
+"""Typed experiment configuration: YAML files or shipped presets (``taskology/configs/``, by name) plus dotted
+command-line overrides.
 
 An experiment is one :class:`ExperimentConfig` with small sections (``data``, ``sim``, ``tasks``,
 ``relations``, ``train``, ``cluster``, ``exchange``). Every section rejects unknown keys, values are
@@ -6,7 +7,7 @@ strictly typed (``true`` is not an integer, ``"5"`` is not a number) and range-c
 user gets wrong raises :class:`~taskology.errors.ConfigError` with one line naming the file or
 override, the dotted key, and what is allowed, e.g.::
 
-    configs/demo.yaml: train.stpes: unknown key; allowed: steps, mode, seeds, device, ...
+    my-experiment.yaml: train.stpes: unknown key; allowed: steps, mode, seeds, device, ...
 
 Semantics worth knowing:
 
@@ -43,8 +44,6 @@ from taskology.config.messages import describe_validation_error
 from taskology.config.sections import (
     CAMERA_RELATIONS,
     CAMERA_TASKS,
-    KNOWN_RELATIONS,
-    KNOWN_TASKS,
     MAX_CAMERA_SIDE,
     ClusterConfig,
     DataConfig,
@@ -62,7 +61,7 @@ from taskology.config.sections import (
 )
 
 __all__ = [
-    "CAMERA_RELATIONS", "CAMERA_TASKS", "KNOWN_RELATIONS", "KNOWN_TASKS", "MAX_CAMERA_SIDE",
+    "CAMERA_RELATIONS", "CAMERA_TASKS", "MAX_CAMERA_SIDE",
     "ClusterConfig", "DataConfig", "ExchangeConfig", "ExperimentConfig", "RelationConfig", "SimConfig",
     "TaskConfig", "TLSConfig", "TrainConfig",
     "apply_overrides", "flatten_dotted", "available_relations", "available_tasks", "config_to_yaml", "describe_validation_error",

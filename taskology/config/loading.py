@@ -137,13 +137,43 @@ def _related(key: str, other: str) -> bool:
     return key == other or key.startswith(other + ".") or other.startswith(key + ".")
 
 
-def load_config(path: Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The experiment of YAML file ``path`` (defaults when ``None``) with ``overrides`` applied.
+#: the presets shipped inside the package (``taskology/configs/<name>.yaml``): usable by name from any folder
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets, e.g. ``['consistency', 'consistency-gpu', 'default', 'demo']``."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def config_path(path_or_name: str | Path) -> Path:
+    """``path_or_name`` itself when it is a file; else the shipped preset of that name (``demo`` or
+    ``demo.yaml``); else a ConfigError naming both and listing the presets.
+
+    Example:
+        >>> config_path("demo").name
+        'demo.yaml'
+    """
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    if path.parent != Path("."):  # a path, not a name
+        raise ConfigError(f"{path}: no such config file")
+    preset = PRESETS_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"{path}: no such config file, and no shipped preset of that name; presets: "
+                      f"{', '.join(preset_names())}")
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The experiment of YAML file ``path`` (or of the shipped preset of that name, :func:`config_path`;
+    defaults when ``None``) with ``overrides`` applied.
 
     Raises:
         ConfigError: missing/unreadable file, invalid YAML, unknown key, wrong type or bad value.
     """
-    config = _validate({}, "default config") if path is None else read_config_file(Path(path))
+    config = _validate({}, "default config") if path is None else read_config_file(config_path(path))
     return apply_overrides(config, overrides)
 
 

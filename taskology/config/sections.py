@@ -20,12 +20,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from pydantic import field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-#: Task and relation names used when the registries cannot be imported or are still empty.
-KNOWN_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion", "detection", "tracking")
-KNOWN_RELATIONS: tuple[str, ...] = ("depth_normals", "photometric", "segmentation_motion",
-                                    "segmentation_geometry", "segmentation_ground", "segmentation_temporal",
-                                    "box_tracking")
-#: The camera tasks and their relations: the default experiment.
+#: The camera tasks and their relations: the default experiment (a config that lists ``tasks`` or
+#: ``relations`` replaces these; any name registered in ``taskology.tasks.TASKS`` / ``taskology.losses.RELATIONS``
+#: may be used).
 CAMERA_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion")
 CAMERA_RELATIONS: tuple[str, ...] = ("depth_normals", "photometric", "segmentation_motion", "segmentation_geometry")
 MAX_CAMERA_SIDE = 4096
@@ -387,52 +384,28 @@ class ExchangeConfig(_Section):
         return self
 
 
-def _registry_names(module: str, attribute: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
-    """Keys of a registry dict when it imports and is non-empty, else ``fallback``."""
-    try:
-        import importlib
+def _tasks() -> Mapping[str, Any]:
+    """``taskology.tasks.TASKS`` as it is now (imported when a config is validated: the CLI starts fast)."""
+    from taskology.tasks import TASKS
 
-        registry = getattr(importlib.import_module(module), attribute, None)
-    except ImportError:
-        return fallback
-    if isinstance(registry, Mapping) and registry:
-        return tuple(sorted(registry))
-    return fallback
+    return TASKS
+
+
+def _relations() -> Mapping[str, Any]:
+    """``taskology.losses.RELATIONS`` as it is now."""
+    from taskology.losses import RELATIONS
+
+    return RELATIONS
 
 
 def available_tasks() -> tuple[str, ...]:
-    """Task names a config may use: ``taskology.tasks.TASKS`` when available, else :data:`KNOWN_TASKS`."""
-    return _registry_names("taskology.tasks", "TASKS", KNOWN_TASKS)
+    """Task names a config may use: the keys of ``taskology.tasks.TASKS``."""
+    return tuple(sorted(_tasks()))
 
 
 def available_relations() -> tuple[str, ...]:
-    """Relation names: ``taskology.losses.RELATIONS`` when available, else :data:`KNOWN_RELATIONS`."""
-    return _registry_names("taskology.losses", "RELATIONS", KNOWN_RELATIONS)
-
-
-def relation_receivers(name: str) -> tuple[str, ...] | None:
-    """The tasks relation ``name`` teaches (None when the registry or the name is unavailable)."""
-    relation = _registered_relation(name)
-    return tuple(relation.teaches) if relation is not None else None
-
-
-def _registered(module: str, attribute: str, name: str) -> Any:
-    """Entry ``name`` of a registry dict (None when the registry does not import or lacks it)."""
-    try:
-        import importlib
-
-        registry = getattr(importlib.import_module(module), attribute, None)
-    except ImportError:
-        return None
-    return registry.get(name) if isinstance(registry, Mapping) else None
-
-
-def _registered_task(name: str) -> Any:
-    return _registered("taskology.tasks", "TASKS", name)
-
-
-def _registered_relation(name: str) -> Any:
-    return _registered("taskology.losses", "RELATIONS", name)
+    """Relation names a config may use: the keys of ``taskology.losses.RELATIONS``."""
+    return tuple(sorted(_relations()))
 
 
 class ExperimentConfig(_Section):
@@ -450,27 +423,29 @@ class ExperimentConfig(_Section):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
-        names = available_tasks()
+        registered = _tasks()
         for name in tasks:
-            if name not in names:
-                raise _fail(f"unknown task; available: {', '.join(names)}", name)
+            if name not in registered:
+                raise _fail(f"unknown task; available: {', '.join(available_tasks())}", name)
+            problem = registered[name].declaration_problem()
+            if problem:
+                raise _fail(f"task {name!r} of the registry: {problem}", name)
         return tasks
 
     @field_validator("relations")
     @classmethod
     def _known_relations(cls, relations: dict[str, RelationConfig]) -> dict[str, RelationConfig]:
-        names = available_relations()
+        registered = _relations()
         for name, entry in relations.items():
-            if name not in names:
-                raise _fail(f"unknown relation; available: {', '.join(names)}", name)
-            teaches = relation_receivers(name)
+            if name not in registered:
+                raise _fail(f"unknown relation; available: {', '.join(available_relations())}", name)
+            teaches = registered[name].teaches
             for task in entry.receivers:
-                if teaches is not None and task not in teaches:
+                if task not in teaches:
                     raise _fail(f"not a task this relation teaches; it teaches {', '.join(teaches)}",
                                 f"{name}.receivers.{task}")
-            registered = _registered_relation(name)
             for option, value in entry.options.items():
-                problem = registered.check_option(option, float(value)) if registered is not None else None
+                problem = registered[name].check_option(option, float(value))
                 if problem:
                     raise _fail(problem, f"{name}.options.{option}")
         return relations

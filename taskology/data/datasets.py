@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from taskology.data.labels import PAIR_TASKS, check_task, visible_layers
+from taskology.data.labels import visible_layers
 from taskology.data.read_kernels import rgb_chw_float
 from taskology.data.schema import LAYERS
 from taskology.data.shard import Shard
@@ -55,7 +55,9 @@ KEYS: dict[str, str] = {
 #: keys with a per-sample length (listed, not stacked, by collate_frames).
 RAGGED_KEYS: frozenset[str] = frozenset(
     KEYS[n] + suffix for n in KEYS if LAYERS[n].shape[0] in ("P", "O") for suffix in ("", "_next"))
-_STATIC = frozenset(n for n in KEYS if not LAYERS[n].per_frame and LAYERS[n].shape[0] not in ("P", "O"))
+#: layers with one value per sequence (calibration), read once per shard.
+STATIC_LAYERS: frozenset[str] = frozenset(
+    n for n in KEYS if not LAYERS[n].per_frame and LAYERS[n].shape[0] not in ("P", "O"))
 
 
 def to_training_layout(name: str, values: np.ndarray) -> torch.Tensor:
@@ -90,18 +92,21 @@ class FrameDataset(Dataset):
     Args:
         manifest: the splits manifest of the shard directory.
         split: ``"train"``, ``"mediator"``, ``"val"`` or ``"test"``.
-        task: the consuming task (required for train; selects the label mask and the pair mode).
+        task: the consuming task (required for train: selects its label mask).
+        labels: the task's label layers (visible to it in the train split).
         layers: schema layer names to load (default: every visible layer present in the shards).
             A hidden layer is a DataError.
-        pairs: yield pairs (t, t+1); default: True for pair tasks (motion, tracking).
+        pairs: yield pairs (t, t+1) (pair tasks, the mediator).
     """
 
     def __init__(self, manifest: SplitManifest, split: str, task: str | None = None, *,
-                 layers: Iterable[str] | None = None, pairs: bool | None = None) -> None:
+                 labels: Iterable[str] = (), layers: Iterable[str] | None = None, pairs: bool = False) -> None:
         self.manifest, self.split = manifest, split
-        self.task = check_task(task) if task is not None else None
-        self.visible = visible_layers(split, task)
-        self.pairs = bool(task in PAIR_TASKS) if pairs is None else bool(pairs)
+        if split == "train" and task is None:
+            raise DataError("the train split needs a task: labels are visible per task")
+        self.task = task
+        self.visible = visible_layers(split, tuple(labels))
+        self.pairs = bool(pairs)
         present = self._present_layers()
         if layers is None:
             chosen = [n for n in KEYS if n in self.visible and n in present]
@@ -119,7 +124,7 @@ class FrameDataset(Dataset):
             chosen = [n for n in chosen if n in KEYS]  # offsets are consumed, not yielded
         self.layers: tuple[str, ...] = tuple(chosen)
         #: (layer, key, static) per yielded layer, in layer order: built once, not per sample.
-        self._plan: tuple[tuple[str, str, bool], ...] = tuple((n, KEYS[n], n in _STATIC) for n in chosen)
+        self._plan: tuple[tuple[str, str, bool], ...] = tuple((n, KEYS[n], n in STATIC_LAYERS) for n in chosen)
         self.samples: list[tuple[str, int]] = self._samples()
         self._shards: dict[str, Shard] = {}
         self._static: dict[tuple[str, str], np.ndarray] = {}

@@ -112,7 +112,7 @@ for _name in LAYERS:
 #: root attributes every shard carries.
 REQUIRED_ATTRS: tuple[str, ...] = ("schema_version", "sequence_id", "frame_rate", "num_frames", "generator")
 
-#: CARLA >= 0.9.14 semantic tag ids of the classes we render (DESIGN.md). Ids map 1:1 to CARLA.
+#: CARLA >= 0.9.14 semantic tag ids of the classes we render (docs/conventions.md). Ids map 1:1 to CARLA.
 SEMANTIC_CLASSES: dict[int, str] = {
     0: "unlabeled",
     1: "road",

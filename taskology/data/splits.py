@@ -14,8 +14,8 @@ Decisions (documented here once):
   construction, and test sequences contribute to neither.
 - **labels**: per task, ``fraction`` of the train frames are labeled (at least one frame when the
   fraction is > 0), drawn with a seed derived from ``(seed, task name)`` so adding a task does not
-  change the others' masks. Pair tasks (motion, tracking) draw whole pairs ``(t, t+1)`` of train
-  frames, so their labeled frames come in pairs.
+  change the others' masks. Pair tasks (those whose samples are frame pairs, e.g. motion) draw whole
+  pairs ``(t, t+1)`` of train frames, so their labeled frames come in pairs.
 
 Example:
     >>> # make_splits(Path("data/sim"), tasks={"depth": 0.02, "normals": 0.02}, test_sequences=1)
@@ -28,11 +28,11 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
-from taskology.data.labels import PAIR_TASKS, SPLITS, check_task
+from taskology.data.labels import SPLITS
 from taskology.data.shard import Shard, shard_paths
 from taskology.errors import ConfigError, DataError
 
@@ -205,12 +205,12 @@ def _task_rng(seed: int, task: str) -> np.random.Generator:
 
 
 def _draw_labels(train: dict[str, tuple[int, ...]], task: str, fraction: float,
-                 seed: int) -> dict[str, tuple[int, ...]]:
+                 seed: int, pair: bool) -> dict[str, tuple[int, ...]]:
     frames = [(s, f) for s in sorted(train) for f in train[s]]
     target = 0 if fraction <= 0 else max(1, round(fraction * len(frames)))
     rng = _task_rng(seed, task)
     chosen: set[FrameRef] = set()
-    if task in PAIR_TASKS:
+    if pair:
         members = set(frames)
         starts = [(s, f) for s, f in frames if (s, f + 1) in members]
         if target and not starts:
@@ -228,7 +228,8 @@ def _draw_labels(train: dict[str, tuple[int, ...]], task: str, fraction: float,
     return out
 
 
-def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: int = 1, val_sequences: int = 0,
+def make_splits(root: Path | str, tasks: dict[str, float], *, pairs: Collection[str] = (),
+                test_sequences: int = 1, val_sequences: int = 0,
                 mediator_fraction: float = 0.5, seed: int = 0, write: bool = True,
                 overwrite: bool = False) -> SplitManifest:
     """Assign the frames of the shards in ``root`` to splits and draw a label mask per task.
@@ -236,6 +237,7 @@ def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: in
     Args:
         root: directory of shards (each is opened and validated).
         tasks: task name -> labeled fraction of the train frames, in [0, 1].
+        pairs: the tasks whose samples are frame pairs: their labels are drawn pair by pair.
         test_sequences: number of whole sequences held out for test (fewer than the shards).
         val_sequences: number of whole sequences held out for validation (test + val < shards).
         mediator_fraction: fraction of each non-test sequence's frames (one contiguous block) for the
@@ -248,8 +250,10 @@ def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: in
         The manifest.
     """
     root = Path(root)
+    unknown = sorted(set(pairs) - set(tasks))
+    if unknown:
+        raise ConfigError(f"pairs names tasks without a label fraction: {unknown}")
     for task, fraction in tasks.items():
-        check_task(task)
         if not 0.0 <= float(fraction) <= 1.0:
             raise ConfigError(f"label fraction of task {task!r} must be in [0, 1], found {fraction}")
     if not 0.0 <= mediator_fraction < 1.0:
@@ -283,7 +287,7 @@ def make_splits(root: Path | str, tasks: dict[str, float], *, test_sequences: in
         start = int(rng.integers(0, n - n_med + 1))
         mediator[s] = tuple(range(start, start + n_med))
         train[s] = tuple(f for f in range(n) if not start <= f < start + n_med)
-    labels = {t: _draw_labels(train, t, float(fr), seed) for t, fr in sorted(tasks.items())}
+    labels = {t: _draw_labels(train, t, float(fr), seed, t in pairs) for t, fr in sorted(tasks.items())}
     manifest = SplitManifest(root=root, seed=seed, files=files, num_frames=num_frames, test=test, train=train,
                              mediator=mediator, labels=labels,
                              label_fractions={t: float(v) for t, v in sorted(tasks.items())},

@@ -5,7 +5,7 @@ actor thread shared by all its actors, so every method here is short: training r
 thread started by :meth:`TaskActor.start`, peers are fetched by a second background thread
 (:class:`~taskology.engine.exchange.PeerFetcher`), and the methods only read/swap state under a lock.
 
-Checkpoints (``<run_dir>/checkpoints/<task>/step_00000123.pt`` via ``runner.save_checkpoint``, atomic,
+Checkpoints (:mod:`taskology.engine.checkpoints`: ``<run_dir>/checkpoints/<task>/step_00000123.pt``, atomic,
 plus ``step_00000123.exchange.json`` and the latest publication ``step_00000123.pub.npz``) are written
 every ``checkpoint_every_steps`` steps or ``checkpoint_every_s`` seconds, whichever comes first, and at
 the end; the newest ``keep_checkpoints`` are kept. A TaskActor created where checkpoints exist resumes
@@ -16,9 +16,7 @@ TensorBoard event files go to ``<run_dir>/tensorboard/<task>/``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import threading
 import time
 import traceback
@@ -26,15 +24,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
-from taskology.atomic import atomic_path, write_bytes_atomic
+from taskology.engine.checkpoints import CheckpointDir
 from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, PeerFetcher, PredictionCache,
                                        PublicationBox, StalenessLog, compact_predictions)
 from taskology.engine.protocol import Predictions
-
-_CKPT = re.compile(r"^step_(\d{8})\.pt$")
-
 
 def pool_token(shard_paths: list[str]) -> str:
     """A short name of a mediator pool (its shard list, in order): the supervisor compares the token an
@@ -62,59 +56,6 @@ def checkpoint_due(step: int, last_step: int, now: float, last_time: float,
     if every_steps and step - last_step >= every_steps:
         return True
     return bool(every_s) and now - last_time >= float(every_s)  # type: ignore[arg-type]
-
-
-class CheckpointDir:
-    """``<run_dir>/checkpoints/<task>/``: numbered atomic checkpoints with their exchange side files."""
-
-    def __init__(self, root: Path, keep: int = 2) -> None:
-        self.root = Path(root)
-        self.keep = max(int(keep), 1)
-
-    def path(self, step: int) -> Path:
-        return self.root / f"step_{step:08d}.pt"
-
-    def steps(self) -> list[int]:
-        """Steps with a complete checkpoint, ascending (temp files of a crashed writer are ignored)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _CKPT.match(p.name)))
-
-    def latest(self) -> Path | None:
-        steps = self.steps()
-        return self.path(steps[-1]) if steps else None
-
-    def save_side(self, step: int, exchange_state: Mapping[str, Any], publication: Predictions | None) -> None:
-        """Write the exchange state (JSON) and the latest publication (npz, no pickle) atomically."""
-        base = self.path(step).with_suffix("")
-        write_bytes_atomic(base.with_suffix(".exchange.json"), json.dumps(dict(exchange_state)).encode())
-        if publication is not None:
-            arrays = {f"out_{k}": v for k, v in publication.outputs.items()}
-            with atomic_path(base.with_suffix(".pub.npz")) as tmp:
-                np.savez(tmp, sample_ids=np.asarray(publication.sample_ids, dtype=str),
-                         meta=np.asarray([publication.step, publication.wall_time], dtype=np.float64), **arrays)
-
-    def load_side(self, step: int, task: str) -> tuple[dict[str, Any], Predictions | None]:
-        base = self.path(step).with_suffix("")
-        state: dict[str, Any] = {}
-        js = base.with_suffix(".exchange.json")
-        if js.is_file():
-            state = json.loads(js.read_text())
-        pub = None
-        npz = base.with_suffix(".pub.npz")
-        if npz.is_file():
-            with np.load(npz, allow_pickle=False) as z:
-                outputs = {k[4:]: z[k] for k in z.files if k.startswith("out_")}
-                pub = Predictions(task, int(z["meta"][0]), float(z["meta"][1]), [str(s) for s in z["sample_ids"]],
-                                  outputs)
-        return state, pub
-
-    def prune(self) -> None:
-        """Delete all but the newest ``keep`` checkpoints (and their side files)."""
-        for step in self.steps()[:-self.keep]:
-            base = self.path(step).with_suffix("")
-            for p in (self.path(step), base.with_suffix(".exchange.json"), base.with_suffix(".pub.npz")):
-                p.unlink(missing_ok=True)
 
 
 def _current_worker() -> Any:

@@ -7,7 +7,7 @@ the distributed engine reproduces with the very same runner code.
 Run directory layout::
 
     config.yaml                     resolved experiment config
-    checkpoints/<task>/step_XXXXXXXX.pt   (same layout as the distributed engine)
+    checkpoints/<task>/step_XXXXXXXX.pt   (taskology.engine.checkpoints: the distributed engine's layout)
     logs/<task>.jsonl, tensorboard/<task>/
     metrics.json                    {"seed", "mode", "steps", "split", "world", "tasks": {task: {metric: value}}}
                                     ("world": the data root's world digest, taskology.sim.cache; None
@@ -15,52 +15,31 @@ Run directory layout::
 """
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from taskology.atomic import write_json_atomic
+from taskology.engine.checkpoints import checkpoint_path, checkpoint_steps, latest_common_step, load_checkpoint
 from taskology.engine.logbook import TaskLog
 from taskology.engine.peers import InProcessPeerView
-from taskology.engine.runner import TaskRunner, enabled_tasks, load_checkpoint
+from taskology.engine.registry import Registry
+from taskology.engine.runner import TaskRunner
 from taskology.engine.task_data import TaskData
 from taskology.sim.cache import recorded_world
 
-_CKPT = re.compile(r"^step_(\d{8})\.pt$")
-
-
-def checkpoint_path(run_dir: Path, task: str, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / task / f"step_{step:08d}.pt"
-
-
-def checkpoint_steps(run_dir: Path, task: str) -> list[int]:
-    """Steps with a complete checkpoint of ``task`` in ``run_dir``, ascending."""
-    folder = Path(run_dir) / "checkpoints" / task
-    if not folder.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _CKPT.match(p.name)))
-
-
-def latest_common_step(run_dir: Path, tasks: list[str]) -> int | None:
-    """The newest step for which every task has a checkpoint (None if there is none)."""
-    common: set[int] | None = None
-    for task in tasks:
-        steps = set(checkpoint_steps(run_dir, task))
-        common = steps if common is None else common & steps
-    return max(common) if common else None
-
 
 def build_runners(config: Any, run_dir: Path, *, seed: int, device: str, collective: bool,
-                  data: Mapping[str, TaskData] | None = None, resume_step: int | None = None
-                  ) -> tuple[dict[str, TaskRunner], InProcessPeerView]:
+                  data: Mapping[str, TaskData] | None = None, resume_step: int | None = None,
+                  registry: Registry | None = None) -> tuple[dict[str, TaskRunner], InProcessPeerView]:
     """One runner per enabled task, wired to one in-process peer view (peers only when collective)."""
+    registry = registry if registry is not None else Registry.current()
     view = InProcessPeerView()
     runners: dict[str, TaskRunner] = {}
-    for task in enabled_tasks(config):
+    for task in config.enabled_tasks():
         kwargs = dict(task_name=task, config=config, data_root=Path(config.data.root), run_dir=Path(run_dir),
                       peer_view=view, seed=seed, device=device, collective=collective,
-                      data=None if data is None else data[task])
+                      data=None if data is None else data[task], registry=registry)
         if resume_step is not None:
             runners[task] = TaskRunner.restore(checkpoint_path(run_dir, task, resume_step), **kwargs)
         else:
@@ -73,7 +52,7 @@ def build_runners(config: Any, run_dir: Path, *, seed: int, device: str, collect
 def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = False,
                    data: Mapping[str, TaskData] | None = None, tensorboard: bool = True,
                    on_log: Callable[[int, dict[str, dict[str, float]]], None] | None = None,
-                   eval_split: str = "test") -> dict[str, Any]:
+                   eval_split: str = "test", registry: Registry | None = None) -> dict[str, Any]:
     """Train every enabled task for ``config.train.steps`` steps in this process; evaluate on ``eval_split``.
 
     Args:
@@ -86,16 +65,17 @@ def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = Fals
         on_log: called with (step, {task: scalars}) every ``train.log_every`` steps.
         eval_split: the split evaluated (periodically and at the end): ``test``, or ``val`` when the
             run is one of several compared to make a choice (the test split stays untouched).
+        registry: the tasks and relations (default: :meth:`Registry.current`).
 
     Returns:
         The ``metrics.json`` record.
     """
     run_dir = Path(run_dir)
     collective = config.train.mode == "collective"
-    tasks = enabled_tasks(config)
+    tasks = config.enabled_tasks()
     start = latest_common_step(run_dir, tasks) if resume else None
     runners, _ = build_runners(config, run_dir, seed=seed, device=config.train.device, collective=collective,
-                               data=data, resume_step=start)
+                               data=data, resume_step=start, registry=registry)
     logs = {t: TaskLog(run_dir, t, tensorboard=tensorboard) for t in tasks}
     every_steps = int(config.train.checkpoint_every_steps)
     every_s = float(config.train.checkpoint_every_s)
@@ -134,7 +114,7 @@ def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = Fals
 def evaluate_run(config: Any, run_dir: Path, *, seed: int, split: str = "test") -> dict[str, dict[str, float]]:
     """Metrics of the newest checkpoint of every enabled task in ``run_dir`` on ``split``."""
     results: dict[str, dict[str, float]] = {}
-    for task in enabled_tasks(config):
+    for task in config.enabled_tasks():
         steps = checkpoint_steps(run_dir, task)
         if not steps:
             continue

@@ -1,19 +1,18 @@
 """``taskology train`` and ``taskology eval``: thin shells over the in-process run and the distributed engine.
 
 Example:
-    $ taskology train configs/demo.yaml train.steps=200 --cluster none --run-dir runs/demo
+    $ taskology train demo train.steps=200 --cluster none --run-dir runs/demo
     $ taskology eval runs/demo
 """
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 from pathlib import Path
 from typing import Any, Sequence
 
 from taskology.engine.collective import evaluate_run, run_collective
 from taskology.atomic import write_json_atomic
-from taskology.errors import ConfigError, DataError, NotYetAvailable
+from taskology.errors import ConfigError, DataError
 
 CONFIG_NAME = "config.yaml"
 
@@ -57,12 +56,8 @@ def train_command(config: Path | None = None, overrides: Sequence[str] = (), clu
     save_config(cfg, run_dir / CONFIG_NAME)
     address = cfg.cluster.address
     if address != "none":
-        try:
-            distributed = importlib.import_module("taskology.engine.distributed")
-            run_distributed = getattr(distributed, "run_distributed")
-        except (ModuleNotFoundError, AttributeError) as exc:
-            raise NotYetAvailable("distributed training (--cluster local|tcp://...) is not available yet; "
-                                  "use --cluster none") from exc
+        from taskology.engine.distributed import run_distributed
+
         return run_distributed(cfg, run_dir, resume is not None, with_sim=bool(cfg.exchange.live_mediator))
     _check_data_root(Path(cfg.data.root))
     records = {}

@@ -13,7 +13,7 @@ last statuses; atomic), ``checkpoints/<task>/``, ``tensorboard/<task>/``, ``medi
 shards). ``run_distributed(config, run_dir, resume=True)`` continues a run whose driver died.
 
 Example:
-    >>> run_distributed(load_config(Path("configs/demo.yaml")), Path("runs/x"), resume=False)  # doctest: +SKIP
+    >>> run_distributed(load_config("demo"), Path("runs/x"), resume=False)  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -412,7 +412,7 @@ def exchange_policy_from_config(exchange: Any, task: str | None = None, tasks: S
 
 def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_sim: bool | None = None,
                     live: bool = True, runner_cls: Any = None, timeout_s: float | None = None,
-                    spare_workers: int = 1) -> dict[str, Any]:
+                    spare_workers: int = 1, registry: Any = None) -> dict[str, Any]:
     """Train every enabled task of ``config`` as its own actor on the configured cluster.
 
     One seed trains into ``run_dir``; several seeds one after the other into ``run_dir/seed_<s>/`` (the
@@ -427,6 +427,8 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
             ``False``: the fixed mediator split of ``data.root``; ``None``: ``config.exchange.live_mediator``.
         live: show the live terminal table.
         runner_cls: the trainable class (default :class:`taskology.engine.runner.TaskRunner`).
+        registry: the tasks and relations the runners use (default: a snapshot of the registries now, which
+            travels to the workers with the actors: a task registered only in this process reaches them too).
         timeout_s: give up (ClusterError) when a seed's run takes longer.
         spare_workers: warm spare worker processes of a local cluster (fast recovery).
 
@@ -452,11 +454,13 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
     save_config(config, run_dir / "config.yaml")
     if str(config.cluster.address) == "none":
         raise ConfigError("cluster.address none runs in-process; run_distributed needs local or tcp://HOST:PORT")
+    extra: dict[str, Any] = {}
     if runner_cls is None:
+        from taskology.engine.registry import Registry
         from taskology.engine.runner import TaskRunner as runner_cls
-    from taskology.engine.runner import enabled_tasks
 
-    tasks = enabled_tasks(config)
+        extra["registry"] = registry if registry is not None else Registry.current()
+    tasks = config.enabled_tasks()
     collective = config.train.mode == "collective"
     if with_sim is None:
         with_sim = bool(config.exchange.live_mediator)
@@ -468,7 +472,7 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
         print(describe(session), flush=True)
         try:
             return {str(seed): _run_seed(session, config, seed_dir, seed, tasks, runner_cls, use_sim, live,
-                                         timeout_s) for seed, seed_dir in seed_dirs}
+                                         timeout_s, extra) for seed, seed_dir in seed_dirs}
         finally:
             session.close()
     except KeyboardInterrupt:
@@ -495,7 +499,7 @@ def _sigterm_as_interrupt() -> Any:
 
 
 def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, tasks: list[str], runner_cls: Any,
-              use_sim: bool, live: bool, timeout_s: float | None) -> dict[str, Any]:
+              use_sim: bool, live: bool, timeout_s: float | None, runner_extra: Mapping[str, Any]) -> dict[str, Any]:
     from taskology.cluster.live import LiveView
     from taskology.engine.actor import TaskActor
 
@@ -507,7 +511,7 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
         policy=exchange_policy_from_config(config.exchange, task, tasks),
         runner_kwargs={"task_name": task, "config": config, "data_root": Path(config.data.root),
                        "run_dir": run_dir, "seed": seed, "device": device,
-                       "collective": config.train.mode == "collective"},
+                       "collective": config.train.mode == "collective", **runner_extra},
         checkpoint_every_steps=int(config.train.checkpoint_every_steps) or None,
         checkpoint_every_s=float(config.train.checkpoint_every_s) or None,
         log_every=int(config.train.log_every), device=device)) for task in tasks]

@@ -7,7 +7,7 @@ Data path (one arrow per thread, none of them the training thread except the fir
     training thread --DistributedPeerView.peer_outputs(task, batch)--> PeerOutputs (cache lookup only)
 
 Decisions live in :class:`ExchangePolicy` (pure: fresh enough? publish now? refetch now?) so they are
-tested without a cluster (STYLE.md #8). Payloads are compact: float arrays travel as ``float16``
+tested without a cluster. Payloads are compact: float arrays travel as ``float16``
 (configurable), only the published mediator samples travel, and the fetcher counts bytes/s.
 
 Staleness of a cached row = (publisher's latest known step - step the row was predicted at) in steps,

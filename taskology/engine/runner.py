@@ -1,18 +1,20 @@
 """``TaskRunner``: one task's training loop, the same code in-process and inside a Dask actor.
 
-One :meth:`TaskRunner.train_step` = one optimizer step on
+One :meth:`TaskRunner.train_step` is one optimizer step, four named parts:
 
-- a labelled batch of the task's own training frames (supervised losses, ``loss/<name>``), plus
-- in collective mode, a mediator batch: the task's outputs on it are tied to its peers' outputs
-  (obtained from a :class:`~taskology.engine.protocol.PeerView`: fresh in-process, cached and possibly
-  stale when distributed) by every enabled relation involving the task (``consistency/<name>``,
-  weighted by ``relations.<name>.weight`` times a warm-up schedule: 0 for the first
-  ``train.consistency_start_step`` steps, then a linear ramp over ``train.consistency_ramp_steps``).
-  Peers' outputs are detached; only this task learns.
+1. :meth:`~TaskRunner._supervised_loss`: the task's losses on a batch of its own labelled frames
+   (``loss/<name>``);
+2. :meth:`~TaskRunner._peer_targets`: in collective mode, once the relations have started, a mediator batch
+   and the peers' outputs on it, from a :class:`~taskology.engine.protocol.PeerView` (fresh in-process,
+   cached and possibly stale in a distributed run; their age is logged as ``staleness/*``);
+3. :meth:`~TaskRunner._add_relation_losses`: every enabled relation that feeds the task, each with only this
+   task's outputs carrying gradient (``consistency/<name>``), weighted by ``relations.<name>.weight``, its
+   receiver and label-fraction factors and a warm-up (:func:`consistency_scale`);
+4. :meth:`~TaskRunner._optimizer_step`: the step at the scheduled learning rate (:func:`lr_factor`).
 
-Mode ``alone`` (``collective=False``) is the same runner with no relations and no mediator data.
-State (:meth:`state_dict`) holds the model, the optimizer, the step, the RNG states (torch, numpy,
-python) and the data-stream positions, so a restored runner continues bit-for-bit.
+Mode ``alone`` (``collective=False``) is the same runner with no relations. State (:meth:`state_dict`) holds
+the model, the optimizer, the step, the RNG states and the data-stream positions, so a restored runner
+continues bit-for-bit.
 
 Example (see tests/engine/test_runner.py for a runnable one on tiny shards):
     runner = TaskRunner(task_name="depth", config=cfg, data_root=Path("data/sim"), run_dir=Path("runs/x"),
@@ -24,21 +26,22 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from taskology.engine.batches import BatchStream, collate, to_device
-from taskology.engine.protocol import PeerView, Predictions, peers_needed
+from taskology.engine.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from taskology.engine.mediator import MediatorSource, close_dataset
+from taskology.engine.protocol import PeerOutputs, PeerView, Predictions, peers_needed
+from taskology.engine.registry import Registry
 from taskology.engine.task_data import TaskData, open_task_data
 from taskology.errors import ConfigError
-from taskology.losses import RELATIONS
-from taskology.losses.relation import Relation, evaluate_for_receiver
-from taskology.tasks import Task, add_metric_state, build_task
+from taskology.losses.relation import evaluate_for_receiver
+from taskology.tasks import Task, add_metric_state
 
 _log = logging.getLogger(__name__)
 
@@ -55,11 +58,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {device!r} requested but no CUDA device is available; use auto or cpu")
     return torch.device(device)
-
-
-def task_kwargs(task_name: str, config: Any) -> dict[str, Any]:
-    """Constructor keyword arguments of a task from its config entry (``width``)."""
-    return {"width": int(config.tasks[task_name].width)}
 
 
 def consistency_scale(step: int, start: int, ramp: int) -> float:
@@ -96,35 +94,25 @@ def lr_factor(step: int, steps: int, schedule: str, final: float) -> float:
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def enabled_tasks(config: Any) -> list[str]:
-    return [name for name, entry in config.tasks.items() if entry.enabled]
+def staleness_scalars(peers: Iterable[PeerOutputs | None]) -> dict[str, float]:
+    """``staleness/steps_mean`` and ``staleness/seconds_mean`` over every row of the peer outputs used
+    (0 when none).
 
-
-def relations_for(task_name: str, config: Any) -> list[tuple[Relation, float]]:
-    """Enabled relations that feed ``task_name`` (it is taught, every related task is enabled and its
-    weight for this receiver, ``weight * receivers.get(task, 1) * train.relation_factor(its label
-    fraction, its task section)``, is not 0), with that weight."""
-    active = set(enabled_tasks(config))
-    entry_task = config.tasks[task_name]
-    label_scale = config.train.relation_factor(float(entry_task.label_fraction), entry_task)
-    chosen = []
-    for name, entry in config.relations.items():
-        weight = entry.weight_for(task_name) * label_scale
-        if not entry.enabled or weight == 0:
-            continue
-        if name not in RELATIONS:
-            raise ConfigError(f"relations.{name}: unknown relation; available: {', '.join(sorted(RELATIONS))}")
-        relation = RELATIONS[name]
-        if task_name in relation.teaches and set(relation.tasks) <= active:
-            chosen.append((relation, weight))
-    return chosen
+    Example:
+        >>> staleness_scalars([PeerOutputs({}, [0, 4], [1.0, 3.0]), None])
+        {'staleness/steps_mean': 2.0, 'staleness/seconds_mean': 2.0}
+    """
+    steps = [float(s) for p in peers if p is not None for s in p.staleness_steps]
+    seconds = [float(s) for p in peers if p is not None for s in p.staleness_s]
+    return {"staleness/steps_mean": float(np.mean(steps)) if steps else 0.0,
+            "staleness/seconds_mean": float(np.mean(seconds)) if seconds else 0.0}
 
 
 class TaskRunner:
     """Trains one task (see the module docstring).
 
     Args:
-        task_name: a name of :data:`taskology.tasks.TASKS`.
+        task_name: a task of ``registry`` that the config lists.
         config: the resolved :class:`taskology.config.ExperimentConfig`.
         data_root: directory of the shards and their ``splits.json``.
         run_dir: where this run writes (checkpoints and logs go below it).
@@ -133,11 +121,12 @@ class TaskRunner:
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device.
         collective: train with the relations on mediator data (False: ``alone`` mode).
         data: the datasets to use instead of opening ``data_root`` (tests, benchmarks).
+        registry: the tasks and relations of the run (default: :meth:`Registry.current`).
     """
 
     def __init__(self, *, task_name: str, config: Any, data_root: Path, run_dir: Path, peer_view: PeerView,
                  seed: int, device: str | torch.device = "cpu", collective: bool = True,
-                 data: TaskData | None = None) -> None:
+                 data: TaskData | None = None, registry: Registry | None = None) -> None:
         if task_name not in config.tasks:
             raise ConfigError(f"tasks.{task_name}: not in the experiment; configured: {', '.join(config.tasks)}")
         self.task_name = task_name
@@ -149,12 +138,12 @@ class TaskRunner:
         self.device = resolve_device(device)
         self.collective = bool(collective)
         self.task_config = config.tasks[task_name]
+        self.registry = registry if registry is not None else Registry.current()
         # Task objects of every enabled task: relations read their constants (e.g. class ids).
-        self.tasks: dict[str, Task] = {name: build_task(name, **task_kwargs(name, config))
-                                       for name in enabled_tasks(config)}
-        self.tasks.setdefault(task_name, build_task(task_name, **task_kwargs(task_name, config)))
+        self.tasks: dict[str, Task] = {name: self.registry.build_task(name, config) for name in config.enabled_tasks()}
+        self.tasks.setdefault(task_name, self.registry.build_task(task_name, config))
         self.task = self.tasks[task_name]
-        self.relations = relations_for(task_name, config) if self.collective else []
+        self.relations = self.registry.relations_for(task_name, config) if self.collective else []
         self.peers_needed = sorted(peers_needed([(r.name, r.tasks) for r, _ in self.relations], task_name))
 
         torch.manual_seed(self.seed)
@@ -163,99 +152,89 @@ class TaskRunner:
                                            weight_decay=float(self.task_config.weight_decay))
         self.step = 0
         self.data = data if data is not None else open_task_data(
-            self.task, data_root=self.data_root, config=config, seed=self.seed, with_mediator=bool(self.relations))
+            self.task, data_root=self.data_root, config=config, registry=self.registry,
+            with_mediator=bool(self.relations))
         self.train_stream = BatchStream(self.data.train, batch_size=int(self.task_config.batch_size),
                                         seed=self.seed, name=f"{task_name} train split of {self.data_root}")
-        self.mediator_stream: BatchStream | None = None
-        #: the live pool left last, kept open while the current pool has no sample peers can answer yet
-        #: (see :meth:`set_mediator_pool`); ``None`` when not needed
-        self._previous_mediator: Any = None
-        if self.relations:
-            self._open_mediator_stream(self.data.mediator)
-
-    # -- data ---------------------------------------------------------------------------------------
-    def _open_mediator_stream(self, dataset: Any) -> None:
-        if dataset is None:
+        if self.relations and self.data.mediator is None:
             raise ConfigError(f"{self.task_name}: collective training needs a mediator split; none in {self.data_root}")
-        old = self.mediator_stream.state_dict() if self.mediator_stream is not None else None
-        self.mediator_stream = BatchStream(dataset, batch_size=int(self.config.train.mediator_batch_size),
-                                           seed=self.seed + 1, name=f"mediator split of {self.data_root}")
-        if old is not None:
-            self.mediator_stream.epoch = old["epoch"]  # keep epoch numbering; start the new pool fresh
-
-    def set_mediator_pool(self, shard_paths: Sequence[Path]) -> bool:
-        """Replace the mediator samples by all frames (pairs) of ``shard_paths`` (a live pool).
-
-        Shards that vanished or are unreadable by now are skipped (the pool logs them); when none of
-        ``shard_paths`` is readable the current pool is kept. Returns whether the pool was replaced.
-
-        With a peer view that says which samples peers can answer (the distributed exchange), the pool
-        left is kept open (its retired shards stay readable through the open handles) until the new pool
-        has a sample every needed peer can answer: right after a switch the cache may hold peer rows only
-        for the old samples (a peer published on the old pool, or its rows for the new shards are not
-        fetched yet), and :meth:`_mediator_batch` then draws from the old pool instead of a batch whose
-        relation terms would all be skipped. Of the pool left and an older one still kept, the one with
-        answerable samples is kept (the newer when both or neither have); at most two pools are open."""
-        pool = self.data.mediator_from_shards([Path(p) for p in shard_paths])
-        if len(pool) == 0:
-            _log.warning("%s: none of the %d mediator shard(s) offered is readable; keeping the current pool",
-                         self.task_name, len(shard_paths))
-            _close(pool)
-            return False
-        old, self.data.mediator = self.data.mediator, pool
-        if self.relations:
-            self._open_mediator_stream(self.data.mediator)
-        keep = None
-        answerable = self._answerable_ids() if self.relations else None  # None: no need (alone, in-process)
-        if answerable is not None and old is not None:
-            older = self._previous_mediator
-            keep = old if (older is None or _has_any(old, answerable) or not _has_any(older, answerable)) else older
-        for dataset in (old, self._previous_mediator):
-            if dataset is not None and dataset is not keep:
-                _close(dataset)  # frees retired shards' inodes
-        self._previous_mediator = keep
-        return True
-
-    def _answerable_ids(self) -> set[str] | None:
-        """Sample ids every needed peer can answer now (``None``: any sample, the in-process view)."""
-        answerable: set[str] | None = None
-        for peer in self.peers_needed:
-            ids = self.peer_view.usable_ids(peer)
-            if ids is not None:
-                answerable = set(ids) if answerable is None else answerable & set(ids)
-        return answerable
-
-    def _mediator_batch(self) -> dict[str, Any]:
-        """The next mediator batch: the stream's, unless the peer view says which samples it can answer
-        (the distributed exchange: peers' published rows) and the stream's next batch has others; then a
-        seeded draw among the pool samples every needed peer can answer. When no sample of the pool is
-        answerable yet but one of the pool left last is (just after a live pool switch, see
-        :meth:`set_mediator_pool`), the draw is among those. In-process every sample can be answered, so
-        this is always the stream's batch (the reference behaviour)."""
-        assert self.mediator_stream is not None
-        answerable = self._answerable_ids()
-        if answerable is None:
-            return self.mediator_stream.next_batch()
-        pool = self.data.mediator
-        ids = list(pool.sample_ids)
-        allowed = set(ids) & answerable
-        indices = self.mediator_stream.next_indices()
-        if allowed and self._previous_mediator is not None:
-            _close(self._previous_mediator)  # the current pool is answerable: the old one is done
-            self._previous_mediator = None
-        elif not allowed and self._previous_mediator is not None:
-            previous_ids = list(self._previous_mediator.sample_ids)
-            previous_allowed = set(previous_ids) & answerable
-            if previous_allowed:
-                pool, ids, allowed = self._previous_mediator, previous_ids, previous_allowed
-        if pool is self.data.mediator and (not allowed or all(ids[i] in allowed for i in indices)):
-            return collate([pool[i] for i in indices])  # nothing better to draw from / all answerable
-        choices = np.asarray([i for i, sid in enumerate(ids) if sid in allowed])
-        rng = np.random.default_rng([self.seed + 1, self.step, 1])
-        picked = rng.choice(choices, size=min(len(indices), len(choices)), replace=False)
-        return collate([pool[int(i)] for i in picked])
+        #: the mediator pool this runner predicts on and (fed by a relation) draws its relation batches from
+        self.mediator = None if self.data.mediator is None else MediatorSource(
+            self.data.mediator, batch_size=int(config.train.mediator_batch_size), seed=self.seed + 1,
+            name=f"mediator split of {self.data_root}", draws=bool(self.relations))
 
     # -- training -----------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step; returns the logged scalars (``loss/*``, ``consistency/*``, ``staleness/*``)."""
+        start = time.perf_counter()
+        self.model.train()
+        total, scalars = self._supervised_loss()
+        scale = consistency_scale(self.step, int(self.config.train.consistency_start_step),
+                                  int(self.config.train.consistency_ramp_steps))
+        peers: dict[str, PeerOutputs | None] = {}
+        if self.relations and scale > 0:
+            mediator = to_device(self._mediator_batch(), self.device)
+            peers = self._peer_targets(mediator)
+            total = self._add_relation_losses(total, mediator, peers, scale, scalars)
+        lr = self._optimizer_step(total)
+        scalars.update({"loss/total": float(total.detach()), "train/lr": lr})
+        if self.relations:
+            scalars["consistency/scale"] = scale
+        scalars.update(staleness_scalars(peers.values()))
+        scalars["time/step_s"] = time.perf_counter() - start
+        return scalars
+
+    def _supervised_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """The sum of the task's supervised losses on its next labelled batch, and each as ``loss/<name>``."""
+        labelled = to_device(self.train_stream.next_batch(), self.device)
+        losses = self.task.supervised_loss(self._forward(labelled), labelled)
+        total = sum(losses.values(), torch.zeros((), device=self.device))
+        return total, {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
+
+    def _peer_targets(self, mediator: Mapping[str, Any]) -> dict[str, PeerOutputs | None]:
+        """Every needed peer's outputs on the ``mediator`` batch, on this runner's device (None where the peer
+        has no usable prediction for some row)."""
+        targets: dict[str, PeerOutputs | None] = {}
+        for peer in self.peers_needed:
+            found = self.peer_view.peer_outputs(peer, mediator)
+            targets[peer] = None if found is None else PeerOutputs(
+                {k: v.to(self.device) for k, v in found.outputs.items()}, found.staleness_steps, found.staleness_s)
+        return targets
+
+    def _add_relation_losses(self, total: torch.Tensor, mediator: Mapping[str, Any],
+                             peers: Mapping[str, PeerOutputs | None], scale: float,
+                             scalars: dict[str, float]) -> torch.Tensor:
+        """``total`` plus ``scale`` times every relation that feeds this task at its weight, evaluated on this
+        task's outputs on ``mediator`` (the only ones carrying gradient); a relation whose peer has no usable
+        prediction is skipped (``skipped/<name>``)."""
+        own = self._forward(mediator)
+        own_with_next = self._with_next_frame_targets(own, mediator)
+        for relation, weight in self.relations:
+            related = {t: peers[t] for t in relation.tasks if t != self.task_name}
+            if any(outputs is None for outputs in related.values()):
+                scalars[f"skipped/{relation.name}"] = 1.0
+                continue
+            value = evaluate_for_receiver(relation, self.task_name,
+                                          own_with_next if relation.next_frame_targets else own,
+                                          {t: p.outputs for t, p in related.items() if p is not None}, mediator,
+                                          self.tasks, self.config.relations[relation.name].options)
+            total = total + scale * weight * value
+            scalars[f"consistency/{relation.name}"] = float(value.detach())
+        return total
+
+    def _optimizer_step(self, total: torch.Tensor) -> float:
+        """Backpropagate ``total`` and step the optimizer at this step's learning rate (returned)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        lr = float(self.task_config.lr) * lr_factor(self.step, int(self.config.train.steps),
+                                                    str(self.config.train.lr_schedule),
+                                                    float(self.config.train.lr_final_factor))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.step += 1
+        return lr
+
     def _forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         return self.task.forward(self.model, batch)
 
@@ -272,66 +251,41 @@ class TaskRunner:
             following = self.task.forward(self.model, {**mediator, "rgb": mediator["rgb_next"]})
         return {**own, **{f"{key}_next": value for key, value in following.items()}}
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step; returns the logged scalars (``loss/*``, ``consistency/*``, ``staleness/*``)."""
-        start = time.perf_counter()
-        self.model.train()
-        labelled = to_device(self.train_stream.next_batch(), self.device)
-        supervised = self.task.supervised_loss(self._forward(labelled), labelled)
-        total = sum(supervised.values(), torch.zeros((), device=self.device))
-        scalars: dict[str, float] = {f"loss/{k}": float(v.detach()) for k, v in supervised.items()}
-        staleness_steps: list[float] = []
-        staleness_s: list[float] = []
-        scale = consistency_scale(self.step, int(self.config.train.consistency_start_step),
-                                  int(self.config.train.consistency_ramp_steps))
-        if self.relations and scale > 0:
-            assert self.mediator_stream is not None
-            mediator = to_device(self._mediator_batch(), self.device)
-            own = self._forward(mediator)
-            own_with_next = self._with_next_frame_targets(own, mediator)
-            peer_cache: dict[str, Any] = {}
-            used: dict[str, dict[str, torch.Tensor]] = {}  # the peer outputs the relations are tied to
-            for relation, weight in self.relations:
-                peers = {}
-                for peer in relation.tasks:
-                    if peer == self.task_name:
-                        continue
-                    if peer not in peer_cache:
-                        peer_cache[peer] = self.peer_view.peer_outputs(peer, mediator)
-                        if peer_cache[peer] is not None:
-                            staleness_steps.extend(float(s) for s in peer_cache[peer].staleness_steps)
-                            staleness_s.extend(float(s) for s in peer_cache[peer].staleness_s)
-                    if peer_cache[peer] is None:
-                        break
-                    if peer not in used:  # once per peer and step, however many relations it feeds
-                        used[peer] = {k: v.to(self.device) for k, v in peer_cache[peer].outputs.items()}
-                    peers[peer] = used[peer]
-                else:
-                    value = evaluate_for_receiver(relation, self.task_name,
-                                                  own_with_next if relation.next_frame_targets else own,
-                                                  peers, mediator, self.tasks,
-                                                  self.config.relations[relation.name].options)
-                    total = total + scale * weight * value
-                    scalars[f"consistency/{relation.name}"] = float(value.detach())
-                    continue
-                scalars[f"skipped/{relation.name}"] = 1.0
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        lr = float(self.task_config.lr) * lr_factor(self.step, int(self.config.train.steps),
-                                                    str(self.config.train.lr_schedule),
-                                                    float(self.config.train.lr_final_factor))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self.step += 1
-        scalars["loss/total"] = float(total.detach())
-        scalars["train/lr"] = lr
-        if self.relations:
-            scalars["consistency/scale"] = scale
-        scalars["staleness/steps_mean"] = float(np.mean(staleness_steps)) if staleness_steps else 0.0
-        scalars["staleness/seconds_mean"] = float(np.mean(staleness_s)) if staleness_s else 0.0
-        scalars["time/step_s"] = time.perf_counter() - start
-        return scalars
+    # -- mediator data ------------------------------------------------------------------------------
+    def set_mediator_pool(self, shard_paths: Sequence[Path]) -> bool:
+        """Replace the mediator samples by all frames (pairs) of ``shard_paths`` (a live pool).
+
+        Shards that vanished or are unreadable by now are skipped (the pool logs them); when none of
+        ``shard_paths`` is readable the current pool is kept. Returns whether the pool was replaced. Until
+        peers can answer a sample of the new pool, batches come from the pool left
+        (:class:`~taskology.engine.mediator.MediatorSource`)."""
+        pool = self.data.mediator_from_shards([Path(p) for p in shard_paths])
+        if len(pool) == 0:
+            _log.warning("%s: none of the %d mediator shard(s) offered is readable; keeping the current pool",
+                         self.task_name, len(shard_paths))
+            close_dataset(pool)
+            return False
+        if self.mediator is None:
+            self.mediator = MediatorSource(pool, batch_size=int(self.config.train.mediator_batch_size),
+                                           seed=self.seed + 1, name=f"mediator split of {self.data_root}",
+                                           draws=bool(self.relations))
+        else:
+            self.mediator.replace(pool, self._answerable_ids() if self.relations else None)
+        return True
+
+    def _answerable_ids(self) -> set[str] | None:
+        """Sample ids every needed peer can answer now (``None``: any sample, e.g. in-process peers)."""
+        answerable: set[str] | None = None
+        for peer in self.peers_needed:
+            ids = self.peer_view.usable_ids(peer)
+            if ids is not None:
+                answerable = set(ids) if answerable is None else answerable & set(ids)
+        return answerable
+
+    def _mediator_batch(self) -> dict[str, Any]:
+        """The next mediator batch, among samples every needed peer can answer (in-process: the stream's)."""
+        assert self.mediator is not None
+        return self.mediator.next_batch(self._answerable_ids(), self.step)
 
     # -- inference ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -346,9 +300,9 @@ class TaskRunner:
 
     def predict_mediator(self, sample_ids: Sequence[str] | None = None, batch_size: int | None = None) -> Predictions:
         """Outputs (float16 numpy) on mediator samples ``sample_ids`` (all of the pool when ``None``)."""
-        pool = self.data.mediator
-        if pool is None:
+        if self.mediator is None:
             raise ConfigError(f"{self.task_name}: no mediator pool to predict on (set_mediator_pool first)")
+        pool = self.mediator.pool
         ids = list(pool.sample_ids) if sample_ids is None else list(sample_ids)
         index = {sid: i for i, sid in enumerate(pool.sample_ids)}
         unknown = [s for s in ids if s not in index]
@@ -380,20 +334,10 @@ class TaskRunner:
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer, step, RNG states and stream positions (tensors and primitives only)."""
-        return {
-            "task": self.task_name,
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-                "numpy": _numpy_global_state(),
-                "python": _python_state(random),
-            },
-            "streams": {"train": self.train_stream.state_dict(),
-                        "mediator": self.mediator_stream.state_dict() if self.mediator_stream else {}},
-        }
+        return {"task": self.task_name, "step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": rng_state(self.device),
+                "streams": {"train": self.train_stream.state_dict(),
+                            "mediator": self.mediator.state_dict() if self.mediator is not None else {}}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (same task, same model shapes)."""
@@ -402,22 +346,14 @@ class TaskRunner:
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if self.device.type == "cuda" and rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        _set_numpy_global_state(rng["numpy"])
-        _set_python_state(random, rng["python"])
+        set_rng_state(state["rng"], self.device)
         self.train_stream.load_state_dict(state["streams"]["train"])
-        if self.mediator_stream is not None and state["streams"]["mediator"]:
-            self.mediator_stream.load_state_dict(state["streams"]["mediator"])
+        if self.mediator is not None:
+            self.mediator.load_state_dict(state["streams"]["mediator"])
 
     def save_checkpoint(self, path: Path) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically (:func:`taskology.atomic.atomic_path`)."""
-        from taskology.atomic import atomic_path
-
-        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as handle:
-            torch.save(self.state_dict(), handle)
+        """Write :meth:`state_dict` to ``path`` atomically (:func:`~taskology.engine.checkpoints.save_checkpoint`)."""
+        save_checkpoint(self.state_dict(), path)
 
     @classmethod
     def restore(cls, path: Path, **init_kwargs: Any) -> "TaskRunner":
@@ -428,47 +364,4 @@ class TaskRunner:
         return runner
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with a DataError naming the file when it is unreadable."""
-    from taskology.errors import DataError
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(f"{path}: checkpoint not found") from None
-    except Exception as exc:  # noqa: BLE001 - corrupt/truncated files raise many kinds of errors
-        raise DataError(f"{path}: unreadable checkpoint: {type(exc).__name__}: {exc}") from exc
-
-
-# -- RNG state as tensors/primitives (weights_only checkpoints cannot hold arbitrary objects) ----------
-def _python_state(rng: Any) -> dict[str, Any]:
-    version, internal, gauss = rng.getstate()
-    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss": gauss if gauss is not None else float("nan")}
-
-
-def _set_python_state(rng: Any, state: Mapping[str, Any]) -> None:
-    gauss = state["gauss"]
-    gauss = None if isinstance(gauss, float) and np.isnan(gauss) else gauss
-    rng.setstate((state["version"], tuple(int(x) for x in state["internal"].tolist()), gauss))
-
-
-def _numpy_global_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
-
-
-def _set_numpy_global_state(state: Mapping[str, Any]) -> None:
-    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
-                         state["has_gauss"], state["cached"]))
-
-
-def _has_any(dataset: Any, ids: set[str]) -> bool:
-    return any(sid in ids for sid in dataset.sample_ids)
-
-
-def _close(dataset: Any) -> None:
-    close = getattr(dataset, "close", None)
-    if close is not None:
-        close()
+__all__ = ["TaskRunner", "consistency_scale", "lr_factor", "resolve_device", "staleness_scalars", "PUBLISH_DTYPE"]

@@ -1,18 +1,37 @@
-"""The datasets one :class:`~taskology.engine.runner.TaskRunner` reads, opened from a data root.
+"""The datasets one :class:`~taskology.engine.runner.TaskRunner` reads, opened from the data store.
 
-- ``train``: the task's labelled training frames (pairs for pair tasks), its labels in training layout
-  (motion labels are derived by :func:`taskology.tasks.motion_targets.motion_targets`);
-- ``mediator``: frame pairs (t, t+1) with inputs only (``rgb``, ``rgb_next``, ``K``, ``cam_from_ego``)
-  and ``sample_id`` (``"<sequence>:<t>"``); it exposes ``sample_ids`` (list, one per index);
-- evaluation splits (``test``: held-out sequences, every label).
+What a task reads follows from its declaration (:class:`~taskology.tasks.base.Task`): its ``input_layers``
+and ``label_layers`` (read from its labelled training frames and from the evaluation splits), whether it
+takes frame ``pair`` s, and :meth:`~taskology.tasks.base.Task.prepare` (labels derived per sample, e.g.
+motion's). The mediator samples carry the input layers of every enabled task (any peer must be able to
+predict on them) as frame pairs (t, t+1), and ``sample_id`` (``"<sequence>:<t>"``).
+
+- ``train``: the task's labelled training frames, inputs and its labels in training layout;
+- ``mediator``: frame pairs with inputs only (a fixed split of ``data_root``, or a live pool of shards
+  the simulator keeps writing: :class:`ShardPoolDataset`);
+- evaluation splits (``val``, ``test``: held-out sequences, every label).
+
+Split manifest: ``data_root/splits.json`` is used when it matches the experiment (same split seed,
+mediator fraction, test and validation sequence counts and label fraction for every enabled task);
+otherwise the manifest is drawn in memory with :func:`taskology.data.splits.make_splits` from the config
+(same seed, so every runner of the run gets the same split) and written only if no ``splits.json`` exists
+yet. One shard directory so serves several label fractions (the consistency benchmark).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from taskology.errors import ConfigError
+from taskology.data.datasets import KEYS, RAGGED_KEYS, STATIC_LAYERS, FrameDataset, to_training_layout
+from taskology.data.shard import Shard
+from taskology.data.splits import SplitManifest, make_splits
+from taskology.engine.registry import Registry
+from taskology.errors import ConfigError, DataError
+from taskology.tasks.base import Task
+
+_log = logging.getLogger(__name__)
 
 
 class SampleDataset(Protocol):
@@ -52,8 +71,172 @@ class TaskData:
         return self.open_mediator(shard_paths)
 
 
-def open_task_data(task: Any, *, data_root: Path, config: Any, seed: int, with_mediator: bool) -> TaskData:
-    """Open the train / mediator / test datasets of ``task`` under ``data_root``."""
-    from taskology.engine.store_data import open_store_task_data
+def manifest_for(data_root: Path, config: Any, registry: Registry | None = None) -> SplitManifest:
+    """The split manifest of ``data_root`` matching ``config`` (see the module docstring)."""
+    registry = registry if registry is not None else Registry.current()
+    data_root = Path(data_root)
+    fractions = {name: float(entry.label_fraction) for name, entry in config.tasks.items() if entry.enabled}
+    want = dict(test_sequences=int(config.data.test_sequences), val_sequences=int(config.data.val_sequences),
+                mediator_fraction=float(config.data.mediator_fraction), seed=int(config.data.split_seed))
+    pairs = registry.pair_tasks() & set(fractions)
+    path = data_root / "splits.json"
+    if path.is_file():
+        manifest = SplitManifest.load(data_root)
+        if (manifest.seed == want["seed"] and abs(manifest.mediator_fraction - want["mediator_fraction"]) < 1e-12
+                and len(manifest.test) == want["test_sequences"] and len(manifest.val) == want["val_sequences"]
+                and all(abs(manifest.label_fractions.get(t, -1.0) - f) < 1e-12 for t, f in fractions.items())):
+            return manifest
+        return make_splits(data_root, fractions, pairs=pairs, write=False, **want)
+    manifest = make_splits(data_root, fractions, pairs=pairs, write=False, **want)
+    manifest.save(if_absent=True)  # a concurrent run (other label fractions) may have written one first
+    return manifest
 
-    return open_store_task_data(task, data_root=data_root, config=config, seed=seed, with_mediator=with_mediator)
+
+def prepared(sample: dict[str, Any], task: Task | None) -> dict[str, Any]:
+    """``task.prepare(sample)`` (labels derived per sample; none for the mediator) without ragged layers, so
+    every value is a fixed-shape tensor (or the ``sample_id`` string)."""
+    out = task.prepare(sample) if task is not None else dict(sample)
+    for key in RAGGED_KEYS:
+        out.pop(key, None)
+    return out
+
+
+class PreparedDataset:
+    """A :class:`FrameDataset` whose samples go through :func:`prepared`; knows its sample ids."""
+
+    def __init__(self, base: FrameDataset, task: Task | None) -> None:
+        self.base = base
+        self.task = task
+        self.sample_ids = [f"{s}:{f}" for s, f in base.samples]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return prepared(self.base[index], self.task)
+
+
+class ShardPoolDataset:
+    """Mediator pairs (t, t+1) over every frame of the given shards: ``layers`` + ``sample_id``.
+
+    Used for a live pool (shards the simulator keeps producing and retires); no split manifest involved.
+    A pool must survive its shards vanishing (the SimActor unlinks the oldest while readers still use
+    them), so:
+
+    - every shard is opened (and its handle kept) when the pool is built: a shard retired afterwards
+      stays readable through the open handle (POSIX keeps an unlinked inode alive while it is open);
+    - a listed shard that is missing or unreadable by then is skipped and named in :attr:`skipped`;
+    - a shard whose (re)opening fails later (e.g. after the pool was pickled) is marked dead, and its
+      samples are served by the samples of a live shard (the returned ``sample_id`` is the one served);
+      only a pool with no live shard at all raises :class:`DataError`.
+
+    Args:
+        shard_paths: the shards of the pool.
+        layers: the schema layers each sample carries (per-frame ones for t and t+1, ``<key>_next``).
+
+    Attributes:
+        paths: the readable shards (in the given order).
+        skipped: ``"<path>: <reason>"`` of the listed shards that could not be opened.
+        samples: ``(shard index into paths, sequence id, frame t)`` per sample.
+        sample_ids: ``"<sequence>:<t>"`` per sample.
+    """
+
+    def __init__(self, shard_paths: Sequence[Path], layers: Sequence[str]) -> None:
+        self.layers = tuple(layers)
+        self.paths: list[Path] = []
+        self.skipped: list[str] = []
+        self.samples: list[tuple[int, str, int]] = []
+        self._open: dict[int, Shard] = {}
+        self._dead: set[int] = set()
+        groups = {layer.split("/")[0] for layer in self.layers}
+        for path in (Path(p) for p in shard_paths):
+            try:
+                shard = Shard.open(path)
+            except (DataError, OSError) as exc:
+                self.skipped.append(f"{path}: {exc}")
+                continue
+            missing = sorted(groups - set(shard.groups))
+            if missing:
+                shard.close()
+                raise DataError(f"{path}: mediator shards need the {', '.join(missing)} group(s); "
+                                f"found {sorted(shard.groups)}")
+            k = len(self.paths)
+            self.paths.append(path)
+            self._open[k] = shard
+            self.samples += [(k, shard.sequence_id, f) for f in range(shard.num_frames - 1)]
+        if self.skipped:
+            _log.warning("mediator pool: skipped %d vanished/unreadable shard(s): %s", len(self.skipped),
+                         "; ".join(self.skipped[:3]))
+        self.sample_ids = [f"{s}:{f}" for _, s, f in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _shard(self, k: int) -> Shard | None:
+        """The open shard ``k``, (re)opened if needed; None (and ``k`` marked dead) when it is gone."""
+        if k in self._dead:
+            return None
+        shard = self._open.get(k)
+        if shard is None:
+            try:
+                shard = self._open[k] = Shard.open(self.paths[k])
+            except (DataError, OSError) as exc:
+                self._dead.add(k)
+                _log.warning("mediator pool: %s vanished (%s); serving the other shards", self.paths[k], exc)
+                return None
+        return shard
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.samples)
+        for probe in range(n):  # the sample itself, else the next sample of a live shard
+            k, sequence_id, frame = self.samples[(index + probe) % n]
+            shard = self._shard(k)
+            if shard is not None:
+                break
+        else:
+            raise DataError(f"mediator pool: all {len(self.paths)} shard(s) vanished "
+                            f"({', '.join(str(p) for p in self.paths[:3])}); expected at least one readable shard")
+        sample: dict[str, Any] = {"sample_id": f"{sequence_id}:{frame}"}
+        for layer in self.layers:
+            key = KEYS[layer]
+            if layer in STATIC_LAYERS:
+                sample[key] = to_training_layout(layer, shard.read(layer))
+            else:
+                sample[key] = to_training_layout(layer, shard.read(layer, frame))
+                sample[key + "_next"] = to_training_layout(layer, shard.read(layer, frame + 1))
+        return sample
+
+    def close(self) -> None:
+        """Close the shard handles (retired shards' disk space is freed once closed)."""
+        for shard in self._open.values():
+            shard.close()
+        self._open = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"] = {}
+        return state
+
+
+def open_task_data(task: Task, *, data_root: Path, config: Any, with_mediator: bool,
+                   registry: Registry | None = None) -> TaskData:
+    """Train (labelled), mediator (pairs, inputs) and evaluation datasets of ``task`` under ``data_root``."""
+    registry = registry if registry is not None else Registry.current()
+    manifest = manifest_for(Path(data_root), config, registry)
+    layers = task.input_layers + task.label_layers
+
+    def split(name: str, owner: str | None) -> PreparedDataset:
+        return PreparedDataset(FrameDataset(manifest, name, owner, labels=task.label_layers, layers=layers,
+                                            pairs=task.pair), task)
+
+    mediator_layers = registry.mediator_layers(config)
+    mediator = None
+    if with_mediator or manifest.mediator:
+        mediator = PreparedDataset(FrameDataset(manifest, "mediator", None, layers=mediator_layers, pairs=True), None)
+    splits = {name: split(name, task.name) for name in ("val", "test") if manifest.frames(name)}
+    return TaskData(train=split("train", task.name), mediator=mediator, splits=splits,
+                    open_mediator=lambda paths: ShardPoolDataset(paths, mediator_layers))
+
+
+__all__ = ["TaskData", "SampleDataset", "open_task_data", "manifest_for", "prepared", "PreparedDataset",
+           "ShardPoolDataset"]

@@ -1,6 +1,6 @@
 """3D geometry: Numba kernels, their NumPy references and differentiable torch twins.
 
-Conventions (DESIGN.md): transforms are 4x4 ``dst_from_src`` float64; camera frame is OpenCV
+Conventions (docs/conventions.md): transforms are 4x4 ``dst_from_src`` float64; camera frame is OpenCV
 (x right, y down, z forward); ego/LiDAR frame x forward, y left, z up; boxes are (N,7)
 ``(x, y, z, l, w, h, yaw)`` float64 in the ego frame; normals point towards the camera.
 

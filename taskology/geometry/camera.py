@@ -1,6 +1,6 @@
 """Pinhole camera geometry: unproject depth, project points, surface normals from depth.
 
-Conventions (DESIGN.md): camera frame is OpenCV (x right, y down, z forward); depth is planar z-depth
+Conventions (docs/conventions.md): camera frame is OpenCV (x right, y down, z forward); depth is planar z-depth
 in metres, float32, with ``0`` (or any non-finite / negative value) marking an invalid pixel; normals
 are unit vectors in the camera frame pointing **towards the camera** (``n . p < 0``).
 

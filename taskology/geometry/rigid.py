@@ -1,6 +1,6 @@
 """Rigid motion: apply, compose and invert 4x4 transforms, SO(3) exp/log, per-object motion.
 
-Conventions (DESIGN.md): transforms are named ``dst_from_src``, shape (4, 4) (or batched (B, 4, 4)),
+Conventions (docs/conventions.md): transforms are named ``dst_from_src``, shape (4, 4) (or batched (B, 4, 4)),
 float64; a point maps as ``p_dst = dst_from_src @ p_src``. Rotations as axis-angle vectors (..., 3)
 in radians (direction = axis, norm = angle).
 

@@ -34,16 +34,15 @@ class GalleryInputs:
 
 def load_trained_model(arm: Arm, task_name: str) -> tuple[Any, torch.nn.Module, int] | None:
     """(task object, eval-mode model on CPU, step) of ``arm``'s newest checkpoint of ``task_name``; None if none."""
-    from taskology.engine.collective import checkpoint_path, checkpoint_steps
-    from taskology.engine.runner import load_checkpoint, task_kwargs
-    from taskology.tasks import build_task
+    from taskology.engine.checkpoints import checkpoint_path, checkpoint_steps, load_checkpoint
+    from taskology.engine.registry import Registry
 
     seed_dir = arm.seed_dirs()[0]
     steps = checkpoint_steps(seed_dir, task_name)
     if not steps:
         return None
     state = load_checkpoint(checkpoint_path(seed_dir, task_name, steps[-1]))
-    task = build_task(task_name, **task_kwargs(task_name, arm.config))
+    task = Registry.current().build_task(task_name, arm.config)
     model = task.build_model()
     model.load_state_dict(state["model"])
     model.eval()
@@ -65,9 +64,8 @@ def gallery_rows(arms: Mapping[str, Arm], samples_per_task: int = 3) -> GalleryI
     rows are grouped by sample. The test split is read from the data root of the collective arm (else
     the only arm).
     """
-    from taskology.engine.store_data import open_store_task_data
-    from taskology.tasks import build_task
-    from taskology.engine.runner import task_kwargs
+    from taskology.engine.registry import Registry
+    from taskology.engine.task_data import open_task_data
 
     result = GalleryInputs()
     reference = arms.get("collective") or next(iter(arms.values()))
@@ -90,12 +88,12 @@ def gallery_rows(arms: Mapping[str, Arm], samples_per_task: int = 3) -> GalleryI
             if loaded is None:
                 result.notes.append(f"gallery: {arm.name} arm has no checkpoint of {task_name} "
                                     f"under {arm.seed_dirs()[0] / 'checkpoints' / task_name}")
-    seed = int(reference.config.train.seeds[0])
+    registry = Registry.current()
     tests: dict[str, Any] = {}
     for task_name in reference.tasks:
-        task = build_task(task_name, **task_kwargs(task_name, reference.config))
-        data = open_store_task_data(task, data_root=data_root, config=reference.config, seed=seed,
-                                    with_mediator=False)
+        task = registry.build_task(task_name, reference.config)
+        data = open_task_data(task, data_root=data_root, config=reference.config, with_mediator=False,
+                              registry=registry)
         tests[task_name] = (task, data.evaluation("test"))
     common = None
     for _, dataset in tests.values():

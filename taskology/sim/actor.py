@@ -2,10 +2,10 @@
 
 The engine uses it as the mediator stream: it asks :meth:`SimActor.shards` for the complete shards
 that exist now and reads them itself. Generation runs in a background thread started by
-:meth:`SimActor.start` because a worker has one actor thread shared by all its actors (DESIGN.md):
+:meth:`SimActor.start` because a worker has one actor thread shared by all its actors (docs/conventions.md):
 every actor method returns in milliseconds.
 
-Guarantees (the decisions are pure functions below, tested without a cluster, STYLE.md #8):
+Guarantees (the decisions are pure functions below, tested without a cluster):
 
 - **No duplicates.** Sequence ids derive from ``(seed, index)`` (:func:`taskology.sim.generate.sequence_id_for`);
   a shard file is ``<sequence_id>.h5`` and the writer refuses to overwrite. On start the actor resumes

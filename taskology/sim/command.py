@@ -18,7 +18,7 @@ import h5py
 
 from taskology.config import flatten_dotted
 from taskology.data.schema import SCHEMA_VERSION
-from taskology.errors import NotYetAvailable, SimError
+from taskology.errors import NotAvailable, SimError
 from taskology.sim.cache import CachedWorld, ensure_world
 from taskology.sim.config import WorldConfig
 from taskology.sim.generate import (generate_shard, generator_description, sequence_id_for, validate_parameters)
@@ -110,7 +110,7 @@ def sim_command(out: Path, sequences: int, frames: int, seed: int, camera: str, 
         try:
             from taskology.sim.carla_backend import generate_carla_shards
         except ImportError as exc:
-            raise NotYetAvailable(f"the CARLA backend is not available ({exc})") from exc
+            raise NotAvailable(f"the CARLA backend is not available ({exc}); install it with pip install 'taskology[carla]'") from exc
         generate_carla_shards(out, host=carla_host, sequences=sequences, frames=frames, seed=seed,
                               camera_hw=camera_hw, lidar_beams=lidar_beams, lidar_azimuth=LIDAR_AZIMUTH,
                               frame_rate=FRAME_RATE)

@@ -1,6 +1,6 @@
 """The world model: a seeded town with moving vehicles, pedestrians and the ego vehicle.
 
-The world knows nothing about rendering (STYLE.md #9): :meth:`World.state` returns a
+The world knows nothing about rendering (one world model, several backends): :meth:`World.state` returns a
 :class:`SceneState` (static meshes + dynamic object instances with poses, classes, track ids and
 velocities) that any renderer turns into named layers; :meth:`World.step` moves the agents.
 

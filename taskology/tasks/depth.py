@@ -34,8 +34,7 @@ class DepthTask(Task):
     """
 
     name: ClassVar[str] = "depth"
-    inputs: ClassVar[tuple[str, ...]] = ("rgb",)
-    label_keys: ClassVar[tuple[str, ...]] = ("depth",)
+    label_layers: ClassVar[tuple[str, ...]] = ("camera/depth",)
 
     def __init__(self, *, width: int = 16, min_depth: float = 0.5, max_depth: float = 256.0) -> None:
         if not 0 < min_depth < max_depth:

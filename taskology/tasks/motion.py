@@ -23,13 +23,14 @@ Example:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
 
 from taskology.geometry.rigid import pose_from_axis_angle_torch, so3_exp_torch
 from taskology.tasks.base import MetricState, Task, mean_state
+from taskology.tasks.motion_targets import motion_targets
 from taskology.tasks.unet import CompactUNet
 
 
@@ -69,9 +70,8 @@ class MotionTask(Task):
     """
 
     name: ClassVar[str] = "motion"
-    inputs: ClassVar[tuple[str, ...]] = ("rgb", "rgb_next")
-    label_keys: ClassVar[tuple[str, ...]] = ("cam_next_from_cam", "object_translation",
-                                             "object_translation_valid", "movable")
+    label_layers: ClassVar[tuple[str, ...]] = ("ego/world_from_ego", "camera/instance", "objects/track_id",
+                                               "objects/class_id", "objects/box")
     pair: ClassVar[bool] = True
 
     def __init__(self, *, width: int = 16, rotation_scale: float = 0.01, translation_scale: float = 0.1,
@@ -79,6 +79,21 @@ class MotionTask(Task):
         self.width = width
         self.scales = dict(rotation_scale=rotation_scale, translation_scale=translation_scale,
                            object_scale=object_scale)
+
+    def prepare(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """The pair's labels from poses, instance masks and boxes (:func:`~taskology.tasks.motion_targets.motion_targets`):
+        ``cam_next_from_cam``, ``object_translation``, ``object_translation_valid``, ``movable``."""
+        out = dict(sample)
+        if "instance" in sample and "world_from_ego_next" in sample and "boxes" in sample:
+            targets = motion_targets(
+                world_from_ego=sample["world_from_ego"].double().numpy(),
+                world_from_ego_next=sample["world_from_ego_next"].double().numpy(),
+                cam_from_ego=sample["cam_from_ego"].double().numpy(),
+                instance=sample["instance"].numpy(), track_id=sample["track_id"].numpy(),
+                class_id=sample["class_id"].numpy(), box=sample["boxes"].double().numpy(),
+                track_id_next=sample["track_id_next"].numpy(), box_next=sample["boxes_next"].double().numpy())
+            out.update({key: torch.from_numpy(value) for key, value in targets.items()})
+        return out
 
     def build_model(self) -> nn.Module:
         return MotionNet(width=self.width, **self.scales)

@@ -1,6 +1,6 @@
 """Ground truth of the motion task from simulator poses, instance masks and object boxes.
 
-Definitions (all transforms ``dst_from_src``; DESIGN.md frames):
+Definitions (all transforms ``dst_from_src``; frames of docs/conventions.md):
 
 - ego-motion ``cam_{t+1}_from_cam_t = cam_from_ego @ inv(world_from_ego[t+1]) @ world_from_ego[t]
   @ inv(cam_from_ego)``;

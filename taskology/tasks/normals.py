@@ -51,8 +51,7 @@ class NormalsTask(Task):
     """
 
     name: ClassVar[str] = "normals"
-    inputs: ClassVar[tuple[str, ...]] = ("rgb",)
-    label_keys: ClassVar[tuple[str, ...]] = ("normals",)
+    label_layers: ClassVar[tuple[str, ...]] = ("camera/normals",)
 
     def __init__(self, *, width: int = 16) -> None:
         self.width = width

@@ -36,8 +36,7 @@ class SegmentationTask(Task):
     """
 
     name: ClassVar[str] = "segmentation"
-    inputs: ClassVar[tuple[str, ...]] = ("rgb",)
-    label_keys: ClassVar[tuple[str, ...]] = ("semantic",)
+    label_layers: ClassVar[tuple[str, ...]] = ("camera/semantic",)
 
     def __init__(self, *, width: int = 16, class_ids: Sequence[int] = DEFAULT_CLASS_IDS) -> None:
         unknown = [c for c in class_ids if c not in SEMANTIC_CLASSES]

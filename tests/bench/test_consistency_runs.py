@@ -12,7 +12,7 @@ import pytest
 from taskology.bench import consistency, run_benchmark
 from taskology.errors import ConfigError
 
-PRESET = consistency.REPO / "configs" / "consistency.yaml"
+PRESET = consistency.PRESET
 STEPS = 1200  # the preset's train.steps
 
 
@@ -29,7 +29,7 @@ class FakeTraining:
 
     def __call__(self, fn: Any, jobs: dict, workers: int):  # type: ignore[no-untyped-def]
         for key, args in jobs.items():
-            fraction, arm, seed, run_dir = args[3], args[4], args[5], Path(args[6])
+            fraction, arm, seed, run_dir = args[2], args[3], args[4], Path(args[5])
             run_dir.mkdir(parents=True)
             if key == self.fail:
                 (run_dir / "checkpoint.half").write_text("killed")
@@ -44,8 +44,9 @@ class FakeTraining:
 @pytest.fixture()
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
     import taskology.bench.parallel as parallel
+    import taskology.experiment as experiment
 
-    monkeypatch.setattr(consistency, "ensure_data", lambda config: tmp_path / "data")
+    monkeypatch.setattr(experiment, "ensure_world", lambda config: tmp_path / "data")
     monkeypatch.setattr(consistency, "_plot", lambda summary, path: None)
 
     def install(training: FakeTraining) -> FakeTraining:
@@ -128,45 +129,9 @@ def test_runs_dir_and_rerun_are_checked_before_anything_runs(tmp_path) -> None:
 def test_the_command_names_runs_dir_and_rerun() -> None:
     from taskology.bench import provenance
 
-    assert provenance("consistency", False, Path("configs/consistency.yaml"), runs_dir=Path("runs/b"),
+    assert provenance("consistency", False, Path("consistency-gpu"), runs_dir=Path("runs/b"),
                       rerun=["0.02/collective"])["command"] == (
-        "taskology bench consistency --config configs/consistency.yaml --runs-dir runs/b --rerun 0.02/collective")
-
-
-def test_ensure_data_simulates_a_varied_world_into_its_own_folder(tmp_path: Path) -> None:
-    from taskology.config import load_config
-    from taskology.data.shard import Shard
-
-    base = [f"data.root={tmp_path}", "sim.sequences=1", "sim.frames=2", "sim.camera=8x24", "sim.seed=3"]
-    default = consistency.ensure_data(load_config(None, base))
-    varied = consistency.ensure_data(load_config(None, base + ["sim.ego_speed_mps=[2,12]"]))
-    assert default.name == "seed3-1x2-8x24"
-    assert varied.name == "seed3-1x2-8x24-ego_speed_mps2-12"
-    with Shard.open(next(varied.glob("*.h5"))) as shard:
-        assert shard.generator["config"]["world"]["ego_speed_mps"] == [2.0, 12.0]
-    with Shard.open(next(default.glob("*.h5"))) as shard:
-        assert shard.generator["config"]["world"]["ego_speed_mps"] == [5.0, 9.0]
-
-
-def test_ensure_data_checks_a_world_cached_by_other_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """The real simulator: a folder recorded under another simulator fingerprint is checked by simulating
-    its first shard again; today's simulator makes it bit for bit, so the folder is kept."""
-    from taskology.config import load_config
-    from taskology.sim import cache
-
-    config = load_config(None, [f"data.root={tmp_path}", "sim.sequences=2", "sim.frames=2", "sim.camera=8x24"])
-    root = consistency.ensure_data(config)
-    world = cache.recorded_world(root)
-    assert world is not None and len(cache.read_record(root)["shards"]) == 2
-    record = json.loads((root / cache.RECORD).read_text())
-    record["simulator"] = "older-code"
-    (root / cache.RECORD).write_text(json.dumps(record))
-    capsys.readouterr()
-    assert consistency.ensure_data(config) == root
-    assert "simulates seed0-seq00000.h5 identically" in capsys.readouterr().out
-    assert cache.recorded_world(root) == world and cache.read_record(root)["simulator"] == cache.simulator_fingerprint()
-    assert not list(tmp_path.glob("*.stale-*"))
+        "taskology bench consistency --config consistency-gpu --runs-dir runs/b --rerun 0.02/collective")
 
 
 def test_runs_trained_on_another_world_are_not_reused(tmp_path: Path) -> None:

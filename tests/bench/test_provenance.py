@@ -23,7 +23,7 @@ def test_bench_set_overrides_are_checked_before_a_run_and_named_in_the_result_st
     from taskology.bench import provenance, result_stem, run_benchmark
     from taskology.errors import ConfigError
 
-    preset = Path("configs/consistency-gpu.yaml")
+    preset = Path("consistency-gpu")
     with pytest.raises(ConfigError, match="train.seedz: unknown key"):
         run_benchmark("consistency", out_dir=tmp_path, config=preset, overrides=["train.seedz=[1]"])
     with pytest.raises(ConfigError, match="train.seedz: unknown key"):  # the bench's own preset without --config
@@ -37,7 +37,7 @@ def test_bench_set_overrides_are_checked_before_a_run_and_named_in_the_result_st
     assert result_stem("consistency", False, preset, ["train.seeds=[1]"]) != result_stem("consistency", False, preset)
     assert result_stem("consistency", False, None, ["train.seeds=[1]"]) == "consistency-train-seeds-1"
     assert provenance("consistency", False, preset, ["train.seeds=[1]"])["command"] == (
-        "taskology bench consistency --config configs/consistency-gpu.yaml --set 'train.seeds=[1]'")
+        "taskology bench consistency --config consistency-gpu --set 'train.seeds=[1]'")
 
 
 def test_bench_steps_is_checked_before_a_run_and_named_in_the_command_and_stem(tmp_path) -> None:

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from taskology.data.datasets import FrameDataset, collate_frames
-from taskology.data.labels import INPUT_LAYERS, TASK_LABELS
+from taskology.data.labels import INPUT_LAYERS
+from taskology.data.schema import LAYERS
 from taskology.data.shard import Shard
 from taskology.data.splits import SplitManifest, make_splits
 from taskology.errors import DataError
@@ -17,37 +18,40 @@ from taskology.errors import DataError
 INPUT_KEYS = {"sample_id", "rgb", "K", "cam_from_ego", "lidar_points", "lidar_from_ego"}
 LABEL_KEYS = {"depth", "normals", "semantic", "instance", "world_from_ego", "lidar_semantic", "lidar_instance",
               "track_id", "class_id", "boxes", "velocity"}
+#: label layers of the tasks these tests draw masks for (as a task class declares them)
+LABELS = {"depth": ("camera/depth",), "normals": ("camera/normals",), "segmentation": ("camera/semantic",),
+          "motion": ("ego/world_from_ego", "camera/instance", "objects/track_id", "objects/class_id", "objects/box",
+                     "objects/velocity", "objects/offsets")}
 
 
 @pytest.fixture
 def manifest(dataset_root: Path) -> SplitManifest:
     return make_splits(dataset_root, {"depth": 0.25, "normals": 0.5, "motion": 0.4, "detection": 0.3},
-                       test_sequences=1, mediator_fraction=0.5, seed=2)
+                       pairs=("motion",), test_sequences=1, mediator_fraction=0.5, seed=2)
 
 
 def test_train_yields_only_labeled_frames_and_own_labels(manifest: SplitManifest) -> None:
-    ds = FrameDataset(manifest, "train", "depth")
+    ds = FrameDataset(manifest, "train", "depth", labels=LABELS["depth"])
     labeled = {f"{s}:{f}" for s, f in manifest.labeled_frames("depth")}
     seen = [ds[i] for i in range(len(ds))]
     assert {s["sample_id"] for s in seen} == labeled and len(seen) == len(labeled)
     for sample in seen:
         assert set(sample) == INPUT_KEYS | {"depth"}  # no other task's labels
     with pytest.raises(DataError, match="camera/normals.*hidden"):
-        FrameDataset(manifest, "train", "depth", layers=["camera/rgb", "camera/normals"])
+        FrameDataset(manifest, "train", "depth", labels=LABELS["depth"], layers=["camera/rgb", "camera/normals"])
     with pytest.raises(DataError, match="objects/box.*hidden"):
-        FrameDataset(manifest, "train", "segmentation", layers=["objects/box"])
+        FrameDataset(manifest, "train", "segmentation", labels=LABELS["segmentation"], layers=["objects/box"])
 
 
 def test_mediator_yields_inputs_only(manifest: SplitManifest) -> None:
-    ds = FrameDataset(manifest, "mediator", "depth")
+    ds = FrameDataset(manifest, "mediator")
     assert {s for s in (ds[i]["sample_id"] for i in range(len(ds)))} == {
         f"{s}:{f}" for s, f in manifest.frames("mediator")}
     for i in range(len(ds)):
         assert set(ds[i]) == INPUT_KEYS
-    for task, labels in TASK_LABELS.items():
-        for layer in labels:
-            with pytest.raises(DataError, match="hidden"):
-                FrameDataset(manifest, "mediator", task, layers=[layer])
+    for layer in sorted(set(LAYERS) - set(INPUT_LAYERS)):  # every label of every task
+        with pytest.raises(DataError, match="hidden"):
+            FrameDataset(manifest, "mediator", layers=[layer])
     with pytest.raises(DataError, match="needs a task"):
         FrameDataset(manifest, "train")
 
@@ -73,7 +77,7 @@ def test_test_split_yields_everything_in_training_layout(manifest: SplitManifest
 
 
 def test_motion_pairs_and_relative_pose(manifest: SplitManifest) -> None:
-    ds = FrameDataset(manifest, "train", "motion")
+    ds = FrameDataset(manifest, "train", "motion", labels=LABELS["motion"], pairs=True)
     labeled = set(manifest.labeled_frames("motion"))
     assert len(ds) >= 1
     for i in range(len(ds)):
@@ -99,7 +103,7 @@ def test_motion_pairs_and_relative_pose(manifest: SplitManifest) -> None:
     got_cam = sample["cam_next_from_cam"].double().numpy() @ (cam_from_ego @ point_ego_t)
     assert np.allclose(got_cam, cam_from_ego @ expected, atol=1e-4)
     # mediator pairs carry both frames' inputs but no pose (it is a motion label)
-    med = FrameDataset(manifest, "mediator", "motion")
+    med = FrameDataset(manifest, "mediator", pairs=True)
     assert set(med[0]) == INPUT_KEYS | {k + "_next" for k in INPUT_KEYS - {"sample_id", "K", "cam_from_ego",
                                                                              "lidar_from_ego"}}
 
@@ -117,9 +121,13 @@ def test_dataloader_workers_and_collate(manifest: SplitManifest) -> None:
     ds.close()
 
 
-def test_input_layers_are_yielded_everywhere() -> None:
+def test_input_layers_are_yielded_everywhere_and_no_registered_task_takes_a_label_as_input() -> None:
+    from taskology.tasks import TASKS
+
     assert {"camera/rgb", "camera/K", "lidar/points"} <= set(INPUT_LAYERS)
-    assert not set(INPUT_LAYERS) & {n for labels in TASK_LABELS.values() for n in labels}
+    for name, task in TASKS.items():
+        assert task.declaration_problem() is None, name
+        assert set(task.input_layers) <= set(INPUT_LAYERS) and not set(INPUT_LAYERS) & set(task.label_layers), name
 
 
 def _reference_layout(name: str, values: np.ndarray) -> torch.Tensor:

@@ -15,7 +15,7 @@ from taskology.errors import DataError
 
 
 def test_summary_of_directory(dataset_root: Path) -> None:
-    make_splits(dataset_root, {"depth": 0.25, "motion": 0.5}, test_sequences=1, seed=0)
+    make_splits(dataset_root, {"depth": 0.25, "motion": 0.5}, pairs=("motion",), test_sequences=1, seed=0)
     (dataset_root / ".seq9.h5.tmp-1-ab").write_bytes(b"x")
     summary = summarize(dataset_root)
     assert [s.sequence_id for s in summary.shards] == [f"seq{i:04d}" for i in range(5)]

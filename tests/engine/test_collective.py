@@ -54,7 +54,7 @@ def test_tiny_collective_run_lowers_every_loss(sim_root: Path, tmp_path: Path) -
     cfg = load_config(None, overrides(sim_root))
     runners, _ = build_runners(cfg, tmp_path, seed=0, device="cpu", collective=True)
     labelled = {n: to_device(r.train_stream.next_batch(), r.device) for n, r in runners.items()}
-    mediator = next(iter(runners.values())).mediator_stream.next_batch()
+    mediator = next(iter(runners.values())).mediator.stream.next_batch()
     before = fixed_losses(runners, labelled, mediator)
     assert len(before) == 4 + 9  # supervised per task + every (relation, receiver) pair
     for _ in range(16):

@@ -64,7 +64,7 @@ def test_the_photometric_error_on_cuda_matches_the_cpu_on_identical_inputs(sim_r
     from taskology.losses.photometric import photometric_error, photometric_terms
 
     runners, _ = build_runners(_config(sim_root), tmp_path, seed=0, device="cpu", collective=True)
-    batch = runners["depth"].mediator_stream.next_batch()
+    batch = runners["depth"].mediator.stream.next_batch()
     outputs = {t: runners[t].predict(batch) for t in ("depth", "motion")}
     terms, errors = {}, {}
     with no_tf32():

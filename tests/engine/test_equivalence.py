@@ -162,7 +162,7 @@ def test_stale_peer_view_fresh_equals_in_process_and_ages_by_the_interval(sim_ro
 
     cfg = load_config(None, _overrides(sim_root) + ["cluster.address=none", "train.seeds=[0]"])
     runners, fresh = build_runners(cfg, tmp_path, seed=0, device="cpu", collective=True)
-    batch = runners["depth"].mediator_stream.next_batch()
+    batch = runners["depth"].mediator.stream.next_batch()
     every1, every3 = StalePeerView(runners, 1), StalePeerView(runners, 3)
     ages = []
     for _ in range(5):

@@ -13,7 +13,8 @@ from synthetic import synthetic_task_data  # noqa: E402
 
 from taskology.config import load_config  # noqa: E402
 from taskology.engine.peers import InProcessPeerView  # noqa: E402
-from taskology.engine.runner import TaskRunner, load_checkpoint  # noqa: E402
+from taskology.engine.checkpoints import load_checkpoint  # noqa: E402
+from taskology.engine.runner import TaskRunner  # noqa: E402
 from taskology.errors import DataError  # noqa: E402
 
 TASKS = ("depth", "normals", "segmentation", "motion")
@@ -54,7 +55,7 @@ def test_alone_mode_has_no_relations(tmp_path: Path) -> None:
     _, _, runners = make_runners(tmp_path, collective=False)
     scalars = runners["normals"].train_step()
     assert not [k for k in scalars if k.startswith("consistency/")]
-    assert runners["normals"].mediator_stream is None
+    assert runners["normals"].mediator is None or runners["normals"].mediator.stream is None
 
 
 def test_checkpoint_round_trip_gives_identical_next_losses(tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ def test_predict_mediator_is_compact_and_matches_predict(tmp_path: Path) -> None
     assert pred.outputs["depth"].dtype == np.float16 and pred.outputs["depth"].shape == (2, 1, 32, 96)
     from taskology.engine.batches import collate
 
-    direct = runner.predict(collate([runner.data.mediator[3]]))["depth"].numpy()
+    direct = runner.predict(collate([runner.mediator.pool[3]]))["depth"].numpy()
     np.testing.assert_allclose(pred.outputs["depth"][0].astype(np.float32), direct[0], rtol=2e-3)
     with pytest.raises(KeyError):
         runner.predict_mediator(["nope:0"])
@@ -114,7 +115,7 @@ def test_set_mediator_pool_replaces_samples(tmp_path: Path) -> None:
     _, _, runners = make_runners(tmp_path)
     runner = runners["normals"]
     runner.set_mediator_pool([tmp_path / "a.h5", tmp_path / "b.h5"])
-    assert list(runner.data.mediator.sample_ids) == [f"pool:{i}" for i in range(4)]
+    assert list(runner.mediator.pool.sample_ids) == [f"pool:{i}" for i in range(4)]
     runner.train_step()
     assert runner.predict_mediator().sample_ids == [f"pool:{i}" for i in range(4)]
 
@@ -134,7 +135,7 @@ def test_consistency_warm_up_schedule(tmp_path: Path) -> None:
     assert seen[0]["loss/total"] == pytest.approx(seen[0]["loss/depth_log_l1"])
     expected = seen[2]["loss/depth_log_l1"] + 0.5 * seen[2]["consistency/depth_normals"]
     assert seen[2]["loss/total"] == pytest.approx(expected, rel=1e-5)
-    assert depth.mediator_stream.state_dict() == {"epoch": 0, "offset": 4}  # two mediator batches of 2 used
+    assert depth.mediator.stream.state_dict() == {"epoch": 0, "offset": 4}  # two mediator batches of 2 used
 
 
 def test_cosine_learning_rate_reaches_the_final_factor_and_resumes_on_schedule(tmp_path: Path) -> None:
@@ -162,7 +163,8 @@ def _pool_runners(tmp_path: Path, sim_root: Path, n_shards: int = 3):
     """depth + normals runners whose mediator pools are real shards copied into ``tmp_path/pool``."""
     import shutil
 
-    from taskology.engine.store_data import ShardPoolDataset
+    from taskology.engine.task_data import ShardPoolDataset
+    from taskology.tasks.base import CAMERA_INPUTS
 
     pool_dir = tmp_path / "pool"
     pool_dir.mkdir()
@@ -172,7 +174,7 @@ def _pool_runners(tmp_path: Path, sim_root: Path, n_shards: int = 3):
     runners = {}
     for t in ("depth", "normals"):
         data = synthetic_task_data()
-        data.open_mediator = lambda ps: ShardPoolDataset(ps)
+        data.open_mediator = lambda ps: ShardPoolDataset(ps, CAMERA_INPUTS)
         runners[t] = TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view,
                                 seed=0, data=data)
         view.register(t, runners[t])
@@ -183,7 +185,7 @@ def test_live_pool_survives_shards_deleted_mid_training(tmp_path: Path, sim_root
     runners, paths = _pool_runners(tmp_path, sim_root)
     for runner in runners.values():
         assert runner.set_mediator_pool(paths)
-    frames = len(runners["depth"].data.mediator)
+    frames = len(runners["depth"].mediator.pool)
     paths[0].unlink()                         # retired while the runners train on it: open handles keep it
     for _ in range(3):
         for runner in runners.values():
@@ -193,24 +195,25 @@ def test_live_pool_survives_shards_deleted_mid_training(tmp_path: Path, sim_root
     # a new listing that still names the deleted shard (listed, then retired before reading): skipped
     for runner in runners.values():
         assert runner.set_mediator_pool(paths)
-        assert runner.data.mediator.paths == paths[1:] and str(paths[0]) in runner.data.mediator.skipped[0]
-        assert len(runner.data.mediator) == frames * 2 // 3
+        assert runner.mediator.pool.paths == paths[1:] and str(paths[0]) in runner.mediator.pool.skipped[0]
+        assert len(runner.mediator.pool) == frames * 2 // 3
         runner.train_step()
     # nothing readable offered: the current pool is kept
     for p in paths[1:]:
         p.unlink()
     assert not runners["depth"].set_mediator_pool(paths)
-    assert runners["depth"].data.mediator.paths == paths[1:]
+    assert runners["depth"].mediator.pool.paths == paths[1:]
     assert np.isfinite(runners["depth"].train_step()["loss/total"])
 
 
 def test_pool_serves_live_shards_when_a_reopen_fails(tmp_path: Path, sim_root: Path) -> None:
     import pickle
 
-    from taskology.engine.store_data import ShardPoolDataset
+    from taskology.engine.task_data import ShardPoolDataset
+    from taskology.tasks.base import CAMERA_INPUTS
 
     runners, paths = _pool_runners(tmp_path, sim_root, n_shards=2)
-    pool = ShardPoolDataset(paths)
+    pool = ShardPoolDataset(paths, CAMERA_INPUTS)
     per_shard = len(pool) // 2
     copy = pickle.loads(pickle.dumps(pool))   # handles are not pickled: the copy reopens lazily
     paths[0].unlink()
@@ -252,7 +255,8 @@ def test_live_pool_switch_keeps_drawing_answerable_samples(tmp_path: Path, sim_r
     import shutil
 
     from taskology.engine.exchange import compact_predictions
-    from taskology.engine.store_data import ShardPoolDataset
+    from taskology.engine.task_data import ShardPoolDataset
+    from taskology.tasks.base import CAMERA_INPUTS
 
     pool_dir = tmp_path / "pool"
     pool_dir.mkdir()
@@ -263,7 +267,7 @@ def test_live_pool_switch_keeps_drawing_answerable_samples(tmp_path: Path, sim_r
 
     def runner(task: str, view):
         data = synthetic_task_data()
-        data.open_mediator = lambda ps: ShardPoolDataset(ps)
+        data.open_mediator = lambda ps: ShardPoolDataset(ps, CAMERA_INPUTS)
         return TaskRunner(task_name=task, config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view, seed=0,
                           data=data)
 
@@ -287,18 +291,18 @@ def test_live_pool_switch_keeps_drawing_answerable_samples(tmp_path: Path, sim_r
         assert used_sequences(depth.train_step()) == {seq[s[0]]}
     assert depth.set_mediator_pool([s[2], s[3]])  # advanced again: the answerable [s0, s1] pool is the one kept
     assert used_sequences(depth.train_step()) == {seq[s[0]]}
-    assert depth._previous_mediator is not None and depth._previous_mediator.paths == [s[0], s[1]]
+    assert depth.mediator.previous is not None and depth.mediator.previous.paths == [s[0], s[1]]
     publish([s[2], s[3]])                     # rows for the current pool arrived: it is used, the old one closed
     assert used_sequences(depth.train_step()) <= {seq[s[2]], seq[s[3]]}
-    assert depth._previous_mediator is None
+    assert depth.mediator.previous is None
     assert depth.set_mediator_pool([s[3]])    # a switch with rows for the pool left keeps it only while needed
     assert used_sequences(depth.train_step()) == {seq[s[3]]}
-    assert depth._previous_mediator is None
+    assert depth.mediator.previous is None
 
 
 def test_in_process_view_reuses_a_peer_answer_only_while_the_peer_has_not_stepped(tmp_path: Path) -> None:
     _, view, runners = make_runners(tmp_path)
-    batch = runners["depth"].mediator_stream.next_batch()
+    batch = runners["depth"].mediator.stream.next_batch()
     first = view.peer_outputs("normals", batch)
     again = view.peer_outputs("normals", batch)
     assert (view.forward_passes, view.cache_hits) == (1, 1)
@@ -308,7 +312,7 @@ def test_in_process_view_reuses_a_peer_answer_only_while_the_peer_has_not_steppe
     runners["normals"].train_step()  # new weights: the cached answer is void
     after = view.peer_outputs("normals", batch)
     assert view.forward_passes >= 2 and not torch.equal(after.outputs["normals"], first.outputs["normals"])
-    other = runners["depth"].mediator_stream.next_batch()  # other samples: computed, not reused
+    other = runners["depth"].mediator.stream.next_batch()  # other samples: computed, not reused
     passes = view.forward_passes
     view.peer_outputs("normals", other)
     assert view.forward_passes == passes + 1
@@ -345,7 +349,7 @@ def test_mediator_batches_come_from_samples_peers_can_answer(tmp_path: Path, mod
     data = synthetic_task_data(seed=0)
     reference = TaskRunner(task_name="depth", config=cfg, data_root=tmp_path, run_dir=tmp_path,
                            peer_view=InProcessPeerView(), seed=0, collective=True, data=data)
-    pool_ids = list(reference.data.mediator.sample_ids)
+    pool_ids = list(reference.mediator.pool.sample_ids)
     answerable = {"subset": set(pool_ids[:3]), "all": set(pool_ids), "none": None}[mode]
     view = _AnsweringView(answerable)
     runner = TaskRunner(task_name="depth", config=cfg, data_root=tmp_path, run_dir=tmp_path, peer_view=view,
@@ -354,7 +358,7 @@ def test_mediator_batches_come_from_samples_peers_can_answer(tmp_path: Path, mod
         view.register(t, TaskRunner(task_name=t, config=cfg, data_root=tmp_path, run_dir=tmp_path,
                                     peer_view=InProcessPeerView(), seed=0, collective=True,
                                     data=synthetic_task_data(seed=0)))
-    streamed = [list(reference.mediator_stream.next_batch()["sample_id"]) for _ in range(4)]
+    streamed = [list(reference.mediator.stream.next_batch()["sample_id"]) for _ in range(4)]
     for _ in range(4):
         runner.train_step()
     used = [view.asked[i] for i in range(0, len(view.asked), 3)]  # three peers asked per step, same batch

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from taskology.data.datasets import FrameDataset
 from taskology.data.splits import make_splits
 from taskology.engine.batches import collate
-from taskology.engine.store_data import TASK_LAYERS, PreparedDataset
+from taskology.engine.task_data import PreparedDataset
 from taskology.geometry.rigid import so3_log
 from taskology.losses import RELATIONS, evaluate_for_receiver
 from taskology.losses.photometric import photometric_terms
@@ -26,12 +26,12 @@ def gt(sim_root: Path):
     """Ground-truth 'outputs' of every task on the test pairs of the tiny simulator set."""
     # 4 of the 5 sequences as "test" so that independently moving objects are in view.
     manifest = make_splits(sim_root, {"depth": 1.0}, test_sequences=4, mediator_fraction=0.5, seed=0, write=False)
-    layers = sorted(set(sum(TASK_LAYERS.values(), ())) | {"camera/depth", "camera/normals", "camera/semantic"})
-    data = PreparedDataset(FrameDataset(manifest, "test", None, layers=layers, pairs=True))
+    tasks = {n: build_task(n, width=4) for n in TASK_NAMES}
+    layers = sorted({layer for task in tasks.values() for layer in task.input_layers + task.label_layers})
+    data = PreparedDataset(FrameDataset(manifest, "test", None, layers=layers, pairs=True), tasks["motion"])
     batch = collate([data[i] for i in range(len(data))])
     moving = batch["object_translation"].norm(dim=1) > 0.05
     assert int(moving.sum()) > 20, "the fixture should show independently moving objects"
-    tasks = {n: build_task(n, width=4) for n in TASK_NAMES}
     seg = tasks["segmentation"]
     labels = seg.contiguous_labels(batch["semantic"]).clamp_min(0)
     logits = 30.0 * F.one_hot(labels, seg.num_classes).permute(0, 3, 1, 2).float()

@@ -1,9 +1,9 @@
 """``taskology demo``: simulate a small dataset, train the camera tasks alone and collectively at a low
-label fraction (``configs/demo.yaml``), evaluate both on held-out sequences, and write the report.
+label fraction (the ``demo`` preset, ``taskology/configs/demo.yaml``), evaluate both on held-out sequences, and write the report.
 
 Everything goes through the project's own entry points: ``taskology sim``'s :func:`simulate_world` for the
 data, :func:`~taskology.engine.command.train_command` (in-process or on a Dask cluster) and
-:func:`~taskology.engine.command.eval_command` for each arm, :func:`~taskology.engine.report.write_report`
+:func:`~taskology.engine.command.eval_command` for each arm, :func:`~taskology.report.command.write_report`
 for the report.
 
 Layout of ``--out`` (a comparison directory, see :mod:`taskology.report.runs`)::
@@ -34,10 +34,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from taskology.config.loading import PRESETS_DIR
 from taskology.errors import ConfigError, DataError
 
 #: the demo's experiment preset.
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+DEMO_CONFIG = PRESETS_DIR / "demo.yaml"
 CACHE_ENV = "TASKOLOGY_CACHE"
 DEFAULT_CACHE = Path(".taskology-cache")
 ARMS: tuple[str, ...] = ("alone", "collective")
@@ -126,11 +127,10 @@ def run_arm(mode: str, out: Path, wanted: Any, overrides: Sequence[str], cluster
     """Train (or resume) and evaluate the ``mode`` arm in ``out/<mode>`` unless it is finished."""
     from taskology.config import load_config
     from taskology.engine.command import eval_command, train_command
-    from taskology.engine.runner import enabled_tasks
 
     arm_dir = out / mode
     target = int(wanted.train.steps)
-    tasks = enabled_tasks(wanted)
+    tasks = wanted.enabled_tasks()
     if (arm_dir / "config.yaml").is_file():
         differences = _differences(load_config(arm_dir / "config.yaml"), wanted)
         if differences:
@@ -173,16 +173,16 @@ def demo_command(out: Path = Path("runs/demo"), cluster: str | None = "local", *
     Args:
         out: the demo's directory (see the module docstring).
         cluster: ``none`` (in-process), ``local`` (LocalCluster) or ``tcp://HOST:PORT`` / ``tls://...``.
-        overrides: dotted overrides of ``configs/demo.yaml`` (tests and experiments; e.g. ``train.steps=5``).
+        overrides: dotted overrides of the demo preset (tests and experiments; e.g. ``train.steps=5``).
         cache_dir: root of the simulated-data cache (default ``$TASKOLOGY_CACHE`` or ``.taskology-cache``).
     """
     from taskology.config import load_config
-    from taskology.engine.report import write_report
-    from taskology.engine.store_data import manifest_for
+    from taskology.report.command import write_report
+    from taskology.engine.task_data import manifest_for
 
     if not DEMO_CONFIG.is_file():
-        raise ConfigError(f"{DEMO_CONFIG}: the demo preset is missing; expected configs/demo.yaml of the "
-                          "taskology source tree")
+        raise ConfigError(f"{DEMO_CONFIG}: the demo preset is missing from the installed package "
+                          "(taskology/configs/demo.yaml); reinstall taskology")
     out = Path(out)
     console = _console()
     started = time.time()

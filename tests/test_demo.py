@@ -10,7 +10,7 @@ import pytest
 
 import taskology.engine.command as command_module
 from taskology.config import load_config
-from taskology.engine import demo
+from taskology import demo
 from taskology.engine.runner import TaskRunner
 from taskology.errors import ConfigError
 from taskology.sim import cache as cache_module

@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 
 from taskology.config import load_config, save_config
-from taskology.engine.report import write_report
+from taskology.report.command import write_report
 from taskology.errors import DataError
 from taskology.report import gallery
 from taskology.report.plots import smooth
@@ -188,7 +188,7 @@ def test_not_a_run_dir_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_failed_rebuild_keeps_the_old_report_and_leaves_no_temp(comparison: Path, monkeypatch) -> None:
-    import taskology.engine.report as report_module
+    import taskology.report.command as report_module
 
     before = (comparison / "report" / "report.md").read_text()
 
