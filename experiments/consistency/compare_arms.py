@@ -1,10 +1,8 @@
-"""Two variants of one arm of `taskology bench consistency` side by side, per seed (the validation check of a
-preset change, docs/consistency.md):
+"""Two variants of one arm of `taskology bench consistency` side by side, per seed (checks a preset change).
+Run: python experiments/consistency/compare_arms.py BASE_DIR NEW_DIR FRACTION [--arm collective]
 
-    python scripts/compare_arms.py BASE_DIR NEW_DIR FRACTION [--arm collective]
-
-BASE_DIR and NEW_DIR are OUT_DIRs of `scripts/consistency_arm.py` (the same preset, the second with a
-``--set``); the runs are read from their ``<fraction>-<arm>-<seed>/metrics.json`` (``results.json`` holds
+BASE_DIR and NEW_DIR are OUT_DIRs of `experiments/consistency/consistency_arm.py` (the same preset, the second
+with a ``--set``); the runs are read from their ``<fraction>-<arm>-<seed>/metrics.json`` (``results.json`` holds
 only the last fraction trained into a folder). Prints, per task, the headline metric of both variants for
 every seed both have, the relative change (positive = better) per seed and of the seed means, and the sum of
 the seed-mean changes over the tasks. Refuses runs evaluated on different splits or trained on different
@@ -19,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taskology.bench.consistency import HEADLINE, run_name
-from taskology.bench.label_weights import relative_gain
+from taskology.bench.consistency import HEADLINE, relative_gain, run_name
 
 
 def load_runs(folder: Path, fraction: float, arm: str) -> dict[int, dict]:

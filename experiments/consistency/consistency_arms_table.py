@@ -1,17 +1,16 @@
-"""Gain and gap recovered from runs of `scripts/consistency_arm.py` (all from the same code and data root;
-runs that recorded their world digest must all name the same one):
+"""Gain and gap recovered, as a Markdown table, from runs of `consistency_arm.py` (one code version, one world).
+Run: python experiments/consistency/consistency_arms_table.py ALONE_DIR COLLECTIVE_DIR ALONE_100_DIR
 
-    python scripts/consistency_arms_table.py ALONE_DIR COLLECTIVE_DIR ALONE_100_DIR
-
-Each DIR holds the results.json that consistency_arm.py writes (test metrics per seed). An argument may
-also name the runs of a `taskology bench consistency` result, ``RESULT.json#FRACTION/ARM`` (e.g.
-``benchmarks/results/consistency-cpu-27-sequences-one-world.json#0.1/alone``), and several sources joined
-by ``+`` pool their seeds (a seed in two sources must have identical metrics there, else it is refused:
-the runs are deterministic, so a difference means another code version). Prints a Markdown
-table per headline metric: alone, collective and alone at 100 % labels (seed means ± sd over the seeds all
-three have; sd with ddof=1, where the bench's own tables use ddof=0), the gain of collective over alone
-(relative; positive = better) with each seed's, and the gap recovered = (alone - collective) / (alone -
-alone at 100 %) in the metric's better direction ("n/a" where alone at 100 % is not better than alone).
+Runs that recorded their world digest must all name the same one. Each DIR holds the results.json that
+consistency_arm.py writes (metrics per seed). An argument may also name the runs of a `taskology bench
+consistency` result, ``RESULT.json#FRACTION/ARM`` (e.g.
+``experiments/consistency/results/consistency-cpu-27-sequences-one-world.json#0.1/alone``), and several sources
+joined by ``+`` pool their seeds (a seed in two sources must have identical metrics there, else it is refused:
+the runs are deterministic, so a difference means another code version). Prints a Markdown table per headline
+metric: alone, collective and alone at 100 % labels (seed means ± sd over the seeds all three have; sd with
+ddof=1, where the bench's own tables use ddof=0), the gain of collective over alone (relative; positive =
+better) with each seed's, and the gap recovered = (alone - collective) / (alone - alone at 100 %) in the
+metric's better direction ("n/a" where alone at 100 % is not better than alone).
 """
 from __future__ import annotations
 
@@ -21,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taskology.bench.consistency import HEADLINE, gap_recovered
-from taskology.bench.label_weights import relative_gain
+from taskology.bench.consistency import HEADLINE, gap_recovered, relative_gain
 
 
 def table(alone: dict, collective: dict, full: dict) -> str:
@@ -74,11 +72,17 @@ def load(spec: str) -> dict:
     return pooled
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 4:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 3:
         sys.exit(__doc__)
-    records = [load(spec) for spec in sys.argv[1:]]
+    records = [load(spec) for spec in args]
     try:
         print(table(*records))
     except (KeyError, TypeError) as exc:
         sys.exit(f"consistency_arms_table: a results.json lacks {exc} (not written by consistency_arm.py?)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

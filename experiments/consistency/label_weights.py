@@ -1,18 +1,19 @@
-"""``taskology bench label-weights --config PRESET``: how strongly the relations should feed a task, by
-its label fraction, chosen on the validation split (never on test).
+"""How strongly the relations should feed a task, by its label fraction, chosen on the validation split (never on test).
+Run: python experiments/consistency/label_weights.py --config consistency [--labels F] [--set KEY=VALUE] [--out DIR]  |  --combine A.json B.json ...
 
 Relations teach a task what its peers imply. With few labels that is worth more than it costs; with
 many labels the peers' targets are worse than what the labels already taught, and the relations pull a
-well-trained task towards its weaker peers (docs/consistency.md: collectively, depth and normals were
-15-19 % worse than alone at 100 % labels). ``train.relation_weight_by_labels`` scales every relation a
+well-trained task towards its weaker peers (experiments/consistency/README.md: collectively, depth and normals
+were 15-19 % worse than alone at 100 % labels). ``train.relation_weight_by_labels`` scales every relation a
 task receives by a factor that depends on that task's label fraction.
 
-This benchmark trains, at each label fraction of the experiment (2 %, 10 %, 100 %), the alone arm and
-the collective arm with the relation factor set to each of :data:`FACTORS`, with the preset's first
-seed, and evaluates every run on the **validation** sequences. Per fraction it keeps the factor with
-the best mean relative gain over alone of the headline metrics of the tasks the relations feed
-(:func:`choose`). The result is the ``train.relation_weight_by_labels`` points to write into the preset
-by hand (reviewed, not applied silently).
+This chooser trains, at each label fraction of the experiment (2 %, 10 %, 100 %; ``--labels F``: only these),
+the alone arm and the collective arm with the relation factor set to each of :data:`FACTORS` for every task,
+with the preset's first seed, and evaluates every run on the **validation** sequences. Per fraction it keeps
+the factor with the best mean relative gain over alone of the headline metrics of the tasks the relations
+feed (:func:`choose`). The result (``DIR/label-weights-<preset>[-<overrides>][-labels-...].{json,md}``,
+``DIR`` = experiments/consistency/results by default) gives the ``train.relation_weight_by_labels`` points to
+write into the preset by hand (reviewed, not applied silently).
 
 One factor for every task is a compromise: on validation at 100 % labels depth wanted none of its
 peers' teaching while normals still gained. :func:`choose_per_task` keeps, per task and fraction, the
@@ -21,21 +22,27 @@ relation is adopted only where it helped that task on every seed (``--rule mean`
 seeds); the points go to ``tasks.<t>.relation_weight_by_labels``. It is greedy: each task's gain
 was measured with every task at the same factor, so the combination is checked on its own afterwards.
 Several seeds (one run per seed, ``--set 'train.seeds=[1]'``) combine with
-``python -m taskology.bench.label_weights [--rule worst-seed|mean] RESULT.json [RESULT.json ...]``.
+``python experiments/consistency/label_weights.py --combine RESULT.json [RESULT.json ...] [--rule worst-seed|mean]``.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from receivers import (RESULTS, Mapper, metric_rows, result_stem, run_provenance, validation_runs, world_root,
+                       write_result)
 
 from taskology.bench import BenchResult
-from taskology.bench.consistency import HEADLINE, PRESET, data_root
-from taskology.bench.receivers import metric_rows, validation_runs
-from taskology.sim.cache import recorded_world
+from taskology.bench.consistency import HEADLINE, PRESET, relative_gain
+from taskology.errors import ConfigError, TaskologyError
 
 FRACTIONS = (0.02, 0.10, 1.0)
 FACTORS = (1.0, 0.3, 0.1)
@@ -49,16 +56,6 @@ def variant(factor: float) -> str:
         'relations x0.3'
     """
     return f"relations x{factor:g}"
-
-
-def relative_gain(alone: float, collective: float, higher_is_better: bool) -> float:
-    """Relative improvement of ``collective`` over ``alone`` (positive = better).
-
-    Example:
-        >>> round(relative_gain(0.20, 0.15, False), 3), round(relative_gain(0.5, 0.4, True), 3)
-        (0.25, -0.2)
-    """
-    return (collective - alone) / alone if higher_is_better else (alone - collective) / alone
 
 
 def choose(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
@@ -153,26 +150,51 @@ def per_task_table(decisions: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> 
     return lines
 
 
-def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = (),
-        labels: tuple[float, ...] = ()) -> BenchResult:
-    """The alone arm and one collective arm per factor at each fraction (``labels``: only these of
-    :data:`FRACTIONS`), on validation (two at a time)."""
-    from taskology.config import load_config
-    from taskology.engine.runner import relations_for
+def jobs_for(preset: str | Path, fractions: Sequence[float]) -> list[tuple[float, str, str, tuple[str, ...]]]:
+    """The runs of :func:`run`: per fraction the alone arm and one collective arm per factor of :data:`FACTORS`,
+    with every task at that factor (the preset's own points, train's and each task's, replaced).
 
-    preset = Path(config) if config is not None else PRESET
-    # every task at the same factor: the preset's own points (train's and each task's) are replaced
+    Example:
+        >>> [(fr, arm, name) for fr, arm, name, _ in jobs_for("consistency", [0.1])]
+        [(0.1, 'alone', 'alone'), (0.1, 'collective', 'relations x1'),
+         (0.1, 'collective', 'relations x0.3'), (0.1, 'collective', 'relations x0.1')]
+    """
+    from taskology.config import load_config
+
     own_points_off = tuple(f"tasks.{t}.relation_weight_by_labels=null" for t in load_config(preset).tasks)
-    fractions = tuple(fr for fr in FRACTIONS if not labels or fr in labels)
     jobs = [(fr, "alone", "alone", ()) for fr in fractions]
     jobs += [(fr, "collective", variant(factor),
               (f"train.relation_weight_by_labels=[[1.0, {factor}]]", *own_points_off))
              for fr in fractions for factor in FACTORS]
-    wall0 = time.time()
-    base, results, seconds, workers = validation_runs(preset, quick, jobs, overrides)
-    # the tasks the preset's relations feed at factor 1 (a task fed nothing trains as alone whatever the factor)
+    return jobs
+
+
+def fed_tasks(preset: str | Path, overrides: Sequence[str] = ()) -> tuple[str, ...]:
+    """The tasks the preset's relations feed at factor 1 (a task fed nothing trains as alone whatever the factor)."""
+    from taskology.config import load_config
+    from taskology.engine.registry import Registry
+
+    own_points_off = [f"tasks.{t}.relation_weight_by_labels=null" for t in load_config(preset).tasks]
     unscaled = load_config(preset, ["train.relation_weight_by_labels=[]", *own_points_off, *overrides])
-    fed = tuple(t for t in HEADLINE if t in base.tasks and base.tasks[t].enabled and relations_for(t, unscaled))
+    registry = Registry.current()
+    return tuple(t for t in HEADLINE if t in unscaled.enabled_tasks() and registry.relations_for(t, unscaled))
+
+
+def run(quick: bool, config: str | Path | None = None, overrides: tuple[str, ...] = (),
+        labels: tuple[float, ...] = (), mapper: Mapper | None = None) -> BenchResult:
+    """The alone arm and one collective arm per factor at each fraction (``labels``: only these of
+    :data:`FRACTIONS`), on validation, as many at a time as there are cores (``mapper``: as in
+    :func:`receivers.validation_runs`)."""
+    from taskology.sim.cache import recorded_world
+
+    preset = str(config) if config is not None else PRESET
+    wrong = [fr for fr in labels if not any(abs(fr - f) < 1e-12 for f in FRACTIONS)]
+    if wrong:
+        raise ConfigError(f"--labels {wrong[0]:g}: expected one of {', '.join(f'{f:g}' for f in FRACTIONS)}")
+    fractions = tuple(fr for fr in FRACTIONS if not labels or any(abs(fr - f) < 1e-12 for f in labels))
+    wall0 = time.time()
+    base, results, seconds, workers = validation_runs(preset, quick, jobs_for(preset, fractions), overrides, mapper)
+    fed = fed_tasks(preset, overrides)
     decisions = choose(results, fed)
     points = [[float(fr), decisions[fr]["factor"]] for fr in sorted(decisions, key=float)]
     lines = metric_rows(results, ("alone", *(variant(f) for f in FACTORS)))
@@ -191,9 +213,9 @@ def run(quick: bool, config: Path | None = None, overrides: tuple[str, ...] = ()
              f"{time.time() - wall0:.0f} s wall ({workers} runs at a time). Chosen: "
              f"`train.relation_weight_by_labels: {points}`"
              + (". QUICK RUN: sizes far too small for the choice to mean anything." if quick else "."))
-    figures = {"setup": {"preset": str(preset), "seed": seed, "fractions": list(fractions),
+    figures = {"setup": {"preset": preset, "seed": seed, "fractions": list(fractions),
                          "factors": list(FACTORS), "fed": list(fed), "steps": base.train.steps,
-                         "val_sequences": base.data.val_sequences, "world": recorded_world(data_root(base))},
+                         "val_sequences": base.data.val_sequences, "world": recorded_world(world_root(base))},
                "results": results, "decisions": decisions, "chosen_points": points,
                "per_task": per_task, "seconds": seconds}
     return BenchResult(figures=figures, table="\n".join(lines), targets={}, notes=notes)
@@ -203,8 +225,6 @@ def combine(paths: list[Path], rule: str = "worst-seed") -> str:
     """Markdown of :func:`choose_per_task` (with ``rule``) over the seeds of several label-weights result
     files (one seed each, same preset, steps and fractions); raises ConfigError when they differ or repeat
     a seed."""
-    from taskology.errors import ConfigError
-
     records = []
     for path in paths:
         try:
@@ -237,19 +257,34 @@ def combine(paths: list[Path], rule: str = "worst-seed") -> str:
     return "\n".join(head + per_task_table(decisions)) + "\n"
 
 
-if __name__ == "__main__":  # python -m taskology.bench.label_weights [--rule R] RESULT.json [RESULT.json ...]
-    import argparse
-
-    from taskology.errors import ConfigError
-
-    parser = argparse.ArgumentParser(prog="python -m taskology.bench.label_weights",
-                                     description="per-task relation factors from label-weights results")
-    parser.add_argument("results", nargs="+", type=Path, metavar="RESULT.json")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=PRESET, help=f"a shipped preset's name or a YAML file (default {PRESET})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset value for every run (repeatable)")
+    parser.add_argument("--labels", action="append", type=float, default=[], metavar="FRACTION",
+                        help=f"only this label fraction (repeatable): {', '.join(f'{f:g}' for f in FRACTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not a result")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the result goes (default: %(default)s)")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="RESULT.json", default=None,
+                        help="only pool the seeds of these label-weights results (one seed each) per task")
     parser.add_argument("--rule", choices=RULES, default="worst-seed",
-                        help="rank a factor by its worst seed's gain (default) or by the mean over seeds")
-    args = parser.parse_args()
+                        help="--combine: rank a factor by its worst seed's gain (default) or by the mean over seeds")
+    args = parser.parse_args(argv)
+    command = "python experiments/consistency/label_weights.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        print(combine(args.results, args.rule), end="")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        if args.combine is not None:
+            print(combine(args.combine, args.rule), end="")
+            return 0
+        prov = run_provenance("label-weights", command, args.quick, args.config, args.overrides)
+        result = run(args.quick, args.config, tuple(args.overrides), tuple(args.labels))
+    except TaskologyError as exc:
+        print(f"label_weights: {exc}", file=sys.stderr)
+        return 2
+    stem = result_stem("label-weights", args.quick, args.config, args.overrides, labels=args.labels)
+    write_result("label-weights", result, args.out, stem, prov, args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

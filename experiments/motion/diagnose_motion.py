@@ -1,4 +1,5 @@
 """Does a motion network read the frame pair? Ego-translation figures against ground truth, from the shards.
+Run: python experiments/motion/diagnose_motion.py baselines|oracle DATA_ROOT [--config consistency]  |  ... frames DATA_ROOT CHECKPOINT
 
 For a data root (shards + ``splits.json``, e.g. the folder ``taskology bench consistency`` simulates under
 ``data.root``) and the split settings of ``--config``:
@@ -17,10 +18,10 @@ For a data root (shards + ``splits.json``, e.g. the folder ``taskology bench con
 Errors are Euclidean (m), as the engine's ``ego_translation_err_m``. Choices are made on validation;
 never point this at the test split to make them.
 
-Usage:
-    python scripts/diagnose_motion.py baselines DATA_ROOT [--config configs/consistency-cpu.yaml]
-    python scripts/diagnose_motion.py oracle DATA_ROOT
-    python scripts/diagnose_motion.py frames DATA_ROOT RUN_DIR/checkpoints/motion/step_00001200.pt
+Usage (``--config``: a shipped preset's name or a YAML file, default ``consistency``; ``--set``: its overrides):
+    python experiments/motion/diagnose_motion.py baselines DATA_ROOT [--config consistency] [--set KEY=VALUE ...]
+    python experiments/motion/diagnose_motion.py oracle DATA_ROOT
+    python experiments/motion/diagnose_motion.py frames DATA_ROOT RUN_DIR/checkpoints/motion/step_00001200.pt
 """
 from __future__ import annotations
 
@@ -42,12 +43,13 @@ def ego_steps(root: Path, sequence: str) -> np.ndarray:
                      for f in range(len(world_from_ego) - 1)])
 
 
-def _pairs(frames: list[int], n_pairs: int) -> list[int]:
+def pair_starts(frames: list[int], n_pairs: int) -> list[int]:
+    """The frames that start a pair (frame t with a frame t+1 in the sequence)."""
     return [f for f in frames if f < n_pairs]
 
 
 def baselines(root: Path, manifest) -> None:  # type: ignore[no-untyped-def]
-    labelled = np.concatenate([v[_pairs(manifest.train[s], len(v))] for s in manifest.train
+    labelled = np.concatenate([v[pair_starts(manifest.train[s], len(v))] for s in manifest.train
                                for v in [ego_steps(root, s)]])
     mean = labelled.mean(0)
     val = np.concatenate([ego_steps(root, s) for s in manifest.val])
@@ -58,7 +60,7 @@ def baselines(root: Path, manifest) -> None:  # type: ignore[no-untyped-def]
     lookup = []
     for s in manifest.mediator:
         v = ego_steps(root, s)
-        own, unlabelled = _pairs(manifest.train.get(s, []), len(v)), _pairs(manifest.mediator[s], len(v))
+        own, unlabelled = pair_starts(manifest.train.get(s, []), len(v)), pair_starts(manifest.mediator[s], len(v))
         if own and unlabelled:
             lookup += list(np.linalg.norm(v[unlabelled] - v[own].mean(0), axis=1))
     print(f"each sequence's mean labelled step, on its unlabelled pairs: {np.mean(lookup):.3f} m ({len(lookup)} pairs)")
@@ -97,7 +99,7 @@ def oracle(root: Path, manifest) -> None:  # type: ignore[no-untyped-def]
 
 
 def frames(root: Path, manifest, checkpoint: Path, width: int) -> None:  # type: ignore[no-untyped-def]
-    from taskology.engine.runner import load_checkpoint
+    from taskology.engine.checkpoints import load_checkpoint
     from taskology.tasks.motion import MotionTask
 
     state = load_checkpoint(checkpoint)
@@ -111,7 +113,7 @@ def frames(root: Path, manifest, checkpoint: Path, width: int) -> None:  # type:
             with h5py.File(root / f"{s}.h5", "r") as h:
                 rgb = torch.from_numpy(h["camera/rgb"][:]).permute(0, 3, 1, 2).float() / 255
             truth = ego_steps(root, s)
-            pairs = _pairs(chosen, len(truth))
+            pairs = pair_starts(chosen, len(truth))
             if not pairs:
                 continue
             with torch.no_grad():
@@ -126,20 +128,21 @@ def frames(root: Path, manifest, checkpoint: Path, width: int) -> None:  # type:
 
 def main(argv: list[str] | None = None) -> int:
     from taskology.config import load_config
-    from taskology.engine.store_data import manifest_for
+    from taskology.engine.task_data import manifest_for
     from taskology.errors import TaskologyError
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["baselines", "oracle", "frames"])
     parser.add_argument("root", type=Path, help="data root: shards and splits.json")
     parser.add_argument("checkpoint", type=Path, nargs="?", help="motion checkpoint (frames)")
-    parser.add_argument("--config", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "configs" / "consistency-cpu.yaml",
-                        help="preset whose data.* split settings (and motion width) apply")
+    parser.add_argument("--config", default="consistency",
+                        help="preset (name or YAML file) whose data.* split settings (and motion width) apply")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset value (repeatable)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
-        cfg = load_config(args.config, [f"data.root={args.root}", "tasks.motion.label_fraction=1.0"])
+        cfg = load_config(args.config, [*args.overrides, f"data.root={args.root}", "tasks.motion.label_fraction=1.0"])
         manifest = manifest_for(args.root, cfg)
         if args.what == "baselines":
             baselines(args.root, manifest)

@@ -1,16 +1,16 @@
 """Can the images tell which way a facade faces? A plane-induced photometric check on validation pairs.
+Run: python experiments/normals/diagnose_facade_parallax.py --config consistency [RUN_DIR ...] [--radius 2] [--split val] [--set KEY=VALUE ...]
 
 For every facade pixel (building, wall, fence, by the labels) of the ``--split`` pairs, the patch around it
 (``--radius``, default 2: 5x5 pixels) is taken as a plane through the pixel's 3D point with the normal of
-either of the vehicle's two horizontal axes (``taskology.losses.segmentation_geometry.facade_axes``), carried
+either of the vehicle's two horizontal axes (:func:`facades.facade_axes`, this study's copy), carried
 to frame t+1 by the ego-motion and compared with frame t+1 (mean L1 of the colours). If the right axis (the
 one the true normal is nearer) gave a clearly lower error, a relation could teach normals the axis from
 parallax. The check runs with the true depth and ego-motion, with the depth scaled by 2 and 0.5 (showing that
 the warp itself works: the true depth must give the lowest error), and, per ``RUN_DIR``, with the depth and
-motion networks of that run.
-
-Usage:
-    python scripts/diagnose_facade_parallax.py --config configs/consistency-cpu.yaml [RUN_DIR ...] [--radius 2]
+motion networks of that run. ``--config`` is the preset the runs were trained from (a shipped preset's name or
+a YAML file) and ``--set`` its overrides; the world is the preset's (simulated under ``data.root`` if it is not
+there yet).
 """
 from __future__ import annotations
 
@@ -21,18 +21,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from taskology.bench.consistency import _config, ensure_data
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from facades import facade_axes
+
+from taskology.config import load_config
 from taskology.data.datasets import FrameDataset
 from taskology.data.schema import FACADE_CLASS_IDS
 from taskology.engine.batches import collate
-from taskology.engine.collective import checkpoint_path, checkpoint_steps
-from taskology.engine.runner import load_checkpoint, task_kwargs
-from taskology.engine.store_data import TASK_LAYERS, PreparedDataset, manifest_for
+from taskology.engine.checkpoints import checkpoint_path, checkpoint_steps, load_checkpoint
+from taskology.engine.registry import Registry
+from taskology.engine.task_data import PreparedDataset, manifest_for
 from taskology.errors import TaskologyError
+from taskology.experiment import ensure_world
 from taskology.geometry.camera import points_from_depth_torch, project_points_torch
 from taskology.geometry.rigid import so3_exp_torch
-from taskology.losses.segmentation_geometry import facade_axes
-from taskology.tasks import build_task
+
+#: what the check reads: every camera input, the true depth and normals, the labels (facades)
+LAYERS = ("camera/rgb", "camera/K", "camera/cam_from_ego", "camera/depth", "camera/normals", "camera/semantic")
 
 
 def shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -83,15 +89,17 @@ def report(label: str, errors: torch.Tensor, truth: torch.Tensor, facade: torch.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="*")
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", required=True, help="the preset the runs were trained from (name or YAML file)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="the runs' overrides of the preset (repeatable)")
     parser.add_argument("--split", default="val", choices=("val", "test"))
     parser.add_argument("--radius", type=int, default=2)
     args = parser.parse_args(argv)
     try:
-        config = _config(False, [], args.config)
-        root = ensure_data(config)
-        layers = sorted(set(sum(TASK_LAYERS.values(), ())) | {"camera/depth", "camera/normals", "camera/semantic"})
-        data = PreparedDataset(FrameDataset(manifest_for(root, config), args.split, None, layers=layers, pairs=True))
+        config = load_config(args.config, list(args.overrides))
+        root = ensure_world(config)
+        data = PreparedDataset(FrameDataset(manifest_for(root, config), args.split, None, layers=LAYERS, pairs=True),
+                               None)
         if len(data) == 0:
             raise TaskologyError(f"{root}: the {args.split} split has no frame pairs")
         batch = collate([data[i] for i in range(len(data))])
@@ -109,12 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(data)} {args.split} pairs of {root}; facade pixels: {float(facade.float().mean()):.2f}; patch radius {args.radius}")
     for scale, label in ((1.0, "true depth and ego-motion"), (2.0, "2 x true depth"), (0.5, "0.5 x true depth")):
         report(label, plane_warp_errors(batch, scale * depth, pose[:, :3, :3], pose[:, :3, 3], args.radius), truth, facade)
+    registry = Registry.current()
     for run in args.runs:
         out = {}
         for name in ("depth", "motion"):
-            task = build_task(name, **task_kwargs(name, config))
+            steps = checkpoint_steps(run, name)
+            if not steps:
+                print(f"error: {run}: no checkpoint of task {name!r}", file=sys.stderr)
+                return 2
+            task = registry.build_task(name, config)
             model = task.build_model()
-            model.load_state_dict(load_checkpoint(checkpoint_path(run, name, checkpoint_steps(run, name)[-1]))["model"])
+            model.load_state_dict(load_checkpoint(checkpoint_path(run, name, steps[-1]))["model"])
             model.eval()
             with torch.no_grad():
                 out[name] = task.forward(model, batch)

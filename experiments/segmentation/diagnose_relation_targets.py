@@ -1,4 +1,5 @@
 """How good is what each relation asks of a task? Measured against ground truth on the validation split.
+Run: python experiments/segmentation/diagnose_relation_targets.py --config consistency RUN_DIR [--split val] [--set KEY=VALUE ...]
 
 For a trained run (``checkpoints/<task>/step_*.pt`` of depth, normals and segmentation) this compares,
 on the frames of ``--split`` (default ``val``; never use it on test to make choices):
@@ -9,14 +10,15 @@ on the frames of ``--split`` (default ``val``; never use it on test to make choi
   ``segmentation_geometry`` pulls normals towards) with the normals network's own there;
 - on pixels it calls vertical structures, the normals network's error before and after removing the
   normal's vertical component (what the vertical term asks for);
-- the evidence ``segmentation_ground`` gives segmentation (level surface at ground height, from the depth
-  and normals networks): its share of pixels, its precision against the labels (which classes the false
+- the evidence the dropped ``segmentation_ground`` relation gave segmentation (level surface at ground
+  height, from the depth and normals networks; ``ground_evidence.py``, copied from commit 05b8e3d): its share of pixels, its precision against the labels (which classes the false
   evidence falls on), and how often the segmentation network already calls those pixels ground; and the
   evidence pixels it calls vegetation (never level ground, by the class definitions): what they are by the
   labels, and how much of the terrain (lawns) the evidence covers;
 - on the facade pixels (building, wall, fence; by the labels), which way the normals face: the error of the
   normals network and of the depth network's normals, how far the network's normals are from the nearer of
-  the vehicle's two camera-facing horizontal axes (what ``manhattan_weight`` pulls towards), the error
+  the vehicle's two camera-facing horizontal axes (what the dropped ``manhattan_weight`` pulled towards;
+  ../normals/facades.py), the error
   after snapping them to that axis, and the share nearer the wrong axis (snapped error above 45 degrees);
   the ground truth's own distance to the nearer axis says how well the street-grid prior holds;
 - the pseudo-labels ``segmentation_temporal`` gives segmentation (its own confident frame-t+1 classes
@@ -26,9 +28,8 @@ on the frames of ``--split`` (default ``val``; never use it on test to make choi
   corrupt (segmentation right, pseudo-label wrong).
 
 A relation can only help a receiver where its target is better than the receiver's own prediction.
-
-Usage:
-    python scripts/diagnose_relation_targets.py --config configs/consistency-cpu.yaml RUN_DIR [--split val]
+``--config`` is the preset the run was trained from (a shipped preset's name or a YAML file) and ``--set``
+its overrides; the world is the preset's (simulated under ``data.root`` if it is not there yet).
 """
 from __future__ import annotations
 
@@ -38,21 +39,27 @@ from pathlib import Path
 
 import torch
 
-from taskology.bench.consistency import _config, ensure_data
+STUDY = Path(__file__).resolve().parent
+sys.path.insert(0, str(STUDY))
+sys.path.insert(0, str(STUDY.parent / "normals"))  # the facade axes are the normals study's module
+
+from facades import facade_axes, snap_to_axes
+from ground_evidence import LEVEL_GROUND_CLASS_IDS, ground_evidence_mask
+
+from taskology.config import load_config
+from taskology.data.datasets import FrameDataset
 from taskology.data.schema import (FACADE_CLASS_IDS, GROUND_CLASS_IDS, SEMANTIC_CLASSES, TERRAIN_CLASS_ID,
                                    VEGETATION_CLASS_ID, VERTICAL_CLASS_IDS)
 from taskology.engine.batches import collate
-from taskology.engine.collective import checkpoint_path, checkpoint_steps
-from taskology.engine.runner import load_checkpoint, task_kwargs
-from taskology.engine.store_data import manifest_for
+from taskology.engine.checkpoints import checkpoint_path, checkpoint_steps, load_checkpoint
+from taskology.engine.registry import Registry
+from taskology.engine.task_data import manifest_for
 from taskology.errors import TaskologyError
-from taskology.data.datasets import FrameDataset
+from taskology.experiment import ensure_world
 from taskology.geometry.camera import normals_from_depth_torch
 from taskology.losses.depth_normals import far_mask
-from taskology.losses.segmentation_geometry import facade_axes, up_in_camera
-from taskology.losses.segmentation_ground import LEVEL_GROUND_CLASS_IDS, ground_evidence_mask
+from taskology.losses.segmentation_geometry import up_in_camera
 from taskology.losses.segmentation_temporal import temporal_targets
-from taskology.tasks import build_task
 
 
 def angle_deg(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
@@ -64,12 +71,14 @@ def angle_deg(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--config", type=Path, required=True, help="the preset the run was trained from")
+    parser.add_argument("--config", required=True, help="the preset the run was trained from (name or YAML file)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="the run's overrides of the preset (repeatable)")
     parser.add_argument("--split", default="val", choices=("val", "test"))  # mediator frames carry no labels
     args = parser.parse_args(argv)
     try:
-        config = _config(False, [], args.config)
-        root = ensure_data(config)
+        config = load_config(args.config, list(args.overrides))
+        root = ensure_world(config)
         manifest = manifest_for(root, config)
         layers = ("camera/rgb", "camera/K", "camera/cam_from_ego", "camera/depth", "camera/normals", "camera/semantic")
         dataset = FrameDataset(manifest, args.split, layers=layers)
@@ -77,13 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             raise TaskologyError(f"{root}: the {args.split} split has no frames (set data.val_sequences)")
         batch = collate([dataset[i] for i in range(len(dataset))])
         tasks, out, models = {}, {}, {}
+        registry = Registry.current()
         for name in ("depth", "normals", "segmentation", "motion"):
             steps = checkpoint_steps(args.run_dir, name)
             if not steps and name == "motion":
                 break                             # the temporal report is skipped without a motion network
             if not steps:
                 raise TaskologyError(f"{args.run_dir}: no checkpoint of task {name!r}")
-            task = tasks[name] = build_task(name, **task_kwargs(name, config))
+            task = tasks[name] = registry.build_task(name, config)
             model = models[name] = task.build_model()
             model.load_state_dict(load_checkpoint(checkpoint_path(args.run_dir, name, steps[-1]))["model"])
             model.eval()
@@ -161,12 +171,6 @@ def report_temporal_pseudo_labels(pairs, models, tasks) -> None:
               f"{float((mask & ~right & own_right).sum()) / count:.4f} of them")
 
 
-def snap_to_axes(normals: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
-    """Each normal (B, 3, H, W) replaced by the nearer of its pixel's two axes (B, 2, 3, H, W)."""
-    nearer = (normals.unsqueeze(1) * axes).sum(dim=2).argmax(dim=1, keepdim=True)     # (B, 1, H, W)
-    return torch.where(nearer == 0, axes[:, 0], axes[:, 1])
-
-
 def report_facade_axes(batch, own: torch.Tensor, derived: torch.Tensor, derived_valid: torch.Tensor) -> None:
     """Which way facades face (module docstring): the normals network, the depth network's normals, both
     snapped to the nearer of the vehicle's camera-facing horizontal axes, and the ground truth's distance."""
@@ -190,7 +194,7 @@ def report_facade_axes(batch, own: torch.Tensor, derived: torch.Tensor, derived_
 
 def report_ground_evidence(batch, depth: torch.Tensor, normals: torch.Tensor, logits: torch.Tensor,
                            tasks) -> None:
-    """Precision of ``segmentation_ground``'s evidence from the networks (and, for reference, from the
+    """Precision of the dropped ``segmentation_ground``'s evidence from the networks (and, for reference, from the
     simulator's depth and normals) against the semantic labels."""
     semantic = batch["semantic"].unsqueeze(1)
     level = torch.isin(semantic, torch.tensor(sorted(LEVEL_GROUND_CLASS_IDS)))

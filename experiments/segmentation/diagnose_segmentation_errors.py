@@ -1,4 +1,5 @@
 """Where does a segmentation network lose its mIoU, and could pixel affinities win it back? On validation.
+Run: python experiments/segmentation/diagnose_segmentation_errors.py --config consistency RUN [RUN ...] [--geometry RUN] [--split val] [--set KEY=VALUE ...]
 
 For one or more trained runs (``checkpoints/segmentation/step_*.pt``), on the frames of ``--split``
 (default ``val``; never use it on test to make choices; ``train``: the frames labelled for segmentation at the
@@ -14,9 +15,8 @@ preset's label fraction, to see how well the labels were fitted), this prints:
   bound for what better geometry could add). A relation that taught segmentation "neighbours on one
   surface share a class" could at best approach what this post-hoc smoothing does.
 
-Usage:
-    python scripts/diagnose_segmentation_errors.py --config configs/consistency-cpu.yaml RUN [RUN ...]
-        [--geometry RUN] [--split val]
+``--config`` is the preset the runs were trained from (a shipped preset's name or a YAML file) and ``--set``
+its overrides; the world is the preset's (simulated under ``data.root`` if it is not there yet).
 """
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from taskology.bench.consistency import _config, ensure_data
+from taskology.config import load_config
 from taskology.data.datasets import FrameDataset
 from taskology.data.schema import SEMANTIC_CLASSES
 from taskology.engine.batches import collate
-from taskology.engine.collective import checkpoint_path, checkpoint_steps
-from taskology.engine.runner import load_checkpoint, task_kwargs
-from taskology.engine.store_data import manifest_for
+from taskology.engine.checkpoints import checkpoint_path, checkpoint_steps, load_checkpoint
+from taskology.engine.registry import Registry
+from taskology.engine.task_data import manifest_for
 from taskology.errors import TaskologyError
-from taskology.tasks import build_task
+from taskology.experiment import ensure_world
 
 #: 4-neighbourhood offsets (dy, dx)
 NEIGHBOURS = ((0, 1), (0, -1), (1, 0), (-1, 0))
@@ -45,7 +45,7 @@ def load_outputs(run: Path, name: str, config, batch) -> tuple[object, dict[str,
     steps = checkpoint_steps(run, name)
     if not steps:
         raise TaskologyError(f"{run}: no checkpoint of task {name!r}")
-    task = build_task(name, **task_kwargs(name, config))
+    task = Registry.current().build_task(name, config)
     model = task.build_model()
     model.load_state_dict(load_checkpoint(checkpoint_path(run, name, steps[-1]))["model"])
     model.eval()
@@ -54,7 +54,12 @@ def load_outputs(run: Path, name: str, config, batch) -> tuple[object, dict[str,
 
 
 def miou(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> float:
-    """Mean IoU over the classes present in ``truth`` (the metric's own convention)."""
+    """Mean IoU over the classes present in ``truth`` (the metric's own convention; -1 = unlabelled).
+
+    Example:
+        >>> miou(torch.tensor([[0, 0, 1, 1]]), torch.tensor([[0, 1, 1, -1]]), 3)   # class 0: 1/2, class 1: 1/2
+        0.5
+    """
     labelled, ious = truth >= 0, []
     for c in range(classes):
         p, g = (pred == c) & labelled, (truth == c) & labelled
@@ -64,7 +69,12 @@ def miou(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> float:
 
 
 def boundary(truth: torch.Tensor) -> torch.Tensor:
-    """Pixels (B, H, W) with a 4-neighbour of another class."""
+    """Pixels (B, H, W) with a 4-neighbour of another class.
+
+    Example:
+        >>> boundary(torch.tensor([[[0, 0, 1], [0, 0, 1]]])).int().tolist()
+        [[[0, 1, 1], [0, 1, 1]]]
+    """
     b = torch.zeros_like(truth, dtype=torch.bool)
     dx, dy = truth[:, :, 1:] != truth[:, :, :-1], truth[:, 1:] != truth[:, :-1]
     b[:, :, 1:] |= dx
@@ -111,17 +121,19 @@ def mean_field(logits: torch.Tensor, weights: list[torch.Tensor], alpha: float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--config", type=Path, required=True, help="the preset the runs were trained from")
+    parser.add_argument("--config", required=True, help="the preset the runs were trained from (name or YAML file)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="the runs' overrides of the preset (repeatable)")
     parser.add_argument("--geometry", type=Path, default=None, help="a run with depth and normals checkpoints")
     parser.add_argument("--split", default="val", choices=("val", "test", "train"))  # train: how well the labels were fitted
     args = parser.parse_args(argv)
     try:
-        config = _config(False, [], args.config)
-        root = ensure_data(config)
+        config = load_config(args.config, list(args.overrides))
+        root = ensure_world(config)
         if args.split == "train" and args.geometry is not None:
             raise TaskologyError("--geometry needs the simulator's depth and normals: use it with val or test")
         if args.split == "train":  # the frames labelled for segmentation, with their labels only
-            dataset = FrameDataset(manifest_for(root, config), "train", "segmentation",
+            dataset = FrameDataset(manifest_for(root, config), "train", "segmentation", labels=("camera/semantic",),
                                    layers=("camera/rgb", "camera/semantic"))
         else:
             layers = ("camera/rgb", "camera/K", "camera/depth", "camera/normals", "camera/semantic")

@@ -1,4 +1,5 @@
-"""More seeds for `taskology bench staleness` (its default 800-step run), for a machine with many cores.
+"""More seeds for `taskology bench staleness` (its default 800-step run), for a machine with many cores; pools results.
+Run: python experiments/staleness/staleness_seeds.py run OUT PROCESSES SEEDS ARMS  |  ... combine RESULT.json [RESULT.json ...]
 
 The bench runs 4 seeds; its paired changes carry standard errors of about 2 %, as large as the 3 % target
 they are judged against. This script runs chosen arms of the same bench (same world, sizes and arm code:
@@ -6,19 +7,23 @@ taskology.bench.staleness) for more seeds, one single-threaded process per run, 
 run in OUT/results.json (rewritten atomically after each run, so a run stopped at its time limit keeps
 what finished). Jobs are queued seed by seed, so complete seeds (every arm, for pairing) finish first.
 
-    python scripts/staleness_seeds.py run OUT PROCESSES SEEDS ARMS      e.g.
-    python scripts/staleness_seeds.py run out 15 4-9 '1;50;200;50, mean of last 2;200, mean of last 2'
+    python experiments/staleness/staleness_seeds.py run OUT PROCESSES SEEDS ARMS      e.g.
+    python experiments/staleness/staleness_seeds.py run out 15 4-9 '1;50;200'
 
-An arm is a key of the bench (taskology.bench.staleness.arm_settings): an interval, optionally with
-mitigations, combined ones too (``200, mean of last 2, half-life 100``).
-    python scripts/staleness_seeds.py combine benchmarks/results/staleness.json OUT/results.json [...]
+An arm is a key of the bench (taskology.bench.staleness.arm_settings): an interval in steps (peers refreshed
+on the product's schedule, publications in turn), ``1, float32`` (the noise floor) or ``alone``. The arms of
+the dropped mitigations (``200, mean of last 2``, ``half-life``, ``anchor``, ``staggered``, publications
+together) ran at commit 05b8e3d, where this script was ``scripts/staleness_seeds.py``.
 
-`combine` pools the runs of the bench's own result and of any results.json, arm by arm: a run (arm, seed)
-counts once, from the first file that has it, so a file that adds new arms on seeds already run pairs with
-the earlier files' fresh runs. It prints, per arm, the paired relative change vs the fresh arm (interval 1)
-of each headline metric (mean ± standard error over the seeds that ran both) and the relative change of
-the seed means (the bench's own target measure); then how many runs more than one file holds and whether
-they agree (the runs are deterministic: a disagreement means another code version or world, named there).
+    python experiments/staleness/staleness_seeds.py combine benchmarks/results/staleness.json OUT/results.json [...]
+
+`combine` pools the runs of the bench's own result and of any results.json (historical ones included, whatever
+their arms), arm by arm: a run (arm, seed) counts once, from the first file that has it, so a file that adds new
+arms on seeds already run pairs with the earlier files' fresh runs. It prints, per arm, the paired relative
+change vs the fresh arm (interval 1) of each headline metric (mean ± standard error over the seeds that ran
+both) and the relative change of the seed means (the bench's own target measure); then how many runs more
+than one file holds and whether they agree (the runs are deterministic: a disagreement means another code
+version or world, named there).
 """
 from __future__ import annotations
 
@@ -32,16 +37,28 @@ from pathlib import Path
 import numpy as np
 
 from taskology.bench import sim_world
-from taskology.bench.staleness import DEFAULT_STEPS, FULL_SIZES, HEADLINE, LABEL_FRACTION, _one_run
+from taskology.bench.staleness import DEFAULT_STEPS, FULL_SIZES, HEADLINE, LABEL_FRACTION
 
 HW, SEQUENCES, TEST_SEQUENCES, FRAMES, WIDTH, BATCH, _ = FULL_SIZES  # the bench's full run
 
 
-def _arm_key(text: str) -> int | str:
+def arm_key(text: str) -> int | str:
+    """An ARMS entry as the bench keys it.
+
+    Example:
+        >>> arm_key(" 50"), arm_key("1, float32")
+        (50, '1, float32')
+    """
     return int(text) if text.strip().isdigit() else text.strip()
 
 
-def _seeds(text: str) -> list[int]:
+def parse_seeds(text: str) -> list[int]:
+    """SEEDS: comma-separated seeds and inclusive ranges.
+
+    Example:
+        >>> parse_seeds("0-3,7,10-11")
+        [0, 1, 2, 3, 7, 10, 11]
+    """
     out: list[int] = []
     for part in text.split(","):
         lo, _, hi = part.partition("-")
@@ -49,9 +66,26 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
+def run_one(root: Path, steps: int, width: int, batch: int, test_sequences: int, run_dir: Path, seed: int,
+            arm: int | str, fraction: float) -> dict:
+    """One (arm, seed) run of the bench in a worker process (one torch thread): its arm config, its stale view."""
+    import torch
+
+    from taskology.bench.staleness import (
+        arm_config,
+        arm_settings,
+        train_with_stale_peers,
+    )
+
+    torch.set_num_threads(1)
+    settings = arm_settings(arm)
+    config = arm_config(root, steps, width, batch, test_sequences, settings.alone, fraction)
+    return train_with_stale_peers(config, run_dir, seed, settings.every, settings.dtype)
+
+
 def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> None:
-    from taskology.bench.parallel import map_in_processes
     from taskology.atomic import write_json_atomic
+    from taskology.bench.parallel import map_in_processes
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -62,7 +96,7 @@ def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> N
         print(f"world: {time.time() - t0:.0f} s", flush=True)
         jobs = {(arm, s): (root, DEFAULT_STEPS, WIDTH, BATCH, TEST_SEQUENCES, Path(tmp) / f"arm{k}_s{s}", s, arm,
                            LABEL_FRACTION) for s in seeds for k, arm in enumerate(arms)}
-        for done, ((arm, seed), result) in enumerate(map_in_processes(_one_run, jobs, processes), 1):
+        for done, ((arm, seed), result) in enumerate(map_in_processes(run_one, jobs, processes), 1):
             record["runs"].setdefault(str(arm), {})[str(seed)] = result
             record["wall_s"] = time.time() - t0
             write_json_atomic(out / "results.json", record)
@@ -117,19 +151,25 @@ def combine(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) >= 6 and sys.argv[1] == "run":
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) >= 5 and args[0] == "run":
         from taskology.bench.staleness import arm_settings
         from taskology.errors import ConfigError
 
-        arms = [_arm_key(a) for a in sys.argv[5].split(";")]
+        arms = [arm_key(a) for a in args[4].split(";")]
         try:
             for arm in arms:
                 arm_settings(arm)  # every arm key understood before anything is simulated
         except ConfigError as exc:
-            sys.exit(f"staleness_seeds: {exc}")
-        run(Path(sys.argv[2]), int(sys.argv[3]), _seeds(sys.argv[4]), arms)
-    elif len(sys.argv) >= 3 and sys.argv[1] == "combine":
-        print(combine([Path(p) for p in sys.argv[2:]]))
+            sys.exit(f"staleness_seeds: {exc} (the dropped mitigations' arms ran at commit 05b8e3d)")
+        run(Path(args[1]), int(args[2]), parse_seeds(args[3]), arms)
+    elif len(args) >= 2 and args[0] == "combine":
+        print(combine([Path(p) for p in args[1:]]))
     else:
         sys.exit(__doc__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

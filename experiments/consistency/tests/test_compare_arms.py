@@ -1,15 +1,14 @@
-"""scripts/compare_arms.py: the validation check of a preset change (two variants of one arm)."""
+"""experiments/consistency/compare_arms.py: the validation check of a preset change (two variants of one arm)."""
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location("compare_arms", Path(__file__).parents[2] / "scripts" / "compare_arms.py")
-compare_arms = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(compare_arms)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import compare_arms
 
 
 def _write(folder: Path, seed: int, depth: float, miou: float, world: str = "w1") -> None:

@@ -1,16 +1,14 @@
-"""scripts/consistency_arms_table.py: runs from a bench result and from results.json folders, pooled by seed."""
+"""experiments/consistency/consistency_arms_table.py: runs from a bench result and from results.json folders, pooled by seed."""
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location("consistency_arms_table",
-                                               Path(__file__).parents[2] / "scripts" / "consistency_arms_table.py")
-arms_table = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(arms_table)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import consistency_arms_table as arms_table
 
 
 def _tasks(depth: float) -> dict:
@@ -43,3 +41,13 @@ def test_a_seed_with_different_metrics_in_two_sources_is_refused(tmp_path: Path)
     with pytest.raises(SystemExit, match="seed 0 differs"):
         arms_table.load(f"{tmp_path / 'a'}+{tmp_path / 'b'}")
     assert arms_table.load(f"{tmp_path / 'a'}+{tmp_path / 'a'}")["0"]["tasks"]["depth"]["abs_rel"] == 0.3
+
+
+def test_the_one_command_run_of_the_27_sequence_world_gives_the_2_percent_table_of_the_readme() -> None:
+    result = Path(__file__).resolve().parents[1] / "results" / "consistency-cpu-27-sequences-one-world.json"
+    text = arms_table.table(*(arms_table.load(f"{result}#{arm}") for arm in ("0.02/alone", "0.02/collective", "1.0/alone")))
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "World 15d342f69a96391f." in text
+    assert "| +29.8 % | +28.5 / +30.4 / +30.3 | 61 % |" in rows["depth"]      # README: +29.8 %, gap 61 %
+    assert "| +19.9 % | +23.2 / +17.0 / +19.4 | 40 % |" in rows["normals"]    # +19.9 %, gap 40 %
+    assert rows["motion"].endswith("| n/a (alone at 100 % is not better) |")

@@ -1,35 +1,35 @@
-"""``taskology bench label-weights``: a quick run evaluates every factor on validation and chooses from it."""
+"""experiments/consistency/label_weights.py: each variant sets every task's relation factor, the per-task choice
+follows the worst-seed rule, results of several seeds pool (and mixed ones are refused), the command line offers
+both rules."""
 from __future__ import annotations
 
-import math
+import sys
+from pathlib import Path
 
 import pytest
 
-from taskology.bench import label_weights
+from taskology.experiment import arm_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import label_weights
 
 
-@pytest.mark.timeout(300)
-def test_quick_label_weights_run_evaluates_every_factor_on_val_and_chooses_from_those_numbers() -> None:
-    result = label_weights.run(quick=True)
-    figures = result.figures
-    names = {"alone", *(label_weights.variant(f) for f in label_weights.FACTORS)}
-    assert set(figures["results"]) == {f"{f}" for f in label_weights.FRACTIONS}
-    for runs in figures["results"].values():
-        assert set(runs) == names
-        assert all(math.isfinite(v) for tasks in runs.values() for m in tasks.values() for v in m.values())
-    # segmentation is fed nothing by the default preset (receivers: {segmentation: 0}), the others are
-    assert figures["setup"]["fed"] == ["depth", "normals", "motion"]
-    assert figures["decisions"] == {fr: {"factor": d["factor"], "gains": {float(k): v for k, v in d["gains"].items()}}
-                                    for fr, d in label_weights.choose(figures["results"], ("depth", "normals", "motion")).items()}
-    assert figures["chosen_points"] == [[f, figures["decisions"][f"{f}"]["factor"]] for f in label_weights.FRACTIONS]
-    assert figures["per_task"] == label_weights.choose_per_task([figures["results"]], ("depth", "normals", "motion"))
-    # the factor really changes what a fed task learns, and not what an unfed one learns
-    runs = figures["results"]["0.1"]
-    assert runs["relations x1"]["depth"] != runs["relations x0.1"]["depth"]
-    assert runs["relations x1"]["segmentation"] == runs["relations x0.1"]["segmentation"] == runs["alone"]["segmentation"]
-    # the variant's factor replaces the preset's own per-task points (there motion has 0 at 10 %: alone)
-    assert runs["relations x1"]["motion"] != runs["alone"]["motion"]
-    assert "validation sequence" in result.notes and "relation_weight_by_labels" in result.notes
+def test_every_collective_variant_sets_every_tasks_factor_whatever_the_preset_says() -> None:
+    jobs = label_weights.jobs_for("consistency", label_weights.FRACTIONS)
+    assert len(jobs) == len(label_weights.FRACTIONS) * (1 + len(label_weights.FACTORS))
+    for fraction, arm, name, overrides in jobs:
+        config = arm_config("consistency", fraction, arm, overrides=overrides)
+        factors = {config.train.relation_factor(fraction, config.tasks[t]) for t in config.enabled_tasks()}
+        if arm == "alone":
+            assert name == "alone" and not overrides
+        else:  # the preset's own points differ by task (e.g. segmentation 0 at 2 %): all replaced
+            assert factors == {float(name.split(" x")[1])}, (fraction, name, factors)
+
+
+def test_the_fed_tasks_are_those_some_relation_feeds_at_factor_one() -> None:
+    assert label_weights.fed_tasks("consistency") == ("depth", "normals", "segmentation", "motion")
+    off = ["relations.segmentation_temporal.receivers.segmentation=0"]  # the logic relations already feed it nothing
+    assert label_weights.fed_tasks("consistency", off) == ("depth", "normals", "motion")
 
 
 def _record(seed: int, depth_by_variant: dict[str, float], preset: str = "configs/consistency-cpu.yaml") -> dict:
@@ -80,10 +80,8 @@ def test_per_task_choice_averages_seeds_keeps_alone_when_nothing_helps_and_refus
         label_weights.combine([paths[0], corrupt])
 
 
-def test_worst_seed_rule_adopts_a_relation_only_where_it_helped_every_seed_and_the_cli_offers_both(tmp_path) -> None:
+def test_worst_seed_rule_adopts_a_relation_only_where_it_helped_every_seed_and_the_cli_offers_both(tmp_path, capsys) -> None:
     import json
-    import subprocess
-    import sys
 
     # x1: +30 % on seed 0, -2 % on seed 1 (mean +14 %); x0.3: +5 % on both; x0.1: +1 %, -1 %
     a = _record(0, {"alone": 0.10, "relations x1": 0.07, "relations x0.3": 0.095, "relations x0.1": 0.099})
@@ -103,11 +101,25 @@ def test_worst_seed_rule_adopts_a_relation_only_where_it_helped_every_seed_and_t
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for path, record in zip(paths, (a, b)):
         path.write_text(json.dumps(record))
-    cli = [sys.executable, "-m", "taskology.bench.label_weights", *map(str, paths)]
-    out = subprocess.run(cli, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "Rule `worst-seed`" in out.stdout and "- depth: `[[1.0, 0.0]]`" in out.stdout
-    assert "by the mean rule" in out.stdout  # the table shows where the rules disagree
-    out = subprocess.run([*cli, "--rule", "mean"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "- depth: `[[1.0, 1.0]]`" in out.stdout
-    bad = subprocess.run([*cli, "--rule", "best"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "invalid choice: 'best'" in bad.stderr
+    assert label_weights.main(["--combine", *map(str, paths)]) == 0
+    out = capsys.readouterr().out
+    assert "Rule `worst-seed`" in out and "- depth: `[[1.0, 0.0]]`" in out
+    assert "by the mean rule" in out  # the table shows where the rules disagree
+    assert label_weights.main(["--combine", *map(str, paths), "--rule", "mean"]) == 0
+    assert "- depth: `[[1.0, 1.0]]`" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        label_weights.main(["--combine", *map(str, paths), "--rule", "best"])
+    assert exit_.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err
+    assert label_weights.main(["--combine", str(paths[0]), str(paths[0])]) == 2
+    assert "label_weights: seeds repeat" in capsys.readouterr().err
+
+
+def test_the_two_seeds_of_the_first_world_give_the_per_task_points_the_readme_quotes() -> None:
+    results = Path(__file__).resolve().parents[1] / "results"
+    text = label_weights.combine([results / "label-weights-consistency-cpu.json",
+                                  results / "label-weights-consistency-cpu-train-seeds-1.json"])
+    assert "- depth: `[[0.02, 1.0], [0.1, 0.1], [1.0, 0.0]]`" in text
+    assert "- normals: `[[0.02, 1.0], [0.1, 0.3], [1.0, 0.0]]`" in text
+    assert "- motion: `[[0.02, 0.0], [0.1, 0.0], [1.0, 0.3]]`" in text
+    # depth at 10 % with x1: -10 % on one seed, +12 % on the other (the README's "one seed moves a gain by 22 points")
+    assert "| depth | 10% | +1.5% (-10%, +12%) |" in text

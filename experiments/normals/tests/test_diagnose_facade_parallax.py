@@ -1,17 +1,15 @@
-"""scripts/diagnose_facade_parallax.py: its plane warp tells a facade's orientation where parallax is large,
+"""experiments/normals/diagnose_facade_parallax.py: its plane warp tells a facade's orientation where parallax is large,
 so its "no" at 32x96 is the images' answer, not the check's."""
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-_SPEC = importlib.util.spec_from_file_location(
-    "diagnose_facade_parallax", Path(__file__).parents[2] / "scripts" / "diagnose_facade_parallax.py")
-parallax = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(parallax)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import diagnose_facade_parallax as parallax
 
 
 def test_a_side_wall_seen_while_driving_forward_matches_the_side_plane_better_the_larger_the_patch() -> None:
@@ -45,3 +43,12 @@ def test_a_side_wall_seen_while_driving_forward_matches_the_side_plane_better_th
     # even a 1 m step beside a wall 3 m away moves a 5x5 patch's pixels apart by under half a pixel between the
     # two planes (measured: 1.2x); a 13x13 patch separates them clearly (1.8x)
     assert 1.05 < ratios[0] < ratios[1] and ratios[1] > 1.5, ratios
+
+
+def test_the_check_runs_on_the_true_geometry_and_on_a_runs_networks(tiny_world, tiny_run, capsys) -> None:
+    sets = [f"--set={o}" for o in tiny_world.overrides]
+    assert parallax.main(["--config", "consistency", *sets, str(tiny_run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"7 val pairs of {tiny_world.root}; facade pixels: ")
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "true depth and ego-motion", "2 x true depth", "0.5 x true depth", str(tiny_run), str(tiny_run)]

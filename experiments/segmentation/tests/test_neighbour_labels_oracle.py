@@ -1,8 +1,8 @@
-"""scripts/neighbour_labels_oracle.py: the upper bound on label propagation widens exactly the labelled frames
+"""experiments/segmentation/neighbour_labels_oracle.py: the upper bound on label propagation widens exactly the labelled frames
 it names, within the train frames, and nothing else."""
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +10,8 @@ import pytest
 from taskology.data.splits import SplitManifest
 from taskology.errors import DataError
 
-_SPEC = importlib.util.spec_from_file_location(
-    "neighbour_labels_oracle", Path(__file__).parents[2] / "scripts" / "neighbour_labels_oracle.py")
-oracle = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(oracle)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import neighbour_labels_oracle as oracle
 
 
 def _manifest(tmp_path: Path) -> SplitManifest:
@@ -43,33 +41,34 @@ def test_a_manifest_that_breaks_its_own_rules_is_refused(tmp_path: Path) -> None
         oracle.with_neighbour_labels(manifest, "segmentation", 1)
 
 
-def test_jobs_run_one_after_another_in_one_process_each_widen_the_unpatched_manifest(tmp_path: Path, monkeypatch) -> None:
-    # a pool process reuses its interpreter: a +-1 job followed by a +-2 job must train on +-2, not +-3
-    import taskology.bench.consistency as consistency
-    import taskology.engine.store_data as store_data
+def test_a_widened_root_reads_the_same_shards_with_the_widened_labels_and_trains_on_them(tiny_world, tmp_path) -> None:
+    from taskology.engine.task_data import manifest_for
+    from taskology.experiment import arm_config
+    from taskology.sim.cache import recorded_world
 
-    monkeypatch.setattr(store_data, "manifest_for", lambda root, config: _manifest(tmp_path))
-    monkeypatch.setattr(consistency, "_arm_config", lambda *args: None)
-    monkeypatch.setattr(oracle, "_PLAIN", {})
-    seen = []
-
-    def fake_run(*args):
-        seen.append(store_data.manifest_for(None, None).labels["segmentation"])
-        return {"segmentation": {"miou": 0.5}}, 1.0
-
-    monkeypatch.setattr(consistency, "_one_run", fake_run)
-    counts = [oracle._run("p", "r", 0.02, 0, k, "d", "val")["labelled_frames"] for k in (1, 2, 0)]
-    assert counts == [7, 10, 3]
-    assert seen[2] == {"a": (2, 8), "b": (0,)}
+    config = arm_config("consistency", 0.1, "alone", data_root=tiny_world.root,
+                        overrides=[*oracle.OTHERS_OFF, *tiny_world.overrides])
+    plain = manifest_for(tiny_world.root, config)
+    assert oracle.widened_root(tiny_world.root, config, 0, tmp_path / "k0") == tiny_world.root.resolve()
+    assert not (tmp_path / "k0").exists()
+    root = oracle.widened_root(tiny_world.root, config, 1, tmp_path / "k1")
+    assert oracle.widened_root(tiny_world.root, config, 1, tmp_path / "k1") == root      # again: the same folder
+    widened = manifest_for(root, config)                                                 # the engine's own reading
+    assert widened.labels["segmentation"] == oracle.with_neighbour_labels(plain, "segmentation", 1).labels["segmentation"]
+    assert (widened.train, widened.mediator, widened.val, widened.test) == (plain.train, plain.mediator, plain.val, plain.test)
+    assert all((root / f).is_symlink() for f in plain.files.values()) and recorded_world(root) == recorded_world(tiny_world.root)
+    count = sum(map(len, widened.labels["segmentation"].values()))
+    assert count > sum(map(len, plain.labels["segmentation"].values()))
+    record = oracle.run_one("consistency", str(root), 0.1, 0, str(tmp_path / "run"), "val", tuple(tiny_world.overrides))
+    assert record["labelled_frames"] == count and 0.0 <= record["metrics"]["miou"] <= 1.0
 
 
 def test_bad_arguments_get_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
-    preset = Path(__file__).parents[2] / "configs" / "consistency-cpu.yaml"
-    assert oracle.main([str(tmp_path / "nope.yaml"), str(tmp_path / "out")]) == 2
-    assert oracle.main([str(preset), str(tmp_path / "out"), "--fraction", "2"]) == 2
-    assert oracle.main([str(preset), str(tmp_path / "out"), "--k", "-1"]) == 2
+    assert oracle.main(["nope.yaml", str(tmp_path / "out")]) == 2
+    assert oracle.main(["consistency", str(tmp_path / "out"), "--fraction", "2"]) == 2
+    assert oracle.main(["consistency", str(tmp_path / "out"), "--k", "-1"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == [f"neighbour_labels_oracle: no such preset {tmp_path / 'nope.yaml'}",
-                     "neighbour_labels_oracle: --fraction must be in (0, 1], found 2.0",
-                     "neighbour_labels_oracle: --k must be >= 0, found -1"]
+    assert lines[0].startswith("neighbour_labels_oracle: nope.yaml: no such config file")
+    assert lines[1:] == ["neighbour_labels_oracle: --fraction must be in (0, 1], found 2.0",
+                         "neighbour_labels_oracle: --k must be >= 0, found -1"]
     assert not (tmp_path / "out").exists()
