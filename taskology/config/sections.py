@@ -243,7 +243,7 @@ class RelationConfig(_Section):
         default_factory=dict, description="Receiving task -> factor on weight (default 1; 0: does not feed it).")
     options: dict[str, Annotated[Float, Field(ge=0)]] = Field(
         default_factory=dict, description="The relation's own keyword options, e.g. segmentation_tolerance_deg "
-                                          "(docs/consistency.md); unset ones keep the relation's defaults.")
+                                          "(docs/relations.md); unset ones keep the relation's defaults.")
 
     def weight_for(self, task: str) -> float:
         """The loss weight this relation has for receiving task ``task``."""

@@ -2,7 +2,7 @@
 
 The logic relations tell segmentation what a class implies about geometry; a 2 %-label normals or depth
 network cannot tell it where its class *boundaries* and small classes are wrong
-(docs/consistency.md, "Positive evidence for segmentation"). This relation uses the peers' geometry
+(experiments/segmentation/README.md). This relation uses the peers' geometry
 only to find correspondences and lets segmentation teach itself across time, where the two frames see
 the same surface:
 

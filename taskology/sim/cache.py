@@ -2,7 +2,7 @@
 
 A benchmark or the demo simulates its world once and reuses the folder on later runs. Reusing it by
 its name alone is unsafe: a folder simulated by older simulator code looks the same as one simulated
-today, and results trained on the two are silently incomparable (this happened: docs/consistency.md,
+today, and results trained on the two are silently incomparable (this happened: experiments/consistency/README.md,
 "The data root"). So the folder carries a record:
 
 - ``simulator``: a fingerprint of the code and library versions that make shards
