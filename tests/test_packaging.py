@@ -59,10 +59,11 @@ def test_the_installed_demo_and_consistency_bench_run_from_an_empty_folder(insta
     assert bench.returncode == 0, bench.stderr[-2000:]
     record = json.loads((tmp_path / "results" / "consistency-train-seeds-0-quick.json").read_text())
     assert record["figures"]["setup"]["preset"] == "consistency" and len(record["figures"]["runs"]) == 3
-    tiny = ["sim.sequences=3", "sim.frames=4", "sim.camera=32x96", "data.camera=32x96", "data.test_sequences=1",
+    tiny = ["sim.sequences=3", "sim.frames=6", "sim.camera=32x96", "data.camera=32x96", "data.test_sequences=1",
             "train.steps=2", "train.eval_every=0", "train.log_every=1", "train.checkpoint_every_steps=0",
             "train.checkpoint_every_s=0", "train.mediator_batch_size=2", "train.consistency_start_step=0",
-            *[f"tasks.{t}.{k}" for t in ("depth", "normals", "segmentation", "motion") for k in ("width=4", "batch_size=2")]]
+            *[f"tasks.{t}.{k}" for t in ("depth", "normals", "segmentation", "motion")
+              for k in ("width=4", "batch_size=2", "label_fraction=1.0")]]
     demo = _run(["-c", f"from taskology.demo import demo_command; demo_command('runs/demo', 'none', overrides={tiny!r})"],
                 installed, tmp_path)
     assert demo.returncode == 0, demo.stderr[-2000:]

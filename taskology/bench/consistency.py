@@ -48,7 +48,7 @@ HEADLINE: dict[str, tuple[str, bool]] = {
     "segmentation": ("miou", True),
     "motion": ("ego_translation_err_m", False),
 }
-QUICK_OVERRIDES = ["sim.sequences=6", "sim.frames=10", "sim.camera=32x96", "data.camera=32x96",
+QUICK_OVERRIDES = ["sim.sequences=6", "sim.frames=10", "sim.camera=32x96", "data.camera=32x96", "data.val_sequences=1",
                    "data.test_sequences=2", "train.steps=20", "train.mediator_batch_size=4",
                    "train.checkpoint_every_steps=0", "train.checkpoint_every_s=0", "train.seeds=[0,1]",
                    "train.device=cpu", "train.consistency_start_step=8", "train.consistency_ramp_steps=4",
