@@ -2,7 +2,7 @@
 both compute the same thing.
 
 Measured in one run, on tiny simulator shards generated into a temp dir, for each camera size (the CPU
-preset's 64x208 and issue #5's GPU size 128x416; ``--quick``: 32x96), batch 8, network width 16:
+preset's 64x208 and the GPU size 128x416; ``--quick``: 32x96), batch 8, network width 16:
 
 1. **agreement** — for each task, a runner built on the CPU and one built on the GPU from the same seed
    (same initial weights, same batch sequence) take one collective round (all four camera tasks, all

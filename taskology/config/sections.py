@@ -1,6 +1,6 @@
 """The sections of an experiment config: small pydantic models, strict types, ranges, no extra keys.
 
-Each section is its own model so later issues can extend one without touching the rest. Validators
+Each section is its own model, so one can grow without touching the rest. Validators
 raise :func:`_fail` errors whose message :mod:`taskology.config.messages` shows as is.
 
 Example:

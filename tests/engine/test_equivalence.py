@@ -1,4 +1,4 @@
-"""Issue #6 acceptance: with peer predictions refreshed every step, the distributed engine reaches the
+"""With peer predictions refreshed every step, the distributed engine reaches the
 in-process run's metrics within seed noise (2 tasks, depth + normals tied by depth_normals).
 
 Also the lockstep mechanism it relies on (:class:`DistributedPeerView` waiting for a fresh enough peer
