@@ -68,19 +68,11 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_one(root: Path, steps: int, width: int, batch: int, test_sequences: int, run_dir: Path, seed: int,
             arm: int | str, fraction: float) -> dict:
-    """One (arm, seed) run of the bench in a worker process (one torch thread): its arm config, its stale view."""
-    import torch
+    """One (arm, seed) run of the bench in a worker process (one torch thread): the bench's own
+    :func:`taskology.bench.staleness.run_arm`."""
+    from taskology.bench.staleness import run_arm
 
-    from taskology.bench.staleness import (
-        arm_config,
-        arm_settings,
-        train_with_stale_peers,
-    )
-
-    torch.set_num_threads(1)
-    settings = arm_settings(arm)
-    config = arm_config(root, steps, width, batch, test_sequences, settings.alone, fraction)
-    return train_with_stale_peers(config, run_dir, seed, settings.every, settings.dtype)
+    return run_arm(root, steps, width, batch, test_sequences, run_dir, seed, arm, fraction)
 
 
 def run(out: Path, processes: int, seeds: list[int], arms: list[int | str]) -> None:

@@ -214,9 +214,10 @@ def arm_settings(arm: int | str) -> ArmSettings:
         raise ConfigError(f"staleness arm {arm!r}: expected an interval in steps, {FLOOR!r} or {ALONE!r}") from exc
 
 
-def _one_run(root: Path, steps: int, width: int, batch: int, test_sequences: int, run_dir: Path, seed: int,
-             arm: int | str, fraction: float) -> dict[str, Any]:
-    """One (arm, seed) run in a worker process (one torch thread)."""
+def run_arm(root: Path, steps: int, width: int, batch: int, test_sequences: int, run_dir: Path, seed: int,
+            arm: int | str, fraction: float) -> dict[str, Any]:
+    """One (arm, seed) run of the benchmark in a worker process (one torch thread): the arm's config and its
+    stale peer view (:func:`arm_settings`); returns :func:`train_with_stale_peers`'s record."""
     torch.set_num_threads(1)
     settings = arm_settings(arm)
     config = arm_config(root, steps, width, batch, test_sequences, settings.alone, fraction)
@@ -260,7 +261,7 @@ def run(quick: bool, steps: int | None = None, seeds: int | None = None) -> Benc
                            LABEL_FRACTION) for k, arm in enumerate(arms) for s in run_seeds}
         processes = max(1, min(2, os.cpu_count() or 1))  # one single-threaded run per core (2-core target)
         runs: dict[int | str, dict[int, dict[str, Any]]] = {}
-        for done, ((arm, seed), result) in enumerate(map_in_processes(_one_run, jobs, processes), 1):
+        for done, ((arm, seed), result) in enumerate(map_in_processes(run_arm, jobs, processes), 1):
             runs.setdefault(arm, {})[seed] = result
             print(f"[{done}/{len(jobs)}] arm '{arm}' seed {seed}: {result['train_s']:.0f} s training "
                   f"({time.time() - t0:.0f} s elapsed)", flush=True)
