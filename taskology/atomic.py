@@ -93,4 +93,19 @@ def write_json_atomic(path: Path, data: Any, default: Callable[[Any], Any] = flo
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=default) + "\n")
 
 
-__all__ = ["atomic_path", "temp_path", "write_bytes_atomic", "write_text_atomic", "write_json_atomic"]
+def save_figure_atomic(figure: Any, path: Path, **savefig_kwargs: Any) -> Path:
+    """``figure.savefig`` (a matplotlib figure) to ``path`` atomically, then close the figure, error or not;
+    returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(Path(path)) as tmp:
+            figure.savefig(tmp, **savefig_kwargs)
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+__all__ = ["atomic_path", "save_figure_atomic", "temp_path", "write_bytes_atomic", "write_text_atomic",
+           "write_json_atomic"]
+

@@ -107,3 +107,23 @@ def test_a_writer_killed_at_any_point_leaves_a_whole_file(tmp_path) -> None:
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "record.json"]
     # a killed writer may leave its hidden temp file (no process is left to remove it), never a visible one
     assert all(name.startswith(".record.json.") and name.endswith(".tmp.json") for name in leftovers)
+
+
+def test_a_figure_is_saved_whole_or_not_at_all_and_closed_either_way(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from taskology.atomic import save_figure_atomic
+
+    target = tmp_path / "plot.png"
+    fig = plt.figure()
+    assert save_figure_atomic(fig, target, dpi=20) == target
+    first = target.read_bytes()
+    assert first.startswith(b"\x89PNG") and not plt.fignum_exists(fig.number)
+    broken = plt.figure()
+    with pytest.raises(ValueError):
+        save_figure_atomic(broken, target, format="no-such-format")
+    assert target.read_bytes() == first and list(tmp_path.iterdir()) == [target]  # old file kept, no temp left
+    assert not plt.fignum_exists(broken.number)

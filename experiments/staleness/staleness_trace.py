@@ -150,10 +150,6 @@ def write_figure(path: Path, runs: Mapping[str, Mapping[str, Any]], title: str, 
             fig.colorbar(im, ax=ax, fraction=0.046, label="mean angle (deg)" if task == "normals" else "mean |log ratio|")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    from taskology.atomic import atomic_path
+    from taskology.atomic import save_figure_atomic
 
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=90)
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, path, dpi=90)

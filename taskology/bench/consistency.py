@@ -246,13 +246,9 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
-    from taskology.atomic import atomic_path
+    from taskology.atomic import save_figure_atomic
 
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, path, dpi=110)
 
 
 def run(quick: bool, config: Path | None = None, out_dir: Path = RESULTS,

@@ -120,11 +120,6 @@ def render_frame_png(shard_path: Path, frame: int, out_png: Path, *, bev_range_m
         ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    from taskology.atomic import atomic_path
+    from taskology.atomic import save_figure_atomic
 
-    try:
-        with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return out_png
+    return save_figure_atomic(fig, out_png, format="png")
