@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
                      "box_poses", "validate_boxes"], "boxes"),
     **dict.fromkeys(["box_iou_bev", "box_iou_3d", "nms_bev"], "box_iou"),
     **dict.fromkeys(["match_boxes"], "boxes_match"),
+    **dict.fromkeys(["BevGrid", "bev_pillars", "augment_sweep"], "pillars"),
 }
 
 __all__ = sorted(_EXPORTS)
