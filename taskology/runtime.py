@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 #: glibc ``mallopt`` parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -26,3 +28,21 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 20) 
                     and libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
     except (OSError, AttributeError):  # musl or another libc: nothing to tune
         return False
+
+
+@contextmanager
+def numba_single_thread() -> Iterator[None]:
+    """Run Numba's parallel kernels on one thread inside the block (the setting is per calling thread; the previous
+    count is restored).
+
+    Why: the box kernels (:mod:`taskology.geometry.box_iou`) are parallel for large inputs, but a frame's boxes are
+    few; launching the thread pool per frame costs more than the work, and many times more on busy cores
+    (0.03 s against 0.2 to 0.9 s for 400 frames' IoU matrices on 2 loaded cores)."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
