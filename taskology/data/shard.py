@@ -3,12 +3,14 @@
 :meth:`Shard.open` validates the whole structure before anything is read: schema version and root
 attributes, the groups present and that each is complete, every dataset's shape and dtype against
 :data:`taskology.data.schema.LAYERS`, the ragged offsets (length ``F+1``, from 0, monotone, ending at
-``P``/``O``), and finiteness of the small float layers (poses, transforms, intrinsics, boxes,
-velocities). The large float layers (depth, normals, lidar points) are checked for finiteness chunk by
-chunk as they are read, so opening stays cheap; :meth:`Shard.verify` reads everything (all checksums,
-all values). Any violation -- including HDF5's own errors on truncated files and fletcher32 checksum
-failures -- is a :class:`~taskology.errors.DataError` naming the file, the dataset, what was expected
-and what was found. Reads are lazy: nothing but offsets and small layers is held in memory.
+``P``/``O``), finiteness of the small float layers (poses, transforms, intrinsics, boxes,
+velocities) and box sizes ``l, w, h > 0``. The large float layers (depth, normals, lidar points) are
+checked for finiteness chunk by chunk as they are read (only the rows of the frames read), so opening
+stays cheap; :meth:`Shard.verify` reads everything (all checksums, all values). Any violation --
+including HDF5's own errors on truncated files and fletcher32 checksum failures -- is a
+:class:`~taskology.errors.DataError` whose message is one line naming the file, the dataset, what was
+expected and what was found. Reads are lazy: nothing but offsets and small layers is held in memory.
+A frame with no lidar points (or no objects) is valid: its rows are an empty ``(0, 4)`` (``(0, 7)``) array.
 
 Example:
     >>> import numpy as np, tempfile, pathlib
@@ -22,9 +24,10 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -34,7 +37,7 @@ from taskology.data.schema import GROUPS, LAYERS, REQUIRED_ATTRS, SCHEMA_VERSION
 from taskology.data.writer import ShardWriter, stale_temp_files, write_shard
 from taskology.errors import DataError
 
-__all__ = ["Shard", "ShardWriter", "write_shard", "stale_temp_files", "LAZY_FINITE_LAYERS", "shard_paths"]
+__all__ = ["LAZY_FINITE_LAYERS", "Shard", "ShardWriter", "shard_paths", "stale_temp_files", "write_shard"]
 
 #: finite layers checked when read (chunk by chunk) rather than at open, because they are large.
 LAZY_FINITE_LAYERS = frozenset({"camera/depth", "camera/normals", "lidar/points"})
@@ -86,13 +89,13 @@ class Shard:
         try:
             file = h5py.File(path, "r")
         except OSError as exc:
-            raise DataError(f"{path}: dataset (whole file): expected a readable HDF5 shard, found a truncated "
-                            f"or corrupt file ({exc})") from exc
+            raise DataError(_one_line(f"{path}: dataset (whole file): expected a readable HDF5 shard, found a "
+                                      f"truncated or corrupt file ({exc})")) from exc
         return cls(path, file)
 
     # ------------------------------------------------------------------ validation
     def _fail(self, dataset: str, expected: str, found: Any) -> DataError:
-        return DataError(f"{self.path}: dataset {dataset!r}: expected {expected}, found {found}")
+        return DataError(_one_line(f"{self.path}: dataset {dataset!r}: expected {expected}, found {found}"))
 
     def _validate(self) -> None:
         try:
@@ -138,7 +141,10 @@ class Shard:
             for name in GROUPS[group]:
                 layer = LAYERS[name]
                 if layer.finite and layer.dtype.kind == "f" and name not in LAZY_FINITE_LAYERS:
-                    self._check_finite(name, self._read_raw(name, ()), "all rows")
+                    values = self._read_raw(name, ())
+                    self._check_finite(name, values, "all rows")
+                    if name == "objects/box":
+                        self._check_box_sizes(values)
 
     def _check_dataset(self, name: str, sizes: dict[str, int]) -> None:
         layer = LAYERS[name]
@@ -170,6 +176,19 @@ class Shard:
                              f"first {offsets[0]}, last {offsets[-1]}, "
                              f"{int(np.sum(np.diff(offsets) < 0))} decreasing steps")
         return offsets
+
+    def _check_box_sizes(self, boxes: np.ndarray) -> None:
+        """DataError naming the first box (row and frame) whose size ``l, w, h`` (columns 3..5) is not > 0.
+        Runs at open on the (already finite-checked) whole ``objects/box``, which is small."""
+        bad_rows = np.flatnonzero(~np.all(boxes[:, 3:6] > 0, axis=1))
+        if not bad_rows.size:
+            return
+        row = int(bad_rows[0])
+        frame = int(np.searchsorted(self._offsets["objects"], row, side="right")) - 1
+        lwh = ", ".join(f"{float(v):g}" for v in boxes[row, 3:6])
+        raise self._fail("objects/box", "box sizes l, w, h > 0 (columns 3..5)",
+                         f"{bad_rows.size} box(es) with a size <= 0, the first at row {row} (frame {frame}): "
+                         f"l, w, h = {lwh}")
 
     def _check_finite(self, name: str, values: np.ndarray, where: str | Callable[[], str]) -> None:
         """DataError naming the file, dataset and ``where`` (a string, or built only on failure) if any
@@ -289,7 +308,7 @@ class Shard:
         if self._file.id.valid:
             self._file.close()
 
-    def __enter__(self) -> Shard:
+    def __enter__(self) -> Shard:  # noqa: PYI034 - typing.Self needs Python 3.11, the package supports 3.10
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -298,6 +317,11 @@ class Shard:
 
     def __repr__(self) -> str:
         return f"Shard({str(self.path)!r}, sequence_id={self.sequence_id!r}, frames={self.num_frames}, groups={self.groups})"
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line (embedded reprs and HDF5 error texts may span several)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def _is_static(name: str) -> bool:
