@@ -37,6 +37,14 @@ def sim_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_sim_root(tmp_path_factory.getbasetemp() / "taskology-sim-32x96")
 
 
+@pytest.fixture(scope="session")
+def lidar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny simulated shards with a 32-beam LiDAR (32x96 camera), generated once per session and shared."""
+    from simdata import make_lidar_root
+
+    return make_lidar_root(tmp_path_factory.getbasetemp() / "taskology-sim-lidar")
+
+
 import torch as _torch  # noqa: E402
 
 _torch.set_num_threads(1)  # 2 shared cores: one intra-op thread avoids oversubscription

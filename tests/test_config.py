@@ -154,7 +154,7 @@ def test_enabled_tasks_and_relations_follow_the_flags() -> None:
 
 @pytest.mark.parametrize("override, expected", [
     ("train.stpes=5", "override 'train.stpes=5': train.stpes: unknown key; allowed: steps, mode, seeds, device,"),
-    ("trian.steps=5", "trian: unknown key; allowed: data, sim, tasks, relations, train, cluster, exchange"),
+    ("trian.steps=5", "trian: unknown key; allowed: data, sim, lidar, tasks, relations, train, cluster, exchange"),
     ("tasks.depth.lrr=1", "tasks.depth.lrr: unknown key; allowed: enabled, label_fraction, lr, batch_size, width"),
     ("cluster.tls.ca=x", "cluster.tls.ca: unknown key; allowed: ca_file, cert_file, key_file"),
     ("train.steps=0", "train.steps: must be >= 1; found 0"),
@@ -205,7 +205,7 @@ def test_unknown_task_and_relation_list_the_registered_names(monkeypatch: pytest
     assert (f"relations.fotometric: unknown relation; available: {', '.join(sorted(RELATIONS))}"
             in _error(overrides=("relations.fotometric.weight=1",)))
     monkeypatch.delitem(TASKS, "normals")  # a registry without one of the defaults
-    assert "default config: tasks.normals: unknown task; available: depth, motion, segmentation" in _error()
+    assert "default config: tasks.normals: unknown task; available: depth, detection, motion, segmentation, tracking" in _error()
 
 
 def test_a_task_class_with_a_wrong_data_declaration_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ Dask worker processes, so a task registered in the driver at run time (a plugin,
 Example:
     >>> registry = Registry.current()
     >>> sorted(registry.tasks)
-    ['depth', 'motion', 'normals', 'segmentation']
+    ['depth', 'detection', 'motion', 'normals', 'segmentation', 'tracking']
     >>> registry.task_class("depth").label_layers
     ('camera/depth',)
 """
@@ -47,8 +47,10 @@ class Registry:
             raise ConfigError(f"unknown task {name!r}; available: {', '.join(sorted(self.tasks))}") from None
 
     def build_task(self, name: str, config: Any) -> Task:
-        """Task ``name`` built with the constructor arguments of its config entry (``width``)."""
-        return self.task_class(name)(width=int(config.tasks[name].width))
+        """Task ``name`` built with the constructor arguments of its config entry (``width``) and those its
+        class takes from the rest of the config (:meth:`~taskology.tasks.base.Task.config_arguments`)."""
+        cls = self.task_class(name)
+        return cls(width=int(config.tasks[name].width), **cls.config_arguments(config))
 
     def relation(self, name: str) -> Relation:
         """Lookup whose error lists the available names."""

@@ -19,6 +19,8 @@ yet. One shard directory so serves several label fractions (the consistency benc
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,28 +94,47 @@ def manifest_for(data_root: Path, config: Any, registry: Registry | None = None)
     return manifest
 
 
-def prepared(sample: dict[str, Any], task: Task | None) -> dict[str, Any]:
-    """``task.prepare(sample)`` (labels derived per sample; none for the mediator) without ragged layers, so
-    every value is a fixed-shape tensor (or the ``sample_id`` string)."""
-    out = task.prepare(sample) if task is not None else dict(sample)
+def prepared(sample: dict[str, Any], task: Task | None, *, augment: bool = False,
+             input_tasks: Sequence[Task] = ()) -> dict[str, Any]:
+    """``task.prepare(sample)`` (labels derived per sample) or, for a mediator sample (``task`` None), every
+    one of ``input_tasks``' :meth:`~taskology.tasks.base.Task.prepare_inputs` in turn, then without ragged
+    layers, so every value is a fixed-shape tensor (or the ``sample_id`` string)."""
+    if task is not None:
+        out = task.prepare(sample, augment=True) if augment and _takes_augment(type(task)) else task.prepare(sample)
+    else:
+        out = dict(sample)
+        for each in input_tasks:
+            out = each.prepare_inputs(out)
     for key in RAGGED_KEYS:
         out.pop(key, None)
     return out
 
 
-class PreparedDataset:
-    """A :class:`FrameDataset` whose samples go through :func:`prepared`; knows its sample ids."""
+@functools.lru_cache(maxsize=None)
+def _takes_augment(cls: type) -> bool:
+    """Whether ``cls.prepare`` has the ``augment`` keyword (a task written before it existed has not)."""
+    return "augment" in inspect.signature(cls.prepare).parameters
 
-    def __init__(self, base: FrameDataset, task: Task | None) -> None:
+
+class PreparedDataset:
+    """A :class:`FrameDataset` whose samples go through :func:`prepared`; knows its sample ids.
+
+    ``augment``: the samples are labelled training samples the task may augment; ``input_tasks``: for a
+    mediator dataset (``task`` None), the tasks whose inputs each sample is prepared for."""
+
+    def __init__(self, base: FrameDataset, task: Task | None, *, augment: bool = False,
+                 input_tasks: Sequence[Task] = ()) -> None:
         self.base = base
         self.task = task
+        self.augment = bool(augment)
+        self.input_tasks = tuple(input_tasks)
         self.sample_ids = [f"{s}:{f}" for s, f in base.samples]
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return prepared(self.base[index], self.task)
+        return prepared(self.base[index], self.task, augment=self.augment, input_tasks=self.input_tasks)
 
 
 class ShardPoolDataset:
@@ -141,8 +162,9 @@ class ShardPoolDataset:
         sample_ids: ``"<sequence>:<t>"`` per sample.
     """
 
-    def __init__(self, shard_paths: Sequence[Path], layers: Sequence[str]) -> None:
+    def __init__(self, shard_paths: Sequence[Path], layers: Sequence[str], input_tasks: Sequence[Task] = ()) -> None:
         self.layers = tuple(layers)
+        self.input_tasks = tuple(input_tasks)
         self.paths: list[Path] = []
         self.skipped: list[str] = []
         self.samples: list[tuple[int, str, int]] = []
@@ -204,7 +226,7 @@ class ShardPoolDataset:
             else:
                 sample[key] = to_training_layout(layer, shard.read(layer, frame))
                 sample[key + "_next"] = to_training_layout(layer, shard.read(layer, frame + 1))
-        return sample
+        return prepared(sample, None, input_tasks=self.input_tasks)
 
     def close(self) -> None:
         """Close the shard handles (retired shards' disk space is freed once closed)."""
@@ -227,15 +249,18 @@ def open_task_data(task: Task, *, data_root: Path, config: Any, with_mediator: b
 
     def split(name: str, owner: str | None) -> PreparedDataset:
         return PreparedDataset(FrameDataset(manifest, name, owner, labels=task.label_layers, layers=layers,
-                                            pairs=task.pair), task)
+                                            pairs=task.pair), task, augment=name == "train")
 
     mediator_layers = registry.mediator_layers(config)
+    # every enabled task prepares its inputs on a mediator sample (e.g. the LiDAR tasks' BEV grid)
+    input_tasks = [task if name == task.name else registry.build_task(name, config) for name in config.enabled_tasks()]
     mediator = None
     if with_mediator or manifest.mediator:
-        mediator = PreparedDataset(FrameDataset(manifest, "mediator", None, layers=mediator_layers, pairs=True), None)
+        mediator = PreparedDataset(FrameDataset(manifest, "mediator", None, layers=mediator_layers, pairs=True),
+                                   None, input_tasks=input_tasks)
     splits = {name: split(name, task.name) for name in ("val", "test") if manifest.frames(name)}
     return TaskData(train=split("train", task.name), mediator=mediator, splits=splits,
-                    open_mediator=lambda paths: ShardPoolDataset(paths, mediator_layers))
+                    open_mediator=lambda paths: ShardPoolDataset(paths, mediator_layers, input_tasks))
 
 
 __all__ = ["TaskData", "SampleDataset", "open_task_data", "manifest_for", "prepared", "PreparedDataset",

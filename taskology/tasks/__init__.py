@@ -2,7 +2,7 @@
 
 Example:
     >>> sorted(TASKS)
-    ['depth', 'motion', 'normals', 'segmentation']
+    ['depth', 'detection', 'motion', 'normals', 'segmentation', 'tracking']
     >>> build_task("depth", width=8).name
     'depth'
 """
@@ -13,9 +13,11 @@ from typing import Any
 from taskology.errors import ConfigError
 from taskology.tasks.base import MetricState, Task, add_metric_state
 from taskology.tasks.depth import DepthTask
+from taskology.tasks.detection import DetectionTask
 from taskology.tasks.motion import MotionTask
 from taskology.tasks.normals import NormalsTask
 from taskology.tasks.segmentation import SegmentationTask
+from taskology.tasks.tracking import TrackingTask
 
 #: task name -> task class (a plain dict; adding a task is one module + one line here).
 TASKS: dict[str, type[Task]] = {
@@ -23,6 +25,8 @@ TASKS: dict[str, type[Task]] = {
     "normals": NormalsTask,
     "segmentation": SegmentationTask,
     "motion": MotionTask,
+    "detection": DetectionTask,
+    "tracking": TrackingTask,
 }
 
 

@@ -76,10 +76,24 @@ class Task:
                 return f"label layer {layer!r} is not a label layer of the schema (taskology.data.schema)"
         return None
 
-    def prepare(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def config_arguments(cls, config: Any) -> dict[str, Any]:
+        """Constructor keyword arguments the task takes from the experiment config besides its own section's
+        ``width`` (e.g. the LiDAR tasks' BEV grid from ``lidar``). Default: none."""
+        return {}
+
+    def prepare(self, sample: Mapping[str, Any], *, augment: bool = False) -> dict[str, Any]:
         """One sample of the task's own frames (training layout, one frame or pair) with its training labels
-        derived from the layers read, as a new dict. Default: the sample as it is. Ragged layers (boxes,
-        point clouds) are dropped after this, so a task that reads them turns them into fixed shapes here."""
+        derived from the layers read, as a new dict. ``augment``: the sample is a labelled training sample
+        (a task may augment it, keeping its labels exact). Default: :meth:`prepare_inputs`. Ragged layers
+        (boxes, point clouds) are dropped after this, so a task that reads them turns them into fixed shapes
+        here."""
+        return self.prepare_inputs(sample)
+
+    def prepare_inputs(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """The sample with the task's model inputs in fixed shapes, as a new dict, for a sample without labels
+        (a mediator pair, which every enabled task's :meth:`prepare_inputs` sees before ragged layers are
+        dropped). Default: the sample as it is. A LiDAR task turns the point cloud into its BEV grid here."""
         return dict(sample)
 
     def build_model(self) -> nn.Module:

@@ -80,7 +80,7 @@ class MotionTask(Task):
         self.scales = dict(rotation_scale=rotation_scale, translation_scale=translation_scale,
                            object_scale=object_scale)
 
-    def prepare(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+    def prepare(self, sample: Mapping[str, Any], *, augment: bool = False) -> dict[str, Any]:
         """The pair's labels from poses, instance masks and boxes (:func:`~taskology.tasks.motion_targets.motion_targets`):
         ``cam_next_from_cam``, ``object_translation``, ``object_translation_valid``, ``movable``."""
         out = dict(sample)

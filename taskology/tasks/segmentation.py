@@ -3,7 +3,9 @@
 ``class_ids`` lists the CARLA ids (taskology.data.schema.SEMANTIC_CLASSES) in training order; class
 ``i`` of the logits is CARLA id ``class_ids[i]``. Pixels whose id is not listed (e.g. 0 "unlabeled")
 are ignored by the loss and the metric. Loss: cross-entropy. Metric: mIoU over the classes present
-in the ground truth of the whole evaluated set (intersections and unions are summed over batches).
+in the ground truth of the whole evaluated set (intersections and unions are summed over batches), and
+``iou_vehicle`` / ``iou_pedestrian``: the IoU of the class groups :data:`GROUPS` (car, truck and bus count as
+one vehicle class there: what the LiDAR detector tells apart).
 
 Example:
     >>> task = SegmentationTask(width=4, class_ids=(1, 11, 14))
@@ -23,6 +25,8 @@ from taskology.tasks.base import MetricState, Task
 from taskology.tasks.unet import CompactUNet
 
 #: default classes: every CARLA id of the schema except 0 "unlabeled".
+#: class groups with their own IoU metric (``iou_<group>``): the movable objects the LiDAR tasks detect.
+GROUPS: dict[str, tuple[int, ...]] = {"vehicle": (14, 15, 16), "pedestrian": (12,)}
 DEFAULT_CLASS_IDS: tuple[int, ...] = tuple(sorted(i for i in SEMANTIC_CLASSES if i != 0))
 IGNORE = -1
 
@@ -95,11 +99,20 @@ class SegmentationTask(Task):
         inter = torch.bincount(gt[gt == pr], minlength=c).double()
         gt_count = torch.bincount(gt, minlength=c).double()
         pred_count = torch.bincount(pr, minlength=c).double()
-        return {"intersection": inter, "union": gt_count + pred_count - inter, "gt_pixels": gt_count,
-                "pixel_acc:sum": inter.sum(), "pixel_acc:count": gt_count.sum()}
+        state = {"intersection": inter, "union": gt_count + pred_count - inter, "gt_pixels": gt_count,
+                 "pixel_acc:sum": inter.sum(), "pixel_acc:count": gt_count.sum()}
+        for group, carla_ids in GROUPS.items():  # a group's IoU counts a car taken for a truck as right
+            index = torch.tensor(self.class_index(carla_ids), dtype=torch.long, device=gt.device)
+            in_gt, in_pred = torch.isin(gt, index), torch.isin(pr, index)
+            state[f"{group}:intersection"] = (in_gt & in_pred).sum().double()
+            state[f"{group}:union"] = (in_gt | in_pred).sum().double()
+        return state
 
     def finalize_metrics(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
         out = super().finalize_metrics(state)
+        for group in GROUPS:
+            union = float(state[f"{group}:union"]) if f"{group}:union" in state else 0.0
+            out[f"iou_{group}"] = float(state[f"{group}:intersection"]) / union if union > 0 else float("nan")
         present = state["gt_pixels"] > 0
         if not bool(present.any()):
             out["miou"] = float("nan")

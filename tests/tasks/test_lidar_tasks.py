@@ -1,0 +1,158 @@
+"""The LiDAR tasks: box code round trips, labels derived from the simulator's ground truth, AP of perfect and of
+wrong boxes, training that learns, and empty sweeps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from taskology.data.datasets import FrameDataset
+from taskology.data.splits import make_splits
+from taskology.engine.batches import collate
+from taskology.engine.task_data import PreparedDataset
+from taskology.geometry.boxes import transform_boxes
+from taskology.geometry.pillars import BevGrid
+import taskology.tasks.lidar as lidar
+from taskology.tasks.detection import DetectionTask, interpolated_ap
+from taskology.tasks.tracking import TrackingTask, associate, propagate
+
+GRID = BevGrid((-32.0, 32.0), (-32.0, 32.0), (-0.5, 4.5), 0.5)
+
+
+def _dataset(root: Path, task, pairs: bool) -> PreparedDataset:
+    manifest = make_splits(root, {task.name: 1.0}, test_sequences=2, mediator_fraction=0.5, seed=0, write=False)
+    layers = task.input_layers + task.label_layers
+    return PreparedDataset(FrameDataset(manifest, "test", None, layers=layers, pairs=pairs), task)
+
+
+def perfect_outputs(batch: dict, grid: BevGrid, suffix: str = "") -> dict[str, torch.Tensor]:
+    """Detection outputs that say exactly the labelled boxes of each frame of ``batch``."""
+    heat, code = [], []
+    for b in range(batch["gt_boxes" + suffix].shape[0]):
+        boxes, classes = lidar.unpadded(batch["gt_boxes" + suffix][b], batch["gt_class" + suffix][b])
+        target = lidar.encode_targets(boxes, classes, grid)
+        heat.append(torch.from_numpy(target["heatmap"] * 40.0 - 20.0))
+        code.append(torch.from_numpy(target["box_map"]))
+    return {f"heatmap{suffix}": torch.stack(heat), f"box{suffix}": torch.stack(code)}
+
+
+def test_box_code_round_trips_through_targets_and_decoding() -> None:
+    rng = np.random.default_rng(0)
+    boxes = np.column_stack([rng.uniform(-30, 30, (12, 2)), rng.uniform(0.3, 1.5, 12), rng.uniform(3.5, 5.0, 12),
+                             rng.uniform(1.6, 2.1, 12), rng.uniform(1.4, 2.0, 12), rng.uniform(-3.1, 3.1, 12)])
+    boxes[::3, 0] = np.arange(4) * 15.0 - 25.0       # spread out: one peak per cell, no NMS between them
+    boxes[::3, 1] = 10.0
+    boxes = boxes[np.argsort(boxes[:, 0])]
+    keep = np.ones(len(boxes), bool)
+    for i in range(len(boxes)):                      # drop boxes whose centres share a 1 m output cell
+        for j in range(i):
+            if keep[j] and np.abs(boxes[i, :2] - boxes[j, :2]).max() < 6.0:
+                keep[i] = False
+    boxes = boxes[keep]
+    classes = np.arange(len(boxes)) % 2
+    target = lidar.encode_targets(boxes, classes, GRID)
+    assert target["heatmap"].max() == 1.0 and int(target["mask"].sum()) == len(boxes)
+    found, found_classes, scores = lidar.decode_boxes(target["heatmap"] * 40 - 20, target["box_map"], GRID)
+    order = np.lexsort((found[:, 1], found[:, 0]))
+    truth = np.lexsort((boxes[:, 1], boxes[:, 0]))
+    np.testing.assert_allclose(found[order], boxes[truth], atol=1e-5)
+    assert found_classes[order].tolist() == classes[truth].tolist()
+    assert (scores > 0.99).all()
+
+
+def test_visible_boxes_need_points_inside_and_a_detection_class() -> None:
+    boxes = np.array([[5.0, 0, 1, 4, 2, 2, 0], [10.0, 5, 1, 4, 2, 2, 0], [-5.0, 0, 1, 1, 1, 2, 0],
+                      [50.0, 0, 1, 4, 2, 2, 0]])
+    points = np.array([[5.0 + 0.1 * k, 0, 1, 0.5] for k in range(6)] + [[10.0, 5, 1, 0.5]] * 2
+                      + [[-5.0, 0, 1, 0.5]] * 9 + [[50.0, 0, 1, 0.5]] * 9, dtype=np.float32)
+    kept, classes, tracks = lidar.visible_boxes(points, boxes, np.array([14, 16, 9, 14]), np.arange(4), GRID, 5)
+    # box 1 has 2 points, box 2 is vegetation, box 3 is off the grid
+    assert tracks.tolist() == [0] and classes.tolist() == [0]
+
+
+def test_detection_labels_and_perfect_predictions_score_ap_one(lidar_root: Path) -> None:
+    task = DetectionTask(width=4, grid=GRID)
+    data = _dataset(lidar_root, task, pairs=False)
+    batch = collate([data[i] for i in range(len(data))])
+    assert batch["bev"].shape == (len(data), 6, 128, 128)
+    assert int((batch["gt_class"] >= 0).sum()) >= 10, "the fixture should show objects"
+    perfect = perfect_outputs(batch, GRID)
+    metrics = task.finalize_metrics(task.metrics(perfect, batch))
+    assert metrics["vehicle/ap_bev@0.7"] == pytest.approx(1.0)
+    shifted = dict(perfect, box=perfect["box"].clone())
+    shifted["box"][:, 0] += 3.0                       # every box 6 m forward: no IoU with the truth
+    assert task.finalize_metrics(task.metrics(shifted, batch))["vehicle/ap_bev@0.5"] == 0.0
+    loss = task.supervised_loss(perfect, batch)
+    assert float(loss["box"]) < 1e-5 and float(loss["heatmap"]) < 1e-3
+
+
+def test_interpolated_ap_of_half_the_objects_found_first() -> None:
+    # two true positives with the best scores, then two false positives, 4 objects: precision 1 up to recall 0.5
+    tp, fp = np.zeros(10), np.zeros(10)
+    tp[9], fp[5] = 2, 2
+    assert interpolated_ap(tp, fp, 4) == pytest.approx(20 / 40)
+
+
+def test_tracking_labels_carry_every_box_onto_its_next_frame(lidar_root: Path) -> None:
+    task = TrackingTask(width=4, grid=GRID)
+    data = _dataset(lidar_root, task, pairs=True)
+    moved_objects = 0
+    for i in range(len(data)):
+        sample = data.base[i]
+        prepared = task.prepare(sample)
+        boxes, _ = lidar.unpadded(prepared["gt_boxes"], prepared["gt_class"])
+        known = prepared["gt_motion_mask"].numpy()[: len(boxes)] > 0
+        ego = sample["ego_next_from_ego"].double().numpy()
+        moved = propagate(boxes[known], prepared["gt_motion"].numpy()[: len(boxes)][known], ego)
+        ids = prepared["gt_track"].numpy()[: len(boxes)][known]
+        truth = sample["boxes_next"].double().numpy()
+        for row, track in zip(moved, ids):
+            expected = truth[sample["track_id_next"].numpy() == track][0]
+            np.testing.assert_allclose(row[:2], expected[:2], atol=1e-3)
+        moved_objects += int((np.abs(prepared["gt_motion"].numpy()[:, :2]).sum(1) > 0.05).sum())
+        lidar_from_ego = sample["lidar_from_ego"].double().numpy()
+        np.testing.assert_allclose(prepared["lidar_motion"].numpy(), lidar_from_ego @ ego @ np.linalg.inv(lidar_from_ego),
+                                   atol=1e-5)
+    assert moved_objects > 0, "the fixture should show moving objects"
+
+
+def test_associate_follows_moved_boxes_not_the_order() -> None:
+    boxes = np.array([[10.0, 0, 1, 4, 2, 1.5, 0], [10.0, 5, 1, 4, 2, 1.5, 0], [20.0, -5, 1, 4, 2, 1.5, 0]])
+    motion = np.array([[1.0, 0, 0], [0.0, 0, 0], [-1.0, 0, 0]])
+    ego = np.eye(4)
+    ego[0, 3] = -0.5                                   # the ego drove 0.5 m forward
+    later = transform_boxes(ego, boxes + np.column_stack([motion[:, :2], np.zeros((3, 5))]))
+    order = np.array([2, 0, 1])
+    assert associate(propagate(boxes, motion, ego), later[order]).tolist() == order.tolist()
+    assert associate(propagate(boxes, motion, ego), later[order] + [0, 30, 0, 0, 0, 0, 0]).tolist() == [-1, -1, -1]
+
+
+def test_detection_learns_on_two_sweeps(lidar_root: Path) -> None:
+    torch.manual_seed(0)
+    task = DetectionTask(width=4, grid=GRID, augment=False)
+    data = _dataset(lidar_root, task, pairs=False)
+    batch = collate([data[0], data[1]])
+    model = task.build_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = sum(task.supervised_loss(task.forward(model, batch), batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_an_empty_sweep_is_a_valid_empty_prediction() -> None:
+    task = DetectionTask(width=4, grid=GRID)
+    sample = {"lidar_points": torch.zeros(0, 4), "lidar_from_ego": torch.eye(4), "boxes": torch.zeros(0, 7,
+              dtype=torch.float64), "class_id": torch.zeros(0, dtype=torch.int64), "track_id": torch.zeros(0, dtype=torch.int64)}
+    prepared = task.prepare(sample, augment=True)
+    assert float(prepared["bev"].abs().sum()) == 0.0 and int((prepared["gt_class"] >= 0).sum()) == 0
+    model = task.build_model().eval()
+    with torch.no_grad():
+        out = task.forward(model, {"bev": prepared["bev"][None]})
+    assert lidar.decode_batch(out, GRID, score_threshold=0.5)[0][0].shape == (0, 7)
