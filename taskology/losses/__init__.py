@@ -2,7 +2,7 @@
 
 Example:
     >>> sorted(RELATIONS)[:3]
-    ['depth_normals', 'photometric', 'segmentation_geometry']
+    ['box_tracking', 'depth_normals', 'ego_motion_agreement']
     >>> RELATIONS["segmentation_temporal"].teaches
     ('segmentation',)
     >>> RELATIONS["photometric"].tasks
@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 
 from taskology.errors import ConfigError
+from taskology.losses.box_tracking import box_tracking_loss
 from taskology.losses.depth_normals import depth_normals_loss
+from taskology.losses.ego_motion_agreement import ego_motion_agreement_loss
 from taskology.losses.photometric import photometric_loss
 from taskology.losses.relation import Option, Relation, evaluate_for_receiver
+from taskology.losses.segmentation_boxes import segmentation_boxes_loss
 from taskology.losses.segmentation_geometry import segmentation_geometry_loss
 from taskology.losses.segmentation_motion import segmentation_motion_loss
 from taskology.losses.segmentation_temporal import segmentation_temporal_loss
@@ -35,6 +38,13 @@ RELATIONS: dict[str, Relation] = {
                                       receivers=("segmentation",), next_frame_targets=True,
                                       options=(Option("confidence", 0.0, 1.0),
                                                Option("photometric_tolerance", 0.0, math.inf))),
+    "box_tracking": Relation("box_tracking", box_tracking_loss, ("detection", "tracking"), needs_pair=True,
+                             options=(Option("confidence", 0.0, 1.0), Option("match_iou", 0.01, 1.0, inclusive=True))),
+    "ego_motion_agreement": Relation("ego_motion_agreement", ego_motion_agreement_loss, ("motion", "tracking"),
+                                     needs_pair=True),
+    "segmentation_boxes": Relation("segmentation_boxes", segmentation_boxes_loss,
+                                   ("segmentation", "depth", "detection"), receivers=("segmentation",),
+                                   options=(Option("confidence", 0.0, 1.0), Option("margin_m", 0.0, 10.0))),
 }
 
 
