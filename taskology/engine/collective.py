@@ -103,7 +103,8 @@ def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = Fals
                 runners[t].save_checkpoint(checkpoint_path(run_dir, t, step))
         record = {"seed": seed, "mode": config.train.mode, "steps": step, "split": eval_split,
                   "world": None if data is not None else recorded_world(config.data.root),
-                  "tasks": {t: runners[t].evaluate(eval_split) for t in tasks}}
+                  "tasks": with_tracks({t: runners[t].evaluate(eval_split) for t in tasks}, runners, eval_split,
+                                       run_dir)}
     finally:
         for log in logs.values():
             log.close()
@@ -114,6 +115,7 @@ def run_collective(config: Any, run_dir: Path, *, seed: int, resume: bool = Fals
 def evaluate_run(config: Any, run_dir: Path, *, seed: int, split: str = "test") -> dict[str, dict[str, float]]:
     """Metrics of the newest checkpoint of every enabled task in ``run_dir`` on ``split``."""
     results: dict[str, dict[str, float]] = {}
+    runners: dict[str, TaskRunner] = {}
     for task in config.enabled_tasks():
         steps = checkpoint_steps(run_dir, task)
         if not steps:
@@ -122,4 +124,19 @@ def evaluate_run(config: Any, run_dir: Path, *, seed: int, split: str = "test") 
                             peer_view=InProcessPeerView(), seed=seed, device=config.train.device, collective=False)
         runner.load_state_dict(load_checkpoint(checkpoint_path(run_dir, task, steps[-1])))
         results[task] = {"step": float(runner.step), **runner.evaluate(split)}
+        runners[task] = runner
+    return with_tracks(results, runners, split, run_dir)
+
+
+def with_tracks(results: dict[str, dict[str, float]], runners: Mapping[str, TaskRunner], split: str,
+                run_dir: Path) -> dict[str, dict[str, float]]:
+    """``results`` plus, when both LiDAR tasks were evaluated, the sequence-level figures of tracking by detection
+    (exact AP, MOTA, IDF1, box motion error: :func:`taskology.engine.tracks.track_split`), whose detections and
+    tracks are written to ``run_dir/detections/``."""
+    if "detection" not in runners or "tracking" not in runners:
+        return results
+    from taskology.engine.tracks import track_split
+
+    for task, values in track_split(runners["detection"], runners["tracking"], split, run_dir).items():
+        results.setdefault(task, {}).update(values)
     return results

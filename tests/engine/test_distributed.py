@@ -163,3 +163,31 @@ def test_live_mediator_pool_changes_while_relations_keep_running(sim_root: Path,
     assert len(shards) >= 3  # the sim kept writing (retired shards beyond the pool are unlinked)
     # the live stream is not the dataset's: no test (or train) sequence is regenerated, no sample id shared
     assert shards and not {p.stem for p in shards} & {p.stem for p in sim_root.glob("*.h5")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_lidar_tasks_train_as_actors_on_a_live_lidar_pool(lidar_root: Path, tmp_path: Path) -> None:
+    """Detection and tracking as Dask actors with a SimActor writing LiDAR shards: the live pool's samples carry the
+    BEV grid every actor prepares, the detection actor publishes its frame-t+1 maps, and box_tracking runs."""
+    from taskology.config import load_config
+    from taskology.engine.distributed import run_distributed
+
+    steps = 30
+    cfg = load_config(None, [
+        f"data.root={lidar_root}", "data.test_sequences=1", "data.val_sequences=0", "data.mediator_fraction=0.4",
+        f"train.steps={steps}", "train.mediator_batch_size=2", "train.log_every=10", "train.eval_every=0",
+        "train.device=cpu", "train.checkpoint_every_steps=0", "train.checkpoint_every_s=0", "train.seeds=[0]",
+        "train.consistency_start_step=0", "train.consistency_ramp_steps=1",
+        "tasks={detection: {width: 4, batch_size: 2}, tracking: {width: 4, batch_size: 2}}",
+        "relations={box_tracking: {weight: 1.0, options: {confidence: 0.05}}}",
+        "exchange.publish_every_steps=5", "exchange.refresh_every_s=0.5", "exchange.mediator_pool_shards=2",
+        "exchange.live_mediator=true", "exchange.pool_refresh_s=0.3", "sim.frames=3", "sim.camera=32x96",
+        "sim.lidar_beams=32"])
+    summary = run_distributed(cfg, tmp_path, resume=False, with_sim=True, live=False, timeout_s=240)["0"]
+    for task in ("detection", "tracking"):
+        st = summary["actors"][task]["status"]
+        assert st["state"] == "done" and st["step"] == steps
+        assert st["mediator_pools_applied"] >= 1, st
+        assert st["relation_terms"].get("box_tracking", 0) >= steps // 3, st["relation_skips"]
+    assert len(sorted((tmp_path / "mediator").glob("*.h5"))) >= 2
