@@ -48,24 +48,29 @@ def arm_config(preset: str | Path, fraction: float, mode: str, *, data_root: Pat
 
 def world_root(config: Any) -> Path:
     """The folder :func:`ensure_world` keeps ``config``'s simulated world in: ``data.root/<tag>``, the tag
-    naming the seed, sequences x frames, camera size and any world parameter away from the default.
+    naming the seed, sequences x frames, camera size, the LiDAR beams (when any) and any world parameter away
+    from the default.
 
     Example:
         >>> from taskology.config import load_config
         >>> world_root(load_config(None, ["data.root=data", "sim.sequences=3", "sim.frames=5", "sim.seed=2",
-        ...                               "sim.camera=32x96", "sim.ego_speed_mps=[2, 12]"])).as_posix()
+        ...                               "sim.camera=32x96", "sim.lidar_beams=0", "sim.ego_speed_mps=[2, 12]"])).as_posix()
         'data/seed2-3x5-32x96-ego_speed_mps2-12'
+        >>> world_root(load_config(None, ["data.root=data", "sim.sequences=3", "sim.frames=5", "sim.seed=2",
+        ...                               "sim.camera=32x96", "sim.lidar_beams=32"])).as_posix()
+        'data/seed2-3x5-32x96-lidar32'
     """
     sim = config.sim
     height, width = sim.camera_hw
     tag = "".join(f"-{k}" + "-".join(f"{x:g}" for x in (v if isinstance(v, tuple) else (v,)))
                   for k, v in sorted(sim.world_changes().items(), reverse=True))
-    return Path(config.data.root) / f"seed{sim.seed}-{sim.sequences}x{sim.frames}-{height}x{width}{tag}"
+    beams = f"-lidar{sim.lidar_beams}" if sim.lidar_beams else ""
+    return Path(config.data.root) / f"seed{sim.seed}-{sim.sequences}x{sim.frames}-{height}x{width}{beams}{tag}"
 
 
 def ensure_world(config: Any, say: Any = None) -> Path:
-    """Simulate ``config``'s sequences (embedded simulator, no LiDAR) into :func:`world_root` unless they are
-    there; returns that folder.
+    """Simulate ``config``'s sequences (embedded simulator, ``sim.lidar_beams`` LiDAR beams) into
+    :func:`world_root` unless they are there; returns that folder.
 
     The folder carries a world record (:mod:`taskology.sim.cache`): a folder simulated by other simulator code
     is checked (one shard simulated again and compared) and, where its world differs, set aside and simulated
@@ -79,12 +84,12 @@ def ensure_world(config: Any, say: Any = None) -> Path:
     hw = sim.camera_hw
     world = WorldConfig(**sim.world_changes())
     spec = {"backend": "embedded", "seed": int(sim.seed), "sequences": int(sim.sequences),
-            "frames": int(sim.frames), "camera_hw": list(hw), "lidar_beams": 0,
+            "frames": int(sim.frames), "camera_hw": list(hw), "lidar_beams": int(sim.lidar_beams),
             "frame_rate": float(sim.frame_rate), "world": world.to_dict()}
 
     def make_shard(folder: Path, index: int) -> Path:
-        return generate_shard(folder, seed=sim.seed, index=index, frames=sim.frames, camera_hw=hw, lidar_beams=0,
-                              frame_rate=sim.frame_rate, world=world)
+        return generate_shard(folder, seed=sim.seed, index=index, frames=sim.frames, camera_hw=hw,
+                              lidar_beams=int(sim.lidar_beams), frame_rate=sim.frame_rate, world=world)
 
     names = [f"{sequence_id_for(sim.seed, i)}.h5" for i in range(int(sim.sequences))]
     report = say if say is not None else (lambda line: print(f"data: {line}", flush=True))

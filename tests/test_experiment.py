@@ -30,7 +30,8 @@ def test_ensure_world_simulates_a_varied_world_into_its_own_folder(tmp_path: Pat
     from taskology.config import load_config
     from taskology.data.shard import Shard
 
-    base = [f"data.root={tmp_path}", "sim.sequences=1", "sim.frames=2", "sim.camera=8x24", "sim.seed=3"]
+    base = [f"data.root={tmp_path}", "sim.sequences=1", "sim.frames=2", "sim.camera=8x24", "sim.seed=3",
+            "sim.lidar_beams=0"]
     default = experiment.ensure_world(load_config(None, base))
     varied = experiment.ensure_world(load_config(None, base + ["sim.ego_speed_mps=[2,12]"]))
     assert default.name == "seed3-1x2-8x24"
@@ -48,7 +49,8 @@ def test_ensure_world_checks_a_world_cached_by_other_code(tmp_path: Path, monkey
     from taskology.config import load_config
     from taskology.sim import cache
 
-    config = load_config(None, [f"data.root={tmp_path}", "sim.sequences=2", "sim.frames=2", "sim.camera=8x24"])
+    config = load_config(None, [f"data.root={tmp_path}", "sim.sequences=2", "sim.frames=2", "sim.camera=8x24",
+                                "sim.lidar_beams=0"])
     root = experiment.ensure_world(config)
     world = cache.recorded_world(root)
     assert world is not None and len(cache.read_record(root)["shards"]) == 2

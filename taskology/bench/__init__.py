@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "staleness": "taskology.bench.staleness",
     "consistency": "taskology.bench.consistency",
     "device": "taskology.bench.device",
+    "lidar": "taskology.bench.lidar",
 }
 
 
