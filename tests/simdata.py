@@ -7,32 +7,27 @@ from pathlib import Path
 SIM_HW = (32, 96)
 SIM_SEQUENCES = 5
 SIM_FRAMES = 8
+LIDAR_SEQUENCES = 3
+LIDAR_FRAMES = 4
 
 
-def make_sim_root(root: Path) -> Path:
-    """Render ``SIM_SEQUENCES`` sequences of ``SIM_FRAMES`` frames into ``root`` (idempotent)."""
+def _render(root: Path, sequences: int, frames: int, lidar_beams: int) -> Path:
     from taskology.sim.generate import generate_shard
 
     root.mkdir(parents=True, exist_ok=True)
-    if len(list(root.glob("*.h5"))) < SIM_SEQUENCES:
-        for index in range(SIM_SEQUENCES):
-            generate_shard(root, seed=0, index=index, frames=SIM_FRAMES, camera_hw=SIM_HW, lidar_beams=0,
+    if len(list(root.glob("*.h5"))) < sequences:
+        for index in range(sequences):
+            generate_shard(root, seed=0, index=index, frames=frames, camera_hw=SIM_HW, lidar_beams=lidar_beams,
                            overwrite=True)
     return root
 
 
-LIDAR_SEQUENCES = 3
-LIDAR_FRAMES = 4
+def make_sim_root(root: Path) -> Path:
+    """Render ``SIM_SEQUENCES`` sequences of ``SIM_FRAMES`` frames without LiDAR into ``root`` (idempotent)."""
+    return _render(root, SIM_SEQUENCES, SIM_FRAMES, 0)
 
 
 def make_lidar_root(root: Path) -> Path:
     """Render ``LIDAR_SEQUENCES`` sequences of ``LIDAR_FRAMES`` frames with camera and 32-beam LiDAR into
     ``root`` (idempotent)."""
-    from taskology.sim.generate import generate_shard
-
-    root.mkdir(parents=True, exist_ok=True)
-    if len(list(root.glob("*.h5"))) < LIDAR_SEQUENCES:
-        for index in range(LIDAR_SEQUENCES):
-            generate_shard(root, seed=0, index=index, frames=LIDAR_FRAMES, camera_hw=SIM_HW, lidar_beams=32,
-                           overwrite=True)
-    return root
+    return _render(root, LIDAR_SEQUENCES, LIDAR_FRAMES, 32)

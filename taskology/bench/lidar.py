@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,19 +26,6 @@ from taskology.bench import BenchResult, median_time, target
 
 PRESET = "six-tasks"
 QUICK_OVERRIDES = ["sim.sequences=4", "sim.frames=6", "data.test_sequences=1", "data.val_sequences=1"]
-
-
-def _truthful(batch: dict[str, Any], grid: Any, suffix: str = "") -> dict[str, Any]:
-    import torch
-
-    import taskology.tasks.lidar as lidar
-
-    heat, code = [], []
-    for b in range(batch["gt_boxes"].shape[0]):
-        target_maps = lidar.encode_targets(*lidar.unpadded(batch["gt_boxes"][b], batch["gt_class"][b]), grid)
-        heat.append(torch.from_numpy(target_maps["heatmap"] * 8.0 - 4.0))
-        code.append(torch.from_numpy(target_maps["box_map"]))
-    return {f"heatmap{suffix}": torch.stack(heat), f"box{suffix}": torch.stack(code)}
 
 
 def run(quick: bool) -> BenchResult:
@@ -74,7 +60,8 @@ def run(quick: bool) -> BenchResult:
     chosen = [i for i, sid in enumerate(pairs.sample_ids) if _next_id(sid) in index][:size]
     pair_batch = collate([pairs[i] for i in chosen])
     next_batch = collate([frames[index[_next_id(pairs.sample_ids[i])]] for i in chosen])
-    outputs = {**_truthful(pair_batch, grid), **_truthful(next_batch, grid, "_next")}
+    outputs = {**lidar.label_outputs(pair_batch["gt_boxes"], pair_batch["gt_class"], grid, logit=4.0),
+               **lidar.label_outputs(next_batch["gt_boxes"], next_batch["gt_class"], grid, suffix="_next", logit=4.0)}
     with torch.no_grad():
         motion = tracker.model.eval()(pair_batch["bev"], pair_batch["bev_next"])
     relation = RELATIONS["box_tracking"]

@@ -139,7 +139,7 @@ class DetectionTask(Task):
         points = lidar.ego_points(sample["lidar_points"], sample["lidar_from_ego"])
         boxes, classes, tracks = lidar.visible_boxes(points, sample["boxes"].numpy(), sample["class_id"].numpy(),
                                                      sample["track_id"].numpy(), self.grid, self.min_points)
-        _, boxes, out["bev"] = lidar.sweep_inputs(sample, self.grid, boxes=boxes,
+        _, boxes, out["bev"] = lidar.sweep_inputs(sample, self.grid, boxes=boxes, points=points,
                                                   augmentation=lidar.draw_augmentation(augment and self.augment))
         out.update(lidar.padded(boxes, classes, tracks))
         target = lidar.encode_targets(boxes, classes, self.grid)

@@ -159,10 +159,10 @@ class TrackingTask(Task):
         padded boxes of t (``gt_*``) and their motion ``gt_motion`` (MAX_BOXES, 3) where ``gt_motion_mask``,
         at flat output cells ``gt_index``. Pairs are not augmented (a pair's augmentation must also move its
         ego-motion; not implemented)."""
-        out = self.prepare_inputs(sample)
         if "boxes" not in sample or "ego_next_from_ego" not in sample:
-            return out
+            return self.prepare_inputs(sample)
         points = lidar.ego_points(sample["lidar_points"], sample["lidar_from_ego"])
+        out = lidar.add_bev({**sample, "bev": lidar.sweep_inputs(sample, self.grid, points=points)[2]}, self.grid)
         boxes, classes, tracks = lidar.visible_boxes(points, sample["boxes"].numpy(), sample["class_id"].numpy(),
                                                      sample["track_id"].numpy(), self.grid, self.min_points)
         motion, known = motion_targets(sample, boxes, tracks)

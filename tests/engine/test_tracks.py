@@ -29,12 +29,7 @@ def _truthful(runners: dict[str, TaskRunner], ego_error: float = 0.0) -> None:
     h, w = lidar.output_shape(grid)
 
     def detect(batch):
-        heat, code = [], []
-        for b in range(batch["gt_boxes"].shape[0]):
-            target = lidar.encode_targets(*lidar.unpadded(batch["gt_boxes"][b], batch["gt_class"][b]), grid)
-            heat.append(torch.from_numpy(target["heatmap"] * 40 - 20))
-            code.append(torch.from_numpy(target["box_map"]))
-        return {"heatmap": torch.stack(heat), "box": torch.stack(code)}
+        return lidar.label_outputs(batch["gt_boxes"], batch["gt_class"], grid)
 
     def track(batch):
         n = batch["gt_boxes"].shape[0]

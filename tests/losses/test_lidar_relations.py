@@ -26,13 +26,7 @@ GRID = BevGrid((-32.0, 32.0), (-32.0, 32.0), (-0.5, 4.5), 0.5)
 
 
 def _perfect(batch: dict, suffix: str = "") -> dict[str, torch.Tensor]:
-    heat, code = [], []
-    for b in range(batch["gt_boxes" + suffix].shape[0]):
-        boxes, classes = lidar.unpadded(batch["gt_boxes" + suffix][b], batch["gt_class" + suffix][b])
-        target = lidar.encode_targets(boxes, classes, GRID)
-        heat.append(torch.from_numpy(target["heatmap"] * 40.0 - 20.0))
-        code.append(torch.from_numpy(target["box_map"]))
-    return {f"heatmap{suffix}": torch.stack(heat), f"box{suffix}": torch.stack(code)}
+    return lidar.label_outputs(batch["gt_boxes" + suffix], batch["gt_class" + suffix], GRID, suffix=suffix)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +117,7 @@ def test_box_tracking_teaches_detection_at_t_plus_1_only_where_boxes_move_to(gt)
 
 
 def test_segmentation_boxes_labels_agree_with_the_true_classes(gt) -> None:
-    batch, tasks = gt["batch"], gt["tasks"]
+    batch = gt["batch"]
     depth = batch["depth"]
     b, _, h, w = depth.shape
     boxes = [lidar.unpadded(batch["gt_boxes"][i], batch["gt_class"][i]) for i in range(b)]

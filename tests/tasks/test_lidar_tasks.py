@@ -29,13 +29,7 @@ def _dataset(root: Path, task, pairs: bool) -> PreparedDataset:
 
 def perfect_outputs(batch: dict, grid: BevGrid, suffix: str = "") -> dict[str, torch.Tensor]:
     """Detection outputs that say exactly the labelled boxes of each frame of ``batch``."""
-    heat, code = [], []
-    for b in range(batch["gt_boxes" + suffix].shape[0]):
-        boxes, classes = lidar.unpadded(batch["gt_boxes" + suffix][b], batch["gt_class" + suffix][b])
-        target = lidar.encode_targets(boxes, classes, grid)
-        heat.append(torch.from_numpy(target["heatmap"] * 40.0 - 20.0))
-        code.append(torch.from_numpy(target["box_map"]))
-    return {f"heatmap{suffix}": torch.stack(heat), f"box{suffix}": torch.stack(code)}
+    return lidar.label_outputs(batch["gt_boxes" + suffix], batch["gt_class" + suffix], grid, suffix=suffix)
 
 
 def test_box_code_round_trips_through_targets_and_decoding() -> None:
