@@ -283,7 +283,7 @@ def report(**kwargs: Any) -> None:
 @click.option("--cluster", default="local", show_default=True, callback=_check_cluster,
               help="none, local, tcp://HOST:PORT or tls://HOST:PORT.")
 def demo(**kwargs: Any) -> None:
-    """Simulate data, train the camera tasks alone and collectively, evaluate and report (CPU, minutes).
+    """Simulate data, train the six tasks alone and collectively, evaluate and report (CPU, minutes).
 
     \b
     Examples:

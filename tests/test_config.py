@@ -76,9 +76,9 @@ def test_demo_preset_is_the_small_laptop_run() -> None:
     demo = load_config(ROOT / "taskology/configs/demo.yaml")
     height, width = demo.sim.camera_hw
     assert demo.data.camera_hw == demo.sim.camera_hw and height * width <= 64 * 208  # laptop-sized
-    assert demo.enabled_tasks() == ["depth", "normals", "segmentation", "motion"]
+    assert demo.enabled_tasks() == ["depth", "normals", "segmentation", "motion", "detection", "tracking"]
     assert all(task.label_fraction <= 0.2 for task in demo.tasks.values())
-    assert demo.train.steps <= 1000 and demo.sim.sequences <= 8
+    assert demo.train.steps <= 1000 and demo.sim.sequences <= 12
 
 
 # ---------------------------------------------------------------------------------------- overrides

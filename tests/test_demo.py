@@ -1,6 +1,6 @@
 """``taskology demo`` end to end at 32x96 with a few steps, in-process (``--cluster none``):
 data cache, Ctrl-C mid-training then resume, reuse of finished parts, the report's numbers are the
-engine's, settings mismatch on the same --out is an error."""
+engine's, the LiDAR tasks' detections drawn in the report, settings mismatch on the same --out is an error."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from taskology.engine.runner import TaskRunner
 from taskology.errors import ConfigError
 from taskology.sim import cache as cache_module
 
-TASKS = ("depth", "normals", "segmentation", "motion")
+TASKS = ("depth", "normals", "segmentation", "motion", "detection", "tracking")
 STEPS = 3
 
 
@@ -76,6 +76,12 @@ def test_demo_interrupted_resumed_reused_and_reported(tmp_path: Path, monkeypatc
     assert "In-process run: predictions fresh" in text and "- nothing missing" in text
     for name in ("gallery.png", *(f"loss_{t}.png" for t in TASKS)):
         assert (report_dir / name).stat().st_size > 10_000
+    # the LiDAR tasks' boxes and tracks of the test sequence, written by the evaluation, drawn from above
+    for arm in ("alone", "collective"):
+        assert len(list((out / arm / "detections").glob("*.npz"))) == 1  # data.test_sequences=1
+    assert "## Detections and tracks (held-out test sequences)" in text
+    bevs = sorted(report_dir.glob("bev_*.png"))
+    assert len(bevs) == 4 and all(f"]({p.name})" in text for p in bevs)
 
     # a third run reuses everything: no training, no evaluation
     def no_training(*args, **kwargs):
@@ -96,8 +102,10 @@ def test_cache_key_follows_the_sim_settings() -> None:
     assert demo.sim_cache_key(base.sim) != demo.sim_cache_key(other.sim)
     varied = load_config(demo.DEMO_CONFIG, ["sim.ego_speed_mps=[2.0, 12.0]"])
     assert demo.sim_cache_key(varied.sim) != demo.sim_cache_key(base.sim)
-    # the key caches were made under before the sim.ego_speed_* options existed (commit 24ee17a)
-    assert demo.sim_cache_key(base.sim) == "602a09846d8b"
+    # the key caches were made under before the sim.ego_speed_* options existed (commit 24ee17a), for the demo's
+    # sim settings of then (6 sequences, no LiDAR)
+    then = load_config(demo.DEMO_CONFIG, ["sim.sequences=6", "sim.lidar_beams=0"])
+    assert demo.sim_cache_key(then.sim) == "602a09846d8b"
 
 
 def test_an_unreadable_cached_shard_is_set_aside_and_simulated_again(tmp_path: Path) -> None:
@@ -151,7 +159,8 @@ def test_ctrl_c_stops_a_distributed_run_cleanly(tmp_path: Path) -> None:
                  "data.test_sequences=1", "train.steps=100000", "train.device=cpu", "train.mediator_batch_size=2",
                  "train.checkpoint_every_steps=0", "train.checkpoint_every_s=0", "exchange.live_mediator=true",
                  "train.log_every=2",
-                 "tasks.segmentation.enabled=false", "tasks.motion.enabled=false"]
+                 "tasks.segmentation.enabled=false", "tasks.motion.enabled=false",
+                 "tasks.detection.enabled=false", "tasks.tracking.enabled=false"]
     for t in ("depth", "normals"):
         overrides += [f"tasks.{t}.width=4", f"tasks.{t}.batch_size=2", f"tasks.{t}.label_fraction=1.0"]
     exe = Path(sys.executable).with_name("taskology")
@@ -188,6 +197,23 @@ def test_ctrl_c_stops_a_distributed_run_cleanly(tmp_path: Path) -> None:
     detail = subprocess.run(["ps", "-o", "pid,etime,cmd", "-p", ",".join(left)], capture_output=True,
                             text=True).stdout if left else ""
     assert not left, f"processes of the run still alive 10 s after it ended:\n{detail}"
+
+
+def test_an_arm_without_detections_is_evaluated_again_before_the_report(tmp_path: Path, monkeypatch) -> None:
+    from taskology.config import save_config
+
+    calls: list[tuple[Path, str]] = []
+    monkeypatch.setattr(command_module, "eval_command", lambda run_dir, split: calls.append((run_dir, split)))
+    wanted = load_config(demo.DEMO_CONFIG, tiny_overrides("train.mode=alone", f"data.root={tmp_path}"))
+    save_config(wanted, tmp_path / "demo" / "alone" / "config.yaml")
+    demo.ensure_detections("alone", tmp_path / "demo", wanted, demo._console())
+    assert calls == [(tmp_path / "demo" / "alone", "test")]
+    (tmp_path / "demo" / "alone" / "detections").mkdir()
+    (tmp_path / "demo" / "alone" / "detections" / "seed0-seq00002.npz").write_bytes(b"")
+    demo.ensure_detections("alone", tmp_path / "demo", wanted, demo._console())
+    camera_only = load_config(demo.DEMO_CONFIG, tiny_overrides("tasks.tracking.enabled=false"))
+    demo.ensure_detections("alone", tmp_path / "nowhere", camera_only, demo._console())
+    assert len(calls) == 1  # detections there, or no tracks to write: nothing evaluated
 
 
 def test_live_view_prints_plain_lines_when_not_a_terminal() -> None:

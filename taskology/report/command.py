@@ -8,7 +8,10 @@ The report directory holds:
   the staleness summary and the gallery, plus one note per missing piece;
 - ``metrics.json``: the table as data (``{"rows": [{"task", "metric", "alone", "collective",
   "change_pct", "verdict"}], "arms": {...}}``);
-- ``loss_<task>.png``, ``staleness.png`` (distributed collective runs only), ``gallery.png``.
+- ``loss_<task>.png``, ``staleness.png`` (distributed collective runs only), ``gallery.png``;
+- with the LiDAR tasks (``detections/*.npz`` in an arm, :mod:`taskology.report.detections`):
+  ``bev_<sequence>_<frame>.png`` (a handful of held-out frames from above: LiDAR points, true boxes, detected
+  boxes coloured by track id) and ``track_<sequence>_<id>.png`` (one long-lived track over consecutive frames: camera and BEV crops).
 
 The directory is built next to its destination and renamed into place, so a crash or Ctrl-C never
 leaves a half-written report (an older report stays until the new one is complete).
@@ -145,6 +148,12 @@ def _gallery_section(arms: dict[str, Arm], out: Path, notes: list[str]) -> list[
     return lines + ["![gallery](gallery.png)", ""]
 
 
+def _detections_section(arms: dict[str, Arm], out: Path, notes: list[str]) -> list[str]:
+    from taskology.report.detections import detections_section
+
+    return detections_section(arms, out, notes)
+
+
 def build_report(run_dir: Path, out: Path) -> Path:
     """Write every report file of ``run_dir`` into the existing directory ``out``; returns ``out/report.md``."""
     arms = find_arms(run_dir)
@@ -156,6 +165,7 @@ def build_report(run_dir: Path, out: Path) -> Path:
     lines += _loss_section(arms, out, notes)
     lines += _staleness_section(arms, out, notes)
     lines += _gallery_section(arms, out, notes)
+    lines += _detections_section(arms, out, notes)
     lines += ["## Notes", ""] + ([f"- {n}" for n in notes] if notes else ["- nothing missing"]) + [""]
     write_json_atomic(out / "metrics.json", {
         "rows": metric_data, "notes": notes,

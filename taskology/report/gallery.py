@@ -30,6 +30,9 @@ from taskology.data.preview import colorize_normals, colorize_semantic
 from taskology.report.plots import pyplot
 
 GALLERY_COLUMNS: tuple[str, ...] = ("rgb", "ground truth", "alone", "collective")
+#: the tasks drawn in the gallery: the camera tasks (the LiDAR tasks have their own pictures,
+#: :mod:`taskology.report.bev`).
+GALLERY_TASKS: tuple[str, ...] = ("depth", "normals", "segmentation", "motion")
 #: minimum top of the motion colour range, metres.
 MOTION_MIN_RANGE_M = 0.5
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
-from taskology.report.gallery import pick_indices
+from taskology.report.gallery import GALLERY_TASKS, pick_indices
 from taskology.report.runs import Arm
 
 
@@ -62,7 +62,7 @@ def gallery_rows(arms: Mapping[str, Arm], samples_per_task: int = 3) -> GalleryI
 
     The samples are the same frames for every task (spread evenly over the test frames every task has);
     rows are grouped by sample. The test split is read from the data root of the collective arm (else
-    the only arm).
+    the only arm). Only the camera tasks (:data:`~taskology.report.gallery.GALLERY_TASKS`) are drawn.
     """
     from taskology.engine.registry import Registry
     from taskology.engine.task_data import open_task_data
@@ -82,7 +82,7 @@ def gallery_rows(arms: Mapping[str, Arm], samples_per_task: int = 3) -> GalleryI
     models: dict[str, dict[str, tuple[Any, torch.nn.Module, int] | None]] = {}
     for arm in arms.values():
         models[arm.name] = {}
-        for task_name in arm.tasks:
+        for task_name in [t for t in arm.tasks if t in GALLERY_TASKS]:
             loaded = load_trained_model(arm, task_name)
             models[arm.name][task_name] = loaded
             if loaded is None:
@@ -90,7 +90,7 @@ def gallery_rows(arms: Mapping[str, Arm], samples_per_task: int = 3) -> GalleryI
                                     f"under {arm.seed_dirs()[0] / 'checkpoints' / task_name}")
     registry = Registry.current()
     tests: dict[str, Any] = {}
-    for task_name in reference.tasks:
+    for task_name in [t for t in reference.tasks if t in GALLERY_TASKS]:
         task = registry.build_task(task_name, reference.config)
         data = open_task_data(task, data_root=data_root, config=reference.config, with_mediator=False,
                               registry=registry)
@@ -100,6 +100,9 @@ def gallery_rows(arms: Mapping[str, Arm], samples_per_task: int = 3) -> GalleryI
         ids = list(dataset.sample_ids)
         common = ids if common is None else [s for s in common if s in set(ids)]
     common = common or []
+    if not tests:
+        result.notes.append(f"gallery skipped: {reference.name} arm trains no camera task")
+        return result
     if not common:
         result.notes.append(f"gallery skipped: no test sample shared by all tasks in {data_root}")
         return result

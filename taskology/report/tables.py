@@ -13,10 +13,19 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
-#: metrics where a larger value is better; every other metric is an error (smaller is better).
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"delta1", "miou", "pixel_acc", "within_11_25_pct"})
+#: metrics where a larger value is better; every other metric is an error (smaller is better). Per-class metrics
+#: (``<class>/<name>``, the LiDAR tasks') are judged by ``<name>``; ``ap_*`` (average precision) is higher-better.
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"delta1", "miou", "pixel_acc", "within_11_25_pct", "mota", "idf1"})
+#: counts that say how much was evaluated, not how well (no better or worse): ``<class>/<name>`` of the LiDAR
+#: tasks' figures.
+COUNTS: frozenset[str] = frozenset({"num_gt", "num_pred", "num_objects", "num_predictions", "motion_pairs"})
 #: bookkeeping keys of a metrics record that are not metrics.
 NOT_METRICS: frozenset[str] = frozenset({"step"})
+
+
+def _base_name(metric: str) -> str:
+    """``vehicle/ap_bev@0.7`` -> ``ap_bev``; ``abs_rel`` -> ``abs_rel``."""
+    return metric.rsplit("/", 1)[-1].split("@", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,13 @@ class MetricRow:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric in HIGHER_IS_BETTER
+        name = _base_name(self.metric)
+        return name in HIGHER_IS_BETTER or name.startswith(("ap_", "iou_"))
+
+    @property
+    def is_count(self) -> bool:
+        """A count of what was evaluated (no direction, no verdict)."""
+        return _base_name(self.metric) in COUNTS
 
     @property
     def change_pct(self) -> float | None:
@@ -44,7 +59,7 @@ class MetricRow:
     def verdict(self) -> str:
         """``better`` / ``worse`` / ``same`` for the collective arm; ``""`` when there is no change."""
         change = self.change_pct
-        if change is None:
+        if change is None or self.is_count:
             return ""
         if change == 0:
             return "same"
@@ -81,11 +96,11 @@ def format_value(value: float | None) -> str:
 
 
 def metric_table_markdown(rows: list[MetricRow]) -> str:
-    """A Markdown table: task | metric (↑/↓) | alone | collective | change | verdict."""
+    """A Markdown table: task | metric (↑/↓, # for a count) | alone | collective | change | verdict."""
     lines = ["| task | metric | alone | collective | change | collective is |",
              "| --- | --- | ---: | ---: | ---: | --- |"]
     for row in rows:
-        arrow = "↑" if row.higher_is_better else "↓"
+        arrow = "#" if row.is_count else "↑" if row.higher_is_better else "↓"
         change = row.change_pct
         lines.append(f"| {row.task} | {row.metric} {arrow} | {format_value(row.alone)} | "
                      f"{format_value(row.collective)} | {'—' if change is None else f'{change:+.1f}%'} | "
