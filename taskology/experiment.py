@@ -99,8 +99,9 @@ def ensure_world(config: Any, say: Any = None) -> Path:
 def run_arm(preset: str | Path, fraction: float, mode: str, *, seed: int, run_dir: str | Path, data_root: Path,
             overrides: Sequence[str] = (), split: str = "test", threads: int = 1) -> tuple[dict[str, Any], float]:
     """Train the arm in-process into ``run_dir`` (its ``metrics.json`` included) and evaluate it on ``split``;
-    returns (task -> metric -> value, seconds). ``threads``: torch's intra-op threads for this run (one per run
-    when several run side by side, e.g. with :func:`taskology.bench.parallel.map_in_processes`)."""
+    returns (task -> metric -> value, seconds). ``threads``: torch's intra-op and Numba's threads for this run (one
+    per run when several run side by side, e.g. with :func:`taskology.bench.parallel.map_in_processes`)."""
+    import numba
     import torch
 
     from taskology.engine.collective import run_collective
@@ -108,6 +109,9 @@ def run_arm(preset: str | Path, fraction: float, mode: str, *, seed: int, run_di
 
     tune_malloc()
     torch.set_num_threads(max(int(threads), 1))
+    # Numba's parallel kernels (camera geometry in the data path) too: their idle worker threads spin, and took a
+    # quarter of a core per run beside a one-thread torch when two runs shared 2 cores
+    numba.set_num_threads(min(max(int(threads), 1), numba.config.NUMBA_NUM_THREADS))
     started = time.time()
     config = arm_config(preset, fraction, mode, data_root=Path(data_root), overrides=overrides)
     record = run_collective(config, Path(run_dir), seed=int(seed), tensorboard=False, eval_split=split)
