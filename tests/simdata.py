@@ -8,7 +8,7 @@ SIM_HW = (32, 96)
 SIM_SEQUENCES = 5
 SIM_FRAMES = 8
 LIDAR_SEQUENCES = 3
-LIDAR_FRAMES = 4
+LIDAR_FRAMES = 5
 
 
 def _render(root: Path, sequences: int, frames: int, lidar_beams: int) -> Path:

@@ -62,6 +62,8 @@ def test_the_installed_demo_and_consistency_bench_run_from_an_empty_folder(insta
     tiny = ["sim.sequences=3", "sim.frames=6", "sim.camera=32x96", "data.camera=32x96", "data.test_sequences=1",
             "train.steps=2", "train.eval_every=0", "train.log_every=1", "train.checkpoint_every_steps=0",
             "train.checkpoint_every_s=0", "train.mediator_batch_size=2", "train.consistency_start_step=0",
+            # the camera tasks suffice to show the installed demo runs (tests/test_demo.py runs all six)
+            "sim.lidar_beams=0", "tasks.detection.enabled=false", "tasks.tracking.enabled=false",
             *[f"tasks.{t}.{k}" for t in ("depth", "normals", "segmentation", "motion")
               for k in ("width=4", "batch_size=2", "label_fraction=1.0")]]
     demo = _run(["-c", f"from taskology.demo import demo_command; demo_command('runs/demo', 'none', overrides={tiny!r})"],

@@ -166,14 +166,14 @@ class ShardPoolDataset:
     """
 
     def __init__(self, shard_paths: Sequence[Path], layers: Sequence[str], input_tasks: Sequence[Task] = ()) -> None:
-        self.layers = tuple(layers)
+        self.layers = tuple(layer for layer in layers if layer in KEYS)  # offsets are consumed by the reads
+        groups = {layer.split("/")[0] for layer in layers}
         self.input_tasks = tuple(input_tasks)
         self.paths: list[Path] = []
         self.skipped: list[str] = []
         self.samples: list[tuple[int, str, int]] = []
         self._open: dict[int, Shard] = {}
         self._dead: set[int] = set()
-        groups = {layer.split("/")[0] for layer in self.layers}
         for path in (Path(p) for p in shard_paths):
             try:
                 shard = Shard.open(path)

@@ -15,6 +15,7 @@ from taskology.engine.tracks import track_split
 from taskology.eval3d.records import read_sequence
 from taskology.geometry.rigid import so3_log
 import taskology.tasks.lidar as lidar
+from simdata import LIDAR_FRAMES
 
 
 def _runners(root: Path, tmp_path: Path) -> dict[str, TaskRunner]:
@@ -60,7 +61,7 @@ def test_truthful_models_give_perfect_ap_mota_and_motion(lidar_root: Path, tmp_p
     assert len(files) == 2
     frames = read_sequence(files[0])
     ids = [set(f.track_ids.tolist()) for f in frames]
-    assert len(frames) == 4 and ids[0] & ids[-1], "objects seen throughout keep their track id"
+    assert len(frames) == LIDAR_FRAMES and ids[0] & ids[-1], "objects seen throughout keep their track id"
 
 
 def test_a_wrong_ego_motion_breaks_the_tracks(lidar_root: Path, tmp_path: Path) -> None:
