@@ -141,8 +141,7 @@ class TrackingTask(Task):
                                                "ego/world_from_ego")
     pair: ClassVar[bool] = True
 
-    def __init__(self, *, width: int = 16, grid: BevGrid | None = None, min_points: int = 5,
-                 augment: bool = True) -> None:
+    def __init__(self, *, width: int = 16, grid: BevGrid | None = None, min_points: int = 5) -> None:
         self.width = int(width)
         self.grid = grid if grid is not None else BevGrid()
         self.min_points = int(min_points)
