@@ -12,6 +12,7 @@ from taskology.data.datasets import FrameDataset
 from taskology.data.splits import make_splits
 from taskology.engine.batches import collate
 from taskology.engine.task_data import PreparedDataset
+from taskology.geometry.box_iou import nms_bev_reference
 from taskology.geometry.boxes import transform_boxes
 from taskology.geometry.pillars import BevGrid
 import taskology.tasks.lidar as lidar
@@ -54,6 +55,43 @@ def test_box_code_round_trips_through_targets_and_decoding() -> None:
     np.testing.assert_allclose(found[order], boxes[truth], atol=1e-5)
     assert found_classes[order].tolist() == classes[truth].tolist()
     assert (scores > 0.99).all()
+
+
+def _decode_reference(heatmap: torch.Tensor, box_map: torch.Tensor, grid: BevGrid, threshold: float, max_boxes: int,
+                      nms_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoding written the plain way: a 3x3 max-pool over the whole sigmoid map, top-k, then the pure-Python
+    NMS of each class on its own."""
+    heat = torch.sigmoid(heatmap.double())[None]
+    peaks = (heat == torch.nn.functional.max_pool2d(heat, 3, stride=1, padding=1)) & (heat >= threshold)
+    scores = torch.where(peaks, heat, torch.zeros(())).flatten()
+    top = torch.topk(scores, min(max_boxes, int((scores > 0).sum()))).indices.numpy()
+    k, rest = np.divmod(top, heat.shape[2] * heat.shape[3])
+    i, j = np.divmod(rest, heat.shape[3])
+    boxes = lidar.boxes_from_code(np.stack([i, j], 1).astype(np.float64), box_map.numpy()[:, i, j].T, grid)
+    score = scores.numpy()[top]
+    keep = []
+    for cls in np.unique(k):
+        rows = np.flatnonzero(k == cls)
+        keep.extend(rows[nms_bev_reference(boxes[rows], score[rows], nms_iou)])
+    keep = np.array(sorted(keep, key=lambda r: -score[r]), dtype=np.int64)
+    return boxes[keep], k[keep], score[keep]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decoding_matches_a_plain_max_pool_and_per_class_nms(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    h, w = GRID.shape[0] // lidar.OUTPUT_STRIDE, GRID.shape[1] // lidar.OUTPUT_STRIDE
+    smooth = torch.nn.functional.avg_pool2d(torch.from_numpy(rng.normal(0, 3, (2, h, w))), 5, 1, 2)
+    heatmap = (smooth * 6 - 1.5).float()                       # smooth hills: plateaus-free peaks, many of them
+    box_map = torch.from_numpy(np.concatenate([rng.uniform(0, 1, (2, h, w)), rng.uniform(0.3, 1.5, (1, h, w)),
+                                               np.log(rng.uniform(2.0, 9.0, (3, h, w))),
+                                               rng.normal(0, 1, (2, h, w))])).float()  # large boxes: NMS at work
+    found = lidar.decode_boxes(heatmap, box_map, GRID, score_threshold=0.3, max_boxes=40, nms_iou=0.1)
+    want = _decode_reference(heatmap, box_map, GRID, 0.3, 40, 0.1)
+    assert 5 < len(want[0]) < 40                               # NMS removed some, not all
+    np.testing.assert_allclose(found[0], want[0], rtol=1e-6, atol=1e-6)
+    assert found[1].tolist() == want[1].tolist()
+    np.testing.assert_allclose(found[2], want[2], rtol=1e-5)
 
 
 def test_visible_boxes_need_points_inside_and_a_detection_class() -> None:
