@@ -427,7 +427,75 @@ def test_a_task_s_own_relation_weight_by_labels_replaces_train_s_for_that_task_o
         overrides=("tasks.motion.relation_weight_by_labels=[[0.1, -1.0]]",))
 
 
-def test_world_options_belong_to_the_embedded_simulator() -> None:
+def test_world_options_belong_to_the_embedded_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sections_module, "_carla_importable", lambda: True)
     with pytest.raises(ConfigError, match="ego_speed_mps: options of the embedded simulator; the carla backend"):
         load_config(None, ["sim.backend=carla", "sim.ego_speed_mps=[2, 12]"])
     assert load_config(None, ["sim.backend=carla"]).sim.world_changes() == {}
+
+
+# ------------------------------------------------------------------- options that depend on each other
+@pytest.mark.parametrize("overrides, culprit, expected", [
+    # CARLA's own options with the embedded simulator: they would be ignored
+    (["sim.carla_walkers=5"], "sim.carla_walkers=5",
+     "sim.carla_walkers: options of the CARLA backend, but sim.backend is embedded"),
+    (["sim.carla_host=10.0.0.7:2000"], "sim.carla_host=10.0.0.7:2000", "sim.carla_host: options of the CARLA backend"),
+    (["sim.carla_vehicles=0"], "sim.carla_vehicles=0", "sim.carla_vehicles: options of the CARLA backend"),
+    (["sim.carla_timeout_s=3"], "sim.carla_timeout_s=3", "sim.carla_timeout_s: options of the CARLA backend"),
+    (["sim.carla_reconnect_s=5"], "sim.carla_reconnect_s=5", "sim.carla_reconnect_s: options of the CARLA backend"),
+    # the embedded simulator's options with CARLA: CARLA drives its own traffic
+    (["sim.backend=carla", "sim.ego_speed_mps=[2, 12]"], "sim.ego_speed_mps=[2, 12]",
+     "sim.ego_speed_mps: options of the embedded simulator; the carla backend drives its own traffic"),
+    # a tick CARLA's physics cannot cover
+    (["sim.backend=carla", "sim.frame_rate=5"], "sim.frame_rate=5", "sim.frame_rate: the carla backend needs >= 6.25 Hz"),
+    # CARLA with nothing to feed: no live mediator, or an in-process run
+    (["sim.backend=carla", "exchange.live_mediator=false"], "sim.backend=carla",
+     "sim.backend: carla feeds the live mediator pool, but exchange.live_mediator is false"),
+    (["sim.backend=carla", "cluster.address=none"], "sim.backend=carla",
+     "sim.backend: carla feeds the live mediator pool of distributed runs, but cluster.address is none"),
+    # the server's address
+    (["sim.backend=carla", "sim.carla_host=carla-0"], "sim.carla_host=carla-0",
+     "sim.carla_host: expected HOST:PORT like '127.0.0.1:2000'; found 'carla-0'"),
+    (["sim.backend=carla", "sim.carla_host=carla-0:0"], "sim.carla_host=carla-0:0", "sim.carla_host: expected HOST:PORT"),
+    (["sim.backend=carla", "sim.carla_host=tcp://h:2000"], "sim.carla_host=tcp://h:2000",
+     "sim.carla_host: expected HOST:PORT"),
+    (["sim.backend=carla", "sim.carla_walkers=-1"], "sim.carla_walkers=-1", "sim.carla_walkers: must be >= 0 and <= 500"),
+])
+def test_options_that_cannot_work_together_are_refused_at_load(overrides: list[str], culprit: str, expected: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sections_module, "_carla_importable", lambda: True)
+    message = _error(overrides=tuple(overrides))
+    assert message.startswith(f"override {culprit!r}: ") and expected in message
+
+
+def test_carla_settings_that_work_load_and_reach_the_sim_actor_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskology.sim.carla_backend import MIN_FRAME_RATE_HZ, CarlaOptions
+
+    monkeypatch.setattr(sections_module, "_carla_importable", lambda: True)
+    assert sections_module.CARLA_MIN_FRAME_RATE_HZ == MIN_FRAME_RATE_HZ
+    cfg = load_config(None, ["sim.backend=carla", "sim.carla_host=carla-3.cluster:2010", "sim.carla_walkers=7",
+                             "sim.frame_rate=6.25", "sim.carla_reconnect_s=30"])
+    assert cfg.sim.carla_options() == CarlaOptions(host="carla-3.cluster:2010", vehicles=30, walkers=7, timeout_s=10.0,
+                                                   reconnect_s=30.0)
+    assert load_config(None, []).sim.carla_options() is None
+    # alone: no mediator at all, so the backend does not matter (a baseline arm of a CARLA experiment)
+    alone = load_config(None, ["sim.backend=carla", "train.mode=alone", "exchange.live_mediator=false"])
+    assert alone.sim.backend == "carla"
+
+
+def test_carla_live_mediator_needs_the_client_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sections_module, "_carla_importable", lambda: False)
+    message = _error(overrides=("sim.backend=carla",))
+    assert message == ("override 'sim.backend=carla': sim.backend: carla needs the 'carla' client package for the live "
+                       "mediator, and it is not installed here; pip install 'taskology[carla]' (carla==0.9.16, "
+                       "matching the server)")
+    load_config(None, ["sim.backend=carla", "train.mode=alone"])        # no SimActor: no client needed
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "carla", None)                       # `import carla` would fail
+    assert sections_module._carla_importable() is False
+
+
+def test_carla_section_in_a_file_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sections_module, "_carla_importable", lambda: True)
+    path = _write(tmp_path, "sim:\n  backend: carla\ncluster:\n  address: none\n")
+    assert _error(path).startswith(f"{path}: sim.backend: carla feeds the live mediator pool of distributed runs")

@@ -11,8 +11,10 @@ Example:
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional, Sequence
 
@@ -139,11 +141,31 @@ class DataConfig(_Section):
         return parse_camera_hw(self.camera)
 
 
+#: the lowest frame rate CARLA's physics substeps cover (16 substeps of 0.01 s per tick), Hz; the same
+#: figure as :data:`taskology.sim.carla_backend.MIN_FRAME_RATE_HZ` (a test ties them).
+CARLA_MIN_FRAME_RATE_HZ = 6.25
+
+
+def _carla_importable() -> bool:
+    """Whether ``import carla`` would find the package (without importing it)."""
+    if "carla" in sys.modules:
+        return sys.modules["carla"] is not None
+    return importlib.util.find_spec("carla") is not None
+
+
 class SimConfig(_Section):
     """What the simulator generates (``taskology sim`` and the SimActor)."""
 
     backend: Literal["embedded", "carla"] = "embedded"
     carla_host: Annotated[str, BeforeValidator(_host_port_text)] = "127.0.0.1:2000"
+    carla_vehicles: Annotated[Int, Field(ge=0, le=500)] = Field(
+        30, description="Vehicles spawned around the ego per sequence (backend carla).")
+    carla_walkers: Annotated[Int, Field(ge=0, le=500)] = Field(
+        20, description="Pedestrians with AI controllers spawned per sequence (backend carla).")
+    carla_timeout_s: Annotated[Float, Field(gt=0, le=600)] = Field(
+        10.0, description="Per request to the server and per sensor frame, seconds (backend carla).")
+    carla_reconnect_s: Annotated[Float, Field(ge=0)] = Field(
+        300.0, description="How long the live SimActor waits for a CARLA server that went away, seconds.")
     sequences: Annotated[Int, Field(ge=1)] = 8
     frames: Annotated[Int, Field(ge=1)] = 20
     seed: Annotated[Int, Field(ge=0)] = 0
@@ -167,11 +189,28 @@ class SimConfig(_Section):
         return (float(lo), float(hi))
 
     @model_validator(mode="after")
-    def _world_only_embedded(self) -> "SimConfig":
+    def _options_match_backend(self) -> "SimConfig":
         if self.backend != "embedded" and self.world_changes():
-            raise _fail(f"{', '.join(self.world_changes())}: options of the embedded simulator; the "
-                        f"{self.backend} backend drives its own traffic")
+            raise _fail(f"options of the embedded simulator; the {self.backend} backend drives its own traffic",
+                        ", ".join(self.world_changes()))
+        fields = type(self).model_fields
+        carla_set = [name for name in fields if name.startswith("carla_") and getattr(self, name) != fields[name].default]
+        if self.backend != "carla" and carla_set:
+            raise _fail(f"options of the CARLA backend, but sim.backend is {self.backend}; set sim.backend: carla "
+                        "or leave them out", carla_set[0])
+        if self.backend == "carla" and self.frame_rate < CARLA_MIN_FRAME_RATE_HZ:
+            raise _fail(f"the carla backend needs >= {CARLA_MIN_FRAME_RATE_HZ:g} Hz (a longer tick than 16 physics "
+                        f"substeps of 0.01 s is simulated inaccurately); found {self.frame_rate:g}", "frame_rate")
         return self
+
+    def carla_options(self) -> Any:
+        """The :class:`taskology.sim.carla_backend.CarlaOptions` of this section (``None`` for the embedded backend)."""
+        if self.backend != "carla":
+            return None
+        from taskology.sim.carla_backend import CarlaOptions
+
+        return CarlaOptions(host=self.carla_host, vehicles=int(self.carla_vehicles), walkers=int(self.carla_walkers),
+                            timeout_s=float(self.carla_timeout_s), reconnect_s=float(self.carla_reconnect_s))
 
     def world_changes(self) -> dict[str, Any]:
         """The world parameters this section sets away from :class:`taskology.sim.config.WorldConfig`'s
@@ -496,6 +535,25 @@ class ExperimentConfig(_Section):
     def _some_task_enabled(self) -> "ExperimentConfig":
         if not self.enabled_tasks():
             raise _fail(f"no task is enabled; enable at least one of {', '.join(available_tasks())}", "tasks")
+        return self
+
+    @model_validator(mode="after")
+    def _carla_has_a_live_mediator(self) -> "ExperimentConfig":
+        """``sim.backend: carla`` is read by the live SimActor of collective distributed runs only; a
+        config where it would run nothing, or where the client package is missing, is refused."""
+        if self.sim.backend != "carla" or self.train.mode != "collective":
+            return self   # alone: no mediator at all, the backend does not matter
+        if not self.exchange.live_mediator:
+            raise _fail("carla feeds the live mediator pool, but exchange.live_mediator is false (training would read "
+                        "the fixed mediator split of data.root); set exchange.live_mediator: true or sim.backend: "
+                        "embedded", "sim.backend")
+        if self.cluster.address == "none":
+            raise _fail("carla feeds the live mediator pool of distributed runs, but cluster.address is none (an "
+                        "in-process run reads the fixed mediator split of data.root); use cluster.address local "
+                        "or tcp://HOST:PORT, or sim.backend: embedded", "sim.backend")
+        if not _carla_importable():
+            raise _fail("carla needs the 'carla' client package for the live mediator, and it is not installed "
+                        "here; pip install 'taskology[carla]' (carla==0.9.16, matching the server)", "sim.backend")
         return self
 
     def enabled_tasks(self) -> list[str]:

@@ -23,6 +23,12 @@ Guarantees (the decisions are pure functions below, tested without a cluster):
   reading the old inode (POSIX), a reader that lists and then opens a retired path gets
   ``FileNotFoundError`` and should re-list.
 
+- **Either simulator.** ``backend="embedded"`` renders with the built-in simulator;
+  ``backend="carla"`` records from a CARLA server through one :class:`~taskology.sim.carla_backend.CarlaSession`
+  held by the generator thread (synchronous mode while it runs, the server's settings restored when it
+  ends, reconnection with back-off when the server restarts: the interrupted shard is recorded again,
+  never served half-written).
+
 Example (on a cluster)::
 
     actor = client.submit(SimActor, "runs/x/mediator", seed=0, frames=20, pool_size=64, actor=True).result()
@@ -40,7 +46,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from taskology.atomic import write_json_atomic
 from taskology.errors import SimError, TaskologyError
@@ -147,6 +153,43 @@ class _StopRequested(Exception):
     """Raised from the progress callback to abort the shard being written (its temp file is dropped)."""
 
 
+class ShardSource(Protocol):
+    """What the generator thread writes shards with: the embedded simulator or a CARLA session."""
+
+    def sequence_id(self, seed: int, index: int) -> str: ...
+
+    def write_shard(self, out_dir: Path, *, seed: int, index: int, frames: int,
+                    progress: Callable[[int], None] | None = None) -> Path: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedSource:
+    """:func:`taskology.sim.generate.generate_shard` with fixed sensor and world arguments."""
+
+    def __init__(self, generate_kwargs: dict[str, Any]) -> None:
+        self.generate_kwargs = generate_kwargs
+
+    def sequence_id(self, seed: int, index: int) -> str:
+        from taskology.sim.generate import sequence_id_for
+
+        return sequence_id_for(seed, index)
+
+    def write_shard(self, out_dir: Path, *, seed: int, index: int, frames: int,
+                    progress: Callable[[int], None] | None = None) -> Path:
+        from taskology.sim.generate import generate_shard
+
+        return generate_shard(out_dir, seed=seed, index=index, frames=frames, progress=progress, **self.generate_kwargs)
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "embedded"}
+
+    def close(self) -> None:
+        pass
+
+
 class SimActor:
     """Generate shards ``(seed, index)`` for ``index = next, next + 1, ...`` into ``run_dir``.
 
@@ -165,15 +208,34 @@ class SimActor:
         max_ahead: back-pressure: pause while this many complete shards are newer than the newest one a
             consumer has taken (:meth:`taken`); ``None``: generate freely. With ``max_ahead = pool_size``
             the shards of the pool consumers hold are never retired under them.
+        backend: ``"embedded"`` or ``"carla"`` (records from the server ``carla.host``).
+        carla: :class:`~taskology.sim.carla_backend.CarlaOptions` of the CARLA backend (``None``: its
+            defaults); only with ``backend="carla"``.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], *, seed: int = 0, frames: int = 20,
                  camera_hw: tuple[int, int] = (64, 208), lidar_beams: int = 32, lidar_azimuth: int = 1024,
                  frame_rate: float = 10.0, pool_size: int | None = None, max_shards: int | None = None,
                  retire_margin: int | None = None, max_ahead: int | None = None,
-                 world: dict[str, Any] | None = None) -> None:
+                 world: dict[str, Any] | None = None, backend: str = "embedded", carla: Any = None) -> None:
         if frames <= 0:
             raise SimError(f"SimActor: frames must be > 0, found {frames}")
+        if backend not in ("embedded", "carla"):
+            raise SimError(f"SimActor: backend must be 'embedded' or 'carla', found {backend!r}")
+        if backend == "carla" and world:
+            raise SimError(f"SimActor: world options {sorted(world)} belong to the embedded simulator; the carla "
+                           "backend drives its own traffic")
+        if backend == "embedded" and carla is not None:
+            raise SimError("SimActor: CARLA options given with backend 'embedded'; pass backend='carla'")
+        if backend == "carla":
+            from taskology.sim.carla_backend import CarlaOptions, physics_substeps
+
+            carla = CarlaOptions() if carla is None else carla
+            if not isinstance(carla, CarlaOptions):
+                raise SimError(f"SimActor: carla must be CarlaOptions or None, found {type(carla).__name__}")
+            physics_substeps(float(frame_rate))   # refuses rates CARLA cannot simulate
+        self.backend = backend
+        self.carla = carla
         if pool_size is not None and pool_size < 1:
             raise SimError(f"SimActor: pool_size must be >= 1 shard or None, found {pool_size}")
         self.run_dir = Path(run_dir)
@@ -207,6 +269,7 @@ class SimActor:
         self._frames_done = 0
         self._busy_s = 0.0
         self._in_progress: dict[str, int] | None = None
+        self._source: ShardSource | None = None
         self._errors: list[str] = []
         self._quarantined: list[str] = []
         self._removed_temp: list[str] = []
@@ -255,9 +318,11 @@ class SimActor:
         """A snapshot: ``phase`` (idle|scanning|generating|finished|stopped|failed), ``running``,
         ``shards_done`` (by this actor), ``shards_available``, ``next_index``, ``in_progress``
         (``{"index", "frames_done", "frames"}`` or None), ``frames_per_s`` (while generating),
-        ``retired``, ``errors``, ``quarantined``, ``removed_temp_files``."""
+        ``retired``, ``errors``, ``quarantined``, ``removed_temp_files``, ``source`` (the simulator:
+        ``backend``, and for CARLA its connection: ``connected``, ``connects``, ``reconnect_waits_s``, ...)."""
+        source = self._source
         with self._lock:
-            return {"phase": self._phase, "running": bool(self._thread and self._thread.is_alive()),
+            return {"phase": self._phase, "source": source.status() if source is not None else {"backend": self.backend}, "running": bool(self._thread and self._thread.is_alive()),
                     "shards_done": self._done, "shards_available": len(self._pool), "next_index": self._next,
                     "in_progress": dict(self._in_progress) if self._in_progress else None,
                     "frames_per_s": frames_per_second(self._frames_done, self._busy_s), "retired": self._retired,
@@ -302,9 +367,22 @@ class SimActor:
 
     # ------------------------------------------------------------------ background thread
     def _config(self) -> dict[str, Any]:
-        return {"seed": self.seed, "frames": self.frames,
-                **{k: v.to_dict() if k == "world" else list(v) if isinstance(v, tuple) else v
-                   for k, v in self.generate_kwargs.items()}}
+        config = {"seed": self.seed, "frames": self.frames,
+                  **{k: v.to_dict() if k == "world" else list(v) if isinstance(v, tuple) else v
+                     for k, v in self.generate_kwargs.items()}}
+        if self.backend == "carla":  # only then: an embedded actor's ledger stays as before (resumable)
+            config.update(backend="carla", carla=self.carla.content())
+        return config
+
+    def _open_source(self) -> ShardSource:
+        if self.backend == "embedded":
+            return EmbeddedSource(self.generate_kwargs)
+        from taskology.sim.carla_backend import CarlaSession
+        from taskology.sim.carla_convert import default_sensor_rig
+
+        kw = self.generate_kwargs
+        rig = default_sensor_rig(kw["camera_hw"], kw["lidar_beams"], kw["lidar_azimuth"])
+        return CarlaSession(self.carla, rig, frame_rate=kw["frame_rate"], stop=self._stop)
 
     def _scan(self, sequence_id_for: Callable[[int, int], str]) -> None:
         """Resume: check the ledger, drop stale temp files, validate shards, find the next index."""
@@ -345,10 +423,12 @@ class SimActor:
             self._next = plan.next_index
 
     def _run(self) -> None:
-        try:
-            from taskology.sim.generate import generate_shard, sequence_id_for
+        from taskology.sim.carla_backend import CarlaVersionError, SessionStopped
 
-            self._scan(sequence_id_for)
+        source: ShardSource | None = None
+        try:
+            source = self._source = self._open_source()
+            self._scan(source.sequence_id)
             with self._lock:
                 self._phase = "generating"
             failures = 0
@@ -367,15 +447,15 @@ class SimActor:
                 with self._lock:
                     self._phase = "generating"
                 try:
-                    self._generate_one(generate_shard, index)
+                    self._generate_one(source, index)
                     failures = 0
-                except _StopRequested:
+                except (_StopRequested, SessionStopped):
                     break
                 except Exception as exc:  # noqa: BLE001 - reported through status(); retried, then given up
                     failures += 1
                     with self._lock:
                         self._errors = (self._errors + [f"index {index}: {type(exc).__name__}: {exc}"])[-20:]
-                    if failures >= MAX_CONSECUTIVE_FAILURES:
+                    if failures >= MAX_CONSECUTIVE_FAILURES or isinstance(exc, CarlaVersionError):  # never retried
                         with self._lock:
                             self._phase = "failed"
                         return
@@ -386,28 +466,29 @@ class SimActor:
                 self._errors.append(f"{type(exc).__name__}: {exc}")
                 self._phase = "failed"
         finally:
+            if source is not None:
+                source.close()   # CARLA: the server's own settings back
             with self._lock:
                 self._in_progress = None
 
-    def _generate_one(self, generate_shard: Callable[..., Path], index: int) -> None:
+    def _generate_one(self, source: ShardSource, index: int) -> None:
         with self._lock:
             self._in_progress = {"index": index, "frames_done": 0, "frames": self.frames}
         last = time.perf_counter()
 
-        def progress(*_: Any) -> None:
+        def progress(done: int) -> None:
             nonlocal last
             if self._stop.is_set():
                 raise _StopRequested()
             now = time.perf_counter()
             with self._lock:
                 if self._in_progress is not None:
-                    self._in_progress["frames_done"] += 1
+                    self._in_progress["frames_done"] = done   # restarts at 1 when a shard is recorded again
                 self._frames_done += 1
                 self._busy_s += now - last
             last = now
 
-        path = generate_shard(self.run_dir, seed=self.seed, index=index, frames=self.frames, progress=progress,
-                              **self.generate_kwargs)
+        path = source.write_shard(self.run_dir, seed=self.seed, index=index, frames=self.frames, progress=progress)
         with self._lock:
             self._busy_s += time.perf_counter() - last
             self._pool[index] = Path(path)

@@ -1,293 +1,93 @@
 """CARLA backend: record driving sequences from a CARLA server into the shard schema.
 
-The embedded renderer and this backend write the identical schema (:mod:`taskology.data.schema`), so
-a model trained on one reads the other. The ``carla`` package is an optional extra
-(``pip install 'taskology[carla]'``) and is imported lazily; the server cannot run on the project's
-CI machines, so the network path is exercised only by tests marked ``carla``.
+The ``carla`` package is an optional extra (``pip install 'taskology[carla]'``) and is imported lazily;
+the server cannot run on the project's CI machines, so the network path is exercised against an
+in-process fake server in the tests and against a real one only by tests marked ``carla``. The pure
+conversions (images, frames, boxes, normals) are in :mod:`taskology.sim.carla_convert`.
 
-The testable core are the pure conversions below (plain NumPy, no ``carla`` needed):
+A :class:`CarlaSession` is one connection in synchronous mode:
 
-- CARLA cameras deliver BGRA ``uint8`` images. Depth is encoded as
-  ``metres = 1000 * (R + G*256 + B*65536) / (256**3 - 1)`` (planar z-buffer depth; the far plane,
-  1000 m, is the sky and becomes ``0`` = invalid). Semantic tags (CARLA >= 0.9.14) are in the R
-  channel; the instance camera carries the tag in R and the actor id in G (low byte) and B (high byte).
-- Unreal frames are left-handed: x forward, y right, z up. Ours (world, ego, LiDAR) are right-handed:
-  x forward, y left, z up. A point converts by flipping y; a transform ``M`` by ``S @ M @ S`` with
-  ``S = diag(1, -1, 1, 1)``; a yaw angle by a sign flip. The camera frame is OpenCV (x right, y down,
-  z forward), reached from the Unreal sensor frame by :data:`CV_FROM_UE`.
-- ``carla.BoundingBox`` holds half sizes (``extent``), a location relative to its actor, and a
-  rotation in degrees; ours is ``(x, y, z, l, w, h, yaw)`` in the ego frame, z at the centre, radians.
-- Camera intrinsics come from the horizontal field of view: ``f = W / (2 tan(fov / 2))``, principal
-  point at the image centre, ``((W - 1) / 2, (H - 1) / 2)`` in our pixel-centre convention.
+- **Version.** On connect the server's version is checked: older than 0.9.16 is refused (the instance
+  camera's actor-id encoding read here is CARLA 0.9.16's; older servers encode Unreal's own ids).
+- **Synchronous mode** with ``fixed_delta_seconds = 1 / frame_rate`` and physics substeps of at most
+  :data:`PHYSICS_SUBSTEP_S` (so frame rates below :data:`MIN_FRAME_RATE_HZ` are refused); the traffic
+  manager synchronous too. :meth:`CarlaSession.close` restores the settings the server had.
+- **Reconnect.** When a recording fails and the server no longer answers, or answers with another
+  episode (it restarted), the session reconnects with exponential back-off (up to
+  ``CarlaOptions.reconnect_s``) and records the sequence again from scratch; a half-written shard never
+  appears (:class:`~taskology.data.shard.ShardWriter` writes a temp file and links it when complete).
+- **Traffic.** Per sequence an ego vehicle and up to ``vehicles`` others on the traffic manager's
+  autopilot, and up to ``walkers`` pedestrians driven by ``controller.ai.walker`` to random navigation
+  points; all seeded by ``(seed, index)``, all destroyed when the sequence ends.
+- **Normals.** If the server offers ``sensor.camera.normals`` its image is used
+  (:func:`~taskology.sim.carla_convert.normals_from_carla_bgra`), else normals are estimated from depth.
+  The shard's generator description says which (``config.normals``).
 
-Example:
-    >>> import numpy as np
-    >>> bgra = np.zeros((1, 1, 4), np.uint8); bgra[..., 2] = 255      # R = 255, G = B = 0
-    >>> float(depth_metres_from_bgra(bgra)[0, 0]) == float(np.float32(1000 * 255 / (256**3 - 1)))
-    True
+A shard's generator description holds everything that decides its content (seed, index, frames, sensors,
+traffic, map, server version, normals source), not the server's address: a rerun against another server
+of the same map and version finds the same shards complete (:func:`generate_carla_shards` skips them).
+
+Example (needs a server)::
+
+    path = generate_carla_sequence("data/carla", host="127.0.0.1:2000", index=0, seed=0, frames=20)
 """
 from __future__ import annotations
 
+import itertools
 import math
+import queue
+import random
+import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from taskology.data.schema import MOVABLE_CLASS_IDS, SEMANTIC_CLASSES
-from taskology.errors import SimError
+from taskology.data.schema import MOVABLE_CLASS_IDS
+from taskology.errors import DataError, SimError
+from taskology.sim.carla_convert import (
+    FLIP_Y,
+    CarlaObject,
+    SensorRig,
+    bgra_from_raw,
+    carla_pose_from_matrix,
+    default_sensor_rig,
+    fov_from_intrinsics,
+    frame_layers_from_carla,
+    mount_from_cam_from_ego,
+)
 
-#: Unreal (left-handed, x forward, y right, z up) <-> ours (right-handed, y left): flip y. Own inverse.
-FLIP_Y = np.diag([1.0, -1.0, 1.0, 1.0])
-#: OpenCV camera (x right, y down, z forward) from the Unreal sensor frame (x forward, y right, z up).
-CV_FROM_UE = np.array([[0.0, 1.0, 0.0, 0.0],
-                       [0.0, 0.0, -1.0, 0.0],
-                       [1.0, 0.0, 0.0, 0.0],
-                       [0.0, 0.0, 0.0, 1.0]])
-#: distance CARLA's depth camera reports for the sky (the far plane), metres.
-CARLA_FAR_PLANE_M = 1000.0
-#: CARLA tags (>= 0.9.14) that our schema does not render, mapped to the nearest class we do.
-#: Every other id in 0..28 maps to itself (the schema reuses CARLA's ids); ids above 28 -> 0.
-CARLA_TAG_REMAP: dict[int, int] = {
-    17: 0,   # train -> unlabeled (not a class we render or track)
-    20: 0,   # static -> unlabeled
-    21: 0,   # dynamic -> unlabeled
-    22: 0,   # other -> unlabeled
-    23: 10,  # water -> terrain
-    25: 10,  # ground -> terrain
-    26: 3,   # bridge -> building
-    27: 10,  # rail track -> terrain
-    28: 5,   # guard rail -> fence
-}
-
-
-def _tag_lut() -> np.ndarray:
-    lut = np.zeros(256, np.uint8)
-    for tag in SEMANTIC_CLASSES:
-        lut[tag] = tag
-    for tag, ours in CARLA_TAG_REMAP.items():
-        lut[tag] = ours
-    return lut
+#: the oldest server whose sensor encodings the conversions read correctly.
+MIN_SERVER_VERSION = (0, 9, 16)
+#: the camera sensors we attach, name -> CARLA blueprint.
+CAMERA_BLUEPRINTS = {"rgb": "sensor.camera.rgb", "depth": "sensor.camera.depth",
+                     "semantic": "sensor.camera.semantic_segmentation",
+                     "instance": "sensor.camera.instance_segmentation"}
+#: attached as well when the server's blueprint library has it.
+NORMALS_BLUEPRINT = "sensor.camera.normals"
+WALKER_CONTROLLER = "controller.ai.walker"
+#: actors farther than this from the ego are not written to ``objects/``, metres.
+OBJECT_RANGE_M = 80.0
+#: physics substep the session asks for, seconds, and the most substeps CARLA allows per tick.
+PHYSICS_SUBSTEP_S = 0.01
+MAX_PHYSICS_SUBSTEPS = 16
+#: the lowest frame rate whose tick CARLA's physics substeps can cover, Hz.
+MIN_FRAME_RATE_HZ = 1.0 / (PHYSICS_SUBSTEP_S * MAX_PHYSICS_SUBSTEPS)
 
 
-_TAG_LUT = _tag_lut()
+class CarlaVersionError(SimError):
+    """The server is older than :data:`MIN_SERVER_VERSION` (never retried)."""
 
 
-# ----------------------------------------------------------------------------------------- images
-def _check_bgra(bgra: np.ndarray, what: str) -> None:
-    if bgra.dtype != np.uint8 or bgra.ndim < 3 or bgra.shape[-1] != 4:
-        raise SimError(f"{what}: expected a BGRA uint8 image (..., H, W, 4), found {bgra.dtype} {bgra.shape}")
+class SessionStopped(Exception):
+    """The session's stop event was set while it waited for the server."""
 
 
-def bgra_from_raw(raw: bytes | memoryview, height: int, width: int) -> np.ndarray:
-    """View a ``carla.Image.raw_data`` buffer as ``(H, W, 4) uint8`` BGRA (no copy)."""
-    arr = np.frombuffer(raw, dtype=np.uint8)
-    if arr.size != height * width * 4:
-        raise SimError(f"CARLA image: expected {height}x{width}x4 = {height * width * 4} bytes, found {arr.size}")
-    return arr.reshape(height, width, 4)
-
-
-def rgb_from_bgra(bgra: np.ndarray) -> np.ndarray:
-    """``(..., H, W, 4) uint8`` BGRA -> ``(..., H, W, 3) uint8`` RGB (alpha dropped), contiguous."""
-    _check_bgra(bgra, "rgb camera")
-    return np.ascontiguousarray(bgra[..., 2::-1])
-
-
-def depth_metres_from_bgra(bgra: np.ndarray, far_plane_m: float = CARLA_FAR_PLANE_M) -> np.ndarray:
-    """Decode CARLA's depth camera: ``(..., H, W, 4) uint8`` BGRA -> ``(..., H, W) float32`` metres.
-
-    ``metres = 1000 * (R + G*256 + B*65536) / (256**3 - 1)``, computed in float64 and rounded once to
-    float32. Pixels at the far plane (``>= far_plane_m``, the sky) become ``0`` (invalid).
-    """
-    _check_bgra(bgra, "depth camera")
-    code = (bgra[..., 2].astype(np.float64) + bgra[..., 1].astype(np.float64) * 256.0
-            + bgra[..., 0].astype(np.float64) * 65536.0)
-    metres = CARLA_FAR_PLANE_M * code / (256.0**3 - 1.0)
-    metres[metres >= far_plane_m] = 0.0
-    return metres.astype(np.float32)
-
-
-def schema_tags_from_carla(tags: np.ndarray) -> np.ndarray:
-    """CARLA semantic tag ids (any integer array) -> schema tag ids ``uint8`` (see CARLA_TAG_REMAP)."""
-    tags = np.asarray(tags)
-    clipped = np.where((tags >= 0) & (tags < 256), tags, 0).astype(np.intp)
-    return _TAG_LUT[clipped]
-
-
-def semantic_from_bgra(bgra: np.ndarray) -> np.ndarray:
-    """Semantic camera ``(..., H, W, 4)`` BGRA -> ``(..., H, W) uint8`` schema tags (tag in the R channel)."""
-    _check_bgra(bgra, "semantic camera")
-    return schema_tags_from_carla(bgra[..., 2])
-
-
-def actor_ids_from_instance_bgra(bgra: np.ndarray) -> np.ndarray:
-    """Instance camera ``(..., H, W, 4)`` BGRA -> ``(..., H, W) int32`` low 16 bits of the actor id (G + 256 B)."""
-    _check_bgra(bgra, "instance camera")
-    return bgra[..., 1].astype(np.int32) + bgra[..., 0].astype(np.int32) * 256
-
-
-def track_ids_from_actor_ids(actor_ids: np.ndarray, semantic: np.ndarray, tracked_ids: np.ndarray, *,
-                             low16: bool) -> np.ndarray:
-    """Per-pixel/point track ids: the actor id where it belongs to a tracked actor of a movable class, else -1.
-
-    Args:
-        actor_ids: (...) int actor ids as the sensor reports them.
-        semantic: (...) uint8 schema tags of the same pixels/points.
-        tracked_ids: (T,) int full CARLA actor ids of the objects written to ``objects/``.
-        low16: the sensor reports only the low 16 bits of the id (the instance camera); the semantic
-            LiDAR reports full ids.
-
-    Returns:
-        (...) int32 track ids (= CARLA actor id), -1 for background and untracked (e.g. parked) objects.
-
-    Example:
-        >>> track_ids_from_actor_ids(np.array([5, 7, 5]), np.array([14, 14, 1], np.uint8), np.array([5]), low16=False)
-        array([ 5, -1, -1], dtype=int32)
-    """
-    tracked = np.asarray(tracked_ids, np.int64).reshape(-1)
-    actor_ids = np.asarray(actor_ids, np.int64)
-    out = np.full(actor_ids.shape, -1, np.int32)
-    if tracked.size == 0:
-        return out
-    keys = tracked & 0xFFFF if low16 else tracked
-    if np.unique(keys).size != keys.size:
-        raise SimError(f"CARLA instance ids: tracked actors {tracked.tolist()} collide in the 16-bit instance channel")
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
-    pos = np.clip(np.searchsorted(sorted_keys, actor_ids), 0, keys.size - 1)
-    hit = (sorted_keys[pos] == actor_ids) & np.isin(semantic, sorted(MOVABLE_CLASS_IDS))
-    out[hit] = tracked[order][pos][hit].astype(np.int32)
-    return out
-
-
-# ------------------------------------------------------------------------------------ transforms
-def matrix_from_carla_pose(location_m: tuple[float, float, float], rotation_deg: tuple[float, float, float]) -> np.ndarray:
-    """The 4x4 float64 matrix of a ``carla.Transform`` in Unreal (left-handed) coordinates.
-
-    Same formula as ``carla.Transform.get_matrix()``. ``location_m = (x, y, z)`` metres,
-    ``rotation_deg = (pitch, yaw, roll)`` degrees (CARLA's argument order).
-    """
-    pitch, yaw, roll = (math.radians(a) for a in rotation_deg)
-    cp, sp, cy, sy, cr, sr = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw), math.cos(roll), math.sin(roll)
-    x, y, z = location_m
-    return np.array([[cp * cy, cy * sp * sr - sy * cr, -cy * sp * cr - sy * sr, x],
-                     [cp * sy, sy * sp * sr + cy * cr, -sy * sp * cr + cy * sr, y],
-                     [sp, -cp * sr, cp * cr, z],
-                     [0.0, 0.0, 0.0, 1.0]])
-
-
-def carla_pose_from_matrix(matrix_lh: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Inverse of :func:`matrix_from_carla_pose`: 4x4 left-handed rigid matrix -> ((x, y, z), (pitch, yaw, roll) deg)."""
-    r = np.asarray(matrix_lh, np.float64)
-    pitch = math.degrees(math.asin(max(-1.0, min(1.0, r[2, 0]))))
-    yaw = math.degrees(math.atan2(r[1, 0], r[0, 0]))
-    roll = math.degrees(math.atan2(-r[2, 1], r[2, 2]))
-    return (float(r[0, 3]), float(r[1, 3]), float(r[2, 3])), (pitch, yaw, roll)
-
-
-def right_handed_from_unreal(matrix_lh: np.ndarray) -> np.ndarray:
-    """A transform between two Unreal frames -> the same transform between our right-handed frames.
-
-    ``S @ M @ S`` with ``S = diag(1, -1, 1, 1)``; a proper rotation stays proper. Its own inverse.
-    """
-    return FLIP_Y @ np.asarray(matrix_lh, np.float64) @ FLIP_Y
-
-
-def points_from_unreal(points_lh: np.ndarray) -> np.ndarray:
-    """``(N, >=3)`` Unreal points/vectors -> ours: y negated, other columns unchanged (copy)."""
-    out = np.array(points_lh, copy=True)
-    out[:, 1] = -out[:, 1]
-    return out
-
-
-def cam_from_ego_from_mount(ego_from_sensor_lh: np.ndarray) -> np.ndarray:
-    """``cam_from_ego`` (OpenCV camera <- our ego frame) of a camera mounted at ``ego_from_sensor_lh`` (Unreal)."""
-    return CV_FROM_UE @ np.linalg.inv(ego_from_sensor_lh) @ FLIP_Y
-
-
-def mount_from_cam_from_ego(cam_from_ego: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`cam_from_ego_from_mount`: the Unreal mount ``ego_from_sensor_lh`` of a camera."""
-    return FLIP_Y @ np.linalg.inv(cam_from_ego) @ CV_FROM_UE
-
-
-def sensor_from_ego_from_mount(ego_from_sensor_lh: np.ndarray) -> np.ndarray:
-    """``lidar_from_ego`` (our right-handed LiDAR frame <- ego) of a sensor mounted at ``ego_from_sensor_lh``."""
-    return right_handed_from_unreal(np.linalg.inv(ego_from_sensor_lh))
-
-
-def box_in_ego(world_from_ego_lh: np.ndarray, world_from_actor_lh: np.ndarray, box_location_m: tuple[float, float, float],
-               box_extent_m: tuple[float, float, float], box_rotation_deg: tuple[float, float, float]) -> np.ndarray:
-    """A ``carla.BoundingBox`` of an actor -> ``(7,) float64`` ``(x, y, z, l, w, h, yaw)`` in our ego frame.
-
-    Args:
-        world_from_ego_lh, world_from_actor_lh: 4x4 Unreal matrices (``Transform.get_matrix()``).
-        box_location_m: box centre relative to the actor (``bounding_box.location``), Unreal, metres.
-        box_extent_m: half sizes along the box's x, y, z (``bounding_box.extent``), metres.
-        box_rotation_deg: (pitch, yaw, roll) of the box relative to the actor, degrees.
-
-    Returns:
-        Centre in the right-handed ego frame, full sizes ``l = 2 extent.x`` (along the heading),
-        ``w = 2 extent.y``, ``h = 2 extent.z``, yaw in radians in (-pi, pi] about +z (left-handed yaw negated).
-    """
-    ego_from_box_lh = (np.linalg.inv(world_from_ego_lh) @ world_from_actor_lh
-                       @ matrix_from_carla_pose(box_location_m, box_rotation_deg))
-    ego_from_box = right_handed_from_unreal(ego_from_box_lh)
-    yaw = math.atan2(ego_from_box[1, 0], ego_from_box[0, 0])
-    ex, ey, ez = box_extent_m
-    return np.array([*ego_from_box[:3, 3], 2.0 * ex, 2.0 * ey, 2.0 * ez, yaw], np.float64)
-
-
-def lidar_from_carla(raw: np.ndarray) -> np.ndarray:
-    """``carla.LidarMeasurement`` points ``(N, 4) float32`` (x, y, z, intensity; Unreal sensor frame) ->
-    ``(N, 4) float32`` in our LiDAR frame (y negated), intensity clipped to [0, 1]."""
-    pts = np.asarray(raw, np.float32).reshape(-1, 4)
-    out = points_from_unreal(pts)
-    out[:, 3] = np.clip(out[:, 3], 0.0, 1.0)
-    return out
-
-
-#: record layout of ``carla.SemanticLidarMeasurement.raw_data``.
-SEMANTIC_LIDAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("cos_inc", "<f4"),
-                                 ("actor_id", "<u4"), ("tag", "<u4")])
-
-
-def semantic_lidar_from_carla(raw: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``carla.SemanticLidarMeasurement.raw_data`` -> (points (N, 4) float32, tags (N,) uint8, actor ids (N,) int64).
-
-    Points are in our LiDAR frame (y negated). The semantic LiDAR has no intensity; we store the cosine of
-    the incidence angle clipped to [0, 1] (a Lambertian return), which is what the intensity column means here.
-    """
-    rec = np.frombuffer(raw, SEMANTIC_LIDAR_DTYPE) if isinstance(raw, (bytes, bytearray, memoryview)) \
-        else np.asarray(raw).view(SEMANTIC_LIDAR_DTYPE).reshape(-1)
-    pts = np.stack([rec["x"], -rec["y"], rec["z"], np.clip(rec["cos_inc"], 0.0, 1.0)], axis=1).astype(np.float32)
-    return pts, schema_tags_from_carla(rec["tag"]), rec["actor_id"].astype(np.int64)
-
-
-def intrinsics_from_fov(height: int, width: int, fov_deg: float) -> np.ndarray:
-    """CARLA pinhole camera ``K`` (3x3 float64, pixels) from its horizontal field of view in degrees.
-
-    ``f = W / (2 tan(fov / 2))``. The image centre is the principal point; in our pixel convention
-    (pixel ``u`` has its centre at ``u``, see :mod:`taskology.geometry.camera`) that is
-    ``((W - 1) / 2, (H - 1) / 2)`` (CARLA's own examples write ``W / 2``, i.e. pixel corners).
-    """
-    if not 0.0 < fov_deg < 180.0:
-        raise SimError(f"camera fov must be in (0, 180) degrees, found {fov_deg}")
-    f = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
-    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
-
-
-def fov_from_intrinsics(K: np.ndarray, height: int, width: int) -> float:
-    """The horizontal fov (degrees) CARLA needs to reproduce ``K``; ``K`` must be square-pixel, centred."""
-    K = np.asarray(K, np.float64)
-    centred = np.allclose([K[0, 2], K[1, 2]], [(width - 1) / 2.0, (height - 1) / 2.0], atol=0.5 + 1e-9)
-    if not (np.isclose(K[0, 0], K[1, 1], rtol=1e-6) and centred and K[0, 1] == 0.0):
-        raise SimError(f"CARLA cameras have square pixels and a centred principal point; cannot reproduce K={K.tolist()}")
-    return math.degrees(2.0 * math.atan(width / (2.0 * K[0, 0])))
-
-
-# ------------------------------------------------------------------------------- server session
+# ------------------------------------------------------------------------------ pure decisions
 def import_carla() -> ModuleType:
     """Import the optional ``carla`` package, or raise :class:`SimError` saying how to install it."""
     try:
@@ -306,122 +106,448 @@ def parse_host(host: str) -> tuple[str, int]:
     return name, int(port)
 
 
+def parse_server_version(text: str) -> tuple[int, int, int] | None:
+    """``"0.9.16"``, ``"0.9.16-dirty"``, ``"0.9.15.2"`` -> ``(major, minor, patch)``; None if unreadable.
+
+    Example:
+        >>> parse_server_version("0.9.16-12-gabc"), parse_server_version("0.9.15.2"), parse_server_version("dev")
+        ((0, 9, 16), (0, 9, 15), None)
+    """
+    match = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", str(text))
+    return None if match is None else (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def check_server_version(version: str, where: str) -> None:
+    """Raise :class:`CarlaVersionError` (one line) unless ``version`` is at least :data:`MIN_SERVER_VERSION`."""
+    parsed = parse_server_version(version)
+    need = ".".join(map(str, MIN_SERVER_VERSION))
+    why = ("the instance camera's actor-id encoding read here is CARLA 0.9.16's; older servers encode "
+           "Unreal's own ids")
+    if parsed is None:
+        raise CarlaVersionError(f"CARLA server at {where} reports version {version!r}, which is not a version "
+                                f"number; expected {need} or newer ({why})")
+    if parsed < MIN_SERVER_VERSION:
+        raise CarlaVersionError(f"CARLA server at {where} is version {version}; expected {need} or newer ({why})")
+
+
+def physics_substeps(frame_rate: float) -> int:
+    """Physics substeps of :data:`PHYSICS_SUBSTEP_S` per tick at ``frame_rate`` Hz (SimError below the minimum).
+
+    Example:
+        >>> physics_substeps(10.0), physics_substeps(20.0), physics_substeps(6.25)
+        (10, 5, 16)
+    """
+    if not frame_rate >= MIN_FRAME_RATE_HZ:
+        raise SimError(f"CARLA backend: frame_rate must be >= {MIN_FRAME_RATE_HZ:g} Hz (a tick longer than "
+                       f"{MAX_PHYSICS_SUBSTEPS} physics substeps of {PHYSICS_SUBSTEP_S:g} s is simulated "
+                       f"inaccurately), found {frame_rate:g}")
+    return max(1, math.ceil(1.0 / (frame_rate * PHYSICS_SUBSTEP_S) - 1e-9))
+
+
+def backoff_delays(first_s: float, max_s: float) -> Iterator[float]:
+    """Waits between reconnection attempts: ``first_s``, doubling, capped at ``max_s`` (endless).
+
+    Example:
+        >>> list(itertools.islice(backoff_delays(1.0, 5.0), 5))
+        [1.0, 2.0, 4.0, 5.0, 5.0]
+    """
+    for k in itertools.count():
+        yield min(first_s * 2.0 ** k, max_s)
+        if first_s * 2.0 ** k >= max_s:
+            break
+    while True:
+        yield max_s
+
+
+def carla_sequence_id(seed: int, index: int) -> str:
+    """Id of the ``index``-th CARLA sequence of ``seed`` (distinct from the embedded generator's ids)."""
+    return f"carla-seed{seed}-seq{index:05d}"
+
+
+@dataclass(frozen=True)
+class CarlaOptions:
+    """How to reach a server and what traffic to spawn (validated on construction).
+
+    Attributes:
+        host: ``"HOST:PORT"`` of the server.
+        vehicles: other vehicles spawned per sequence (fewer where spawn points run out).
+        walkers: pedestrians spawned per sequence with AI controllers (fewer where spawning fails).
+        timeout_s: client timeout of one request, and how long a sensor may stay silent, seconds.
+        warmup_ticks: ticks simulated before the first recorded frame (traffic gets moving).
+        reconnect_s: how long a session waits for a server that went away before giving up, seconds.
+        backoff_s: (first, longest) wait between reconnection attempts, seconds.
+    """
+
+    host: str = "127.0.0.1:2000"
+    vehicles: int = 30
+    walkers: int = 20
+    timeout_s: float = 10.0
+    warmup_ticks: int = 20
+    reconnect_s: float = 300.0
+    backoff_s: tuple[float, float] = (1.0, 30.0)
+
+    def __post_init__(self) -> None:
+        parse_host(self.host)
+        if self.vehicles < 0 or self.walkers < 0 or self.warmup_ticks < 0:
+            raise SimError(f"CARLA backend: vehicles, walkers and warmup_ticks must be >= 0, found "
+                           f"{self.vehicles}, {self.walkers} and {self.warmup_ticks}")
+        if not self.timeout_s > 0 or not self.reconnect_s >= 0:
+            raise SimError(f"CARLA backend: timeout_s must be > 0 and reconnect_s >= 0 seconds, found "
+                           f"{self.timeout_s} and {self.reconnect_s}")
+        first, longest = self.backoff_s
+        if not 0 < first <= longest:
+            raise SimError(f"CARLA backend: backoff_s must be (first, longest) with 0 < first <= longest, "
+                           f"found {self.backoff_s}")
+
+    def content(self) -> dict[str, int]:
+        """The options that decide a shard's content (the rest say how to reach the server)."""
+        return {"vehicles": self.vehicles, "walkers": self.walkers, "warmup_ticks": self.warmup_ticks}
+
+
+def carla_generator(*, seed: int, index: int, frames: int, rig: SensorRig, frame_rate: float, options: CarlaOptions,
+                    map_name: str, server_version: str, normals: str) -> dict[str, Any]:
+    """The ``generator`` attribute of a CARLA shard: everything that decides its content (no address)."""
+    return {"backend": "carla", "seed": int(seed),
+            "config": {"index": int(index), "frames": int(frames), "camera_hw": list(rig.camera_hw),
+                       "lidar_beams": rig.lidar_beams, "lidar_azimuth": rig.lidar_azimuth,
+                       "frame_rate": float(frame_rate), **options.content(), "map": str(map_name),
+                       "server_version": str(server_version), "normals": normals}}
+
+
+def existing_shard_problem(path: Path, generator: dict[str, Any]) -> tuple[str, str | None]:
+    """What a rerun finds at ``path``: ``("missing", None)``, ``("complete", None)`` (valid, same
+    generator), ``("different", what differs)`` or ``("invalid", why)``."""
+    from taskology.config import flatten_dotted
+    from taskology.data.shard import Shard
+
+    if not path.exists():
+        return "missing", None
+    try:
+        with Shard.open(path) as shard:
+            existing = shard.generator
+    except (DataError, OSError) as exc:
+        return "invalid", str(exc)
+    if existing == generator:
+        return "complete", None
+    old, new = flatten_dotted(existing), flatten_dotted(generator)
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "different", "; ".join(f"{k}: existing {old.get(k)!r}, this run {new.get(k)!r}" for k in keys[:6])
+
+
+# ----------------------------------------------------------------------------------- connection
 def connect(host: str, timeout_s: float = 10.0) -> Any:
     """A ``carla.Client`` connected to ``host`` (``"HOST:PORT"``), checked with one round trip.
 
     Raises:
         SimError: ``carla`` is not installed, ``host`` is malformed, or the server does not answer within
             ``timeout_s`` seconds (message: ``cannot reach CARLA server at HOST:PORT within N s``).
+        CarlaVersionError: the server is older than 0.9.16.
     """
     carla = import_carla()
     name, port = parse_host(host)
     client = carla.Client(name, port)
     client.set_timeout(float(timeout_s))
     try:
-        client.get_server_version()
+        version = client.get_server_version()
     except RuntimeError as exc:
         raise SimError(f"cannot reach CARLA server at {name}:{port} within {timeout_s:g} s") from exc
+    check_server_version(version, f"{name}:{port}")
     return client
 
 
-# ------------------------------------------------------------------------------ frame assembly
-@dataclass(frozen=True)
-class SensorRig:
-    """Where the sensors sit and how they sample; the same values the embedded renderer uses.
+class CarlaSession:
+    """One synchronous-mode connection that records shards, reconnecting when the server restarts.
 
-    Attributes:
-        camera_hw: (H, W) pixels.
-        K: (3, 3) float64 intrinsics (square pixels, centred; CARLA's fov is derived from it).
-        cam_from_ego: (4, 4) float64, OpenCV camera <- ego.
-        lidar_from_ego: (4, 4) float64, LiDAR (x forward, y left, z up) <- ego.
-        lidar_beams: channels; 0 disables the LiDAR.
-        lidar_azimuth: samples per revolution per beam (one revolution per frame).
-        lidar_fov_deg: (upper, lower) elevation limits, degrees.
-        lidar_range_m: maximum range, metres.
+    Args:
+        options: server address, traffic, timeouts.
+        rig: the sensors (:func:`~taskology.sim.carla_convert.default_sensor_rig`).
+        frame_rate: Hz; one tick per frame.
+        stop: when set, a wait for the server ends with :class:`SessionStopped`.
+
+    Use as a context manager, or call :meth:`close` (restores the server's settings).
     """
 
-    camera_hw: tuple[int, int]
-    K: np.ndarray
-    cam_from_ego: np.ndarray
-    lidar_from_ego: np.ndarray
-    lidar_beams: int
-    lidar_azimuth: int
-    lidar_fov_deg: tuple[float, float] = (10.0, -30.0)
-    lidar_range_m: float = 100.0
+    def __init__(self, options: CarlaOptions, rig: SensorRig, *, frame_rate: float,
+                 stop: threading.Event | None = None) -> None:
+        self.options = options
+        self.rig = rig
+        self.frame_rate = float(frame_rate)
+        self.substeps = physics_substeps(self.frame_rate)
+        self._stop = stop or threading.Event()
+        self._carla: ModuleType | None = None
+        self._client: Any = None
+        self._world: Any = None
+        self._tm: Any = None
+        self._world_id: Any = None
+        self._original: Any = None
+        self.server_version = ""
+        self.map_name = ""
+        self.has_normals_camera = False
+        self.connects = 0
+        self.waits_s: list[float] = []
+        self.lost: list[str] = []
 
+    # ------------------------------------------------------------------ connection
+    def _connect_once(self) -> None:
+        self._carla = import_carla()
+        client = connect(self.options.host, self.options.timeout_s)
+        try:
+            world = client.get_world()
+            if self._original is None or world.id != self._world_id:
+                self._original = world.get_settings()   # this episode's own settings, restored by close()
+            self._world_id = world.id
+            settings = world.get_settings()
+            settings.synchronous_mode = True
+            settings.fixed_delta_seconds = 1.0 / self.frame_rate
+            settings.substepping = True
+            settings.max_substep_delta_time = PHYSICS_SUBSTEP_S
+            settings.max_substeps = self.substeps
+            world.apply_settings(settings)
+            tm = client.get_trafficmanager()
+            tm.set_synchronous_mode(True)
+            self.server_version = str(client.get_server_version())
+            self.map_name = str(world.get_map().name)
+            self.has_normals_camera = any(bp.id == NORMALS_BLUEPRINT
+                                          for bp in world.get_blueprint_library().filter(NORMALS_BLUEPRINT))
+        except RuntimeError as exc:   # the server went away while we set it up
+            raise SimError(f"CARLA server at {self.options.host} stopped answering during setup: {exc}") from exc
+        self._client, self._world, self._tm = client, world, tm
+        self.connects += 1
 
-@dataclass(frozen=True)
-class CarlaObject:
-    """One tracked actor at one tick, in CARLA's (Unreal) terms.
+    def ensure_connected(self, *, patient: bool = True) -> None:
+        """Connect unless connected. ``patient``: retry with back-off for ``options.reconnect_s`` seconds.
 
-    Attributes:
-        actor_id: CARLA actor id (becomes the track id).
-        class_id: schema semantic tag of the actor's class.
-        world_from_actor_lh: (4, 4) Unreal ``actor.get_transform().get_matrix()``.
-        box_location_m, box_extent_m, box_rotation_deg: ``actor.bounding_box`` (relative to the actor).
-        velocity_lh: ``actor.get_velocity()`` in the Unreal world frame, m/s.
-    """
+        Raises:
+            SimError: unreachable (at once when not patient), or a refused version (never retried).
+            SessionStopped: the stop event was set while waiting.
+        """
+        if self._client is not None:
+            return
+        deadline = time.monotonic() + self.options.reconnect_s
+        delays = backoff_delays(*self.options.backoff_s)
+        while True:
+            try:
+                self._connect_once()
+                return
+            except CarlaVersionError:
+                raise
+            except SimError as exc:
+                delay = next(delays)
+                if not patient or time.monotonic() + delay > deadline:
+                    if not patient:
+                        raise
+                    raise SimError(f"CARLA server at {self.options.host} did not come back within "
+                                   f"{self.options.reconnect_s:g} s ({exc})") from exc
+            self.waits_s.append(delay)
+            if self._stop.wait(delay):
+                raise SessionStopped(f"stopped while waiting for the CARLA server at {self.options.host}")
 
-    actor_id: int
-    class_id: int
-    world_from_actor_lh: np.ndarray
-    box_location_m: tuple[float, float, float]
-    box_extent_m: tuple[float, float, float]
-    box_rotation_deg: tuple[float, float, float]
-    velocity_lh: tuple[float, float, float]
+    def _server_still_ours(self) -> bool:
+        """Whether the server answers with the episode this session set up (else it went away or restarted)."""
+        try:
+            self._client.get_server_version()
+            return bool(self._client.get_world().id == self._world_id)
+        except RuntimeError:
+            return False
 
+    def close(self) -> None:
+        """Restore the server's settings and the traffic manager's mode (nothing if the server is gone)."""
+        if self._client is None:
+            return
+        try:
+            self._tm.set_synchronous_mode(False)
+            self._world.apply_settings(self._original)
+        except RuntimeError:
+            pass  # the server went away: it has nothing of ours to restore
+        finally:
+            self._client = self._world = self._tm = None
 
-def frame_layers_from_carla(*, rgb_bgra: np.ndarray, depth_bgra: np.ndarray, semantic_bgra: np.ndarray,
-                            instance_bgra: np.ndarray, semantic_lidar_raw: bytes | np.ndarray | None,
-                            world_from_ego_lh: np.ndarray, objects: Sequence[CarlaObject],
-                            K: np.ndarray) -> dict[str, np.ndarray]:
-    """One tick of CARLA sensor data -> one frame of schema layers (``ShardWriter.append`` input).
+    def __enter__(self) -> CarlaSession:
+        return self
 
-    Images are ``(H, W, 4) uint8`` BGRA; ``semantic_lidar_raw`` is a ``SemanticLidarMeasurement`` buffer
-    (``None``: no LiDAR group). Sky pixels get depth 0. Normals are estimated from the depth
-    (:func:`taskology.geometry.camera.normals_from_depth`, CARLA has no normal camera). Boxes are in
-    the ego frame, velocities in our world frame (Unreal world with y negated).
-    """
-    from taskology.data.schema import SKY_CLASS_ID
-    from taskology.geometry.camera import normals_from_depth
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    semantic = semantic_from_bgra(semantic_bgra)
-    depth = depth_metres_from_bgra(depth_bgra)
-    depth[semantic == SKY_CLASS_ID] = 0.0
-    tracked = np.array([o.actor_id for o in objects], np.int64)
-    layers: dict[str, np.ndarray] = {
-        "camera/rgb": rgb_from_bgra(rgb_bgra),
-        "camera/depth": depth,
-        "camera/normals": normals_from_depth(depth, K),
-        "camera/semantic": semantic,
-        "camera/instance": track_ids_from_actor_ids(actor_ids_from_instance_bgra(instance_bgra), semantic, tracked,
-                                                    low16=True),
-        "ego/world_from_ego": right_handed_from_unreal(world_from_ego_lh),
-        "objects/track_id": tracked.astype(np.int32),
-        "objects/class_id": np.array([o.class_id for o in objects], np.uint8),
-        "objects/box": np.array([box_in_ego(world_from_ego_lh, o.world_from_actor_lh, o.box_location_m, o.box_extent_m,
-                                            o.box_rotation_deg) for o in objects], np.float64).reshape(-1, 7),
-        "objects/velocity": points_from_unreal(np.array([o.velocity_lh for o in objects], np.float32).reshape(-1, 3)),
-    }
-    if semantic_lidar_raw is not None:
-        points, tags, ids = semantic_lidar_from_carla(semantic_lidar_raw)
-        layers.update({"lidar/points": points, "lidar/semantic": tags,
-                       "lidar/instance": track_ids_from_actor_ids(ids, tags, tracked, low16=False)})
-    return layers
+    def status(self) -> dict[str, Any]:
+        """Connection facts for a status display (read from another thread: plain values only)."""
+        return {"backend": "carla", "host": self.options.host, "connected": self._client is not None,
+                "connects": self.connects, "reconnect_waits_s": list(self.waits_s), "lost": list(self.lost[-5:]),
+                "server_version": self.server_version, "map": self.map_name,
+                "normals": "camera" if self.has_normals_camera else "depth"}
 
+    # ------------------------------------------------------------------ shards
+    def sequence_id(self, seed: int, index: int) -> str:
+        return carla_sequence_id(seed, index)
 
-# ----------------------------------------------------------------------------- recording loop
-#: the camera sensors we attach, name -> CARLA blueprint.
-CAMERA_BLUEPRINTS = {"rgb": "sensor.camera.rgb", "depth": "sensor.camera.depth",
-                     "semantic": "sensor.camera.semantic_segmentation",
-                     "instance": "sensor.camera.instance_segmentation"}
-#: actors farther than this from the ego are not written to ``objects/``, metres.
-OBJECT_RANGE_M = 80.0
+    def generator(self, *, seed: int, index: int, frames: int) -> dict[str, Any]:
+        """The generator description a shard recorded now would carry (connects first)."""
+        self.ensure_connected()
+        return carla_generator(seed=seed, index=index, frames=frames, rig=self.rig, frame_rate=self.frame_rate,
+                               options=self.options, map_name=self.map_name, server_version=self.server_version,
+                               normals="camera" if self.has_normals_camera else "depth")
 
+    def write_shard(self, out_dir: Path, *, seed: int, index: int, frames: int,
+                    progress: Callable[[int], None] | None = None, overwrite: bool = False) -> Path:
+        """Record sequence ``(seed, index)`` into ``out_dir/<carla_sequence_id>.h5`` (atomically).
 
-def carla_sequence_id(seed: int, index: int) -> str:
-    """Id of the ``index``-th CARLA sequence of ``seed`` (distinct from the embedded generator's ids)."""
-    return f"carla-seed{seed}-seq{index:05d}"
+        A failure while the server still answers with the same episode is raised; a lost or restarted
+        server is reconnected to (back-off) and the sequence recorded again from its first tick.
+        """
+        if frames <= 0:
+            raise SimError(f"CARLA backend: frames must be > 0, found {frames}")
+        while True:
+            self.ensure_connected()
+            try:
+                return self._record(Path(out_dir), seed=seed, index=index, frames=frames, progress=progress,
+                                    overwrite=overwrite)
+            except (RuntimeError, SimError) as exc:
+                if self._server_still_ours():
+                    raise
+                self.lost.append(f"index {index}: {type(exc).__name__}: {exc}")
+                self._client = self._world = self._tm = None   # reconnect; the new episode has our actors no more
+
+    def _record(self, out_dir: Path, *, seed: int, index: int, frames: int,
+                progress: Callable[[int], None] | None, overwrite: bool) -> Path:
+        from taskology.data.shard import ShardWriter
+
+        carla, client, world, tm, rig, opts = self._carla, self._client, self._world, self._tm, self.rig, self.options
+        assert carla is not None
+        rng = random.Random(seed * 1_000_003 + index)
+        tm.set_random_device_seed(seed * 100_003 + index)
+        library = world.get_blueprint_library()
+        car_blueprints = sorted((bp for bp in library.filter("vehicle.*")
+                                 if int(bp.get_attribute("number_of_wheels")) == 4), key=lambda bp: bp.id)
+        spawn_points = world.get_map().get_spawn_points()
+        if not car_blueprints or not spawn_points:
+            raise SimError(f"CARLA map {self.map_name}: expected vehicle blueprints and spawn points, found none")
+        generator = self.generator(seed=seed, index=index, frames=frames)
+        chosen = rng.sample(spawn_points, min(len(spawn_points), opts.vehicles + 1))
+        vehicles: list[Any] = []
+        walkers: list[Any] = []
+        controllers: list[Any] = []
+        sensors: dict[str, tuple[Any, Any]] = {}
+        try:
+            ego = world.spawn_actor(rng.choice(car_blueprints), chosen[0])
+            vehicles.append(ego)
+            ego.set_autopilot(True, tm.get_port())
+            for point in chosen[1:]:
+                npc = world.try_spawn_actor(rng.choice(car_blueprints), point)
+                if npc is not None:
+                    npc.set_autopilot(True, tm.get_port())
+                    vehicles.append(npc)
+            self._spawn_walkers(world, library, rng, seed * 1_000_003 + index, walkers, controllers)
+            height, width = rig.camera_hw
+            fov = fov_from_intrinsics(rig.K, height, width)
+            cam_mount = _carla_transform(carla, mount_from_cam_from_ego(rig.cam_from_ego))
+            cameras = dict(CAMERA_BLUEPRINTS, **({"normals": NORMALS_BLUEPRINT} if self.has_normals_camera else {}))
+            for name, blueprint in cameras.items():
+                bp = library.find(blueprint)
+                for key, value in (("image_size_x", width), ("image_size_y", height), ("fov", fov)):
+                    bp.set_attribute(key, str(value))
+                sensors[name] = (world.spawn_actor(bp, cam_mount, attach_to=ego), queue.Queue())
+            if rig.lidar_beams:
+                bp = library.find("sensor.lidar.ray_cast_semantic")
+                upper, lower = rig.lidar_fov_deg
+                for key, value in (("channels", rig.lidar_beams), ("range", rig.lidar_range_m),
+                                   ("rotation_frequency", self.frame_rate), ("upper_fov", upper), ("lower_fov", lower),
+                                   ("points_per_second", int(rig.lidar_beams * rig.lidar_azimuth * self.frame_rate))):
+                    bp.set_attribute(key, str(value))
+                lidar_mount = _carla_transform(carla, FLIP_Y @ np.linalg.inv(rig.lidar_from_ego) @ FLIP_Y)
+                sensors["lidar"] = (world.spawn_actor(bp, lidar_mount, attach_to=ego), queue.Queue())
+            for sensor, q in sensors.values():
+                sensor.listen(q.put)
+            for _ in range(opts.warmup_ticks):
+                world.tick()
+            sid = carla_sequence_id(seed, index)
+            with ShardWriter(out_dir / f"{sid}.h5", sequence_id=sid, frame_rate=self.frame_rate, generator=generator,
+                             camera_hw=rig.camera_hw, lidar=bool(rig.lidar_beams), objects=True,
+                             overwrite=overwrite) as writer:
+                static = {"camera/K": rig.K, "camera/cam_from_ego": rig.cam_from_ego}
+                if rig.lidar_beams:
+                    static["lidar/lidar_from_ego"] = rig.lidar_from_ego
+                writer.set_static(**static)
+                for f in range(frames):
+                    frame = world.tick()
+                    data = {name: _next_for_frame(q, frame, opts.timeout_s, name) for name, (_, q) in sensors.items()}
+                    writer.append(self._frame_layers(world, ego, data))
+                    if progress is not None:
+                        progress(f + 1)
+            return out_dir / f"{sid}.h5"
+        finally:
+            self._destroy(carla, client, sensors, controllers, walkers + vehicles)
+
+    def _spawn_walkers(self, world: Any, library: Any, rng: random.Random, seed: int, walkers: list[Any],
+                       controllers: list[Any]) -> None:
+        """Up to ``options.walkers`` pedestrians at random navigation points, each with a started AI
+        controller walking to another random point (appended to ``walkers`` / ``controllers``)."""
+        if not self.options.walkers:
+            return
+        carla = self._carla
+        assert carla is not None
+        blueprints = sorted(library.filter("walker.pedestrian.*"), key=lambda bp: bp.id)
+        if not blueprints:
+            raise SimError(f"CARLA map {self.map_name}: expected walker.pedestrian.* blueprints, found none")
+        world.set_pedestrians_seed(seed % 2**31)
+        for _ in range(self.options.walkers):
+            location = world.get_random_location_from_navigation()
+            if location is None:
+                continue
+            bp = rng.choice(blueprints)
+            if bp.has_attribute("is_invincible"):
+                bp.set_attribute("is_invincible", "false")
+            walker = world.try_spawn_actor(bp, carla.Transform(location))
+            if walker is not None:
+                walkers.append(walker)
+        controller_bp = library.find(WALKER_CONTROLLER)
+        for walker in walkers:
+            controllers.append(world.spawn_actor(controller_bp, carla.Transform(), attach_to=walker))
+        world.tick()   # a controller acts only after the tick that spawned it (synchronous mode)
+        for controller in controllers:
+            controller.start()
+            target = world.get_random_location_from_navigation()
+            if target is not None:
+                controller.go_to_location(target)
+            controller.set_max_speed(1.0 + rng.random())   # walking, 1-2 m/s
+
+    def _frame_layers(self, world: Any, ego: Any, data: dict[str, Any]) -> dict[str, np.ndarray]:
+        rig = self.rig
+        snapshot = world.get_snapshot()
+        world_from_ego_lh = _matrix(snapshot.find(ego.id).get_transform())
+        ego_xyz = world_from_ego_lh[:3, 3]
+        objects = []
+        actors = world.get_actors()
+        for actor in [*actors.filter("vehicle.*"), *actors.filter("walker.pedestrian.*")]:
+            if actor.id == ego.id:
+                continue
+            world_from_actor_lh = _matrix(snapshot.find(actor.id).get_transform())
+            if np.linalg.norm(world_from_actor_lh[:3, 3] - ego_xyz) > OBJECT_RANGE_M:
+                continue
+            bb, v = actor.bounding_box, actor.get_velocity()
+            objects.append(CarlaObject(actor.id, _class_of(actor), world_from_actor_lh,
+                                       (bb.location.x, bb.location.y, bb.location.z),
+                                       (bb.extent.x, bb.extent.y, bb.extent.z),
+                                       (bb.rotation.pitch, bb.rotation.yaw, bb.rotation.roll), (v.x, v.y, v.z)))
+        height, width = rig.camera_hw
+        images = {name: bgra_from_raw(data[name].raw_data, height, width) for name in data if name != "lidar"}
+        return frame_layers_from_carla(
+            rgb_bgra=images["rgb"], depth_bgra=images["depth"], semantic_bgra=images["semantic"],
+            instance_bgra=images["instance"], normals_bgra=images.get("normals"), cam_from_ego=rig.cam_from_ego,
+            semantic_lidar_raw=bytes(data["lidar"].raw_data) if rig.lidar_beams else None,
+            world_from_ego_lh=world_from_ego_lh, objects=objects, K=rig.K)
+
+    @staticmethod
+    def _destroy(carla: ModuleType, client: Any, sensors: dict[str, tuple[Any, Any]], controllers: list[Any],
+                 actors: list[Any]) -> None:
+        """Stop sensors and controllers, destroy everything spawned; a server that went away took them along."""
+        try:
+            for sensor, _ in sensors.values():
+                sensor.stop()
+            for controller in controllers:
+                controller.stop()
+            client.apply_batch_sync([carla.command.DestroyActor(a)
+                                     for a in [s for s, _ in sensors.values()] + controllers + actors])
+        except RuntimeError:
+            pass
 
 
 def _carla_transform(carla: ModuleType, ego_from_sensor_lh: np.ndarray) -> Any:
@@ -442,8 +568,6 @@ def _class_of(actor: Any) -> int:
 
 def _next_for_frame(q: Any, frame: int, timeout_s: float, name: str) -> Any:
     """The measurement of ``frame`` from a sensor queue (older ones are dropped)."""
-    import queue
-
     while True:
         try:
             data = q.get(timeout=timeout_s)
@@ -453,157 +577,107 @@ def _next_for_frame(q: Any, frame: int, timeout_s: float, name: str) -> Any:
             return data
 
 
-def generate_carla_shards(out_dir: Path, *, host: str, sequences: int, frames: int, seed: int,
-                          camera_hw: tuple[int, int] = (64, 208), lidar_beams: int = 32, lidar_azimuth: int = 1024,
-                          frame_rate: float = 10.0, timeout_s: float = 10.0, vehicles: int = 30,
-                          warmup_ticks: int = 20, overwrite: bool = False) -> list[Path]:
-    """Record ``sequences`` shards of ``frames`` frames from a CARLA server at ``host`` (``"HOST:PORT"``).
+# ------------------------------------------------------------------------------------- jobs
+def _session(*, host: str, camera_hw: tuple[int, int], lidar_beams: int, lidar_azimuth: int, frame_rate: float,
+             timeout_s: float, vehicles: int, walkers: int, warmup_ticks: int) -> CarlaSession:
+    rig = default_sensor_rig(tuple(camera_hw), lidar_beams, lidar_azimuth)
+    options = CarlaOptions(host=host, vehicles=vehicles, walkers=walkers, timeout_s=timeout_s, warmup_ticks=warmup_ticks)
+    session = CarlaSession(options, rig, frame_rate=frame_rate)
+    session.ensure_connected(patient=False)
+    return session
 
-    Synchronous mode with ``fixed_delta_seconds = 1 / frame_rate``; per sequence an ego vehicle and up
-    to ``vehicles`` others are spawned at seeded spawn points and driven by the traffic manager (seeded);
-    rgb/depth/semantic/instance cameras and a semantic LiDAR with the embedded renderer's intrinsics,
-    mounts and beams are attached; every tick is converted (:func:`frame_layers_from_carla`) and
-    streamed to the atomic ``ShardWriter``. The world's settings are restored and all spawned actors
-    destroyed in ``finally``. Returns the shard paths ``out_dir/<carla_sequence_id>.h5``.
+
+def _ensure_sequence(session: CarlaSession, out_dir: Path, *, seed: int, index: int, frames: int,
+                     overwrite: bool, say: Callable[[str], None]) -> Path:
+    """The shard of ``(seed, index)`` in ``out_dir``: kept when complete and identical, else recorded
+    (an invalid one set aside as ``<name>.corrupt``, stale temp files of the sequence removed)."""
+    from taskology.sim.actor import CORRUPT_SUFFIX
+
+    path = out_dir / f"{carla_sequence_id(seed, index)}.h5"
+    state, detail = existing_shard_problem(path, session.generator(seed=seed, index=index, frames=frames))
+    if state == "complete" and not overwrite:
+        say(f"{path.name}: complete, identical (skipped)")
+        return path
+    if state == "different" and not overwrite:
+        raise SimError(f"{path}: existing shard was made with another generator config ({detail}); use another "
+                       "--out or the same parameters (nothing was written)")
+    if state == "invalid":
+        path.replace(path.with_name(path.name + CORRUPT_SUFFIX))
+        say(f"{path.name}: invalid ({detail}); set aside as {path.name}{CORRUPT_SUFFIX}, recording it again")
+    for temp in out_dir.glob(f".{path.name}.tmp-*"):
+        temp.unlink(missing_ok=True)
+    written = session.write_shard(out_dir, seed=seed, index=index, frames=frames, overwrite=overwrite)
+    say(f"{path.name}: recorded ({frames} frames)")
+    return written
+
+
+def generate_carla_sequence(out_dir: Path | str, *, host: str, index: int, seed: int, frames: int,
+                            camera_hw: tuple[int, int] = (64, 208), lidar_beams: int = 32, lidar_azimuth: int = 1024,
+                            frame_rate: float = 10.0, vehicles: int = 30, walkers: int = 20, timeout_s: float = 10.0,
+                            warmup_ticks: int = 20) -> Path:
+    """Make sure shard ``out_dir/<carla_sequence_id(seed, index)>.h5`` exists, recording it from the
+    server at ``host`` if needed; one job of a cluster (one server per worker). Returns its path.
+
+    A complete shard with the same generator description (same parameters, map, server version and
+    normals source) is kept as is; an invalid one is set aside (``.corrupt``) and recorded again; one
+    made with other parameters is a :class:`SimError` (nothing overwritten). The shard is written
+    atomically; the server's settings are restored before returning.
+
+    Args:
+        out_dir: folder of shards (created; shared between the jobs of a run).
+        host: ``"HOST:PORT"`` of a CARLA >= 0.9.16 server in no one else's use (synchronous mode).
+        index, seed: the sequence; they seed the traffic (same server, same map: same traffic).
+        frames: frames recorded, one per tick of ``1 / frame_rate`` s.
+        camera_hw, lidar_beams, lidar_azimuth: sensors, as the embedded renderer's.
+        vehicles, walkers: traffic around the ego vehicle.
+        timeout_s: per request and per sensor, seconds.
+        warmup_ticks: ticks before the first frame.
 
     Raises:
-        SimError: ``carla`` missing, server unreachable within ``timeout_s``, bad arguments, or a sensor stalls.
+        SimError: ``carla`` missing, server unreachable or older than 0.9.16, bad arguments, a sensor stalls,
+            or a different shard of the same sequence exists.
+    """
+    if index < 0 or seed < 0:
+        raise SimError(f"CARLA backend: index and seed must be >= 0, found {index} and {seed}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _session(host=host, camera_hw=camera_hw, lidar_beams=lidar_beams, lidar_azimuth=lidar_azimuth,
+                  frame_rate=frame_rate, timeout_s=timeout_s, vehicles=vehicles, walkers=walkers,
+                  warmup_ticks=warmup_ticks) as session:
+        return _ensure_sequence(session, out_dir, seed=seed, index=index, frames=frames, overwrite=False,
+                                say=lambda line: None)
+
+
+def generate_carla_shards(out_dir: Path, *, host: str, sequences: int, frames: int, seed: int,
+                          camera_hw: tuple[int, int] = (64, 208), lidar_beams: int = 32, lidar_azimuth: int = 1024,
+                          frame_rate: float = 10.0, timeout_s: float = 10.0, vehicles: int = 30, walkers: int = 20,
+                          warmup_ticks: int = 20, overwrite: bool = False,
+                          say: Callable[[str], None] | None = None) -> list[Path]:
+    """Sequences ``0 .. sequences-1`` of ``seed`` in ``out_dir`` from the server at ``host``, resumable.
+
+    One session for all of them (arguments as :func:`generate_carla_sequence`). Every existing shard is
+    checked before anything is recorded: complete, identical ones are skipped; one made with other
+    parameters stops the job with a :class:`SimError` and nothing written; invalid ones and missing ones
+    are recorded. ``overwrite`` records every sequence again. ``say`` gets one line per sequence.
+    Returns the shard paths ``out_dir/<carla_sequence_id>.h5`` in index order.
     """
     if sequences <= 0 or frames <= 0:
         raise SimError(f"CARLA backend: sequences and frames must be > 0, found {sequences} and {frames}")
-    if not frame_rate > 0:
-        raise SimError(f"CARLA backend: frame_rate must be > 0 Hz, found {frame_rate}")
-    rig = default_sensor_rig(tuple(camera_hw), lidar_beams, lidar_azimuth)
-    carla = import_carla()
-    client = connect(host, timeout_s)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    world = client.get_world()
-    original = world.get_settings()
-    tm = client.get_trafficmanager()
-    paths: list[Path] = []
-    try:
-        settings = world.get_settings()
-        settings.synchronous_mode = True
-        settings.fixed_delta_seconds = 1.0 / frame_rate
-        world.apply_settings(settings)
-        tm.set_synchronous_mode(True)
-        for index in range(sequences):
-            tm.set_random_device_seed(seed * 100_003 + index)
-            paths.append(_record_sequence(carla, client, world, tm, out_dir, rig, seed=seed, index=index, frames=frames,
-                                          frame_rate=frame_rate, timeout_s=timeout_s, vehicles=vehicles,
-                                          warmup_ticks=warmup_ticks, overwrite=overwrite, host=host))
-    finally:
-        tm.set_synchronous_mode(False)
-        world.apply_settings(original)
-    return paths
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SimError(f"--out {out_dir}: expected a directory, found a file")
+    say = say or (lambda line: None)
+    with _session(host=host, camera_hw=camera_hw, lidar_beams=lidar_beams, lidar_azimuth=lidar_azimuth,
+                  frame_rate=frame_rate, timeout_s=timeout_s, vehicles=vehicles, walkers=walkers,
+                  warmup_ticks=warmup_ticks) as session:
+        if not overwrite:
+            for index in range(sequences):
+                path = out_dir / f"{carla_sequence_id(seed, index)}.h5"
+                state, detail = existing_shard_problem(path, session.generator(seed=seed, index=index, frames=frames))
+                if state == "different":
+                    raise SimError(f"{path}: existing shard was made with another generator config ({detail}); use "
+                                   "another --out or the same parameters (nothing was written)")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [_ensure_sequence(session, out_dir, seed=seed, index=index, frames=frames, overwrite=overwrite, say=say)
+                for index in range(sequences)]
 
-
-def _record_sequence(carla: ModuleType, client: Any, world: Any, tm: Any, out_dir: Path, rig: SensorRig, *, seed: int,
-                     index: int, frames: int, frame_rate: float, timeout_s: float, vehicles: int, warmup_ticks: int,
-                     overwrite: bool, host: str) -> Path:
-    import queue
-    import random
-
-    from taskology.data.shard import ShardWriter
-
-    rng = random.Random(seed * 1_000_003 + index)
-    library = world.get_blueprint_library()
-    car_blueprints = sorted((bp for bp in library.filter("vehicle.*")
-                             if int(bp.get_attribute("number_of_wheels")) == 4), key=lambda bp: bp.id)
-    spawn_points = world.get_map().get_spawn_points()
-    if not car_blueprints or not spawn_points:
-        raise SimError(f"CARLA map {world.get_map().name}: expected vehicle blueprints and spawn points, found none")
-    chosen = rng.sample(spawn_points, min(len(spawn_points), vehicles + 1))
-    actors: list[Any] = []
-    sensors: dict[str, tuple[Any, Any]] = {}
-    try:
-        ego = world.spawn_actor(rng.choice(car_blueprints), chosen[0])
-        actors.append(ego)
-        ego.set_autopilot(True, tm.get_port())
-        for point in chosen[1:]:
-            npc = world.try_spawn_actor(rng.choice(car_blueprints), point)
-            if npc is not None:
-                npc.set_autopilot(True, tm.get_port())
-                actors.append(npc)
-        height, width = rig.camera_hw
-        fov = fov_from_intrinsics(rig.K, height, width)
-        cam_mount = _carla_transform(carla, mount_from_cam_from_ego(rig.cam_from_ego))
-        for name, blueprint in CAMERA_BLUEPRINTS.items():
-            bp = library.find(blueprint)
-            for key, value in (("image_size_x", width), ("image_size_y", height), ("fov", fov)):
-                bp.set_attribute(key, str(value))
-            sensors[name] = (world.spawn_actor(bp, cam_mount, attach_to=ego), queue.Queue())
-        if rig.lidar_beams:
-            bp = library.find("sensor.lidar.ray_cast_semantic")
-            upper, lower = rig.lidar_fov_deg
-            for key, value in (("channels", rig.lidar_beams), ("range", rig.lidar_range_m),
-                               ("rotation_frequency", frame_rate), ("upper_fov", upper), ("lower_fov", lower),
-                               ("points_per_second", int(rig.lidar_beams * rig.lidar_azimuth * frame_rate))):
-                bp.set_attribute(key, str(value))
-            lidar_mount = _carla_transform(carla, FLIP_Y @ np.linalg.inv(rig.lidar_from_ego) @ FLIP_Y)
-            sensors["lidar"] = (world.spawn_actor(bp, lidar_mount, attach_to=ego), queue.Queue())
-        for sensor, q in sensors.values():
-            sensor.listen(q.put)
-        for _ in range(warmup_ticks):
-            world.tick()
-        sid = carla_sequence_id(seed, index)
-        generator = {"backend": "carla", "seed": seed,
-                     "config": {"index": index, "frames": frames, "camera_hw": list(rig.camera_hw),
-                                "lidar_beams": rig.lidar_beams, "lidar_azimuth": rig.lidar_azimuth,
-                                "frame_rate": frame_rate, "vehicles": vehicles, "map": world.get_map().name,
-                                "host": host}}
-        with ShardWriter(out_dir / f"{sid}.h5", sequence_id=sid, frame_rate=frame_rate, generator=generator,
-                         camera_hw=rig.camera_hw, lidar=bool(rig.lidar_beams), objects=True,
-                         overwrite=overwrite) as writer:
-            static = {"camera/K": rig.K, "camera/cam_from_ego": rig.cam_from_ego}
-            if rig.lidar_beams:
-                static["lidar/lidar_from_ego"] = rig.lidar_from_ego
-            writer.set_static(**static)
-            for _ in range(frames):
-                frame = world.tick()
-                data = {name: _next_for_frame(q, frame, timeout_s, name) for name, (_, q) in sensors.items()}
-                snapshot = world.get_snapshot()
-                world_from_ego_lh = _matrix(snapshot.find(ego.id).get_transform())
-                ego_xyz = world_from_ego_lh[:3, 3]
-                objects = []
-                for actor in world.get_actors().filter("vehicle.*"):
-                    if actor.id == ego.id:
-                        continue
-                    world_from_actor_lh = _matrix(snapshot.find(actor.id).get_transform())
-                    if np.linalg.norm(world_from_actor_lh[:3, 3] - ego_xyz) > OBJECT_RANGE_M:
-                        continue
-                    bb, v = actor.bounding_box, actor.get_velocity()
-                    objects.append(CarlaObject(actor.id, _class_of(actor), world_from_actor_lh,
-                                               (bb.location.x, bb.location.y, bb.location.z),
-                                               (bb.extent.x, bb.extent.y, bb.extent.z),
-                                               (bb.rotation.pitch, bb.rotation.yaw, bb.rotation.roll), (v.x, v.y, v.z)))
-                images = {name: bgra_from_raw(data[name].raw_data, height, width) for name in CAMERA_BLUEPRINTS}
-                writer.append(frame_layers_from_carla(
-                    rgb_bgra=images["rgb"], depth_bgra=images["depth"], semantic_bgra=images["semantic"],
-                    instance_bgra=images["instance"],
-                    semantic_lidar_raw=bytes(data["lidar"].raw_data) if rig.lidar_beams else None,
-                    world_from_ego_lh=world_from_ego_lh, objects=objects, K=rig.K))
-        return out_dir / f"{sid}.h5"
-    finally:
-        for sensor, _ in sensors.values():
-            sensor.stop()
-        client.apply_batch_sync([carla.command.DestroyActor(a) for a in [s for s, _ in sensors.values()] + actors])
-
-
-def default_sensor_rig(camera_hw: tuple[int, int], lidar_beams: int, lidar_azimuth: int) -> SensorRig:
-    """The embedded renderer's sensors (its defaults): same K, mounts, LiDAR beams, elevations and range."""
-    from taskology.sim import sensors
-    from taskology.sim.renderer import EmbeddedRenderer
-
-    height, width = camera_hw
-    if height <= 0 or width <= 0:
-        raise SimError(f"CARLA backend: camera size must be positive HxW, found {camera_hw}")
-    if not 0 <= lidar_beams <= 128 or lidar_azimuth <= 0:
-        raise SimError(f"CARLA backend: lidar_beams must be 0..128 and lidar_azimuth > 0, "
-                       f"found {lidar_beams} and {lidar_azimuth}")
-    renderer = EmbeddedRenderer((height, width), lidar_beams, lidar_azimuth)
-    return SensorRig(camera_hw=(int(height), int(width)), K=renderer.K, cam_from_ego=renderer.cam_from_ego,
-                     lidar_from_ego=renderer.lidar_from_ego, lidar_beams=int(lidar_beams),
-                     lidar_azimuth=int(lidar_azimuth), lidar_fov_deg=tuple(sensors.LIDAR_VFOV_DEG),
-                     lidar_range_m=renderer.lidar_range_m)

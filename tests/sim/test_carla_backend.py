@@ -1,182 +1,43 @@
-"""CARLA backend: exact conversions (no carla needed), the carla objects offline, and the server path."""
+"""CARLA backend: the server session against an in-process fake server (version check, synchronous mode,
+settings restored, walkers, normals camera, reconnection, resumable jobs) and the real-server path."""
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import socket
 import sys
-import time
-from typing import Any
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fakecarla import DEPTH_CODE, FakeCarla
 
+from taskology.data.shard import Shard, stale_temp_files
 from taskology.errors import SimError, TaskologyError
 from taskology.sim import carla_backend as cb
+from taskology.sim import carla_convert as cc
+
+SMALL = dict(camera_hw=(8, 12), lidar_beams=4, lidar_azimuth=16, frame_rate=20.0, vehicles=1, walkers=2,
+             warmup_ticks=2)
 
 
-def _bgra(b: int, g: int, r: int, a: int = 255) -> np.ndarray:
-    return np.array([[[b, g, r, a]]], np.uint8)
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCarla:
+    server = FakeCarla()
+    monkeypatch.setitem(sys.modules, "carla", server.module)
+    return server
 
 
-# ----------------------------------------------------------------------------------------- images
-def test_depth_known_answers() -> None:
-    one_code = 1000.0 / (256**3 - 1)
-    assert cb.depth_metres_from_bgra(_bgra(0, 0, 1))[0, 0] == np.float32(one_code)          # R is the low byte
-    assert cb.depth_metres_from_bgra(_bgra(0, 1, 0))[0, 0] == np.float32(256 * one_code)    # G the middle byte
-    assert cb.depth_metres_from_bgra(_bgra(1, 0, 0))[0, 0] == np.float32(65536 * one_code)  # B the high byte
-    assert cb.depth_metres_from_bgra(_bgra(255, 255, 255))[0, 0] == 0.0                      # far plane = sky
-    assert cb.depth_metres_from_bgra(_bgra(255, 255, 254))[0, 0] == np.float32(1000.0 * (256**3 - 2) / (256**3 - 1))
-    assert cb.depth_metres_from_bgra(_bgra(0, 0, 0))[0, 0] == 0.0
+def _session(fake: FakeCarla, **options: object) -> cb.CarlaSession:
+    opts = dict(host="127.0.0.1:2000", vehicles=1, walkers=2, warmup_ticks=2, timeout_s=0.2, reconnect_s=5.0,
+                backoff_s=(0.01, 0.04))
+    opts.update(options)
+    return cb.CarlaSession(cb.CarlaOptions(**opts), cc.default_sensor_rig((8, 12), 4, 16), frame_rate=20.0)
 
 
-def test_depth_matches_integer_reference_on_random_pixels() -> None:
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
-    got = cb.depth_metres_from_bgra(img)
-    assert got.dtype == np.float32 and got.shape == (5, 7)
-    for i in range(5):
-        for j in range(7):
-            b, g, r, _ = (int(v) for v in img[i, j])
-            code = int.from_bytes(bytes([r, g, b]), "little")   # R low, B high
-            want = 1000.0 * code / 16777215 if code < 16777215 else 0.0
-            assert got[i, j] == np.float32(want)
-
-
-def test_rgb_semantic_instance_channels() -> None:
-    px = _bgra(10, 20, 30, 40)
-    assert cb.rgb_from_bgra(px)[0, 0].tolist() == [30, 20, 10]
-    assert cb.semantic_from_bgra(_bgra(0, 0, 14))[0, 0] == 14        # car: tag in R, kept 1:1
-    assert cb.semantic_from_bgra(_bgra(0, 0, 24))[0, 0] == 24        # road line
-    assert cb.semantic_from_bgra(_bgra(14, 14, 25))[0, 0] == 10      # ground -> terrain (documented remap)
-    assert cb.semantic_from_bgra(_bgra(0, 0, 17))[0, 0] == 0         # train -> unlabeled
-    assert cb.semantic_from_bgra(_bgra(0, 0, 200))[0, 0] == 0        # unknown tag -> unlabeled
-    assert cb.actor_ids_from_instance_bgra(_bgra(0x12, 0x34, 14))[0, 0] == 0x1234
-    with pytest.raises(SimError, match="BGRA uint8"):
-        cb.rgb_from_bgra(np.zeros((2, 2, 3), np.uint8))
-    raw = bytes(range(8))
-    assert cb.bgra_from_raw(raw, 1, 2).tolist() == [[[0, 1, 2, 3], [4, 5, 6, 7]]]
-    with pytest.raises(SimError, match="expected 2x2x4"):
-        cb.bgra_from_raw(raw, 2, 2)
-
-
-def test_every_schema_tag_maps_to_itself() -> None:
-    from taskology.data.schema import SEMANTIC_CLASSES
-
-    tags = np.array(sorted(SEMANTIC_CLASSES))
-    assert cb.schema_tags_from_carla(tags).tolist() == tags.tolist()
-    assert set(cb.schema_tags_from_carla(np.arange(0, 300)).tolist()) <= set(SEMANTIC_CLASSES)
-
-
-def test_track_ids_from_actor_ids() -> None:
-    tracked = np.array([70000, 12])                         # 70000 = 0x11170 -> camera sees 0x1170
-    ids = np.array([0x1170, 0x1170, 12, 13, 70000])
-    sem = np.array([14, 1, 12, 14, 14], np.uint8)             # car, road, pedestrian, car, car
-    cam = cb.track_ids_from_actor_ids(ids, sem, tracked, low16=True)
-    assert cam.dtype == np.int32 and cam.tolist() == [70000, -1, 12, -1, -1]
-    lidar = cb.track_ids_from_actor_ids(ids, sem, tracked, low16=False)
-    assert lidar.tolist() == [-1, -1, 12, -1, 70000]
-    assert cb.track_ids_from_actor_ids(ids, sem, np.array([], np.int64), low16=True).tolist() == [-1] * 5
-    with pytest.raises(SimError, match="collide"):
-        cb.track_ids_from_actor_ids(ids, sem, np.array([5, 5 + 65536]), low16=True)
-
-
-# ------------------------------------------------------------------------------------ transforms
-def test_carla_pose_matrix_known_answers() -> None:
-    yaw90 = cb.matrix_from_carla_pose((1.0, 2.0, 3.0), (0.0, 90.0, 0.0))
-    np.testing.assert_allclose(yaw90, [[0, -1, 0, 1], [1, 0, 0, 2], [0, 0, 1, 3], [0, 0, 0, 1]], atol=1e-15)
-    pitch30 = cb.matrix_from_carla_pose((0, 0, 0), (30.0, 0.0, 0.0))
-    np.testing.assert_allclose(pitch30[:3, 0], [math.cos(math.pi / 6), 0, 0.5], atol=1e-15)  # nose up
-
-
-def test_carla_pose_round_trip_random() -> None:
-    rng = np.random.default_rng(1)
-    for _ in range(50):
-        loc = tuple(rng.uniform(-100, 100, 3))
-        rot = (rng.uniform(-89, 89), rng.uniform(-179, 179), rng.uniform(-179, 179))
-        m = cb.matrix_from_carla_pose(loc, rot)
-        np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)
-        assert np.linalg.det(m[:3, :3]) == pytest.approx(1.0)
-        loc2, rot2 = cb.carla_pose_from_matrix(m)
-        np.testing.assert_allclose(loc2, loc, atol=1e-12)
-        np.testing.assert_allclose(rot2, rot, atol=1e-9)
-
-
-def test_right_handed_conversion_flips_yaw_and_commutes_with_points() -> None:
-    m_lh = cb.matrix_from_carla_pose((4.0, -2.0, 1.0), (0.0, 30.0, 0.0))     # Unreal yaw +30 = turning right
-    m = cb.right_handed_from_unreal(m_lh)
-    assert math.atan2(m[1, 0], m[0, 0]) == pytest.approx(-math.radians(30.0))
-    np.testing.assert_allclose(m[:3, 3], [4.0, 2.0, 1.0])
-    assert np.linalg.det(m[:3, :3]) == pytest.approx(1.0)
-    rng = np.random.default_rng(2)
-    m_lh = cb.matrix_from_carla_pose(tuple(rng.normal(size=3)), tuple(rng.uniform(-80, 80, 3)))
-    p_lh = rng.normal(size=(10, 3))
-    moved_then_flipped = cb.points_from_unreal((m_lh[:3, :3] @ p_lh.T).T + m_lh[:3, 3])
-    flipped_then_moved = (cb.right_handed_from_unreal(m_lh)[:3, :3] @ cb.points_from_unreal(p_lh).T).T \
-        + cb.right_handed_from_unreal(m_lh)[:3, 3]
-    np.testing.assert_allclose(moved_then_flipped, flipped_then_moved, atol=1e-12)
-
-
-def test_cam_from_ego_of_forward_camera() -> None:
-    mount = cb.matrix_from_carla_pose((1.5, 0.0, 1.7), (0.0, 0.0, 0.0))     # 1.5 m ahead, 1.7 m up, looking forward
-    cam_from_ego = cb.cam_from_ego_from_mount(mount)
-    assert np.linalg.det(cam_from_ego[:3, :3]) == pytest.approx(1.0)
-    def cam(p: tuple[float, float, float]) -> np.ndarray:
-        return (cam_from_ego @ np.array([*p, 1.0]))[:3]
-    np.testing.assert_allclose(cam((10.0, 0.0, 1.7)), [0.0, 0.0, 8.5], atol=1e-12)   # straight ahead: +z
-    np.testing.assert_allclose(cam((10.0, 2.0, 1.7)), [-2.0, 0.0, 8.5], atol=1e-12)  # ego left (+y) = image left (-x)
-    np.testing.assert_allclose(cam((10.0, 0.0, 2.7)), [0.0, -1.0, 8.5], atol=1e-12)  # up = image up (-y)
-    np.testing.assert_allclose(cb.mount_from_cam_from_ego(cam_from_ego), mount, atol=1e-12)
-    yawed = cb.matrix_from_carla_pose((0.0, 0.0, 0.0), (0.0, 90.0, 0.0))      # looking to the right (Unreal +y)
-    np.testing.assert_allclose((cb.cam_from_ego_from_mount(yawed) @ [0.0, -5.0, 0.0, 1.0])[:3], [0, 0, 5], atol=1e-12)
-
-
-def test_lidar_from_ego_and_points() -> None:
-    mount = cb.matrix_from_carla_pose((0.0, 0.5, 1.8), (0.0, 0.0, 0.0))      # 0.5 m to the right in Unreal
-    lidar_from_ego = cb.sensor_from_ego_from_mount(mount)
-    np.testing.assert_allclose(lidar_from_ego @ [0.0, 0.0, 0.0, 1.0], [0.0, 0.5, -1.8, 1.0], atol=1e-12)
-    raw = np.array([[1.0, 2.0, 3.0, 0.5], [4.0, -5.0, 6.0, 1.5]], np.float32)
-    out = cb.lidar_from_carla(raw.ravel())
-    assert out.dtype == np.float32 and out.tolist() == [[1.0, -2.0, 3.0, 0.5], [4.0, 5.0, 6.0, 1.0]]
-    assert raw[0, 1] == 2.0                                                      # input untouched
-    rec = np.zeros(2, cb.SEMANTIC_LIDAR_DTYPE)
-    rec["x"], rec["y"], rec["z"], rec["cos_inc"] = [1, 2], [3, -4], [5, 6], [0.25, -0.5]
-    rec["actor_id"], rec["tag"] = [70000, 0], [14, 25]
-    pts, tags, ids = cb.semantic_lidar_from_carla(rec.tobytes())
-    assert pts.tolist() == [[1, -3, 5, 0.25], [2, 4, 6, 0.0]]
-    assert tags.tolist() == [14, 10] and ids.tolist() == [70000, 0]
-
-
-def test_box_in_ego_hand_worked() -> None:
-    ego = cb.matrix_from_carla_pose((10.0, 5.0, 0.0), (0.0, 0.0, 0.0))
-    actor = cb.matrix_from_carla_pose((20.0, 8.0, 0.0), (0.0, 90.0, 0.0))    # 3 m right of ego, heading right
-    box = cb.box_in_ego(ego, actor, (0.0, 0.0, 0.8), (2.0, 1.0, 0.8), (0.0, 0.0, 0.0))
-    np.testing.assert_allclose(box, [10.0, -3.0, 0.8, 4.0, 2.0, 1.6, -math.pi / 2], atol=1e-12)
-    ego = cb.matrix_from_carla_pose((0.0, 0.0, 0.0), (0.0, 90.0, 0.0))        # ego faces Unreal +y
-    actor = cb.matrix_from_carla_pose((1.0, 10.0, 0.0), (0.0, 100.0, 0.0))    # ahead, 1 m to ego's left
-    box = cb.box_in_ego(ego, actor, (0.5, 0.0, 0.7), (2.2, 0.9, 0.7), (0.0, 0.0, 0.0))
-    # box centre 0.5 m along the actor heading (Unreal yaw 100) from the actor origin
-    cx, cy = 1.0 + 0.5 * math.cos(math.radians(100)), 10.0 + 0.5 * math.sin(math.radians(100))
-    np.testing.assert_allclose(box, [cy, cx, 0.7, 4.4, 1.8, 1.4, -math.radians(10)], atol=1e-12)
-    rotated = cb.box_in_ego(np.eye(4), np.eye(4), (0, 0, 0), (1, 1, 1), (0.0, -45.0, 0.0))
-    assert rotated[6] == pytest.approx(math.pi / 4)                            # box yaw relative to actor, sign flipped
-
-
-def test_intrinsics_from_fov() -> None:
-    K = cb.intrinsics_from_fov(100, 200, 90.0)
-    np.testing.assert_allclose(K, [[100, 0, 99.5], [0, 100, 49.5], [0, 0, 1]], atol=1e-12)
-    assert cb.fov_from_intrinsics(K, 100, 200) == pytest.approx(90.0)
-    K2 = cb.intrinsics_from_fov(64, 208, 72.5)
-    assert cb.fov_from_intrinsics(K2, 64, 208) == pytest.approx(72.5)
-    with pytest.raises(SimError, match="square pixels"):
-        cb.fov_from_intrinsics(np.array([[100, 0, 99.5], [0, 90, 49.5], [0, 0, 1.0]]), 100, 200)
-    with pytest.raises(SimError, match="centred"):
-        cb.fov_from_intrinsics(np.array([[100, 0, 80.0], [0, 100, 49.5], [0, 0, 1.0]]), 100, 200)
-    with pytest.raises(SimError, match="fov"):
-        cb.intrinsics_from_fov(10, 10, 180.0)
-
-
-# ------------------------------------------------------------------------------- server session
+# ------------------------------------------------------------------------------ pure decisions
 def test_missing_package_error_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "carla", None)                           # makes `import carla` fail
     with pytest.raises(SimError, match=r"pip install 'taskology\[carla\]'") as info:
@@ -190,27 +51,46 @@ def test_bad_host_is_rejected(host: str) -> None:
         cb.parse_host(host)
 
 
+def test_version_numbers_and_the_oldest_server_accepted() -> None:
+    assert cb.parse_server_version("0.9.16") == (0, 9, 16)
+    assert cb.parse_server_version("0.9.16-dirty") == (0, 9, 16)
+    assert cb.parse_server_version("0.10.0") == (0, 10, 0)
+    assert cb.parse_server_version("") is None
+    for ok in ("0.9.16", "0.9.16-3-g1234567", "0.9.17", "0.10.0", "1.0.0"):
+        cb.check_server_version(ok, "h:1")
+    with pytest.raises(cb.CarlaVersionError) as info:
+        cb.check_server_version("0.9.15.2", "h:2000")
+    assert str(info.value) == ("CARLA server at h:2000 is version 0.9.15.2; expected 0.9.16 or newer (the instance "
+                               "camera's actor-id encoding read here is CARLA 0.9.16's; older servers encode Unreal's "
+                               "own ids)")
+    with pytest.raises(cb.CarlaVersionError, match="reports version 'dev', which is not a version number"):
+        cb.check_server_version("dev", "h:2000")
+
+
+def test_physics_substeps_and_backoff() -> None:
+    assert [cb.physics_substeps(r) for r in (10.0, 20.0, 30.0, 100.0, 6.25, 7.0)] == [10, 5, 4, 1, 16, 15]
+    assert cb.MIN_FRAME_RATE_HZ == 6.25
+    with pytest.raises(SimError, match=r">= 6.25 Hz .* found 5"):
+        cb.physics_substeps(5.0)
+    assert list(itertools.islice(cb.backoff_delays(0.5, 3.0), 6)) == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert list(itertools.islice(cb.backoff_delays(2.0, 2.0), 3)) == [2.0, 2.0, 2.0]
+    with pytest.raises(SimError, match="backoff_s"):
+        cb.CarlaOptions(backoff_s=(2.0, 1.0))
+    with pytest.raises(SimError, match="HOST:PORT"):
+        cb.CarlaOptions(host="carla")
+    with pytest.raises(SimError, match="walkers"):
+        cb.CarlaOptions(walkers=-1)
+
+
 def _unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def test_carla_objects_match_our_matrices() -> None:
-    carla = pytest.importorskip("carla")
-    rng = np.random.default_rng(3)
-    for _ in range(20):
-        loc, rot = rng.uniform(-50, 50, 3), rng.uniform(-80, 80, 3)
-        t = carla.Transform(carla.Location(*map(float, loc)), carla.Rotation(pitch=rot[0], yaw=rot[1], roll=rot[2]))
-        np.testing.assert_allclose(np.array(t.get_matrix()), cb.matrix_from_carla_pose(tuple(loc), tuple(rot)),
-                                   atol=1e-4)  # carla computes in float32
-    bb = carla.BoundingBox(carla.Location(0.1, 0.2, 0.7), carla.Vector3D(2.0, 1.0, 0.75))
-    box = cb.box_in_ego(np.eye(4), np.eye(4), (bb.location.x, bb.location.y, bb.location.z),
-                        (bb.extent.x, bb.extent.y, bb.extent.z), (bb.rotation.pitch, bb.rotation.yaw, bb.rotation.roll))
-    np.testing.assert_allclose(box, [0.1, -0.2, 0.7, 4.0, 2.0, 1.5, 0.0], atol=1e-6)
-
-
 def test_unreachable_server_times_out_with_one_line() -> None:
+    import time
+
     pytest.importorskip("carla")
     port = _unused_port()
     start = time.monotonic()
@@ -221,259 +101,190 @@ def test_unreachable_server_times_out_with_one_line() -> None:
 
 
 @pytest.mark.carla
-def test_real_server_records_a_valid_shard(tmp_path: object) -> None:
-    from pathlib import Path
-
-    from taskology.data.shard import Shard
-
-    paths = cb.generate_carla_shards(Path(str(tmp_path)), host=os.environ["TASKOLOGY_CARLA_HOST"], sequences=1,
-                                     frames=3, seed=0, camera_hw=(32, 96), lidar_beams=8, frame_rate=10.0)
-    assert len(paths) == 1
-    with Shard.open(paths[0]) as shard:
-        assert shard.num_frames == 3
-
-
-# ------------------------------------------------------------------------------ frame assembly
-def test_default_rig_mounts_as_carla_transforms() -> None:
-    rig = cb.default_sensor_rig((64, 208), 32, 1024)
-    (x, y, z), (pitch, yaw, roll) = cb.carla_pose_from_matrix(cb.mount_from_cam_from_ego(rig.cam_from_ego))
-    np.testing.assert_allclose([x, y, z, pitch, yaw, roll], [0.8, 0.0, 1.6, -3.0, 0.0, 0.0], atol=1e-9)  # nose down
-    lidar_mount = cb.FLIP_Y @ np.linalg.inv(rig.lidar_from_ego) @ cb.FLIP_Y
-    (x, y, z), rot = cb.carla_pose_from_matrix(lidar_mount)
-    np.testing.assert_allclose([x, y, z, *rot], [0.0, 0.0, 1.9, 0.0, 0.0, 0.0], atol=1e-12)
-    assert cb.fov_from_intrinsics(rig.K, 64, 208) == pytest.approx(90.0)
-    np.testing.assert_allclose(cb.intrinsics_from_fov(64, 208, 90.0), rig.K, atol=1e-12)  # CARLA reproduces K
-    with pytest.raises(SimError, match="lidar_beams"):
-        cb.default_sensor_rig((64, 208), 129, 1024)
-
-
-def test_frame_layers_round_trip_through_the_shard_writer(tmp_path: object) -> None:
-    from pathlib import Path
-
-    from taskology.data.shard import Shard, ShardWriter
-
-    h, w = 6, 8
-    K = cb.intrinsics_from_fov(h, w, 90.0)
-    rgb = np.zeros((h, w, 4), np.uint8)
-    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 1, 2, 3                     # B, G, R
-    depth = np.zeros((h, w, 4), np.uint8)
-    code = round(5.0 * (256**3 - 1) / 1000.0)                            # ~5 m everywhere ...
-    depth[..., 2], depth[..., 1], depth[..., 0] = code & 255, (code >> 8) & 255, code >> 16
-    sem = np.zeros((h, w, 4), np.uint8)
-    sem[..., 2] = 1                                                      # road
-    sem[0, :, 2] = 11                                                    # ... except the sky row
-    sem[3, 4, 2] = 14                                                    # one car pixel
-    inst = sem.copy()
-    inst[3, 4, 1], inst[3, 4, 0] = 0x70, 0x11                            # actor 70000 = 0x11170 -> low 16 bits 0x1170
-    rec = np.zeros(2, cb.SEMANTIC_LIDAR_DTYPE)
-    rec["x"], rec["y"], rec["z"], rec["cos_inc"], rec["actor_id"], rec["tag"] = [5, 7], [1, -2], [0, 0], [1, 1], \
-        [70000, 3], [14, 1]
-    ego = cb.matrix_from_carla_pose((100.0, 50.0, 0.0), (0.0, 0.0, 0.0))
-    car = cb.CarlaObject(70000, 14, cb.matrix_from_carla_pose((105.0, 51.0, 0.0), (0.0, 0.0, 0.0)),
-                         (0.0, 0.0, 0.75), (2.0, 1.0, 0.75), (0.0, 0.0, 0.0), (3.0, 4.0, 0.0))
-    layers = cb.frame_layers_from_carla(rgb_bgra=rgb, depth_bgra=depth, semantic_bgra=sem, instance_bgra=inst,
-                                        semantic_lidar_raw=rec.tobytes(), world_from_ego_lh=ego, objects=[car], K=K)
-    path = Path(str(tmp_path)) / "c.h5"
-    with ShardWriter(path, sequence_id="c", frame_rate=10.0, generator={"backend": "carla"}, camera_hw=(h, w),
-                     lidar=True, objects=True) as writer:
-        writer.set_static(**{"camera/K": K, "camera/cam_from_ego": cb.default_sensor_rig((h, w), 8, 16).cam_from_ego,
-                             "lidar/lidar_from_ego": np.eye(4)})
-        writer.append(layers)
+def test_real_server_records_a_valid_shard_and_skips_it_on_a_rerun(tmp_path: Path) -> None:
+    host = os.environ["TASKOLOGY_CARLA_HOST"]
+    args = dict(host=host, sequences=1, frames=3, seed=0, camera_hw=(32, 96), lidar_beams=8, frame_rate=10.0,
+                vehicles=5, walkers=5)
+    (path,) = cb.generate_carla_shards(tmp_path, **args)
     with Shard.open(path) as shard:
         shard.verify()
-        f = shard.frame(0)
-    assert f["camera/rgb"][0, 0].tolist() == [3, 2, 1]
-    assert f["camera/depth"][0].tolist() == [0.0] * w                    # sky row invalid
-    assert f["camera/depth"][2, 2] == pytest.approx(5.0, abs=1e-3)
-    np.testing.assert_allclose(f["camera/normals"][2, 2], [0, 0, -1], atol=1e-5)   # fronto-parallel plane faces camera
-    assert f["camera/instance"][3, 4] == 70000 and (f["camera/instance"] == -1).sum() == h * w - 1
-    assert f["lidar/points"].tolist() == [[5, -1, 0, 1], [7, 2, 0, 1]] and f["lidar/instance"].tolist() == [70000, -1]
-    np.testing.assert_allclose(f["objects/box"], [[5.0, -1.0, 0.75, 4.0, 2.0, 1.5, 0.0]], atol=1e-12)
-    assert f["objects/velocity"].tolist() == [[3.0, -4.0, 0.0]] and f["objects/track_id"].tolist() == [70000]
-    np.testing.assert_allclose(f["ego/world_from_ego"][:3, 3], [100.0, -50.0, 0.0])
+        assert shard.num_frames == 3
+        generator = shard.generator
+        normals = shard.frame(0)["camera/normals"]
+    assert cb.parse_server_version(generator["config"]["server_version"]) >= cb.MIN_SERVER_VERSION
+    assert np.isin(np.round(np.linalg.norm(normals, axis=-1), 3), [0.0, 1.0]).all()
+    mtime = path.stat().st_mtime_ns
+    lines: list[str] = []
+    cb.generate_carla_shards(tmp_path, **args, say=lines.append)
+    assert lines == [f"{path.name}: complete, identical (skipped)"] and path.stat().st_mtime_ns == mtime
 
 
-# ------------------------------------------------------------------- recording loop, fake server
-class _FakeCarla:
-    """Just enough of the carla API, in-process, to drive the recording loop (no network)."""
-
-    def __init__(self) -> None:
-        import types
-
-        fake = self
-
-        class Location:
-            def __init__(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> None:
-                self.x, self.y, self.z = x, y, z
-
-        class Rotation:
-            def __init__(self, pitch: float = 0.0, yaw: float = 0.0, roll: float = 0.0) -> None:
-                self.pitch, self.yaw, self.roll = pitch, yaw, roll
-
-        class Transform:
-            def __init__(self, location: Location | None = None, rotation: Rotation | None = None) -> None:
-                self.location, self.rotation = location or Location(), rotation or Rotation()
-
-            def get_matrix(self) -> list[list[float]]:
-                r, l = self.rotation, self.location
-                return cb.matrix_from_carla_pose((l.x, l.y, l.z), (r.pitch, r.yaw, r.roll)).tolist()
-
-        class Blueprint:
-            def __init__(self, name: str) -> None:
-                self.id, self.attributes = name, {"number_of_wheels": "4"}
-
-            def set_attribute(self, key: str, value: str) -> None:
-                self.attributes[key] = value
-
-            def get_attribute(self, key: str) -> str:
-                return self.attributes[key]
-
-        class Actor:
-            def __init__(self, actor_id: int, bp: Blueprint, transform: Transform, parent: Actor | None) -> None:
-                self.id, self.type_id, self.bp, self.transform, self.parent = actor_id, bp.id, bp, transform, parent
-                self.bounding_box = types.SimpleNamespace(location=Location(0, 0, 0.75), extent=Location(2, 1, 0.75),
-                                                          rotation=Rotation())
-                self.semantic_tags, self.callback = [14], None
-
-            def get_transform(self) -> Transform:
-                return self.transform
-
-            def get_velocity(self) -> Location:
-                return Location(2.0, 1.0, 0.0)
-
-            def set_autopilot(self, on: bool, port: int) -> None:
-                assert on and port == 8000
-
-            def listen(self, callback: Any) -> None:
-                self.callback = callback
-
-            def stop(self) -> None:
-                self.callback = None
-
-        class World:
-            def __init__(self) -> None:
-                self.settings = types.SimpleNamespace(synchronous_mode=False, fixed_delta_seconds=None)
-                self.applied: list[Any] = []
-                self.actors: dict[int, Actor] = {}
-                self.frame = 100
-
-            def get_settings(self) -> Any:
-                return types.SimpleNamespace(**vars(self.settings))
-
-            def apply_settings(self, settings: Any) -> None:
-                self.settings = settings
-                self.applied.append(settings)
-
-            def get_blueprint_library(self) -> Any:
-                class Library:
-                    def filter(self, pattern: str) -> list[Blueprint]:
-                        return [Blueprint("vehicle.b"), Blueprint("vehicle.a")]
-
-                    def find(self, name: str) -> Blueprint:
-                        return Blueprint(name)
-                return Library()
-
-            def get_map(self) -> Any:
-                points = [Transform(Location(0, 0, 0)), Transform(Location(10, 3, 0), Rotation(yaw=90))]
-                return types.SimpleNamespace(name="FakeTown", get_spawn_points=lambda: points)
-
-            def spawn_actor(self, bp: Blueprint, transform: Transform, attach_to: Actor | None = None) -> Actor:
-                actor = Actor(70000 + len(self.actors), bp, transform, attach_to)
-                self.actors[actor.id] = actor
-                return actor
-
-            try_spawn_actor = spawn_actor
-
-            def tick(self) -> int:
-                self.frame += 1
-                for actor in list(self.actors.values()):
-                    if actor.callback is not None:
-                        actor.callback(fake.measurement(actor, self.frame))
-                return self.frame
-
-            def get_snapshot(self) -> Any:
-                return types.SimpleNamespace(find=lambda i: self.actors[i])
-
-            def get_actors(self) -> Any:
-                vehicles = [a for a in self.actors.values() if a.type_id.startswith("vehicle.")]
-                return types.SimpleNamespace(filter=lambda pattern: vehicles)
-
-        class Client:
-            def __init__(self, host: str, port: int) -> None:
-                fake.client = self
-                self.destroyed: list[int] = []
-                self.tm = types.SimpleNamespace(sync=None, seeds=[], get_port=lambda: 8000)
-                self.tm.set_synchronous_mode = lambda on: setattr(self.tm, "sync", on)
-                self.tm.set_random_device_seed = self.tm.seeds.append
-
-            def set_timeout(self, seconds: float) -> None:
-                self.timeout = seconds
-
-            def get_server_version(self) -> str:
-                return "0.9.16"
-
-            def get_world(self) -> World:
-                return fake.world
-
-            def get_trafficmanager(self) -> Any:
-                return self.tm
-
-            def apply_batch_sync(self, commands: list[Any]) -> None:
-                self.destroyed += [c.actor.id for c in commands]
-
-        self.world = World()
-        self.module = types.ModuleType("carla")
-        for cls in (Location, Rotation, Transform, Client):
-            setattr(self.module, cls.__name__, cls)
-        self.module.command = types.SimpleNamespace(DestroyActor=lambda actor: types.SimpleNamespace(actor=actor))
-
-    def measurement(self, sensor: Any, frame: int) -> Any:
-        import types
-
-        attrs = sensor.bp.attributes
-        if sensor.type_id.startswith("sensor.lidar"):
-            rec = np.zeros(3, cb.SEMANTIC_LIDAR_DTYPE)
-            rec["x"], rec["y"], rec["z"], rec["cos_inc"] = [5, 6, 7], [1, 2, 3], [0, 0, 0], [1, 1, 1]
-            rec["actor_id"], rec["tag"] = [70001, 0, 0], [14, 1, 1]
-            return types.SimpleNamespace(frame=frame, raw_data=rec.tobytes())
-        h, w = int(attrs["image_size_y"]), int(attrs["image_size_x"])
-        img = np.zeros((h, w, 4), np.uint8)
-        img[..., 2] = 1 if sensor.type_id.endswith("segmentation") else 100    # road tag / depth code
-        if sensor.type_id.endswith("segmentation"):
-            img[0, 0, 2] = 14                                                  # a car pixel, in both label cameras
-        if sensor.type_id.endswith("instance_segmentation"):
-            img[0, 0, :2] = [0x11, 0x71]                                       # actor 70001: B, G = 0x11, 0x71
-        return types.SimpleNamespace(frame=frame, raw_data=img.tobytes())
-
-
-def test_recording_loop_against_a_fake_server(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pathlib import Path
-
-    from taskology.data.shard import Shard
-
-    fake = _FakeCarla()
-    monkeypatch.setitem(sys.modules, "carla", fake.module)
-    paths = cb.generate_carla_shards(Path(str(tmp_path)), host="127.0.0.1:2000", sequences=1, frames=3, seed=4,
-                                     camera_hw=(8, 12), lidar_beams=4, lidar_azimuth=16, frame_rate=20.0,
-                                     vehicles=1, warmup_ticks=2)
+# ------------------------------------------------------------------- recording against the fake
+def test_recording_loop_against_a_fake_server(tmp_path: Path, fake: FakeCarla) -> None:
+    paths = cb.generate_carla_shards(tmp_path, host="127.0.0.1:2000", sequences=1, frames=3, seed=4, **SMALL)
     assert [p.name for p in paths] == ["carla-seed4-seq00000.h5"]
     with Shard.open(paths[0]) as shard:
         shard.verify()
         assert shard.num_frames == 3 and shard.generator["backend"] == "carla"
+        config = shard.generator["config"]
         frame = shard.frame(2)
-    ego_id, npc_id = 70000, 70001
-    (spawned_ego,) = [a for a in fake.world.actors.values() if a.id == ego_id]
-    npc_in_ego = np.linalg.inv(np.array(spawned_ego.transform.get_matrix())) \
-        @ np.array(fake.world.actors[npc_id].transform.get_matrix())
+    assert config == {"index": 0, "frames": 3, "camera_hw": [8, 12], "lidar_beams": 4, "lidar_azimuth": 16,
+                      "frame_rate": 20.0, "vehicles": 1, "walkers": 2, "warmup_ticks": 2,
+                      "map": "Carla/Maps/FakeTown", "server_version": "0.9.16", "normals": "depth"}
+    world = fake.world
+    by_type = {t: [a for a in world.spawned if a.type_id.startswith(t)] for t in ("vehicle.", "walker.", "controller.")}
+    (ego, npc), walkers, controllers = by_type["vehicle."], by_type["walker."], by_type["controller."]
+    assert ego.autopilot == (True, 8000) and npc.autopilot == (True, 8000)
+    npc_in_ego = np.linalg.inv(np.array(ego.transform.get_matrix())) @ np.array(npc.transform.get_matrix())
     want_yaw = -math.atan2(npc_in_ego[1, 0], npc_in_ego[0, 0])
+    assert frame["objects/track_id"].tolist() == [npc.id, *(w.id for w in walkers)]
+    assert frame["objects/class_id"].tolist() == [14, 12, 12]
     np.testing.assert_allclose(frame["objects/box"][0, [0, 1, 3, 4, 5, 6]],
                                [npc_in_ego[0, 3], -npc_in_ego[1, 3], 4.0, 2.0, 1.5, want_yaw], atol=1e-9)
-    assert frame["objects/track_id"].tolist() == [npc_id] and frame["camera/instance"][0, 0] == npc_id
-    assert frame["lidar/instance"].tolist() == [npc_id, -1, -1] and frame["lidar/points"][0, 1] == -1.0
-    assert frame["camera/depth"][4, 4] == np.float32(1000.0 * 100 / (256**3 - 1))
-    lidar_bp = [a for a in fake.world.actors.values() if a.type_id == "sensor.lidar.ray_cast_semantic"][0].bp
+    walker_in_ego = np.linalg.inv(np.array(ego.transform.get_matrix())) @ np.array(walkers[0].transform.get_matrix())
+    np.testing.assert_allclose(frame["objects/box"][1, :6], [walker_in_ego[0, 3], -walker_in_ego[1, 3], 0.9, 0.6, 0.6, 1.8],
+                               atol=1e-9)
+    assert frame["camera/instance"][0, 0] == npc.id
+    assert frame["lidar/instance"].tolist() == [npc.id, -1, -1] and frame["lidar/points"][0, 1] == -1.0
+    assert frame["camera/depth"][4, 4] == np.float32(1000.0 * DEPTH_CODE / (256**3 - 1))
+    # walkers: spawned at navigation points, not invincible, each with an AI controller started towards a
+    # random point at a walking speed, stopped and destroyed at the end
+    assert len(walkers) == 2 and all(w.bp.attributes["is_invincible"] == "false" for w in walkers)
+    assert [c.parent for c in controllers] == walkers
+    for c in controllers:
+        names = [name for name, _ in c.calls]
+        assert names == ["start", "go_to_location", "set_max_speed", "stop"]
+        assert 1.0 <= dict(c.calls)["set_max_speed"] <= 2.0
+    assert fake.pedestrian_seeds == [4 * 1_000_003]
+    lidar_bp = [a for a in world.spawned if a.type_id == "sensor.lidar.ray_cast_semantic"][0].bp
     assert lidar_bp.attributes["channels"] == "4" and lidar_bp.attributes["points_per_second"] == str(4 * 16 * 20)
-    # world settings restored, traffic manager back to asynchronous, every actor destroyed
-    assert fake.world.settings.synchronous_mode is False and fake.world.applied[0].fixed_delta_seconds == 0.05
-    assert fake.client.tm.sync is False and fake.client.tm.seeds == [4 * 100_003]
-    assert sorted(fake.client.destroyed) == sorted(fake.world.actors)
+    # synchronous mode with substeps covering the tick, then the server's settings back; everything destroyed
+    sync = world.applied[0]
+    assert (sync.synchronous_mode, sync.fixed_delta_seconds, sync.max_substep_delta_time, sync.max_substeps) == \
+        (True, 0.05, 0.01, 5)
+    assert world.settings.synchronous_mode is False and world.settings.fixed_delta_seconds is None
+    assert world.settings.max_substeps == 10
+    assert fake.tm_sync is False and fake.tm_seeds == [4 * 100_003]
+    assert sorted(fake.destroyed) == sorted(a.id for a in world.spawned) and world.actors == {}
+
+
+def test_normals_camera_is_used_when_the_server_offers_it(tmp_path: Path, fake: FakeCarla) -> None:
+    from taskology.geometry.camera import normals_from_depth
+
+    (without,) = cb.generate_carla_shards(tmp_path / "a", host="127.0.0.1:2000", sequences=1, frames=1, seed=0, **SMALL)
+    fake.normals_camera = True
+    fake.restart()
+    (with_camera,) = cb.generate_carla_shards(tmp_path / "b", host="127.0.0.1:2000", sequences=1, frames=1, seed=0,
+                                              **SMALL)
+    assert any(a.type_id == "sensor.camera.normals" for a in fake.world.spawned)
+    rig = cc.default_sensor_rig((8, 12), 4, 16)
+    with Shard.open(without) as a, Shard.open(with_camera) as b:
+        assert a.generator["config"]["normals"] == "depth" and b.generator["config"]["normals"] == "camera"
+        fa, fb = a.frame(0), b.frame(0)
+        ego_lh = cc.FLIP_Y @ fb["ego/world_from_ego"] @ cc.FLIP_Y
+    assert np.array_equal(fa["camera/normals"], normals_from_depth(fa["camera/depth"], rig.K))
+    # the camera's world +z, in the camera frame, facing the camera pixel by pixel
+    cam_from_world = rig.cam_from_ego @ np.linalg.inv(cc.right_handed_from_unreal(ego_lh))
+    up = cam_from_world[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    rays = np.stack([*np.meshgrid(np.arange(12.0), np.arange(8.0)), np.ones((8, 12))], -1) @ np.linalg.inv(rig.K).T
+    want = np.where((rays @ up)[..., None] > 0, -up, up)
+    np.testing.assert_allclose(fb["camera/normals"], want, atol=0.01)
+    assert not np.allclose(fa["camera/normals"], fb["camera/normals"], atol=0.1)
+
+
+def test_an_old_server_is_refused_with_one_line(tmp_path: Path, fake: FakeCarla) -> None:
+    fake.version = "0.9.15"
+    with pytest.raises(cb.CarlaVersionError) as info:
+        cb.generate_carla_shards(tmp_path, host="127.0.0.1:2000", sequences=1, frames=1, seed=0, **SMALL)
+    assert str(info.value).startswith("CARLA server at 127.0.0.1:2000 is version 0.9.15; expected 0.9.16 or newer")
+    assert fake.world.applied == [] and list(tmp_path.iterdir()) == []        # nothing set, nothing written
+
+
+def test_rerun_skips_complete_identical_shards_and_redoes_partial_ones(tmp_path: Path, fake: FakeCarla) -> None:
+    args = dict(host="127.0.0.1:2000", sequences=3, frames=2, seed=1, **SMALL)
+    paths = cb.generate_carla_shards(tmp_path, **args)
+    kept = paths[0].stat()
+    paths[1].write_bytes(paths[1].read_bytes()[:300])                      # truncated: invalid
+    paths[2].unlink()                                                        # ... and a writer that died mid-shard
+    (tmp_path / f".{paths[2].name}.tmp-999-abcd").write_bytes(b"half a shard")
+    lines: list[str] = []
+    assert cb.generate_carla_shards(tmp_path, **args, say=lines.append) == paths
+    assert lines[0] == f"{paths[0].name}: complete, identical (skipped)"
+    assert lines[1].startswith(f"{paths[1].name}: invalid (") and lines[2] == f"{paths[1].name}: recorded (2 frames)"
+    assert lines[3:] == [f"{paths[2].name}: recorded (2 frames)"]
+    assert (paths[0].stat().st_ino, paths[0].stat().st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    assert (tmp_path / f"{paths[1].name}.corrupt").exists() and stale_temp_files(tmp_path) == []
+    for path in paths:
+        with Shard.open(path) as shard:
+            shard.verify()
+    # another server address does not make a shard different; other parameters do, and nothing is written
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir())
+    lines.clear()
+    cb.generate_carla_shards(tmp_path, **{**args, "host": "10.0.0.2:2000"}, say=lines.append)
+    assert all(line.endswith("(skipped)") for line in lines) and len(lines) == 3
+    with pytest.raises(SimError) as info:
+        cb.generate_carla_shards(tmp_path, **{**args, "sequences": 4, "walkers": 3})
+    assert "\n" not in str(info.value) and "config.walkers: existing 2, this run 3" in str(info.value)
+    assert str(info.value).startswith(f"{paths[0]}: existing shard was made with another generator config")
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir()) == before
+
+
+def test_one_sequence_per_job(tmp_path: Path, fake: FakeCarla) -> None:
+    args = dict(host="127.0.0.1:2000", seed=2, frames=2, camera_hw=(8, 12), lidar_beams=0, vehicles=1, walkers=1,
+                warmup_ticks=0, frame_rate=10.0)
+    path = cb.generate_carla_sequence(tmp_path / "out", index=7, **args)
+    assert path == tmp_path / "out" / "carla-seed2-seq00007.h5" and sorted(os.listdir(tmp_path / "out")) == [path.name]
+    with Shard.open(path) as shard:
+        assert shard.num_frames == 2 and shard.generator["config"]["index"] == 7 and "lidar" not in shard.groups
+    ticks = fake.world.ticks
+    assert cb.generate_carla_sequence(tmp_path / "out", index=7, **args) == path and fake.world.ticks == ticks
+    assert fake.world.settings.synchronous_mode is False                     # restored after each job
+    with pytest.raises(SimError, match="index and seed must be >= 0"):
+        cb.generate_carla_sequence(tmp_path / "out", index=-1, **args)
+
+
+# ------------------------------------------------------------------------------ reconnection
+def test_a_server_restart_mid_shard_is_survived(tmp_path: Path, fake: FakeCarla) -> None:
+    session = _session(fake)
+    session.ensure_connected(patient=False)
+    first_episode = fake.world
+    fake.down_at_tick = 6          # ticks 1-3: walkers' controllers and warm-up; frames 1 and 2 written, then it dies
+    fake.back_after = 4            # ... answers nothing to 4 requests, then comes back as a new episode
+    done: list[int] = []
+    path = session.write_shard(tmp_path, seed=0, index=0, frames=4, progress=done.append)
+    assert done == [1, 2, 1, 2, 3, 4]                                       # recorded again from the first frame
+    assert fake.world is not first_episode and session.connects == 2
+    assert session.waits_s == [0.01, 0.02, 0.04] and len(session.lost) == 1 and "RuntimeError" in session.lost[0]
+    with Shard.open(path) as shard:
+        shard.verify()
+        assert shard.num_frames == 4
+    assert stale_temp_files(tmp_path) == [] and sorted(os.listdir(tmp_path)) == [path.name]
+    assert fake.world.settings.synchronous_mode is True and fake.world.settings.fixed_delta_seconds == 0.05
+    session.close()
+    assert fake.world.settings.synchronous_mode is False and fake.tm_sync is False   # the new episode's own settings
+
+
+def test_a_failure_with_the_server_alive_is_raised_not_retried(tmp_path: Path, fake: FakeCarla) -> None:
+    fake.mute = "sensor.camera.depth"
+    session = _session(fake, timeout_s=0.05)
+    with pytest.raises(SimError, match="CARLA sensor 'depth' sent no data for frame"):
+        session.write_shard(tmp_path, seed=0, index=0, frames=2)
+    assert session.connects == 1 and session.lost == [] and stale_temp_files(tmp_path) == []
+    assert list(tmp_path.iterdir()) == [] and fake.world.actors == {}       # everything destroyed
+    session.close()
+
+
+def test_a_server_that_stays_away_is_given_up_with_one_line(tmp_path: Path, fake: FakeCarla) -> None:
+    session = _session(fake, reconnect_s=0.1)
+    session.ensure_connected(patient=False)
+    fake.down = True
+    with pytest.raises(SimError) as info:
+        session.write_shard(tmp_path, seed=0, index=0, frames=2)
+    assert str(info.value).startswith("CARLA server at 127.0.0.1:2000 did not come back within 0.1 s (cannot reach")
+    assert 2 <= len(session.waits_s) <= 5 and sum(session.waits_s) <= 0.1
+    session.close()                                        # nothing to restore on a server that is gone: no error
+    stop = threading.Event()
+    stop.set()
+    waiting = cb.CarlaSession(session.options, session.rig, frame_rate=20.0, stop=stop)
+    with pytest.raises(cb.SessionStopped):
+        waiting.ensure_connected()

@@ -249,3 +249,98 @@ def test_back_pressure_waits_for_consumers_and_never_retires_what_they_hold(tmp_
         actor.stop()
     with pytest.raises(SimError, match="max_ahead"):
         SimActor(tmp_path / "x", max_ahead=0)
+
+
+# ------------------------------------------------------------------- CARLA backend, fake server
+def _carla_actor(run_dir: Path, **kwargs: object) -> SimActor:
+    from taskology.sim.carla_backend import CarlaOptions
+
+    options = CarlaOptions(host="127.0.0.1:2000", vehicles=1, walkers=1, warmup_ticks=1, timeout_s=0.5,
+                           reconnect_s=10.0, backoff_s=(0.01, 0.05))
+    return SimActor(run_dir, seed=3, frames=3, camera_hw=(8, 12), lidar_beams=4, lidar_azimuth=16, frame_rate=20.0,
+                    backend="carla", carla=options, **kwargs)
+
+
+def test_carla_actor_survives_a_server_restart_and_serves_only_complete_shards(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from fakecarla import FakeCarla
+
+    fake = FakeCarla(normals_camera=True)
+    monkeypatch.setitem(sys.modules, "carla", fake.module)
+    fake.down_at_tick = 9     # 5 ticks a shard (controllers, warm-up, 3 frames): dies after frame 1 of the second
+    fake.back_after = 3       # ... and comes back as a new episode after 3 unanswered requests
+    actor = _carla_actor(tmp_path, max_shards=4, pool_size=2)
+    listings: list[list[str]] = []
+    fake.on_tick = lambda: listings.append(actor.shards())   # what a consumer would get at every tick, mid-shard too
+    actor.start()
+    try:
+        _wait(lambda: actor.status()["phase"] in ("finished", "failed"), "four CARLA shards", timeout_s=60)
+        status = actor.status()
+    finally:
+        actor.stop()
+    seen = {path for listing in listings for path in listing}
+    for path in sorted(seen):                                  # every shard ever listed was complete and valid
+        with Shard.open(path) as shard:
+            shard.verify()
+            assert shard.num_frames == 3
+    assert status["phase"] == "finished" and status["errors"] == [], status
+    source = status["source"]
+    assert source["backend"] == "carla" and source["connects"] == 2 and source["reconnect_waits_s"] == [0.01, 0.02]
+    assert source["normals"] == "camera" and len(source["lost"]) == 1 and source["lost"][0].startswith("index 1: ")
+    assert [Path(p).name for p in actor.shards()] == ["carla-seed3-seq00002.h5", "carla-seed3-seq00003.h5"]
+    assert len(listings) == 4 * 5 + 4 and [len(x) for x in listings[:6]] == [0] * 5 + [1]  # + the lost attempt's 4
+    assert [Path(p).name for p in sorted(seen)] == [f"carla-seed3-seq0000{i}.h5" for i in range(3)]
+    assert stale_temp_files(tmp_path) == []
+    ledger = json.loads((tmp_path / LEDGER_NAME).read_text())
+    assert ledger["next_index"] == 4 and ledger["config"]["backend"] == "carla"
+    assert ledger["config"]["carla"] == {"vehicles": 1, "walkers": 1, "warmup_ticks": 1}
+    with Shard.open(actor.shards()[-1]) as shard:
+        assert shard.generator["config"]["normals"] == "camera" and shard.generator["config"]["walkers"] == 1
+    # the restarted server's own settings are back, the traffic manager asynchronous, nothing of ours left
+    assert fake.world.settings.synchronous_mode is False and fake.tm_sync is False and fake.world.actors == {}
+    # a restarted actor resumes past the ledger against the same server
+    again = _carla_actor(tmp_path, max_shards=5)
+    again.start()
+    try:
+        _wait(lambda: again.status()["phase"] == "finished", "one more CARLA shard", timeout_s=60)
+    finally:
+        again.stop()
+    assert again.status()["shards_done"] == 1 and Path(again.shards()[-1]).name == "carla-seed3-seq00004.h5"
+
+
+def test_carla_actor_refuses_an_old_server_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from fakecarla import FakeCarla
+
+    fake = FakeCarla(version="0.9.14")
+    monkeypatch.setitem(sys.modules, "carla", fake.module)
+    actor = _carla_actor(tmp_path)
+    actor.start()
+    try:
+        _wait(lambda: actor.status()["phase"] == "failed", "the refusal", timeout_s=30)
+    finally:
+        actor.stop()
+    (error,) = actor.status()["errors"]
+    assert error == ("index 0: CarlaVersionError: CARLA server at 127.0.0.1:2000 is version 0.9.14; expected 0.9.16 or "
+                     "newer (the instance camera's actor-id encoding read here is CARLA 0.9.16's; older servers "
+                     "encode Unreal's own ids)")
+    assert list(tmp_path.glob("*.h5")) == [] and fake.world.applied == []
+
+
+def test_carla_actor_arguments() -> None:
+    from taskology.sim.carla_backend import CarlaOptions
+
+    assert SimActor("x").status()["source"] == {"backend": "embedded"}
+    assert _carla_actor(Path("x")).status()["source"] == {"backend": "carla"}
+    with pytest.raises(SimError, match="belong to the embedded simulator"):
+        SimActor("x", backend="carla", world={"ego_speed_mps": [2.0, 12.0]})
+    with pytest.raises(SimError, match="CARLA options given with backend 'embedded'"):
+        SimActor("x", carla=CarlaOptions())
+    with pytest.raises(SimError, match=">= 6.25 Hz"):
+        SimActor("x", backend="carla", frame_rate=5.0)
+    with pytest.raises(SimError, match="backend must be 'embedded' or 'carla'"):
+        SimActor("x", backend="unreal")
+    assert "backend" not in SimActor("x")._config()                     # an embedded ledger reads as before
