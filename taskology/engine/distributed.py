@@ -516,15 +516,11 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
         checkpoint_every_s=float(config.train.checkpoint_every_s) or None,
         log_every=int(config.train.log_every), device=device)) for task in tasks]
     if use_sim:
-        from taskology.sim.actor import SimActor
-        from taskology.sim.generate import live_mediator_seed
+        from taskology.sim.actor import SimActor, live_mediator_kwargs
 
-        h, w = (int(x) for x in str(config.sim.camera).split("x"))
-        slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", kwargs=dict(
-            run_dir=str(run_dir / "mediator"), seed=live_mediator_seed(int(config.sim.seed)), frames=int(config.sim.frames),
-            camera_hw=(h, w), lidar_beams=int(config.sim.lidar_beams), frame_rate=float(config.sim.frame_rate),
-            pool_size=int(config.exchange.mediator_pool_shards),
-            max_ahead=int(config.exchange.mediator_pool_shards), world=config.sim.world_changes())))
+        # sim.backend decides what it renders with: the embedded simulator or a CARLA server
+        slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim",
+                               kwargs=live_mediator_kwargs(config, run_dir / "mediator")))
     view = LiveView(enabled=live)
     supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
                             run_dir=run_dir, on_poll=view.update,

@@ -132,6 +132,27 @@ def plan_resume(stems: Iterable[str], id_for: Callable[[int], str], ledger_next:
     return ResumePlan(indices, foreign, next_index(indices, ledger_next))
 
 
+def live_mediator_kwargs(config: Any, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """:class:`SimActor` keyword arguments for the live mediator pool of an experiment ``config``
+    (:class:`taskology.config.ExperimentConfig`) writing into ``run_dir``: the ``sim`` section's sensors,
+    backend (with its CARLA options) and world, a seed of its own (:func:`taskology.sim.generate.live_mediator_seed`),
+    a pool of ``exchange.mediator_pool_shards`` with as many shards of back-pressure.
+
+    Example:
+        >>> from taskology.config import load_config
+        >>> kwargs = live_mediator_kwargs(load_config(None, ["sim.camera=32x96"]), "runs/x/mediator")
+        >>> kwargs["camera_hw"], kwargs["backend"], kwargs["carla"], kwargs["pool_size"]
+        ((32, 96), 'embedded', None, 4)
+    """
+    from taskology.sim.generate import live_mediator_seed
+
+    sim, pool = config.sim, int(config.exchange.mediator_pool_shards)
+    return dict(run_dir=str(run_dir), seed=live_mediator_seed(int(sim.seed)), frames=int(sim.frames),
+                camera_hw=tuple(sim.camera_hw), lidar_beams=int(sim.lidar_beams), frame_rate=float(sim.frame_rate),
+                pool_size=pool, max_ahead=pool, world=sim.world_changes(), backend=str(sim.backend),
+                carla=sim.carla_options())
+
+
 def frames_per_second(frames: int, seconds: float) -> float:
     """Throughput guard: ``frames / seconds``, 0 before any time has passed."""
     return frames / seconds if seconds > 0 else 0.0

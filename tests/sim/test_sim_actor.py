@@ -344,3 +344,23 @@ def test_carla_actor_arguments() -> None:
     with pytest.raises(SimError, match="backend must be 'embedded' or 'carla'"):
         SimActor("x", backend="unreal")
     assert "backend" not in SimActor("x")._config()                     # an embedded ledger reads as before
+
+
+def test_the_live_mediator_of_a_config_uses_its_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    import taskology.config.sections as sections
+    from taskology.config import load_config
+    from taskology.sim.actor import live_mediator_kwargs
+    from taskology.sim.carla_backend import CarlaOptions
+    from taskology.sim.generate import live_mediator_seed
+
+    embedded = live_mediator_kwargs(load_config(None, ["sim.seed=5", "sim.ego_speed_mps=[2, 12]"]), "m")
+    assert embedded == {"run_dir": "m", "seed": live_mediator_seed(5), "frames": 20, "camera_hw": (64, 208),
+                        "lidar_beams": 32, "frame_rate": 10.0, "pool_size": 4, "max_ahead": 4,
+                        "world": {"ego_speed_mps": (2.0, 12.0)}, "backend": "embedded", "carla": None}
+    monkeypatch.setattr(sections, "_carla_importable", lambda: True)
+    cfg = load_config(None, ["sim.backend=carla", "sim.carla_host=carla-1:2000", "sim.carla_walkers=3"])
+    kwargs = live_mediator_kwargs(cfg, "m")
+    assert kwargs["backend"] == "carla" and kwargs["world"] == {}
+    assert kwargs["carla"] == CarlaOptions(host="carla-1:2000", walkers=3)
+    actor = SimActor(**kwargs)
+    assert actor._config()["backend"] == "carla" and actor._config()["carla"]["walkers"] == 3
