@@ -130,6 +130,11 @@ def _check_cluster(ctx: click.Context, param: click.Parameter, value: str | None
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
+def _sim_out(ctx: click.Context, param: click.Parameter, value: str) -> Path | str:
+    """``--out`` of sim as a Path; a URL (``s3://...``) stays text for the sim command to judge."""
+    return value if "://" in value else Path(value)
+
+
 def _check_overrides(ctx: click.Context, param: click.Parameter | None, values: tuple[str, ...]) -> tuple[str, ...]:
     """Dotted overrides only: a stray ``--option`` lands here because train accepts free arguments."""
     for value in values:
@@ -182,8 +187,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), default=Path("data/sim"),
-              show_default=True, help="Output directory for the HDF5 shards (one per sequence).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default="data/sim", callback=_sim_out,
+              show_default=True, help="Output directory for the HDF5 shards (one per sequence); with --cluster, "
+                                      "a folder every worker sees at this path.")
 @click.option("--sequences", type=click.IntRange(min=1), default=4, show_default=True,
               help="Number of sequences (shards).")
 @click.option("--frames", type=click.IntRange(min=1), default=20, show_default=True, help="Frames per sequence.")
@@ -195,20 +201,35 @@ def cli(ctx: click.Context, debug: bool) -> None:
               help="LiDAR beams (0 disables LiDAR).")
 @click.option("--backend", type=click.Choice(["embedded", "carla"]), default="embedded", show_default=True,
               help="Renderer: the embedded ray caster, or a CARLA server.")
-@click.option("--carla-host", default="127.0.0.1:2000", show_default=True, help="CARLA server HOST:PORT.")
+@click.option("--carla-host", default="127.0.0.1:2000", show_default=True,
+              help="CARLA server HOST:PORT (a comma list: one server per worker).")
 @click.option("--ego-speed", "ego_speed", type=(click.FloatRange(0, 40, min_open=True), click.FloatRange(0, 40)),
               default=(5.0, 9.0), show_default=True, help="MIN MAX cruising speed of the ego vehicle, m/s.")
 @click.option("--preview", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a PNG of one frame (rgb, depth, normals, semantic, LiDAR BEV) instead of shards.")
+@click.option("--cluster", default=None, callback=_check_cluster,
+              help="Simulate on Dask workers, one sequence per task: local (a LocalCluster here) or "
+                   "tcp://HOST:PORT / tls://HOST:PORT of a scheduler. Default: in this process.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of --cluster local (default: one per core, at most one per sequence).")
+@click.option("--tls-ca-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="CA certificate (PEM) of a tls:// cluster.")
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="This client's certificate (PEM) for a tls:// cluster.")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="This client's private key (PEM) for a tls:// cluster.")
 def sim(**kwargs: Any) -> None:
     """Generate simulated driving sequences as HDF5 shards.
 
-    Rerunning with the same settings skips shards that already exist.
+    Rerunning with the same settings skips shards that already exist (and redoes partial ones). With
+    --cluster the sequences are simulated on Dask workers; the shards are the same bytes.
 
     \b
     Examples:
       taskology sim --out data/sim --sequences 8 --frames 40 --camera 64x208
       taskology sim --out data/slow --ego-speed 2 5      # a slower ego vehicle
+      taskology sim --out data/big --sequences 64 --cluster local --workers 2
+      taskology sim --out /shared/sim --sequences 512 --cluster tcp://10.0.0.5:8786
       taskology sim --preview frame.png
     """
     _target("sim")(**kwargs)

@@ -148,10 +148,17 @@ def test_train_checks_the_config_before_calling_the_engine(fake_target, tmp_path
     ("sim", ["--out", "d", "--sequences", "2", "--frames", "3", "--seed", "4", "--camera", "32x96",
              "--lidar-beams", "0", "--backend", "carla", "--carla-host", "h:2000"],
      {"out": Path("d"), "sequences": 2, "frames": 3, "seed": 4, "camera": "32x96", "lidar_beams": 0,
-      "backend": "carla", "carla_host": "h:2000", "preview": None, "ego_speed": (5.0, 9.0)}),
+      "backend": "carla", "carla_host": "h:2000", "preview": None, "ego_speed": (5.0, 9.0),
+      "cluster": None, "workers": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None}),
     ("sim", ["--ego-speed", "2", "12", "--preview", "p.png"],
      {"out": Path("data/sim"), "sequences": 4, "frames": 20, "seed": 0, "camera": "64x208", "lidar_beams": 32,
-      "backend": "embedded", "carla_host": "127.0.0.1:2000", "preview": Path("p.png"), "ego_speed": (2.0, 12.0)}),
+      "backend": "embedded", "carla_host": "127.0.0.1:2000", "preview": Path("p.png"), "ego_speed": (2.0, 12.0),
+      "cluster": None, "workers": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None}),
+    ("sim", ["--cluster", "TLS://10.0.0.5:8786", "--tls-ca-file", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+     {"out": Path("data/sim"), "sequences": 4, "frames": 20, "seed": 0, "camera": "64x208", "lidar_beams": 32,
+      "backend": "embedded", "carla_host": "127.0.0.1:2000", "preview": None, "ego_speed": (5.0, 9.0),
+      "cluster": "tls://10.0.0.5:8786", "workers": None, "tls_ca_file": Path("ca.pem"), "tls_cert": Path("c.pem"),
+      "tls_key": Path("k.pem")}),
     ("train", ["demo", "train.steps=3", "tasks.depth.lr=1e-3", "--cluster", "None", "--run-dir", "r"],
      {"config": Path("demo"), "overrides": ("train.steps=3", "tasks.depth.lr=1e-3"),
       "cluster": "none", "run_dir": Path("r"), "resume": None}),
@@ -182,7 +189,8 @@ def test_sim_defaults_reach_the_target(fake_target) -> None:
     assert invoke("sim").exit_code == 0
     assert calls == [{"out": Path("data/sim"), "sequences": 4, "frames": 20, "seed": 0, "camera": "64x208",
                       "lidar_beams": 32, "backend": "embedded", "carla_host": "127.0.0.1:2000", "preview": None,
-                      "ego_speed": (5.0, 9.0)}]
+                      "ego_speed": (5.0, 9.0), "cluster": None, "workers": None,
+                      "tls_ca_file": None, "tls_cert": None, "tls_key": None}]
     from taskology.sim.config import WorldConfig  # the CLI's defaults are the default world's
 
     assert calls[0]["ego_speed"] == WorldConfig().ego_speed_mps

@@ -88,3 +88,21 @@ def test_preview_writes_a_png(tmp_path: Path) -> None:
     _run(tmp_path / "unused", preview=png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "unused").exists()
+
+
+def test_rerun_removes_a_partial_shard_and_simulates_it_again(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    _run(out, sequences=2)
+    kept, redone = out / "seed0-seq00000.h5", out / "seed0-seq00001.h5"
+    kept_stat, redone_bytes = kept.stat(), redone.read_bytes()
+    partial = out / f".{redone.name}.tmp-4242-deadbeef"  # what a writer killed mid-sequence leaves
+    os.replace(redone, partial)
+    with open(partial, "r+b") as f:
+        f.truncate(1000)
+    capsys.readouterr()
+    world = sim_command(out=out, **{**BASE, "sequences": 2})
+    said = capsys.readouterr().out
+    assert world is not None and world.simulated == 1 and not partial.exists()
+    assert redone.read_bytes() == redone_bytes and kept.stat().st_ino == kept_stat.st_ino
+    assert f"removed 1 partial shard file(s) of stopped writers in {out} ({partial.name})" in said
+    assert "simulating 1 of 2 sequences" in said and "frames/s" in said

@@ -1,0 +1,225 @@
+"""``taskology sim --cluster``: the same bytes as a serial run, resume (identical shards skipped, partial
+ones redone), a worker killed mid-sequence, and bad placements as one clear error with nothing written.
+
+The cluster tests share one LocalCluster on 127.0.0.1 (two single-threaded worker processes) and reach
+it as a remote scheduler (``tcp://``), the path every non-local cluster takes; one slow test runs
+``--cluster local`` through the command line."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from taskology.errors import ClusterError, SimError
+from taskology.sim.command import checked_cluster, checked_output, parse_carla_hosts, sim_command, simulate_world
+from taskology.sim.config import WorldConfig
+from taskology.sim.distributed import EmbeddedSequence, FrameTally, simulate_on_cluster
+
+#: the tiny world: 2 sequences x 2 frames at 32x96, 4 LiDAR beams.
+TINY = dict(sequences=2, frames=2, seed=0, camera="32x96", lidar_beams=4, backend="embedded",
+            carla_host="127.0.0.1:2000", preview=None)
+NAMES = ["seed0-seq00000.h5", "seed0-seq00001.h5"]
+
+
+def _shards(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.glob("*.h5"))}
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The tiny world simulated in this process: the reference bytes."""
+    out = tmp_path_factory.mktemp("serial") / "world"
+    sim_command(out=out, **TINY)
+    shards = _shards(out)
+    assert sorted(shards) == NAMES
+    return shards
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> str:
+    """Address of a LocalCluster with two worker processes on 127.0.0.1, shut down after the module."""
+    from taskology.cluster.session import ClusterSpec, open_cluster
+
+    with open_cluster(ClusterSpec(address="local", n_workers=2, spare_workers=0, gpus=())) as session:
+        yield session.address
+
+
+# ------------------------------------------------------------------------------------ no cluster needed
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(cluster="yarn://x"), "--cluster: expected none, local, tcp://HOST:PORT or tls://HOST:PORT; found 'yarn://x'"),
+    (dict(cluster="tcp://host"), "--cluster: expected none, local"),
+    (dict(cluster=None, workers=2), "--workers needs --cluster"),
+    (dict(cluster="tcp://127.0.0.1:8786", workers=2), "--workers starts local workers"),
+    (dict(cluster="local", workers=0), "--workers must be >= 1, found 0"),
+    (dict(cluster="tls://127.0.0.1:8786"), "needs --tls-ca-file, --tls-cert, --tls-key"),
+    (dict(cluster="tcp://127.0.0.1:8786", tls_ca_file=Path("ca.pem")), "--tls-ca-file: TLS files go with --cluster tls://"),
+    (dict(cluster="tls://127.0.0.1:8786", tls_ca_file=Path("/nonexistent/ca.pem"), tls_cert=Path("c.pem"),
+          tls_key=Path("k.pem")), "--tls-ca-file: expected a PEM file, found nothing at /nonexistent/ca.pem"),
+])
+def test_bad_placement_is_one_sim_error(options: dict, message: str) -> None:
+    with pytest.raises(SimError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        checked_cluster(**options)
+
+
+def test_placements() -> None:
+    assert checked_cluster(None) is None and checked_cluster("none") is None
+    local = checked_cluster("local", workers=3)
+    assert (local.address, local.n_workers, local.spare_workers, local.tls, local.gpus) == ("local", 3, 0, None, ())
+    assert checked_cluster("TCP://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+
+
+def test_bad_input_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for changes, message in [(dict(cluster="tcp://nohost"), "--cluster"),
+                             (dict(cluster="local", preview=tmp_path / "p.png"), "--preview renders one frame"),
+                             (dict(backend="carla", cluster="local"), "--backend carla with --cluster is not supported yet"),
+                             (dict(backend="carla", carla_host="a:2000,b:2000"), "2 servers given; without --cluster"),
+                             (dict(backend="carla", carla_host="a:2000,b"), "--carla-host: CARLA host must look like"),
+                             (dict(out="s3://bucket/sim"), "--out s3://bucket/sim: s3:// URLs are not supported")]:
+        with pytest.raises(SimError, match=message):
+            sim_command(**{**TINY, "out": out, **changes})
+    assert not out.exists() and not (tmp_path / "p.png").exists()
+
+
+def test_outputs_and_hosts() -> None:
+    assert checked_output("file:///data/sim") == Path("/data/sim") and checked_output("data/x") == Path("data/x")
+    with pytest.raises(SimError, match="gs:// URLs are not supported; shards are written to a local or shared"):
+        checked_output("gs://b/x")
+    assert parse_carla_hosts("a:2000, b:2001") == ["a:2000", "b:2001"]
+    with pytest.raises(SimError, match="each server once"):
+        parse_carla_hosts("a:2000,a:2000")
+
+
+def test_frame_tally_counts_a_restarted_sequence_once() -> None:
+    tally = FrameTally(frames=3)
+    tally.report(0, 2)
+    tally.report(1, 3)
+    tally.report(0, 1)             # sequence 0 simulated again after its worker died
+    assert tally.done() == 4
+    tally.finish(0)
+    tally.report(0, 1)             # a late report of the dead attempt does not count twice
+    assert tally.done() == 3 + 3
+    tally.report(2, 99)
+    assert tally.done() == 3 + 3 + 3
+
+
+def test_unreachable_scheduler_is_one_clear_error(tmp_path: Path) -> None:
+    from taskology.cluster.session import ClusterSpec
+
+    spec = ClusterSpec(address="tcp://127.0.0.1:9", connect_timeout_s=1.0)
+    with pytest.raises(ClusterError, match=r"^cannot reach scheduler at tcp://127.0.0.1:9: ") as info:
+        simulate_world(tmp_path / "out", sequences=1, frames=1, seed=0, camera_hw=(8, 8), lidar_beams=0,
+                       world=WorldConfig(), cluster=spec)
+    assert "\n" not in str(info.value)
+    assert not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_cli_bad_cluster_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from taskology.cli import cli
+
+    result = CliRunner().invoke(cli, ["sim", "--out", str(tmp_path / "o"), "--cluster", "ssh://x"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "'--cluster'" in lines[0] and "tcp://HOST:PORT" in lines[0]
+    result = CliRunner().invoke(cli, ["sim", "--out", "s3://bucket/sim"])
+    assert result.exit_code == 2 and result.output.strip() == (
+        "taskology: error: --out s3://bucket/sim: s3:// URLs are not supported; shards are written to a local or "
+        "shared filesystem path (HDF5 in place, then an atomic rename): mount the bucket (s3fs, gcsfuse) and give its "
+        "path, or simulate locally and copy")
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------- a cluster
+
+
+def test_cluster_shards_are_the_serial_bytes_and_a_rerun_redoes_only_partial_ones(
+        tmp_path: Path, serial: dict[str, bytes], scheduler: str) -> None:
+    out = tmp_path / "world"
+    world = sim_command(out=out, **TINY, cluster=scheduler)
+    assert world is not None and world.simulated == 2
+    assert _shards(out) == serial
+    # a stopped run: shard 1 never reached its name, its writer's temp file is left; shard 0 is complete
+    kept = (out / NAMES[0]).stat()
+    partial = out / f".{NAMES[1]}.tmp-4242-deadbeef"
+    os.replace(out / NAMES[1], partial)
+    with open(partial, "r+b") as f:
+        f.truncate(1000)
+    again = sim_command(out=out, **TINY, cluster=scheduler)
+    assert again is not None and again.simulated == 1 and again.digest == world.digest
+    assert _shards(out) == serial and not partial.exists()
+    assert (out / NAMES[0]).stat().st_ino == kept.st_ino and (out / NAMES[0]).stat().st_mtime_ns == kept.st_mtime_ns
+    assert sorted(p.name for p in out.iterdir()) == [*NAMES, "world.json"]
+    # everything there: nothing is submitted
+    assert sim_command(out=out, **TINY, cluster=scheduler).simulated == 0
+
+
+def test_a_worker_that_dies_mid_sequence_does_not_leave_half_a_shard(tmp_path: Path, serial: dict[str, bytes],
+                                                                     scheduler: str) -> None:
+    import cloudpickle
+    from distributed import Client
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    out = tmp_path / "world"
+    out.mkdir()
+    job = DiesOnce(EmbeddedSequence(seed=0, frames=2, camera_hw=(32, 96), lidar_beams=4),
+                   marker=str(tmp_path / "killed"))
+    with Client(scheduler, timeout=30) as client:
+        paths = simulate_on_cluster(client, job, out, [0, 1])
+    seen = Path(job.marker).read_text().split()
+    assert seen[0] == "pid" and int(seen[1]) != os.getpid()
+    # at the kill: frame 1 of sequence 1 on disk only in a temp file, not under the shard's name
+    assert NAMES[1] not in seen and any(name.startswith(f".{NAMES[1]}.tmp-") for name in seen)
+    assert paths == [out / n for n in NAMES] and _shards(out) == serial
+    # the dead writer's temp file is all that is left besides the shards; the command removes it
+    left = [p.name for p in out.iterdir() if p.name not in NAMES]
+    assert len(left) == 1 and left[0].startswith(f".{NAMES[1]}.tmp-")
+
+
+@dataclass(frozen=True)
+class DiesOnce:
+    """A sequence job whose worker process is killed (SIGKILL) after frame 1 of sequence 1, once."""
+
+    job: EmbeddedSequence
+    marker: str
+
+    @property
+    def frames(self) -> int:
+        return self.job.frames
+
+    def shard_name(self, index: int) -> str:
+        return self.job.shard_name(index)
+
+    def __call__(self, out_dir: Path, index: int, *, progress: Callable[[int], None] | None = None,
+                 server: str | None = None) -> Path:
+        def progress_then_die(done: int) -> None:
+            if progress is not None:
+                progress(done)
+            if index == 1 and done == 1 and not os.path.exists(self.marker):
+                files = " ".join(sorted(p.name for p in Path(out_dir).iterdir()))
+                Path(self.marker).write_text(f"pid {os.getpid()} {files}")
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        return self.job(out_dir, index, progress=progress_then_die, server=server)
+
+
+@pytest.mark.slow
+def test_cli_local_cluster_writes_the_serial_bytes(tmp_path: Path, serial: dict[str, bytes]) -> None:
+    from click.testing import CliRunner
+
+    from taskology.cli import cli
+
+    out = tmp_path / "world"
+    args = ["sim", "--out", str(out), "--sequences", "2", "--frames", "2", "--camera", "32x96", "--lidar-beams", "4",
+            "--cluster", "local", "--workers", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "local cluster" in result.output and "2 workers" in result.output and "frames/s" in result.output
+    assert _shards(out) == serial
