@@ -460,6 +460,9 @@ def test_world_options_belong_to_the_embedded_simulator(monkeypatch: pytest.Monk
     (["sim.backend=carla", "sim.carla_host=tcp://h:2000"], "sim.carla_host=tcp://h:2000",
      "sim.carla_host: expected HOST:PORT"),
     (["sim.backend=carla", "sim.carla_walkers=-1"], "sim.carla_walkers=-1", "sim.carla_walkers: must be >= 0 and <= 500"),
+    # a live mediator without LiDAR for tasks that read LiDAR
+    (["tasks.detection.enabled=true", "sim.lidar_beams=0"], "sim.lidar_beams=0",
+     "sim.lidar_beams: 0 renders no LiDAR, but the live mediator pool feeds detection, which read LiDAR sweeps"),
 ])
 def test_options_that_cannot_work_together_are_refused_at_load(overrides: list[str], culprit: str, expected: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
@@ -478,6 +481,9 @@ def test_carla_settings_that_work_load_and_reach_the_sim_actor_options(monkeypat
     assert cfg.sim.carla_options() == CarlaOptions(host="carla-3.cluster:2010", vehicles=30, walkers=7, timeout_s=10.0,
                                                    reconnect_s=30.0)
     assert load_config(None, []).sim.carla_options() is None
+    # no SimActor: a LiDAR task without LiDAR in the (absent) live pool is not this check's business
+    for extra in ("train.mode=alone", "exchange.live_mediator=false", "cluster.address=none"):
+        load_config(None, ["tasks.detection.enabled=true", "sim.lidar_beams=0", extra])
     # alone: no mediator at all, so the backend does not matter (a baseline arm of a CARLA experiment)
     alone = load_config(None, ["sim.backend=carla", "train.mode=alone", "exchange.live_mediator=false"])
     assert alone.sim.backend == "carla"

@@ -537,6 +537,23 @@ class ExperimentConfig(_Section):
             raise _fail(f"no task is enabled; enable at least one of {', '.join(available_tasks())}", "tasks")
         return self
 
+    def runs_a_sim_actor(self) -> bool:
+        """Whether training runs a SimActor for a live mediator pool (collective, live_mediator, a cluster)."""
+        return (self.train.mode == "collective" and bool(self.exchange.live_mediator)
+                and self.cluster.address != "none")
+
+    @model_validator(mode="after")
+    def _live_mediator_renders_what_tasks_read(self) -> "ExperimentConfig":
+        if not self.runs_a_sim_actor() or self.sim.lidar_beams:
+            return self
+        registered = _tasks()
+        readers = [name for name in self.enabled_tasks()
+                   if any(layer.startswith("lidar/") for layer in getattr(registered[name], "input_layers", ()))]
+        if readers:
+            raise _fail(f"0 renders no LiDAR, but the live mediator pool feeds {', '.join(readers)}, which read "
+                        "LiDAR sweeps; use 16, 32, 64 or 128 beams (or exchange.live_mediator: false)", "sim.lidar_beams")
+        return self
+
     @model_validator(mode="after")
     def _carla_has_a_live_mediator(self) -> "ExperimentConfig":
         """``sim.backend: carla`` is read by the live SimActor of collective distributed runs only; a
