@@ -14,6 +14,8 @@ traffic manager. Faults on demand:
   ``fake.normal_bgra``: the (B, G, R) every normals pixel carries (default: world +z, up).
 - ``fake.mute``: a sensor type id that stops sending data (a stall while the server answers).
 
+A world object of an episode that ended (the server restarted) raises on every use, as CARLA's does.
+
 Install it with ``monkeypatch.setitem(sys.modules, "carla", fake.module)``.
 """
 from __future__ import annotations
@@ -198,18 +200,23 @@ class FakeCarla:
             self.next_id = itertools.count(70000)
             self.nav = itertools.count()
 
-        def get_settings(self) -> Any:
+        def _check(self) -> None:
             self.fake.check()
+            if self is not self.fake.world:
+                raise RuntimeError("trying to operate on an expired episode: the simulator was restarted")
+
+        def get_settings(self) -> Any:
+            self._check()
             return types.SimpleNamespace(**vars(self.settings))
 
         def apply_settings(self, settings: Any) -> None:
-            self.fake.check()
+            self._check()
             self.settings = settings
             self.applied.append(types.SimpleNamespace(**vars(settings)))
 
         def get_blueprint_library(self) -> Any:
             fake = self.fake
-            fake.check()
+            self._check()
             names = ["vehicle.b", "vehicle.a", "walker.pedestrian.0002", "walker.pedestrian.0001",
                      "controller.ai.walker", *SENSOR_TYPES]
             if fake.normals_camera:
@@ -226,13 +233,13 @@ class FakeCarla:
             return Library()
 
         def get_map(self) -> Any:
-            self.fake.check()
+            self._check()
             Transform, Location = self.fake.Transform, self.fake.Location
             points = [Transform(Location(0, 0, 0)), Transform(Location(10, 3, 0), self.fake.module.Rotation(yaw=90))]
             return types.SimpleNamespace(name="Carla/Maps/FakeTown", get_spawn_points=lambda: points)
 
         def spawn_actor(self, bp: Any, transform: Any, attach_to: Any = None) -> Any:
-            self.fake.check()
+            self._check()
             actor = self.fake.Actor(self.fake, next(self.next_id), bp, transform, attach_to)
             self.actors[actor.id] = actor
             self.spawned.append(actor)
@@ -244,7 +251,7 @@ class FakeCarla:
             self.fake.pedestrian_seeds.append(seed)
 
         def get_random_location_from_navigation(self) -> Any:
-            self.fake.check()
+            self._check()
             k = next(self.nav)
             return self.fake.Location(5.0 + k, -2.0 - k, 0.0)
 
@@ -252,7 +259,7 @@ class FakeCarla:
             fake = self.fake
             if fake.on_tick is not None:
                 fake.on_tick()
-            fake.check()
+            self._check()
             self.ticks += 1
             if fake.down_at_tick is not None and self.ticks >= fake.down_at_tick:
                 fake.down = True
@@ -264,11 +271,11 @@ class FakeCarla:
             return self.frame
 
         def get_snapshot(self) -> Any:
-            self.fake.check()
+            self._check()
             return types.SimpleNamespace(find=lambda i: self.actors[i])
 
         def get_actors(self) -> Any:
-            self.fake.check()
+            self._check()
             actors = list(self.actors.values())
             return types.SimpleNamespace(filter=lambda pattern: [a for a in actors
                                                                  if fnmatch.fnmatchcase(a.type_id, pattern)])

@@ -397,6 +397,10 @@ class CarlaSession:
             raise SimError(f"CARLA backend: frames must be > 0, found {frames}")
         while True:
             self.ensure_connected()
+            if not self._server_still_ours():   # restarted since the last shard: set the new episode up
+                self.lost.append(f"before index {index}: the server restarted or stopped answering")
+                self._client = self._world = self._tm = None
+                continue
             try:
                 return self._record(Path(out_dir), seed=seed, index=index, frames=frames, progress=progress,
                                     overwrite=overwrite)

@@ -264,6 +264,20 @@ def test_a_server_restart_mid_shard_is_survived(tmp_path: Path, fake: FakeCarla)
     assert fake.world.settings.synchronous_mode is False and fake.tm_sync is False   # the new episode's own settings
 
 
+def test_a_server_restart_between_shards_sets_the_new_episode_up(tmp_path: Path, fake: FakeCarla) -> None:
+    session = _session(fake, walkers=0)
+    session.write_shard(tmp_path, seed=0, index=0, frames=1)
+    fake.restart()                                           # a fresh episode: asynchronous, our world object expired
+    assert fake.world.settings.synchronous_mode is False
+    path = session.write_shard(tmp_path, seed=0, index=1, frames=1)
+    assert session.connects == 2 and session.waits_s == [] and session.lost[0].startswith("before index 1: ")
+    assert fake.world.applied[0].synchronous_mode is True and fake.world.applied[0].fixed_delta_seconds == 0.05
+    with Shard.open(path) as shard:
+        shard.verify()
+    session.close()
+    assert fake.world.settings.synchronous_mode is False
+
+
 def test_a_failure_with_the_server_alive_is_raised_not_retried(tmp_path: Path, fake: FakeCarla) -> None:
     fake.mute = "sensor.camera.depth"
     session = _session(fake, timeout_s=0.05)
