@@ -77,6 +77,8 @@ PHYSICS_SUBSTEP_S = 0.01
 MAX_PHYSICS_SUBSTEPS = 16
 #: the lowest frame rate whose tick CARLA's physics substeps can cover, Hz.
 MIN_FRAME_RATE_HZ = 1.0 / (PHYSICS_SUBSTEP_S * MAX_PHYSICS_SUBSTEPS)
+#: a sequence interrupted by this many server restarts in a row is given up.
+MAX_RECORD_ATTEMPTS = 5
 
 
 class CarlaVersionError(SimError):
@@ -395,7 +397,10 @@ class CarlaSession:
         """
         if frames <= 0:
             raise SimError(f"CARLA backend: frames must be > 0, found {frames}")
-        while True:
+        for attempt in itertools.count(1):
+            if attempt > MAX_RECORD_ATTEMPTS:
+                raise SimError(f"CARLA server at {self.options.host}: lost {MAX_RECORD_ATTEMPTS} times while recording "
+                               f"sequence {index} ({self.lost[-1]}); is another client restarting or reloading it?")
             self.ensure_connected()
             if not self._server_still_ours():   # restarted since the last shard: set the new episode up
                 self.lost.append(f"before index {index}: the server restarted or stopped answering")
@@ -409,6 +414,7 @@ class CarlaSession:
                     raise
                 self.lost.append(f"index {index}: {type(exc).__name__}: {exc}")
                 self._client = self._world = self._tm = None   # reconnect; the new episode has our actors no more
+        raise AssertionError("unreachable")
 
     def _record(self, out_dir: Path, *, seed: int, index: int, frames: int,
                 progress: Callable[[int], None] | None, overwrite: bool) -> Path:

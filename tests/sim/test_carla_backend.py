@@ -278,6 +278,15 @@ def test_a_server_restart_between_shards_sets_the_new_episode_up(tmp_path: Path,
     assert fake.world.settings.synchronous_mode is False
 
 
+def test_a_server_that_restarts_at_every_shard_is_given_up(tmp_path: Path, fake: FakeCarla) -> None:
+    session = _session(fake, walkers=0)
+    fake.on_tick = fake.restart                              # every tick request finds a new episode
+    with pytest.raises(SimError) as info:
+        session.write_shard(tmp_path, seed=0, index=3, frames=1)
+    assert str(info.value).startswith("CARLA server at 127.0.0.1:2000: lost 5 times while recording sequence 3 (")
+    assert len(session.lost) == 5 and list(tmp_path.iterdir()) == []
+
+
 def test_a_failure_with_the_server_alive_is_raised_not_retried(tmp_path: Path, fake: FakeCarla) -> None:
     fake.mute = "sensor.camera.depth"
     session = _session(fake, timeout_s=0.05)
