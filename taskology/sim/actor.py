@@ -342,8 +342,9 @@ class SimActor:
         ``retired``, ``errors``, ``quarantined``, ``removed_temp_files``, ``source`` (the simulator:
         ``backend``, and for CARLA its connection: ``connected``, ``connects``, ``reconnect_waits_s``, ...)."""
         source = self._source
+        described = source.status() if source is not None else {"backend": self.backend}
         with self._lock:
-            return {"phase": self._phase, "source": source.status() if source is not None else {"backend": self.backend}, "running": bool(self._thread and self._thread.is_alive()),
+            return {"phase": self._phase, "source": described, "running": bool(self._thread and self._thread.is_alive()),
                     "shards_done": self._done, "shards_available": len(self._pool), "next_index": self._next,
                     "in_progress": dict(self._in_progress) if self._in_progress else None,
                     "frames_per_s": frames_per_second(self._frames_done, self._busy_s), "retired": self._retired,
