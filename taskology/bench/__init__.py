@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "store": "taskology.bench.store",
     "geometry": "taskology.bench.geometry",
     "sim": "taskology.bench.sim",
+    "sim-cluster": "taskology.bench.sim_cluster",
     "scaling": "taskology.bench.scaling",
     "staleness": "taskology.bench.staleness",
     "consistency": "taskology.bench.consistency",

@@ -205,19 +205,27 @@ def sim_command(out: Path | str, sequences: int, frames: int, seed: int, camera:
                        "own traffic (nothing was written)")
     if backend == "carla":
         hosts = parse_carla_hosts(carla_host)
-        if placement is not None:
-            raise SimError("--backend carla with --cluster is not supported yet: the CARLA recorder runs its "
-                           "sequences in one process against one server; run without --cluster (nothing was written)")
-        if len(hosts) > 1:
+        if placement is None and len(hosts) > 1:
             raise SimError(f"--carla-host: {len(hosts)} servers given; without --cluster one server records "
-                           f"every sequence, give one HOST:PORT")
+                           f"every sequence: give one HOST:PORT, or --cluster to record on {len(hosts)} workers")
+        if out.exists() and not out.is_dir():
+            raise SimError(f"--out {out}: expected a directory, found a file")
         try:
             from taskology.sim.carla_backend import generate_carla_shards
         except ImportError as exc:
             raise NotAvailable(f"the CARLA backend is not available ({exc}); install it with pip install 'taskology[carla]'") from exc
-        generate_carla_shards(out, host=hosts[0], sequences=sequences, frames=frames, seed=seed,
-                              camera_hw=camera_hw, lidar_beams=lidar_beams, lidar_azimuth=LIDAR_AZIMUTH,
-                              frame_rate=FRAME_RATE)
+        if placement is None:
+            generate_carla_shards(out, host=hosts[0], sequences=sequences, frames=frames, seed=seed,
+                                  camera_hw=camera_hw, lidar_beams=lidar_beams, lidar_azimuth=LIDAR_AZIMUTH,
+                                  frame_rate=FRAME_RATE, say=lambda line: print(f"sim: {line}", flush=True))
+        else:
+            from taskology.sim.distributed import CarlaSequence
+
+            out.mkdir(parents=True, exist_ok=True)
+            job = CarlaSequence(seed=seed, frames=frames, camera_hw=camera_hw, lidar_beams=lidar_beams,
+                                lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE)
+            _simulate_on_cluster(placement, job, out, list(range(sequences)), f"{sequences} CARLA sequences",
+                                 lambda line: print(f"sim: {line}", flush=True), servers=hosts)
         return None
     if backend != "embedded":
         raise SimError(f"--backend: expected 'embedded' or 'carla', found {backend!r}")
@@ -272,18 +280,20 @@ def simulate_world(out: Path, *, sequences: int, frames: int, seed: int, camera_
 
 
 def _simulate_on_cluster(spec: ClusterSpec, job: Any, where: Path, todo: list[int], description: str,
-                         say: Callable[[str], None]) -> None:
-    """Start or reach the cluster of ``spec``, check its workers see ``where``, simulate ``todo`` there."""
+                         say: Callable[[str], None], servers: list[str] | None = None) -> None:
+    """Start or reach the cluster of ``spec``, check its workers see ``where``, simulate ``todo`` there
+    (with ``servers``: one sequence per server at a time; a local cluster gets one worker per server)."""
     from taskology.cluster.session import describe, open_cluster
     from taskology.sim.distributed import check_workers, simulate_on_cluster
 
     if spec.address == "local" and spec.n_workers is None:
-        spec = dataclasses.replace(spec, n_workers=max(1, min(os.cpu_count() or 1, len(todo))))
+        wanted = len(servers) if servers is not None else os.cpu_count() or 1
+        spec = dataclasses.replace(spec, n_workers=max(1, min(wanted, len(todo))))
     with open_cluster(spec) as session:
         say(describe(session))
         check_workers(session.client, where)
         with progress_bar(description, len(todo) * job.frames) as update:
-            simulate_on_cluster(session.client, job, where, todo, on_progress=update)
+            simulate_on_cluster(session.client, job, where, todo, servers=servers, on_progress=update)
 
 
 def remove_partial_shards(root: Path, names: list[str], say: Callable[[str], None]) -> list[Path]:

@@ -77,6 +77,43 @@ class EmbeddedSequence:
                               frame_rate=self.frame_rate, world=self.world, progress=progress)
 
 
+@dataclass(frozen=True)
+class CarlaSequence:
+    """Sequence job of the CARLA backend: :func:`~taskology.sim.carla_backend.generate_carla_sequence`
+    against the server given in ``server`` (``HOST:PORT``, in no one else's use while the sequence
+    records). A complete, identical shard is kept; progress is reported once, when the sequence is done.
+    Traffic (``vehicles``, ``walkers``, ``warmup_ticks``) as :func:`generate_carla_sequence`'s defaults."""
+
+    seed: int
+    frames: int
+    camera_hw: tuple[int, int]
+    lidar_beams: int
+    lidar_azimuth: int = 1024
+    frame_rate: float = 10.0
+    vehicles: int = 30
+    walkers: int = 20
+    warmup_ticks: int = 20
+
+    def shard_name(self, index: int) -> str:
+        from taskology.sim.carla_backend import carla_sequence_id
+
+        return f"{carla_sequence_id(self.seed, index)}.h5"
+
+    def __call__(self, out_dir: Path, index: int, *, progress: Callable[[int], None] | None = None,
+                 server: str | None = None) -> Path:
+        from taskology.sim.carla_backend import generate_carla_sequence
+
+        if server is None:
+            raise SimError("the CARLA backend records each sequence from a server: expected HOST:PORT, found none")
+        path = generate_carla_sequence(Path(out_dir), host=server, index=index, seed=self.seed, frames=self.frames,
+                                       camera_hw=self.camera_hw, lidar_beams=self.lidar_beams,
+                                       lidar_azimuth=self.lidar_azimuth, frame_rate=self.frame_rate,
+                                       vehicles=self.vehicles, walkers=self.walkers, warmup_ticks=self.warmup_ticks)
+        if progress is not None:
+            progress(self.frames)
+        return path
+
+
 class FrameTally:
     """Frames done over a run's sequences, from per-frame reports of the workers and finished sequences.
 
@@ -237,4 +274,4 @@ def simulate_on_cluster(client: Any, job: SequenceJob, root: Path, indices: Sequ
     return [paths[index] for index in indices]
 
 
-__all__ = ["EmbeddedSequence", "FrameTally", "SequenceJob", "check_workers", "simulate_on_cluster"]
+__all__ = ["CarlaSequence", "EmbeddedSequence", "FrameTally", "SequenceJob", "check_workers", "simulate_on_cluster"]

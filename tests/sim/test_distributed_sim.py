@@ -79,8 +79,8 @@ def test_bad_input_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     for changes, message in [(dict(cluster="tcp://nohost"), "--cluster"),
                              (dict(cluster="local", preview=tmp_path / "p.png"), "--preview renders one frame"),
-                             (dict(backend="carla", cluster="local"), "--backend carla with --cluster is not supported yet"),
                              (dict(backend="carla", carla_host="a:2000,b:2000"), "2 servers given; without --cluster"),
+                             (dict(backend="carla", cluster="local", carla_host="a:2000,a:2000"), "each server once"),
                              (dict(backend="carla", carla_host="a:2000,b"), "--carla-host: CARLA host must look like"),
                              (dict(out="s3://bucket/sim"), "--out s3://bucket/sim: s3:// URLs are not supported")]:
         with pytest.raises(SimError, match=message):
@@ -208,6 +208,73 @@ class DiesOnce:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         return self.job(out_dir, index, progress=progress_then_die, server=server)
+
+
+@pytest.fixture()
+def threads_cluster():
+    """A LocalCluster of 2 worker threads in this process (they see a faked ``carla`` module), closed after."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+#: (server, index, start, end) of each run of :class:`LogsServer`: the workers are threads of this process.
+SERVER_LOG: list[tuple[str, int, float, float]] = []
+
+
+@dataclass(frozen=True)
+class LogsServer:
+    """A sequence job that holds its server 0.1 s and logs when (no simulator)."""
+
+    frames: int = 1
+
+    def shard_name(self, index: int) -> str:
+        return f"s{index}.h5"
+
+    def __call__(self, out_dir: Path, index: int, *, progress: Callable[[int], None] | None = None,
+                 server: str | None = None) -> Path:
+        import time
+
+        start = time.monotonic()
+        time.sleep(0.1)
+        (Path(out_dir) / self.shard_name(index)).write_text(str(server))
+        SERVER_LOG.append((str(server), index, start, time.monotonic()))
+        return Path(out_dir) / self.shard_name(index)
+
+
+def test_each_server_records_one_sequence_at_a_time(tmp_path: Path, threads_cluster) -> None:
+    SERVER_LOG.clear()
+    paths = simulate_on_cluster(threads_cluster, LogsServer(), tmp_path, [0, 1, 2, 3, 4], servers=["a:1", "b:1"])
+    assert paths == [tmp_path / f"s{i}.h5" for i in range(5)] and sorted(i for _, i, _, _ in SERVER_LOG) == [0, 1, 2, 3, 4]
+    for server in ("a:1", "b:1"):
+        runs = sorted((start, end) for s, _, start, end in SERVER_LOG if s == server)
+        assert runs and all(prev_end <= start for (_, prev_end), (start, _) in zip(runs, runs[1:]))
+    # two servers: two sequences ran at once at some point
+    assert any(a[2] < b[3] and b[2] < a[3] for a in SERVER_LOG for b in SERVER_LOG if a[0] != b[0])
+
+
+def test_carla_sequences_on_a_cluster_and_a_rerun_skips_them(tmp_path: Path, threads_cluster,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from fakecarla import FakeCarla  # tests/ is on the path (tests/conftest.py)
+
+    from taskology.data.shard import Shard
+    from taskology.sim.distributed import CarlaSequence
+
+    fake = FakeCarla()
+    monkeypatch.setitem(sys.modules, "carla", fake.module)
+    job = CarlaSequence(seed=3, frames=2, camera_hw=(8, 12), lidar_beams=4, lidar_azimuth=16, frame_rate=20.0,
+                        vehicles=1, walkers=1, warmup_ticks=1)
+    paths = simulate_on_cluster(threads_cluster, job, tmp_path, [0, 1], servers=["127.0.0.1:2000"])
+    assert [p.name for p in paths] == ["carla-seed3-seq00000.h5", "carla-seed3-seq00001.h5"]
+    for index, path in enumerate(paths):
+        with Shard.open(path) as shard:
+            assert shard.num_frames == 2 and shard.generator["config"]["index"] == index
+    ticks = fake.world.ticks
+    assert simulate_on_cluster(threads_cluster, job, tmp_path, [0, 1], servers=["127.0.0.1:2000"]) == paths
+    assert fake.world.ticks == ticks                       # complete, identical shards: nothing recorded again
 
 
 @pytest.mark.slow

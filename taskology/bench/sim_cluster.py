@@ -1,0 +1,124 @@
+"""Benchmark ``taskology bench sim-cluster``: ``taskology sim`` on 2 local Dask workers against the serial
+run in one process, on the same world, with the shards compared byte for byte.
+
+Measured in one run (:data:`FULL`: 16 sequences x 20 frames at the command's default 64x208 camera and
+32x1024 LiDAR; ``--quick``: a tiny world):
+
+1. **Serial**: :func:`taskology.sim.command.simulate_world` in this process, as ``taskology sim``
+   without ``--cluster`` runs it (Numba's default threads; its kernels loaded before the clock starts).
+2. **Cluster, end to end**: the same call with ``--cluster local --workers 2``: starting the
+   LocalCluster, the workers' imports, the check that they see the folder, the simulation, closing.
+3. **Cluster, simulation**: a LocalCluster of 2 single-threaded workers, already started and warmed
+   by a small world, simulates the world (:func:`taskology.sim.distributed.simulate_on_cluster`, the
+   command's own dispatch): the frames/s its progress bar shows once the workers run.
+
+Target: cluster simulation frames/s >= 1.7x serial frames/s, with every shard of both cluster runs the
+serial run's bytes. The end-to-end ratio is reported beside it with the fixed start-up cost in seconds
+(it is paid once per command, so it matters for small worlds only).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from taskology.bench import BenchResult, target
+
+FULL = {"sequences": 16, "frames": 20, "camera_hw": (64, 208), "lidar_beams": 32}
+QUICK = {"sequences": 4, "frames": 4, "camera_hw": (32, 96), "lidar_beams": 8}
+WORKERS = 2
+SEED = 0
+#: goal of the speed-up of 2 workers over the serial run (on 2 cores).
+TARGET_SPEEDUP = 1.7
+
+
+def _shard_bytes(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.glob("*.h5"))}
+
+
+def _timed(fn: Any) -> tuple[Any, float, float]:
+    """``fn()``'s result, wall seconds and this process's CPU seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run(quick: bool) -> BenchResult:
+    from taskology.cluster.session import ClusterSpec, open_cluster
+    from taskology.sim.command import FRAME_RATE, LIDAR_AZIMUTH, simulate_world
+    from taskology.sim.config import WorldConfig
+    from taskology.sim.distributed import EmbeddedSequence, check_workers, simulate_on_cluster
+    from taskology.sim.generate import generate_shard
+
+    sizes = QUICK if quick else FULL
+    sequences, frames = sizes["sequences"], sizes["frames"]
+    total_frames = sequences * frames
+    world = WorldConfig()
+    spec = ClusterSpec(address="local", n_workers=WORKERS, spare_workers=0, gpus=())
+    job = EmbeddedSequence(seed=SEED, frames=frames, camera_hw=sizes["camera_hw"], lidar_beams=sizes["lidar_beams"],
+                           lidar_azimuth=LIDAR_AZIMUTH, frame_rate=FRAME_RATE, world=world)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="taskology-bench-sim-cluster-") as tmp:
+        root = Path(tmp)
+        # the kernels (Numba cache, Embree) loaded here before the serial clock starts
+        generate_shard(root / "warm", seed=SEED + 1, index=0, frames=1, camera_hw=(16, 48), lidar_beams=4)
+
+        def simulate(folder: str, cluster: ClusterSpec | None) -> Any:
+            return simulate_world(root / folder, sequences=sequences, frames=frames, seed=SEED,
+                                  camera_hw=sizes["camera_hw"], lidar_beams=sizes["lidar_beams"], world=world,
+                                  cluster=cluster)
+
+        _, serial_s, serial_cpu_s = _timed(lambda: simulate("serial", None))
+        _, end_to_end_s, _ = _timed(lambda: simulate("cluster-end-to-end", spec))
+        with open_cluster(spec) as session:
+            warm = root / "cluster-warm-up"
+            warm.mkdir()
+            check_workers(session.client, warm)
+            simulate_on_cluster(session.client, dataclasses.replace(job, frames=1, camera_hw=(16, 48), lidar_beams=4),
+                                warm, list(range(WORKERS)))
+            steady = root / "cluster"
+            steady.mkdir()
+            _, cluster_s, _ = _timed(lambda: simulate_on_cluster(session.client, job, steady, list(range(sequences))))
+        reference = _shard_bytes(root / "serial")
+        same_end_to_end = _shard_bytes(root / "cluster-end-to-end") == reference
+        same_steady = _shard_bytes(steady) == reference
+        shard_mib = sum(len(b) for b in reference.values()) / 2.0**20
+    if len(reference) != sequences:
+        raise RuntimeError(f"the serial run wrote {len(reference)} shards, expected {sequences}")
+    serial_fps, cluster_fps, end_to_end_fps = (total_frames / serial_s, total_frames / cluster_s,
+                                               total_frames / end_to_end_s)
+    speedup, speedup_end_to_end = cluster_fps / serial_fps, end_to_end_fps / serial_fps
+    load_after = os.getloadavg()
+    figures = {"world": {"sequences": sequences, "frames": frames, "camera_hw": list(sizes["camera_hw"]),
+                         "lidar_beams": sizes["lidar_beams"], "lidar_azimuth": LIDAR_AZIMUTH, "seed": SEED,
+                         "shards_mib": shard_mib},
+               "workers": WORKERS,
+               "serial": {"wall_s": serial_s, "cpu_s": serial_cpu_s, "frames_per_s": serial_fps},
+               "cluster": {"wall_s": cluster_s, "frames_per_s": cluster_fps},
+               "cluster_end_to_end": {"wall_s": end_to_end_s, "frames_per_s": end_to_end_fps,
+                                      "fixed_cost_s": end_to_end_s - cluster_s},
+               "speedup": speedup, "speedup_end_to_end": speedup_end_to_end,
+               "bytes_identical": {"cluster": same_steady, "cluster_end_to_end": same_end_to_end},
+               "load_average_1min": {"before": load_before[0], "after": load_after[0]}}
+    rows = [f"| run ({sequences} sequences x {frames} frames, {sizes['camera_hw'][0]}x{sizes['camera_hw'][1]} camera + "
+            f"{sizes['lidar_beams']}x{LIDAR_AZIMUTH} LiDAR) | wall s | frames/s | vs serial | shards = serial bytes |",
+            "| --- | --- | --- | --- | --- |",
+            f"| serial, this process | {serial_s:.1f} | {serial_fps:.2f} | 1.00x | (reference) |",
+            f"| **{WORKERS} local workers, simulation** | {cluster_s:.1f} | {cluster_fps:.2f} | **{speedup:.2f}x** | "
+            f"{'yes' if same_steady else '**no**'} |",
+            f"| {WORKERS} local workers, end to end (start, imports, check, close) | {end_to_end_s:.1f} | "
+            f"{end_to_end_fps:.2f} | {speedup_end_to_end:.2f}x | {'yes' if same_end_to_end else '**no**'} |"]
+    targets = {f"speedup_{WORKERS}_workers": target(speedup, TARGET_SPEEDUP),
+               "bytes_identical": target(float(same_steady and same_end_to_end), 1.0)}
+    notes = (f"One run on {os.cpu_count()} cores; 1-minute load average {load_before[0]:.1f} before and "
+             f"{load_after[0]:.1f} after. Serial: `taskology sim` in one process (Numba's default thread count for "
+             f"its parallel shading kernel). Cluster: `taskology sim --cluster local --workers {WORKERS}`, one Dask "
+             f"task per sequence, single-threaded worker processes. The simulation row starts the clock with "
+             f"the workers started and warmed (a 2-sequence world); the end-to-end row includes the fixed cost "
+             f"of a command ({end_to_end_s - cluster_s:.1f} s here: LocalCluster start, each worker importing the "
+             f"simulator and torch, the shared-folder check, closing), paid once per command. Bytes: every shard "
+             f"file compared with the serial run's ({shard_mib:.1f} MiB).")
+    return BenchResult(figures=figures, table="\n".join(rows), targets=targets, notes=notes)
