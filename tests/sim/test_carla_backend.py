@@ -229,6 +229,31 @@ def test_rerun_skips_complete_identical_shards_and_redoes_partial_ones(tmp_path:
     assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir()) == before
 
 
+def test_the_sim_command_resumes_a_carla_folder(tmp_path: Path, fake: FakeCarla) -> None:
+    from click.testing import CliRunner
+
+    from taskology.cli import cli
+
+    def args(frames: int) -> list[str]:
+        return ["sim", "--backend", "carla", "--carla-host", "127.0.0.1:2000", "--out", str(tmp_path), "--sequences",
+                "2", "--frames", str(frames), "--camera", "8x12", "--lidar-beams", "0"]
+
+    first = CliRunner().invoke(cli, args(2), prog_name="taskology")
+    assert first.exit_code == 0, first.output
+    shards = sorted(tmp_path.glob("*.h5"))
+    assert [p.name for p in shards] == ["carla-seed0-seq00000.h5", "carla-seed0-seq00001.h5"]
+    kept = shards[0].stat().st_mtime_ns
+    shards[1].unlink()
+    ticks = fake.world.ticks
+    second = CliRunner().invoke(cli, args(2), prog_name="taskology")   # an existing shard used to be a DataError
+    assert second.exit_code == 0, second.output
+    assert shards[0].stat().st_mtime_ns == kept and shards[1].exists()
+    assert fake.world.ticks - ticks == 20 + 1 + 2                      # one sequence: warm-up, walkers, frames
+    third = CliRunner().invoke(cli, args(3), prog_name="taskology")
+    assert third.exit_code != 0 and "config.frames: existing 2, this run 3" in third.output
+    assert shards[0].stat().st_mtime_ns == kept
+
+
 def test_one_sequence_per_job(tmp_path: Path, fake: FakeCarla) -> None:
     args = dict(host="127.0.0.1:2000", seed=2, frames=2, camera_hw=(8, 12), lidar_beams=0, vehicles=1, walkers=1,
                 warmup_ticks=0, frame_rate=10.0)
