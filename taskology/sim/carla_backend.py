@@ -11,7 +11,9 @@ A :class:`CarlaSession` is one connection in synchronous mode:
   camera's actor-id encoding read here is CARLA 0.9.16's; older servers encode Unreal's own ids).
 - **Synchronous mode** with ``fixed_delta_seconds = 1 / frame_rate`` and physics substeps of at most
   :data:`PHYSICS_SUBSTEP_S` (so frame rates below :data:`MIN_FRAME_RATE_HZ` are refused); the traffic
-  manager synchronous too. :meth:`CarlaSession.close` restores the settings the server had.
+  manager synchronous too. :meth:`CarlaSession.close` restores the settings the server had; a server
+  found synchronous was left so by a client that died (one client per server) and is given back
+  asynchronous with a variable time-step, CARLA's default.
 - **Reconnect.** When a recording fails and the server no longer answers, or answers with another
   episode (it restarted), the session reconnects with exponential back-off (up to
   ``CarlaOptions.reconnect_s``) and records the sequence again from scratch; a half-written shard never
@@ -285,6 +287,7 @@ class CarlaSession:
         self.server_version = ""
         self.map_name = ""
         self.has_normals_camera = False
+        self.found_synchronous = False
         self.connects = 0
         self.waits_s: list[float] = []
         self.lost: list[str] = []
@@ -297,6 +300,10 @@ class CarlaSession:
             world = client.get_world()
             if self._original is None or world.id != self._world_id:
                 self._original = world.get_settings()   # this episode's own settings, restored by close()
+                if self._original.synchronous_mode:     # a client that died holding it (one client per server):
+                    self.found_synchronous = True       # give it back asynchronous, CARLA's default
+                    self._original.synchronous_mode = False
+                    self._original.fixed_delta_seconds = None
             self._world_id = world.id
             settings = world.get_settings()
             settings.synchronous_mode = True
@@ -375,7 +382,7 @@ class CarlaSession:
         return {"backend": "carla", "host": self.options.host, "connected": self._client is not None,
                 "connects": self.connects, "reconnect_waits_s": list(self.waits_s), "lost": list(self.lost[-5:]),
                 "server_version": self.server_version, "map": self.map_name,
-                "normals": "camera" if self.has_normals_camera else "depth"}
+                "normals": "camera" if self.has_normals_camera else "depth", "found_synchronous": self.found_synchronous}
 
     # ------------------------------------------------------------------ shards
     def sequence_id(self, seed: int, index: int) -> str:

@@ -312,6 +312,18 @@ def test_a_server_that_restarts_at_every_shard_is_given_up(tmp_path: Path, fake:
     assert len(session.lost) == 5 and list(tmp_path.iterdir()) == []
 
 
+def test_a_server_left_synchronous_by_a_dead_client_is_given_back_asynchronous(tmp_path: Path, fake: FakeCarla) -> None:
+    fake.world.settings.synchronous_mode, fake.world.settings.fixed_delta_seconds = True, 0.1   # nobody ticks it now
+    with _session(fake) as session:
+        session.write_shard(tmp_path, seed=0, index=0, frames=1)
+        assert session.status()["found_synchronous"] is True
+    assert fake.world.settings.synchronous_mode is False and fake.world.settings.fixed_delta_seconds is None
+    with _session(fake) as session:                                          # a server found asynchronous: as it was
+        session.ensure_connected()
+        assert session.status()["found_synchronous"] is False
+    assert fake.world.settings.synchronous_mode is False
+
+
 def test_a_failure_with_the_server_alive_is_raised_not_retried(tmp_path: Path, fake: FakeCarla) -> None:
     fake.mute = "sensor.camera.depth"
     session = _session(fake, timeout_s=0.05)
