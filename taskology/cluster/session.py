@@ -3,8 +3,11 @@
 - ``local`` (default): a :class:`distributed.LocalCluster` on 127.0.0.1 with worker *processes*, one
   single-threaded worker per actor. Each worker gets ``OMP_NUM_THREADS``/``NUMBA_NUM_THREADS``/
   ``MKL_NUM_THREADS`` in its environment (set before torch is imported there) and
-  :class:`ThreadLimitPlugin` calls ``torch.set_num_threads``. With GPUs, worker ``i`` sees only GPU
-  ``i`` (``CUDA_VISIBLE_DEVICES``), so one task actor placed on it owns one GPU.
+  :class:`ThreadLimitPlugin` calls ``torch.set_num_threads``. With G GPUs, worker ``i`` sees only GPU
+  ``i mod G`` (``CUDA_VISIBLE_DEVICES``) and advertises the resource ``GPU=1``; the supervisor places
+  task actors by GPU (:func:`~taskology.cluster.supervision.choose_worker`), at most ``ceil(T/G)`` a GPU.
+  The GPUs are ``ClusterSpec.gpus``, else ``TASKOLOGY_GPUS`` (e.g. ``0,2``; ``none``), else those the
+  driver sees (its ``CUDA_VISIBLE_DEVICES``, else all of them).
 - ``tcp://HOST:PORT`` / ``tls://HOST:PORT``: an existing scheduler (workers started by
   ``dask worker``, SLURM via dask-jobqueue, Kubernetes via dask-kubernetes; see docs/cluster.md).
 - TLS: with certificate files configured, :func:`tls_security` requires encryption, so a plaintext
@@ -18,11 +21,12 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -51,7 +55,8 @@ class ClusterSpec:
         threads_per_worker: compute threads per worker (torch/OMP/Numba); Dask threads stay 1.
         dashboard: start (local) / print the dashboard link.
         tls: certificate files; ``None`` for plaintext TCP (loopback or trusted networks only).
-        gpus: GPU ids for local workers (worker i gets ``gpus[i % len(gpus)]``); ``None`` detects.
+        gpus: GPU ids for local workers (worker i gets ``gpus[i % len(gpus)]``); ``None``: the
+            ``TASKOLOGY_GPUS`` environment variable, else :func:`detect_gpus`.
         connect_timeout_s: how long to try reaching a remote scheduler.
         spare_workers: extra local workers beyond one per actor (when ``n_workers`` is None): a lost
             actor is recreated on a warm spare at once while the nanny restarts the dead process.
@@ -62,7 +67,7 @@ class ClusterSpec:
     threads_per_worker: int = 1
     dashboard: bool = True
     tls: TLSFiles | None = None
-    gpus: tuple[int, ...] | None = None
+    gpus: tuple[int | str, ...] | None = None
     connect_timeout_s: float = 10.0
     spare_workers: int = 1
 
@@ -79,7 +84,8 @@ def cluster_spec_from_config(cluster: Any) -> ClusterSpec:
                        dashboard=bool(getattr(cluster, "dashboard", True)), tls=tls)
 
 
-def worker_environments(n_workers: int, threads_per_worker: int, gpus: tuple[int, ...] | list[int]) -> list[dict[str, str]]:
+def worker_environments(n_workers: int, threads_per_worker: int,
+                        gpus: Sequence[int | str]) -> list[dict[str, str]]:
     """Environment of each local worker process: thread limits, and one GPU each when there are GPUs.
 
     Example:
@@ -142,8 +148,9 @@ class ThreadLimitPlugin(WorkerPlugin):
 
 
 class _PerWorkerEnvCluster(LocalCluster):
-    """LocalCluster whose worker ``i`` gets ``worker_envs[i % n]`` (a Nanny restarting a dead worker
-    process reuses its spec, so a restarted worker keeps its GPU)."""
+    """LocalCluster whose worker ``i`` gets ``worker_envs[i % n]``, and the resource ``GPU=1`` when that
+    environment names a GPU (a Nanny restarting a dead worker process reuses its spec, so a restarted
+    worker keeps its GPU)."""
 
     def __init__(self, *, worker_envs: list[dict[str, str]], **kwargs: Any) -> None:
         self._worker_envs = worker_envs
@@ -155,7 +162,10 @@ class _PerWorkerEnvCluster(LocalCluster):
         for name, one in spec.items():
             one = copy.deepcopy(one)
             index = int(name) if str(name).isdigit() else len(self.worker_spec)
-            one.setdefault("options", {})["env"] = dict(self._worker_envs[index % len(self._worker_envs)])
+            env = dict(self._worker_envs[index % len(self._worker_envs)])
+            one.setdefault("options", {})["env"] = env
+            if env.get("CUDA_VISIBLE_DEVICES"):
+                one["options"]["resources"] = {"GPU": 1}  # placement only: actors are pinned by address
             out[name] = one
         return out
 
@@ -176,20 +186,82 @@ class IgnoreSigintPlugin(WorkerPlugin):
             pass
 
 
-def detect_gpus() -> tuple[int, ...]:
-    """GPU ids this machine exposes (empty without CUDA)."""
+GPU_LIST_VARIABLE = "TASKOLOGY_GPUS"
+_GPU_ID = re.compile(r"\d+|(?:GPU|MIG)-[0-9A-Za-z/-]+")
+
+
+def parse_gpu_list(text: str, where: str = GPU_LIST_VARIABLE) -> tuple[int | str, ...]:
+    """GPU ids from a comma-separated list as ``CUDA_VISIBLE_DEVICES`` takes them (indices or
+    ``GPU-``/``MIG-`` UUIDs); ``""`` or ``none``: no GPU. ``where`` names the source in the error.
+
+    Example:
+        >>> parse_gpu_list("0, 2,3")
+        (0, 2, 3)
+        >>> parse_gpu_list("none")
+        ()
+        >>> parse_gpu_list("0,x")
+        Traceback (most recent call last):
+        ...
+        taskology.errors.ClusterError: TASKOLOGY_GPUS: expected GPU ids separated by commas (such as 0,1,3) or none, found '0,x' ('x' is not a GPU id)
+    """
+    stripped = text.strip()
+    if stripped.lower() in ("", "none"):
+        return ()
+    ids: list[int | str] = []
+    for token in (t.strip() for t in stripped.split(",")):
+        problem = None
+        if not _GPU_ID.fullmatch(token):
+            problem = f"{token!r} is not a GPU id"
+        elif (int(token) if token.isdigit() else token) in ids:
+            problem = f"{token} is listed twice"
+        if problem:
+            raise ClusterError(f"{where}: expected GPU ids separated by commas (such as 0,1,3) or none, "
+                               f"found {text!r} ({problem})")
+        ids.append(int(token) if token.isdigit() else token)
+    return tuple(ids)
+
+
+def detect_gpus() -> tuple[int | str, ...]:
+    """GPU ids this process may use (empty without CUDA): the entries of ``CUDA_VISIBLE_DEVICES`` when
+    it is set (so a worker is given the physical GPU, not the driver's renumbered index), else
+    ``0 .. count-1``."""
     try:
         import torch
 
-        return tuple(range(torch.cuda.device_count())) if torch.cuda.is_available() else ()
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:  # noqa: BLE001
         return ()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return tuple(range(count))
+    try:
+        return parse_gpu_list(visible, "CUDA_VISIBLE_DEVICES")[:count]
+    except ClusterError:  # a form we do not parse (CUDA itself stops at the first bad entry)
+        return tuple(range(count))
+
+
+def local_gpus(spec_gpus: Sequence[int | str] | None) -> tuple[int | str, ...]:
+    """GPUs for a local cluster: ``spec_gpus`` if given, else ``TASKOLOGY_GPUS`` (a faked list works
+    too: tests place actors on "GPUs" of a CPU-only machine), else :func:`detect_gpus`."""
+    if spec_gpus is not None:
+        return tuple(spec_gpus)
+    listed = os.environ.get(GPU_LIST_VARIABLE)
+    if listed is not None:
+        return parse_gpu_list(listed, f"{GPU_LIST_VARIABLE} (environment)")
+    return detect_gpus()
+
+
+def visible_gpu() -> str:
+    """The GPU this process was given (run on a worker): its ``CUDA_VISIBLE_DEVICES``, ``"all"`` when
+    unset. Reads the environment only: no CUDA context is created."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "all")
 
 
 class ClusterSession:
     """A connected :class:`~distributed.Client` plus the LocalCluster it owns (if any); close() both."""
 
-    def __init__(self, client: Client, cluster: LocalCluster | None, spec: ClusterSpec, gpus: tuple[int, ...]) -> None:
+    def __init__(self, client: Client, cluster: LocalCluster | None, spec: ClusterSpec,
+                 gpus: tuple[int | str, ...]) -> None:
         self.client = client
         self.cluster = cluster
         self.spec = spec
@@ -209,6 +281,24 @@ class ClusterSession:
     def worker_addresses(self) -> list[str]:
         """Addresses of the workers alive now, sorted."""
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def has_gpu_workers(self) -> bool:
+        """Whether a live worker advertises the ``GPU`` resource (remote GPU workers start with
+        ``--resources GPU=1``; local ones with a GPU get it)."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return any(float((w.get("resources") or {}).get("GPU", 0) or 0) > 0 for w in workers)
+
+    def worker_gpus(self, addresses: Sequence[str]) -> dict[str, str]:
+        """``address -> "HOST/GPU"`` for the given workers (what :func:`visible_gpu` says there, with the
+        worker's host: GPU 0 of two machines are two GPUs). A worker that does not answer (it died
+        meanwhile) is left out."""
+        from distributed.comm import get_address_host
+
+        if not addresses:
+            return {}
+        answers = self.client.run(visible_gpu, workers=list(addresses), on_error="return")
+        return {address: f"{get_address_host(address)}/{answer}" for address, answer in answers.items()
+                if isinstance(answer, str)}
 
     def close(self) -> None:
         """Close the client, then the cluster we own; a slow or failing close is not an error (the
@@ -235,7 +325,7 @@ def open_cluster(spec: ClusterSpec, n_actors: int = 1, wait_for_workers: bool = 
     security = tls_security(spec.tls) if spec.tls is not None else None
     if spec.address in ("local", "", None):
         n_workers = spec.n_workers or max(n_actors, 1) + max(spec.spare_workers, 0)
-        gpus = spec.gpus if spec.gpus is not None else detect_gpus()
+        gpus = local_gpus(spec.gpus)
         envs = worker_environments(n_workers, spec.threads_per_worker, gpus)
         try:
             cluster = _PerWorkerEnvCluster(

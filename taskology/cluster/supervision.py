@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,57 @@ class RestartPolicy:
         return RestartDecision("restart")
 
 
+def gpu_task_cap(n_gpu_actors: int, n_gpus: int) -> int | None:
+    """Most GPU actors one GPU should hold: ``ceil(T / G)``; ``None`` without GPUs (no bound).
+
+    Example:
+        >>> [gpu_task_cap(t, 4) for t in (1, 4, 5, 8, 9)]
+        [1, 1, 2, 2, 3]
+        >>> gpu_task_cap(3, 0) is None
+        True
+    """
+    if n_gpus <= 0:
+        return None
+    return max(-(-int(n_gpu_actors) // int(n_gpus)), 1)
+
+
+def gpu_loads(placed: Iterable[tuple[str | None, bool]], worker_gpus: Mapping[str, str]) -> dict[str, int]:
+    """GPU -> number of GPU actors on it, from ``(worker address, needs_gpu)`` of the placed actors.
+
+    Example:
+        >>> gpu_loads([("w1", True), ("w2", True), ("w3", False)], {"w1": "h/0", "w2": "h/0", "w3": "h/1"})
+        {'h/0': 2}
+    """
+    loads: dict[str, int] = {}
+    for worker, needs_gpu in placed:
+        if needs_gpu and worker in worker_gpus:
+            gpu = worker_gpus[worker]
+            loads[gpu] = loads.get(gpu, 0) + 1
+    return loads
+
+
 def choose_worker(live_workers: Mapping[str, Mapping[str, float]], occupied: Mapping[str, int],
-                  needs_gpu: bool = False, allow_shared: bool = True) -> str | None:
+                  needs_gpu: bool = False, allow_shared: bool = True, *,
+                  worker_gpus: Mapping[str, str] | None = None, gpu_load: Mapping[str, int] | None = None,
+                  gpu_cap: int | None = None) -> str | None:
     """Worker address for a new actor, or ``None`` when there is no suitable worker (yet).
 
-    Prefers a worker holding no actor (one task actor per process keeps the shared actor thread free),
-    then the least occupied; with ``needs_gpu`` a worker advertising a ``GPU`` resource (or, failing
-    that, any). Ties break by address, so the choice is deterministic. With ``allow_shared=False`` only
-    a free worker is acceptable (the supervisor first waits for the nanny to bring a dead worker back,
-    and only shares a worker once that took too long).
+    A GPU actor (``needs_gpu``) goes to a worker advertising a ``GPU`` resource (or, with none, any): the
+    one whose GPU holds the fewest GPU actors, then a free worker before a shared one. Other actors
+    prefer a worker without a GPU, then a free one, then the GPU holding the most GPU actors (its
+    workers are the least likely to be needed for a GPU actor). Ties break by address, so the choice
+    is deterministic. With ``allow_shared=False`` only a free worker is acceptable and, for a GPU actor
+    when ``gpu_cap`` is given, only one whose GPU holds fewer than ``gpu_cap`` GPU actors: the
+    supervisor waits a while for such a worker (a nanny restarting the dead process brings back its
+    GPU) and only then shares a worker or a GPU.
 
     Args:
         live_workers: address -> resources of that worker (``{"GPU": 1}`` or ``{}``).
         occupied: address -> number of actors it holds now.
+        worker_gpus: address -> the GPU it sees (any label, e.g. ``"host/0"``); a GPU worker missing
+            here counts as a GPU of its own.
+        gpu_load: GPU label -> number of GPU actors on it now (see :func:`gpu_loads`).
+        gpu_cap: most GPU actors a GPU should hold (see :func:`gpu_task_cap`).
 
     Example:
         >>> choose_worker({"tcp://a:1": {}, "tcp://b:1": {}}, {"tcp://a:1": 1})
@@ -83,15 +121,31 @@ def choose_worker(live_workers: Mapping[str, Mapping[str, float]], occupied: Map
         True
         >>> choose_worker({}, {}) is None
         True
+        >>> gpus = {"tcp://a:1": "h/0", "tcp://b:1": "h/0", "tcp://c:1": "h/1"}
+        >>> live = {a: {"GPU": 1} for a in gpus}
+        >>> choose_worker(live, {"tcp://a:1": 1}, True, worker_gpus=gpus, gpu_load={"h/0": 1})
+        'tcp://c:1'
     """
     if not live_workers:
         return None
+    gpus = worker_gpus or {}
+    load = gpu_load or {}
+
+    def has_gpu(address: str) -> bool:
+        return float(live_workers[address].get("GPU", 0) or 0) > 0
+
+    def load_of(address: str) -> int:
+        return load.get(gpus.get(address, address), 0) if has_gpu(address) else 0
+
     candidates = sorted(live_workers)
     if needs_gpu:
-        gpu = [a for a in candidates if live_workers[a].get("GPU", 0) > 0]
-        candidates = gpu or candidates
+        candidates = [a for a in candidates if has_gpu(a)] or candidates
     if not allow_shared:
         candidates = [a for a in candidates if occupied.get(a, 0) == 0]
+        if needs_gpu and gpu_cap is not None:
+            candidates = [a for a in candidates if not has_gpu(a) or load_of(a) < gpu_cap]
         if not candidates:
             return None
-    return min(candidates, key=lambda a: (occupied.get(a, 0), a))
+    if needs_gpu:
+        return min(candidates, key=lambda a: (load_of(a), occupied.get(a, 0), a))
+    return min(candidates, key=lambda a: (has_gpu(a), occupied.get(a, 0), -load_of(a), a))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from taskology.cluster.session import ClusterSession, cluster_spec_from_config, describe, open_cluster
-from taskology.cluster.supervision import RestartPolicy, choose_worker
+from taskology.cluster.supervision import RestartPolicy, choose_worker, gpu_loads, gpu_task_cap
 from taskology.engine.actor import pool_token
 from taskology.engine.exchange import ExchangePolicy, publication_phase
 from taskology.atomic import write_json_atomic
@@ -79,6 +79,8 @@ class Supervisor:
         self.dead_workers: set[str] = set()  # addresses that lost an actor (never reused: a restarted
         # worker process gets a new address)
         self.on_poll = on_poll
+        self.worker_gpu: dict[str, str] = {}  # address -> "HOST/GPU" of every GPU worker seen (kept after
+        # it dies: the GPUs known, for the per-GPU bound, include one whose worker is being restarted)
         self.events: list[str] = []
         self._pool: list[str] = []
         self._pool_pushed_at = 0.0
@@ -102,16 +104,28 @@ class Supervisor:
                 occ[s.worker] = occ.get(s.worker, 0) + 1
         return occ
 
+    def _choose(self, slot: ActorSlot, live: Mapping[str, Mapping[str, float]], allow_shared: bool) -> str | None:
+        """Where ``slot`` goes now (:func:`choose_worker`): by GPU for a GPU actor, at most
+        ``ceil(T/G)`` GPU actors a GPU while ``allow_shared`` is False."""
+        unknown = [a for a, r in live.items() if r.get("GPU", 0) and a not in self.worker_gpu]
+        if unknown:
+            self.worker_gpu.update(self.session.worker_gpus(unknown))
+        live = {a: r for a, r in live.items() if not r.get("GPU", 0) or a in self.worker_gpu}
+        placed = [(s.worker, s.needs_gpu) for s in self.slots.values() if s.handle is not None and s.worker in live]
+        cap = gpu_task_cap(sum(s.needs_gpu for s in self.slots.values()), len(set(self.worker_gpu.values())))
+        return choose_worker(live, self._occupied(live), slot.needs_gpu, allow_shared=allow_shared,
+                             worker_gpus=self.worker_gpu, gpu_load=gpu_loads(placed, self.worker_gpu), gpu_cap=cap)
+
     def create(self, slot: ActorSlot, wait_for_worker_s: float = 120.0) -> None:
-        """Create ``slot``'s actor on a chosen live worker: a free one if one appears within
-        ``wait_free_s`` (a nanny restarts a killed worker in seconds), else the least occupied; on a
-        remote cluster without any live worker, wait up to ``wait_for_worker_s``."""
+        """Create ``slot``'s actor on a chosen live worker: a free one (for a GPU actor, on a GPU below
+        its share) if one appears within ``wait_free_s`` (a nanny restarts a killed worker in seconds),
+        else the least occupied; on a remote cluster without any live worker, wait up to
+        ``wait_for_worker_s``."""
         started = time.time()
         deadline = started + wait_for_worker_s
         while True:
             live = {a: r for a, r in self._live_workers().items() if a not in self.dead_workers}
-            worker = choose_worker(live, self._occupied(live), slot.needs_gpu,
-                                   allow_shared=time.time() - started > self.wait_free_s)
+            worker = self._choose(slot, live, allow_shared=time.time() - started > self.wait_free_s)
             if worker is not None:
                 handle, future = self._create_on(slot, worker, deadline)
                 if handle is None:  # that worker died meanwhile: choose again
@@ -367,6 +381,7 @@ class Supervisor:
     def summary(self) -> dict[str, Any]:
         return {"target_steps": self.target_steps, "events": list(self.events),
                 "actors": {n: {"kind": s.kind, "restarts": s.restarts, "worker": s.worker,
+                               "gpu": self.worker_gpu.get(str(s.worker)) if s.needs_gpu else None,
                                "lost_work_steps": list(s.lost_work_steps), "status": s.last_status}
                            for n, s in self.slots.items()}}
 
@@ -505,7 +520,7 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
 
     device = str(config.train.device)
     if device == "auto":
-        device = "cuda" if session.gpus else "cpu"
+        device = "cuda" if session.gpus or session.has_gpu_workers() else "cpu"
     slots = [ActorSlot(name=task, cls=TaskActor, needs_gpu=device.startswith("cuda"), kwargs=dict(
         task_name=task, runner_cls=runner_cls, run_dir=str(run_dir),
         policy=exchange_policy_from_config(config.exchange, task, tasks),
@@ -518,8 +533,9 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
     if use_sim:
         from taskology.sim.actor import SimActor, live_mediator_kwargs
 
+        # the SimActor renders on the CPU (Numba, Embree): it takes no GPU, nor a GPU's share of tasks;
         # sim.backend decides what it renders with: the embedded simulator or a CARLA server
-        slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim",
+        slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", needs_gpu=False,
                                kwargs=live_mediator_kwargs(config, run_dir / "mediator")))
     view = LiveView(enabled=live)
     supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
