@@ -1,17 +1,18 @@
 """``taskology sim --cluster``: the same bytes as a serial run, resume (identical shards skipped, partial
 ones redone), a worker killed mid-sequence, and bad placements as one clear error with nothing written.
 
-The cluster tests share one LocalCluster on 127.0.0.1 (two single-threaded worker processes) and reach
-it as a remote scheduler (``tcp://``), the path every non-local cluster takes; one slow test runs
-``--cluster local`` through the command line."""
+The cluster tests share one TLS-only LocalCluster on 127.0.0.1 (two single-threaded worker processes)
+and reach it as a remote scheduler (``--cluster tls://...`` with the certificate files), the path every
+non-local cluster takes; one slow test runs ``--cluster local`` through the command line."""
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -41,12 +42,20 @@ def serial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def scheduler() -> str:
-    """Address of a LocalCluster with two worker processes on 127.0.0.1, shut down after the module."""
-    from taskology.cluster.session import ClusterSpec, open_cluster
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``sim_command`` options reaching a TLS-only LocalCluster with two worker processes on 127.0.0.1
+    (a self-signed certificate made with the openssl CLI), shut down after the module."""
+    from taskology.cluster.session import ClusterSpec, TLSFiles, open_cluster
 
-    with open_cluster(ClusterSpec(address="local", n_workers=2, spare_workers=0, gpus=())) as session:
-        yield session.address
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=taskology-test", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    tls = TLSFiles(cert, cert, key)
+    with open_cluster(ClusterSpec(address="local", n_workers=2, spare_workers=0, gpus=(), tls=tls)) as session:
+        assert session.address.startswith("tls://127.0.0.1:")
+        yield {"cluster": session.address, "tls_ca_file": cert, "tls_cert": cert, "tls_key": key}
 
 
 # ------------------------------------------------------------------------------------ no cluster needed
@@ -141,9 +150,9 @@ def test_cli_bad_cluster_is_one_line_and_non_zero(tmp_path: Path) -> None:
 
 
 def test_cluster_shards_are_the_serial_bytes_and_a_rerun_redoes_only_partial_ones(
-        tmp_path: Path, serial: dict[str, bytes], scheduler: str) -> None:
+        tmp_path: Path, serial: dict[str, bytes], scheduler: dict[str, Any]) -> None:
     out = tmp_path / "world"
-    world = sim_command(out=out, **TINY, cluster=scheduler)
+    world = sim_command(out=out, **TINY, **scheduler)
     assert world is not None and world.simulated == 2
     assert _shards(out) == serial
     # a stopped run: shard 1 never reached its name, its writer's temp file is left; shard 0 is complete
@@ -152,17 +161,17 @@ def test_cluster_shards_are_the_serial_bytes_and_a_rerun_redoes_only_partial_one
     os.replace(out / NAMES[1], partial)
     with open(partial, "r+b") as f:
         f.truncate(1000)
-    again = sim_command(out=out, **TINY, cluster=scheduler)
+    again = sim_command(out=out, **TINY, **scheduler)
     assert again is not None and again.simulated == 1 and again.digest == world.digest
     assert _shards(out) == serial and not partial.exists()
     assert (out / NAMES[0]).stat().st_ino == kept.st_ino and (out / NAMES[0]).stat().st_mtime_ns == kept.st_mtime_ns
     assert sorted(p.name for p in out.iterdir()) == [*NAMES, "world.json"]
     # everything there: nothing is submitted
-    assert sim_command(out=out, **TINY, cluster=scheduler).simulated == 0
+    assert sim_command(out=out, **TINY, **scheduler).simulated == 0
 
 
 def test_a_worker_that_dies_mid_sequence_does_not_leave_half_a_shard(tmp_path: Path, serial: dict[str, bytes],
-                                                                     scheduler: str) -> None:
+                                                                     scheduler: dict[str, Any]) -> None:
     import cloudpickle
     from distributed import Client
 
@@ -171,7 +180,10 @@ def test_a_worker_that_dies_mid_sequence_does_not_leave_half_a_shard(tmp_path: P
     out.mkdir()
     job = DiesOnce(EmbeddedSequence(seed=0, frames=2, camera_hw=(32, 96), lidar_beams=4),
                    marker=str(tmp_path / "killed"))
-    with Client(scheduler, timeout=30) as client:
+    from taskology.cluster.session import TLSFiles, tls_security
+
+    security = tls_security(TLSFiles(scheduler["tls_ca_file"], scheduler["tls_cert"], scheduler["tls_key"]))
+    with Client(scheduler["cluster"], security=security, timeout=30) as client:
         paths = simulate_on_cluster(client, job, out, [0, 1])
     seen = Path(job.marker).read_text().split()
     assert seen[0] == "pid" and int(seen[1]) != os.getpid()
