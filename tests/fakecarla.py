@@ -120,8 +120,9 @@ class FakeCarla:
             def apply_batch_sync(self, commands: list[Any]) -> None:
                 fake.check()
                 for c in commands:
-                    fake.world.actors.pop(c.actor.id, None)
-                    fake.destroyed.append(c.actor.id)
+                    actor_id = c.actor if isinstance(c.actor, int) else c.actor.id   # DestroyActor(actor or id)
+                    fake.world.actors.pop(actor_id, None)
+                    fake.destroyed.append(actor_id)
 
         self.Location, self.Transform = Location, Transform
         module = types.ModuleType("carla")
@@ -135,6 +136,8 @@ class FakeCarla:
         def __init__(self, name: str) -> None:
             self.id = name
             self.attributes: dict[str, str] = {"number_of_wheels": "4"} if name.startswith("vehicle.") else {}
+            if not name.startswith("controller."):
+                self.attributes["role_name"] = "default"
             if name.startswith("walker."):
                 self.attributes["is_invincible"] = "true"
 
@@ -150,6 +153,7 @@ class FakeCarla:
     class Actor:
         def __init__(self, fake: FakeCarla, actor_id: int, bp: Any, transform: Any, parent: Any) -> None:
             self.fake, self.id, self.type_id, self.bp = fake, actor_id, bp.id, bp
+            self.attributes = dict(bp.attributes)
             self.transform, self.parent = transform, parent
             walker = bp.id.startswith("walker.")
             extent = fake.Location(0.3, 0.3, 0.9) if walker else fake.Location(2, 1, 0.75)
@@ -276,9 +280,11 @@ class FakeCarla:
 
         def get_actors(self) -> Any:
             self._check()
-            actors = list(self.actors.values())
-            return types.SimpleNamespace(filter=lambda pattern: [a for a in actors
-                                                                 if fnmatch.fnmatchcase(a.type_id, pattern)])
+
+            class ActorList(list):
+                def filter(self, pattern: str) -> list[Any]:
+                    return [a for a in self if fnmatch.fnmatchcase(a.type_id, pattern)]
+            return ActorList(self.actors.values())
 
     # ------------------------------------------------------------------ sensor data
     def measurement(self, sensor: Any, frame: int) -> Any:

@@ -81,6 +81,9 @@ MAX_PHYSICS_SUBSTEPS = 16
 MIN_FRAME_RATE_HZ = 1.0 / (PHYSICS_SUBSTEP_S * MAX_PHYSICS_SUBSTEPS)
 #: a sequence interrupted by this many server restarts in a row is given up.
 MAX_RECORD_ATTEMPTS = 5
+#: ``role_name`` of every actor a session spawns: a session that finds the server left synchronous by a
+#: client that died destroys that client's actors by it (they would block the seeded spawn points).
+ROLE_NAME = "taskology"
 
 
 class CarlaVersionError(SimError):
@@ -288,6 +291,7 @@ class CarlaSession:
         self.map_name = ""
         self.has_normals_camera = False
         self.found_synchronous = False
+        self.leftovers_destroyed = 0
         self.connects = 0
         self.waits_s: list[float] = []
         self.lost: list[str] = []
@@ -304,6 +308,7 @@ class CarlaSession:
                     self.found_synchronous = True       # give it back asynchronous, CARLA's default
                     self._original.synchronous_mode = False
                     self._original.fixed_delta_seconds = None
+                    self._destroy_leftovers(client, world)
             self._world_id = world.id
             settings = world.get_settings()
             settings.synchronous_mode = True
@@ -322,6 +327,16 @@ class CarlaSession:
             raise SimError(f"CARLA server at {self.options.host} stopped answering during setup: {exc}") from exc
         self._client, self._world, self._tm = client, world, tm
         self.connects += 1
+
+    def _destroy_leftovers(self, client: Any, world: Any) -> None:
+        """Destroy the actors a dead session of ours left (``role_name`` :data:`ROLE_NAME`) and their walkers' controllers."""
+        assert self._carla is not None
+        actors = list(world.get_actors())
+        ours = {a.id for a in actors if a.attributes.get("role_name") == ROLE_NAME}
+        ours |= {a.id for a in actors if a.type_id == WALKER_CONTROLLER and getattr(a.parent, "id", None) in ours}
+        if ours:
+            client.apply_batch_sync([self._carla.command.DestroyActor(i) for i in sorted(ours)])
+            self.leftovers_destroyed += len(ours)
 
     def ensure_connected(self, *, patient: bool = True) -> None:
         """Connect unless connected. ``patient``: retry with back-off for ``options.reconnect_s`` seconds.
@@ -382,7 +397,8 @@ class CarlaSession:
         return {"backend": "carla", "host": self.options.host, "connected": self._client is not None,
                 "connects": self.connects, "reconnect_waits_s": list(self.waits_s), "lost": list(self.lost[-5:]),
                 "server_version": self.server_version, "map": self.map_name,
-                "normals": "camera" if self.has_normals_camera else "depth", "found_synchronous": self.found_synchronous}
+                "normals": "camera" if self.has_normals_camera else "depth", "found_synchronous": self.found_synchronous,
+                "leftovers_destroyed": self.leftovers_destroyed}
 
     # ------------------------------------------------------------------ shards
     def sequence_id(self, seed: int, index: int) -> str:
@@ -444,11 +460,11 @@ class CarlaSession:
         controllers: list[Any] = []
         sensors: dict[str, tuple[Any, Any]] = {}
         try:
-            ego = world.spawn_actor(rng.choice(car_blueprints), chosen[0])
+            ego = world.spawn_actor(_ours(rng.choice(car_blueprints)), chosen[0])
             vehicles.append(ego)
             ego.set_autopilot(True, tm.get_port())
             for point in chosen[1:]:
-                npc = world.try_spawn_actor(rng.choice(car_blueprints), point)
+                npc = world.try_spawn_actor(_ours(rng.choice(car_blueprints)), point)
                 if npc is not None:
                     npc.set_autopilot(True, tm.get_port())
                     vehicles.append(npc)
@@ -461,7 +477,7 @@ class CarlaSession:
                 bp = library.find(blueprint)
                 for key, value in (("image_size_x", width), ("image_size_y", height), ("fov", fov)):
                     bp.set_attribute(key, str(value))
-                sensors[name] = (world.spawn_actor(bp, cam_mount, attach_to=ego), queue.Queue())
+                sensors[name] = (world.spawn_actor(_ours(bp), cam_mount, attach_to=ego), queue.Queue())
             if rig.lidar_beams:
                 bp = library.find("sensor.lidar.ray_cast_semantic")
                 upper, lower = rig.lidar_fov_deg
@@ -470,7 +486,7 @@ class CarlaSession:
                                    ("points_per_second", int(rig.lidar_beams * rig.lidar_azimuth * self.frame_rate))):
                     bp.set_attribute(key, str(value))
                 lidar_mount = _carla_transform(carla, FLIP_Y @ np.linalg.inv(rig.lidar_from_ego) @ FLIP_Y)
-                sensors["lidar"] = (world.spawn_actor(bp, lidar_mount, attach_to=ego), queue.Queue())
+                sensors["lidar"] = (world.spawn_actor(_ours(bp), lidar_mount, attach_to=ego), queue.Queue())
             for sensor, q in sensors.values():
                 sensor.listen(q.put)
             for _ in range(opts.warmup_ticks):
@@ -512,7 +528,7 @@ class CarlaSession:
             bp = rng.choice(blueprints)
             if bp.has_attribute("is_invincible"):
                 bp.set_attribute("is_invincible", "false")
-            walker = world.try_spawn_actor(bp, carla.Transform(location))
+            walker = world.try_spawn_actor(_ours(bp), carla.Transform(location))
             if walker is not None:
                 walkers.append(walker)
         controller_bp = library.find(WALKER_CONTROLLER)
@@ -565,6 +581,13 @@ class CarlaSession:
                                      for a in [s for s, _ in sensors.values()] + controllers + actors])
         except RuntimeError:
             pass
+
+
+def _ours(bp: Any) -> Any:
+    """``bp`` with ``role_name`` :data:`ROLE_NAME` (where the blueprint has that attribute)."""
+    if bp.has_attribute("role_name"):
+        bp.set_attribute("role_name", ROLE_NAME)
+    return bp
 
 
 def _carla_transform(carla: ModuleType, ego_from_sensor_lh: np.ndarray) -> Any:

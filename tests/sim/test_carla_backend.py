@@ -312,16 +312,25 @@ def test_a_server_that_restarts_at_every_shard_is_given_up(tmp_path: Path, fake:
     assert len(session.lost) == 5 and list(tmp_path.iterdir()) == []
 
 
-def test_a_server_left_synchronous_by_a_dead_client_is_given_back_asynchronous(tmp_path: Path, fake: FakeCarla) -> None:
-    fake.world.settings.synchronous_mode, fake.world.settings.fixed_delta_seconds = True, 0.1   # nobody ticks it now
+def test_a_server_left_synchronous_by_a_dead_client_is_cleaned_and_given_back(tmp_path: Path, fake: FakeCarla) -> None:
+    world = fake.world
+    world.settings.synchronous_mode, world.settings.fixed_delta_seconds = True, 0.1    # a client of ours died ...
+    left = [world.spawn_actor(cb._ours(fake.Blueprint(n)), fake.Transform()) for n in ("vehicle.a", "walker.pedestrian.0001")]
+    controller = world.spawn_actor(fake.Blueprint("controller.ai.walker"), fake.Transform(), attach_to=left[1])
+    hero = world.spawn_actor(fake.Blueprint("vehicle.b"), fake.Transform())             # ... someone else's stays
+    hero.attributes["role_name"] = "hero"
     with _session(fake) as session:
         session.write_shard(tmp_path, seed=0, index=0, frames=1)
-        assert session.status()["found_synchronous"] is True
-    assert fake.world.settings.synchronous_mode is False and fake.world.settings.fixed_delta_seconds is None
-    with _session(fake) as session:                                          # a server found asynchronous: as it was
+        status = session.status()
+    assert status["found_synchronous"] is True and status["leftovers_destroyed"] == 3
+    assert {left[0].id, left[1].id, controller.id} <= set(fake.destroyed) and hero.id in world.actors
+    assert world.settings.synchronous_mode is False and world.settings.fixed_delta_seconds is None
+    spawned_now = [a for a in world.spawned[4:] if not a.type_id.startswith("controller.")]
+    assert len(spawned_now) >= 8 and all(a.attributes["role_name"] == "taskology" for a in spawned_now)
+    with _session(fake) as session:                                          # found asynchronous: left as it was
         session.ensure_connected()
-        assert session.status()["found_synchronous"] is False
-    assert fake.world.settings.synchronous_mode is False
+        assert session.status()["found_synchronous"] is False and session.status()["leftovers_destroyed"] == 0
+    assert world.settings.synchronous_mode is False and hero.id in world.actors
 
 
 def test_a_failure_with_the_server_alive_is_raised_not_retried(tmp_path: Path, fake: FakeCarla) -> None:
