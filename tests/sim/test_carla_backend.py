@@ -110,9 +110,16 @@ def test_real_server_records_a_valid_shard_and_skips_it_on_a_rerun(tmp_path: Pat
         shard.verify()
         assert shard.num_frames == 3
         generator = shard.generator
-        normals = shard.frame(0)["camera/normals"]
+        frame = shard.frame(0)
     assert cb.parse_server_version(generator["config"]["server_version"]) >= cb.MIN_SERVER_VERSION
+    normals = frame["camera/normals"]
     assert np.isin(np.round(np.linalg.norm(normals, axis=-1), 3), [0.0, 1.0]).all()
+    if generator["config"]["normals"] == "camera":   # the camera's decoding agrees with normals from depth on the road
+        from taskology.geometry.camera import normals_from_depth
+
+        from_depth = normals_from_depth(frame["camera/depth"], cc.default_sensor_rig((32, 96), 8, 1024).K)
+        road = (frame["camera/semantic"] == 1) & (np.linalg.norm(from_depth, axis=-1) > 0.5)
+        assert road.sum() > 50 and np.median((normals * from_depth).sum(-1)[road]) > 0.95
     mtime = path.stat().st_mtime_ns
     lines: list[str] = []
     cb.generate_carla_shards(tmp_path, **args, say=lines.append)
