@@ -547,5 +547,8 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
         supervisor.stop()
         supervisor.write_manifest("interrupted")
         raise
+    on_gpus = [f"{name} {actor['gpu']}" for name, actor in supervisor.summary()["actors"].items() if actor["gpu"]]
+    if on_gpus:
+        print("GPUs: " + ", ".join(on_gpus), flush=True)
     with view:
         return supervisor.run(timeout_s=timeout_s)

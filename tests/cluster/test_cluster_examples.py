@@ -1,7 +1,8 @@
-"""The cluster recipes in examples/cluster/: the shell scripts parse (``bash -n``), their ``--dry-run``
-prints commands that the real command lines accept (``dask scheduler``/``worker``/``ssh``, ``taskology
-train``, parsed by their own click definitions), the SLURM workers match what the dask-jobqueue recipe
-starts, bad input is one line and a non-zero exit; the Kubernetes example prints its DaskCluster."""
+"""The cluster recipes in examples/cluster/ (and scripts/gpu_check.sh): the shell scripts parse
+(``bash -n``), their ``--dry-run`` prints commands that the real command lines accept (``dask
+scheduler``/``worker``/``ssh``, ``taskology train``, parsed by their own click definitions), the SLURM
+workers match what the dask-jobqueue recipe starts, bad input is one line and a non-zero exit; the
+Kubernetes example prints its DaskCluster."""
 from __future__ import annotations
 
 import shlex
@@ -37,10 +38,18 @@ def option(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_scripts_parse(script: str) -> None:
-    done = subprocess.run(["bash", "-n", str(EXAMPLES / script)], capture_output=True, text=True, timeout=30)
+@pytest.mark.parametrize("script", [EXAMPLES / s for s in SCRIPTS] + [ROOT / "scripts" / "gpu_check.sh"])
+def test_scripts_parse(script: Path) -> None:
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_gpu_check_refuses_an_unknown_step_before_doing_anything(tmp_path: Path) -> None:
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path / "out"), "placment"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and not (tmp_path / "out").exists()
+    assert done.stderr.strip() == ("gpu_check.sh: second argument: expected 'placement' (step 0 only) or nothing, "
+                                   "found 'placment'")
 
 
 def test_slurm_dry_run_one_worker_per_gpu_a_cpu_worker_then_train_on_the_scheduler() -> None:
