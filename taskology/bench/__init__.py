@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "sim": "taskology.bench.sim",
     "sim-cluster": "taskology.bench.sim_cluster",
     "scaling": "taskology.bench.scaling",
+    "exchange": "taskology.bench.exchange",
     "staleness": "taskology.bench.staleness",
     "consistency": "taskology.bench.consistency",
     "device": "taskology.bench.device",
