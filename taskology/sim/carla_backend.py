@@ -81,6 +81,8 @@ MAX_PHYSICS_SUBSTEPS = 16
 MIN_FRAME_RATE_HZ = 1.0 / (PHYSICS_SUBSTEP_S * MAX_PHYSICS_SUBSTEPS)
 #: a sequence interrupted by this many server restarts in a row is given up.
 MAX_RECORD_ATTEMPTS = 5
+#: suffix of a shard file set aside as invalid (the SimActor's too)
+CORRUPT_SUFFIX = ".corrupt"
 #: ``role_name`` of every actor a session spawns: a session that finds the server left synchronous by a
 #: client that died destroys that client's actors by it (they would block the seeded spawn points).
 ROLE_NAME = "taskology"
@@ -221,10 +223,16 @@ def carla_generator(*, seed: int, index: int, frames: int, rig: SensorRig, frame
                        "server_version": str(server_version), "normals": normals}}
 
 
+def _dotted(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> ``{"a.b": leaf}``."""
+    if not isinstance(value, dict):
+        return {prefix.rstrip("."): value}
+    return {k: v for key, item in value.items() for k, v in _dotted(item, f"{prefix}{key}.").items()}
+
+
 def existing_shard_problem(path: Path, generator: dict[str, Any]) -> tuple[str, str | None]:
     """What a rerun finds at ``path``: ``("missing", None)``, ``("complete", None)`` (valid, same
     generator), ``("different", what differs)`` or ``("invalid", why)``."""
-    from taskology.config import flatten_dotted
     from taskology.data.shard import Shard
 
     if not path.exists():
@@ -236,7 +244,7 @@ def existing_shard_problem(path: Path, generator: dict[str, Any]) -> tuple[str, 
         return "invalid", str(exc)
     if existing == generator:
         return "complete", None
-    old, new = flatten_dotted(existing), flatten_dotted(generator)
+    old, new = _dotted(existing), _dotted(generator)
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return "different", "; ".join(f"{k}: existing {old.get(k)!r}, this run {new.get(k)!r}" for k in keys[:6])
 
@@ -631,8 +639,6 @@ def _ensure_sequence(session: CarlaSession, out_dir: Path, *, seed: int, index: 
                      overwrite: bool, say: Callable[[str], None]) -> Path:
     """The shard of ``(seed, index)`` in ``out_dir``: kept when complete and identical, else recorded
     (an invalid one set aside as ``<name>.corrupt``, stale temp files of the sequence removed)."""
-    from taskology.sim.actor import CORRUPT_SUFFIX
-
     path = out_dir / f"{carla_sequence_id(seed, index)}.h5"
     state, detail = existing_shard_problem(path, session.generator(seed=seed, index=index, frames=frames))
     if state == "complete" and not overwrite:

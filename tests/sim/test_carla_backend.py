@@ -67,6 +67,12 @@ def test_version_numbers_and_the_oldest_server_accepted() -> None:
         cb.check_server_version("dev", "h:2000")
 
 
+def test_shards_set_aside_are_named_as_the_sim_actor_names_them() -> None:
+    from taskology.sim.actor import CORRUPT_SUFFIX
+
+    assert cb.CORRUPT_SUFFIX == CORRUPT_SUFFIX
+
+
 def test_physics_substeps_and_backoff() -> None:
     assert [cb.physics_substeps(r) for r in (10.0, 20.0, 30.0, 100.0, 6.25, 7.0)] == [10, 5, 4, 1, 16, 15]
     assert cb.MIN_FRAME_RATE_HZ == 6.25
