@@ -47,10 +47,13 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
 
 
 def run(quick: bool) -> BenchResult:
+    import dask
+
     from taskology.cluster.session import ClusterSpec, open_cluster
     from taskology.sim.command import FRAME_RATE, LIDAR_AZIMUTH, simulate_world
     from taskology.sim.config import WorldConfig
-    from taskology.sim.distributed import EmbeddedSequence, check_workers, simulate_on_cluster
+    from taskology.sim.distributed import (LOCAL_SCHEDULER_CONFIG, EmbeddedSequence, check_workers,
+                                           simulate_on_cluster)
     from taskology.sim.generate import generate_shard
 
     sizes = QUICK if quick else FULL
@@ -73,7 +76,7 @@ def run(quick: bool) -> BenchResult:
 
         _, serial_s, serial_cpu_s = _timed(lambda: simulate("serial", None))
         _, end_to_end_s, _ = _timed(lambda: simulate("cluster-end-to-end", spec))
-        with open_cluster(spec) as session:
+        with dask.config.set(LOCAL_SCHEDULER_CONFIG), open_cluster(spec) as session:
             warm = root / "cluster-warm-up"
             warm.mkdir()
             check_workers(session.client, warm)

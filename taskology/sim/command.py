@@ -283,13 +283,15 @@ def _simulate_on_cluster(spec: ClusterSpec, job: Any, where: Path, todo: list[in
                          say: Callable[[str], None], servers: list[str] | None = None) -> None:
     """Start or reach the cluster of ``spec``, check its workers see ``where``, simulate ``todo`` there
     (with ``servers``: one sequence per server at a time; a local cluster gets one worker per server)."""
+    import dask
+
     from taskology.cluster.session import describe, open_cluster
-    from taskology.sim.distributed import check_workers, simulate_on_cluster
+    from taskology.sim.distributed import LOCAL_SCHEDULER_CONFIG, check_workers, simulate_on_cluster
 
     if spec.address == "local" and spec.n_workers is None:
         wanted = len(servers) if servers is not None else os.cpu_count() or 1
         spec = dataclasses.replace(spec, n_workers=max(1, min(wanted, len(todo))))
-    with open_cluster(spec) as session:
+    with dask.config.set(LOCAL_SCHEDULER_CONFIG), open_cluster(spec) as session:
         say(describe(session))
         check_workers(session.client, where)
         with progress_bar(description, len(todo) * job.frames) as update:

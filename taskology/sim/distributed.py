@@ -39,6 +39,10 @@ from taskology.sim.generate import generate_shard, sequence_id_for
 
 #: seconds between checks of the running sequences (progress refresh).
 POLL_S = 0.25
+#: Dask settings of a local cluster's scheduler made for simulating: a worker gets its next sequence
+#: when it finishes one (saturation 1.0). Sequences take seconds; a second one queued on a busy worker
+#: (the default 1.1 queues two per single-threaded worker) would wait there while another worker idles.
+LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
 
 
 class SequenceJob(Protocol):
@@ -274,4 +278,4 @@ def simulate_on_cluster(client: Any, job: SequenceJob, root: Path, indices: Sequ
     return [paths[index] for index in indices]
 
 
-__all__ = ["CarlaSequence", "EmbeddedSequence", "FrameTally", "SequenceJob", "check_workers", "simulate_on_cluster"]
+__all__ = ["LOCAL_SCHEDULER_CONFIG", "CarlaSequence", "EmbeddedSequence", "FrameTally", "SequenceJob", "check_workers", "simulate_on_cluster"]

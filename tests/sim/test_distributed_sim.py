@@ -184,7 +184,9 @@ def test_a_worker_that_dies_mid_sequence_does_not_leave_half_a_shard(tmp_path: P
 
     security = tls_security(TLSFiles(scheduler["tls_ca_file"], scheduler["tls_cert"], scheduler["tls_key"]))
     with Client(scheduler["cluster"], security=security, timeout=30) as client:
-        paths = simulate_on_cluster(client, job, out, [0, 1])
+        frames_done: list[int] = []
+        paths = simulate_on_cluster(client, job, out, [0, 1], on_progress=frames_done.append)
+    assert frames_done and frames_done[-1] == 4  # the progress bar ends at 2 sequences x 2 frames
     seen = Path(job.marker).read_text().split()
     assert seen[0] == "pid" and int(seen[1]) != os.getpid()
     # at the kill: frame 1 of sequence 1 on disk only in a temp file, not under the shard's name
