@@ -46,6 +46,7 @@ class FakeCarla:
         self.refused = 0
         self.mute: str | None = None
         self.on_tick: Any = None          # called at every tick request (the client's thread), e.g. to look around
+        self.unseen: set[int] = set()     # actor ids the snapshot does not have (spawned or destroyed meanwhile)
         self.episodes = itertools.count(1)
         self.clients: list[Any] = []
         self.connect_attempts = 0
@@ -276,7 +277,7 @@ class FakeCarla:
 
         def get_snapshot(self) -> Any:
             self._check()
-            return types.SimpleNamespace(find=lambda i: self.actors[i])
+            return types.SimpleNamespace(find=lambda i: self.actors.get(i) if i not in self.fake.unseen else None)
 
         def get_actors(self) -> Any:
             self._check()

@@ -558,12 +558,13 @@ class CarlaSession:
         objects = []
         actors = world.get_actors()
         for actor in [*actors.filter("vehicle.*"), *actors.filter("walker.pedestrian.*")]:
-            if actor.id == ego.id:
+            snap = snapshot.find(actor.id)   # None: not in this tick (spawned or destroyed meanwhile)
+            if actor.id == ego.id or snap is None:
                 continue
-            world_from_actor_lh = _matrix(snapshot.find(actor.id).get_transform())
+            world_from_actor_lh = _matrix(snap.get_transform())
             if np.linalg.norm(world_from_actor_lh[:3, 3] - ego_xyz) > OBJECT_RANGE_M:
                 continue
-            bb, v = actor.bounding_box, actor.get_velocity()
+            bb, v = actor.bounding_box, snap.get_velocity()
             objects.append(CarlaObject(actor.id, _class_of(actor), world_from_actor_lh,
                                        (bb.location.x, bb.location.y, bb.location.z),
                                        (bb.extent.x, bb.extent.y, bb.extent.z),

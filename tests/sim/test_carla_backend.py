@@ -159,6 +159,7 @@ def test_recording_loop_against_a_fake_server(tmp_path: Path, fake: FakeCarla) -
                                atol=1e-9)
     assert frame["camera/instance"][0, 0] == npc.id
     assert frame["lidar/instance"].tolist() == [npc.id, -1, -1] and frame["lidar/points"][0, 1] == -1.0
+    np.testing.assert_allclose(frame["objects/velocity"], [[2.0, -1.0, 0.0]] * 3)   # Unreal y right -> ours y left
     assert frame["camera/depth"][4, 4] == np.float32(1000.0 * DEPTH_CODE / (256**3 - 1))
     # walkers: spawned at navigation points, not invincible, each with an AI controller started towards a
     # random point at a walking speed, stopped and destroyed at the end
@@ -179,6 +180,13 @@ def test_recording_loop_against_a_fake_server(tmp_path: Path, fake: FakeCarla) -
     assert world.settings.max_substeps == 10
     assert fake.tm_sync is False and fake.tm_seeds == [4 * 100_003]
     assert sorted(fake.destroyed) == sorted(a.id for a in world.spawned) and world.actors == {}
+
+
+def test_an_actor_missing_from_the_tick_snapshot_is_left_out(tmp_path: Path, fake: FakeCarla) -> None:
+    fake.unseen = {70002}                                     # the first walker: spawned, not in the snapshots
+    (path,) = cb.generate_carla_shards(tmp_path, host="127.0.0.1:2000", sequences=1, frames=1, seed=4, **SMALL)
+    with Shard.open(path) as shard:
+        assert shard.frame(0)["objects/track_id"].tolist() == [70001, 70003]
 
 
 def test_normals_camera_is_used_when_the_server_offers_it(tmp_path: Path, fake: FakeCarla) -> None:
