@@ -202,7 +202,7 @@ def parse_gpu_list(text: str, where: str = GPU_LIST_VARIABLE) -> tuple[int | str
         >>> parse_gpu_list("0,x")
         Traceback (most recent call last):
         ...
-        taskology.errors.ClusterError: TASKOLOGY_GPUS: expected GPU ids separated by commas (such as 0,1,3) or none, found '0,x' ('x' is not a GPU id)
+        taskology.errors.ClusterError: TASKOLOGY_GPUS: expected GPU ids ... found '0,x' ('x' is not a GPU id)
     """
     stripped = text.strip()
     if stripped.lower() in ("", "none"):
