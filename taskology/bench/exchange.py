@@ -25,18 +25,26 @@ What is measured, in a window after a warm-up, per (N, k):
 - **exchange share of a step**: the part of each training-loop iteration that is not the compute stand-in
   (``1 - steps * compute_s / wall``), averaged over tasks. It holds the publication on the training thread
   (compaction and hand-over), the peer lookups, and whatever the fetch threads take from the training thread
-  (interpreter lock, CPU), plus the loop's own bookkeeping and the sleep's overshoot (a baseline the
-  table shows with k = 0 would be the same for every row). Publication and lookup shares are shown apart;
+  (interpreter lock, CPU), plus the loop's own bookkeeping and the sleep's overshoot: the k = 0 row
+  (publishing, reading nobody) shows that floor. Publication and lookup shares are shown apart;
 - per-task step rate; publication latency (training thread) and fetch latency (fetch thread, request to rows
   in the cache), p50/p95, fetches that brought a publication apart from polls that found none;
-- bytes fetched per second per task; and exactly: every consumer's byte count equals the publications it
-  received times the payload (none skipped, none fetched twice);
+- bytes fetched per second per task, and where they came from: every fetch is whole publications, and a
+  consumer's publications are counted against those its peers made up to the newest it holds (a publication
+  a peer no longer kept when polled, it keeps the last 4, is counted as skipped; one fetched twice would show
+  as a negative skip);
 - the scheduler's CPU (psutil on its process), the messages it handled, and the bytes on its sockets against
   the bytes the exchange moved: fetches go worker to worker (actor calls on the holder's worker), so the
-  scheduler sees heartbeats only. The run fails if a fetch was relayed through the scheduler.
+  scheduler sees heartbeats only. The run fails if a fetch was relayed through the scheduler, or if one
+  publication fetched through it on purpose at the end (``figures.relay_control``) does not show there.
+
+Rates: publications every 50 steps (the engine's default) and a poll of each peer every second, so that 32
+tasks stay within 2 cores: past that, the share would grow with N because the machine is full, not because
+of the exchange.
 
 Targets: the share at N = 32 within 1.5x of N = 4 (k = 2); the share grows no worse than linearly in k
-(k = 1, 2, 4 at N = 8: share(4) / share(1) <= 4); the scheduler's socket bytes at most 5 % of the exchange's.
+(k = 0, 1, 2, 4 at N = 8: share(4) / share(1) <= 4); the scheduler's socket bytes at most 5 % of the
+exchange's.
 ``figures.model`` turns the per-message costs into the 64-task estimate of docs/cluster.md.
 """
 from __future__ import annotations
@@ -60,16 +68,16 @@ class ExchangePlan:
 
     task_counts: tuple[int, ...] = (2, 4, 8, 16, 32)
     peers: int = 2
-    peer_sweep: tuple[int, ...] = (1, 2, 4)
+    peer_sweep: tuple[int, ...] = (0, 1, 2, 4)
     peer_sweep_tasks: int = 8
     reference_tasks: int = 4
     compute_s: float = 0.05
-    publish_every_steps: int = 20
-    refresh_every_s: float = 0.5
+    publish_every_steps: int = 50
+    refresh_every_s: float = 1.0
     samples: int = 80
     output_shape: tuple[int, ...] = (1, 64, 208)
     batch_size: int = 8
-    warmup_s: float = 4.0
+    warmup_s: float = 5.0
     measure_s: float = 20.0
     max_workers: int = 8
 
@@ -93,7 +101,7 @@ class ExchangePlan:
 FULL = ExchangePlan()
 #: a few seconds on 2 cores: N = 3 and 6 on 2 worker processes, k = 1 and 2, small payload, short windows
 QUICK = ExchangePlan(task_counts=(3, 6), peer_sweep=(1, 2), peer_sweep_tasks=6, reference_tasks=3, compute_s=0.02,
-                     publish_every_steps=5, refresh_every_s=0.1, samples=16, output_shape=(1, 32, 104),
+                     publish_every_steps=10, refresh_every_s=0.1, samples=16, output_shape=(1, 32, 104),
                      warmup_s=0.5, measure_s=1.2, max_workers=2)
 
 
@@ -133,20 +141,27 @@ def task_window(steps: Sequence[Sequence[float]], publishes: Sequence[Sequence[f
             "peers_answered": [int(steps[i][2]) for i in range(first, last)]}
 
 
-def received_as_published(consumer: dict[str, Any], publishers: dict[str, dict[str, Any]], payload: int) -> bool:
-    """Whether ``consumer``'s fetched bytes are exactly the payload times the publications of its peers up to
-    the newest it holds of each: no publication skipped, none fetched twice, every fetch whole ones.
+def publication_accounting(consumer: dict[str, Any], publishers: dict[str, dict[str, Any]],
+                           payload: int) -> dict[str, int]:
+    """How ``consumer``'s fetched bytes relate to its peers' publications.
+
+    ``received``: publications its fetcher counted (bytes / payload); ``available``: its peers' publications up
+    to the newest one it holds of each; ``skipped`` = available - received (a publication the publisher no
+    longer kept when the consumer polled; negative: one fetched twice); ``partial``: fetches that were not
+    whole publications; ``uncounted``: bytes the fetcher's meter and its fetch log disagree on.
 
     Example:
         >>> pubs = {"b": {"publishes": [(0, 0, 1), (0, 0, 6), (0, 0, 11)]}}
-        >>> c = {"received_up_to": {"b": 6}, "fetched_bytes": 20, "fetches": [(0, 10, 0), (0, 0, 0), (0, 10, 0)]}
-        >>> received_as_published(c, pubs, 10), received_as_published({**c, "fetched_bytes": 30}, pubs, 10)
-        (True, False)
+        >>> c = {"received_up_to": {"b": 11}, "fetched_bytes": 20, "fetches": [(0, 10, 0), (0, 0, 0), (0, 10, 0)]}
+        >>> publication_accounting(c, pubs, 10)
+        {'received': 2, 'available': 3, 'skipped': 1, 'partial': 0, 'uncounted': 0}
     """
-    expected = sum(sum(1 for p in publishers[peer]["publishes"] if p[2] <= upto) * payload
-                   for peer, upto in consumer["received_up_to"].items())
-    whole = all(f[1] % payload == 0 for f in consumer["fetches"])
-    return whole and consumer["fetched_bytes"] == expected == sum(f[1] for f in consumer["fetches"])
+    available = sum(sum(1 for p in publishers[peer]["publishes"] if p[2] <= upto)
+                    for peer, upto in consumer["received_up_to"].items())
+    received = consumer["fetched_bytes"] // payload
+    return {"received": received, "available": available, "skipped": available - received,
+            "partial": sum(1 for f in consumer["fetches"] if f[1] % payload),
+            "uncounted": consumer["fetched_bytes"] - sum(f[1] for f in consumer["fetches"])}
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
@@ -169,6 +184,7 @@ def summarize(measured: list[dict[str, Any]], plan: ExchangePlan, tasks: int, k:
         raise RuntimeError(f"bench exchange: publications of {sorted(payloads)} bytes, expected {plan.payload_nbytes}")
     shares = [w["share"] for w in windows]
     staleness = [v for m in measured for key, v in m["staleness"].items() if key.endswith("/mean_s")]
+    accounts = [publication_accounting(m, by_task, plan.payload_nbytes) for m in measured]
     steps = sum(w["steps"] for w in windows)
     row = {
         "tasks": tasks, "peers": k, "workers": workers, "tasks_per_worker": tasks / workers,
@@ -184,14 +200,12 @@ def summarize(measured: list[dict[str, Any]], plan: ExchangePlan, tasks: int, k:
         "steps_with_every_peer": sum(a == k for w in windows for a in w["peers_answered"]) / max(steps, 1),
         "peer_row_age_s_mean": float(np.mean(staleness)) if staleness else None,
         "fetch_errors": int(fetch_errors),
-        "bytes_are_publications_times_payload": all(received_as_published(m, by_task, plan.payload_nbytes)
-                                                    for m in measured),
+        "publications": {key: sum(a[key] for a in accounts) for key in accounts[0]},
         "window_s": t1 - t0, **traffic}
-    scheduler_bytes = traffic.get("scheduler_socket_bytes")
-    row["scheduler_bytes_per_exchange_byte"] = (scheduler_bytes / max(exchange_bytes, 1)
-                                                if scheduler_bytes is not None else None)
-    worker_bytes = traffic.get("worker_socket_bytes_received")
-    row["worker_bytes_per_exchange_byte"] = worker_bytes / max(exchange_bytes, 1) if worker_bytes is not None else None
+    scheduler_bytes, worker_bytes = traffic.get("scheduler_socket_bytes"), traffic.get("worker_socket_bytes_received")
+    moved = exchange_bytes > 0  # k = 0: nothing fetched, nothing to compare with
+    row["scheduler_bytes_per_exchange_byte"] = scheduler_bytes / exchange_bytes if moved and scheduler_bytes is not None else None
+    row["worker_bytes_per_exchange_byte"] = worker_bytes / exchange_bytes if moved and worker_bytes is not None else None
     return row
 
 
@@ -240,6 +254,40 @@ def measure_configuration(client: Any, scheduler: Any, worker_pids: dict[str, in
             future.release()
     traffic = traffic_between(before, after, scheduler.pid, worker_pids.values())
     return summarize(measured, plan, tasks, k, len(addresses), before.wall, after.wall, traffic, fetch_errors)
+
+
+def relay_control(client: Any, scheduler: Any, worker_pids: dict[str, int], plan: ExchangePlan,
+                  run_dir: Path) -> dict[str, Any]:
+    """The accounting's own check: one publication fetched *through* the scheduler must show on its sockets.
+
+    A client that does not talk to workers directly sends actor calls through the scheduler (its ``proxy``
+    handler); such a client fetches one publication of a fresh synthetic task. Run it last: the driver's actor
+    handles bind to the newest client."""
+    from distributed import Client
+
+    from taskology.bench.exchange_synthetic import MeasuredTaskActor, SyntheticRunner
+    from taskology.bench.exchange_traffic import read_traffic, traffic_between
+    from taskology.engine.exchange import ExchangePolicy
+
+    with Client(client.scheduler.address, direct_to_workers=False) as relay:
+        future = relay.submit(MeasuredTaskActor, actor=True, workers=[sorted(worker_pids)[0]], pure=False,
+                              task_name="relayed", runner_cls=SyntheticRunner, run_dir=str(run_dir / "relayed"),
+                              runner_kwargs={"task_name": "relayed", "peers": [], "compute_s": 0.0,
+                                             "samples": plan.samples, "output_shape": plan.output_shape},
+                              policy=ExchangePolicy(publish_every_steps=1), checkpoint_every_steps=None,
+                              checkpoint_every_s=None, log_every=0)
+        try:
+            handle = future.result(timeout=120)
+            handle.start(1).result(timeout=60)
+            handle.join(60).result(timeout=90)
+            before = read_traffic(relay, scheduler)
+            fetched = handle.predictions_since(-1).result(timeout=60)
+            after = read_traffic(relay, scheduler)
+        finally:
+            future.release()
+    traffic = traffic_between(before, after, scheduler.pid, worker_pids.values())
+    return {"fetched_bytes": sum(p.nbytes() for p in fetched), "scheduler_socket_bytes": traffic["scheduler_socket_bytes"],
+            "scheduler_proxy_messages": traffic["scheduler_proxy_messages"]}
 
 
 def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
@@ -334,6 +382,11 @@ def run(quick: bool) -> BenchResult:
             rows.append(measure_configuration(client, scheduler, worker_pids, plan, tasks, k, Path(tmp)))
             print(f"bench exchange: N={tasks} k={k}: share {100 * rows[-1]['share']:.2f} %, "
                   f"{rows[-1]['steps_per_s_per_task']:.2f} steps/s per task", flush=True)
+        control = relay_control(client, scheduler, worker_pids, plan, Path(tmp))
+    if control["scheduler_proxy_messages"] < 1 or (control["scheduler_socket_bytes"] is not None
+                                                  and control["scheduler_socket_bytes"] < control["fetched_bytes"]):
+        raise RuntimeError(f"bench exchange: a fetch relayed through the scheduler did not show there ({control}); "
+                           "its counts cannot tell where the exchange's fetches went")
     relayed = [r for r in rows if r["scheduler_proxy_messages"]
                or (r["scheduler_bytes_per_exchange_byte"] is not None and r["scheduler_bytes_per_exchange_byte"] > 0.5)]
     if relayed:
@@ -342,7 +395,7 @@ def run(quick: bool) -> BenchResult:
             f"{r['scheduler_socket_bytes']} scheduler bytes for {r['exchange_bytes']} exchange bytes" for r in relayed))
     at = {(r["tasks"], r["peers"]): r for r in rows}
     n_max, n_ref = max(plan.task_counts), plan.reference_tasks
-    k_lo, k_hi = min(plan.peer_sweep), max(plan.peer_sweep)
+    k_lo, k_hi = min(k for k in plan.peer_sweep if k > 0), max(plan.peer_sweep)
     share_n = at[(n_max, plan.peers)]["share"] / at[(n_ref, plan.peers)]["share"]
     share_k = at[(plan.peer_sweep_tasks, k_hi)]["share"] / at[(plan.peer_sweep_tasks, k_lo)]["share"]
     relayed_share = [r["scheduler_bytes_per_exchange_byte"] for r in rows if r["scheduler_bytes_per_exchange_byte"] is not None]
@@ -352,7 +405,7 @@ def run(quick: bool) -> BenchResult:
         targets["scheduler_bytes_per_exchange_byte"] = target(max(relayed_share), 0.05, higher_is_better=False)
     model = scaling_model(rows, plan)
     figures = {"plan": asdict(plan), "payload_nbytes": plan.payload_nbytes, "configurations": rows, "model": model,
-               "seconds": time.time() - started}
+               "relay_control": control, "seconds": time.time() - started}
     p = model["predicted"]
     notes = (f"Synthetic tasks: a {1e3 * plan.compute_s:.0f} ms sleep stands in for a GPU step; each publishes "
              f"{plan.payload_nbytes / 1e6:.2f} MB ({plan.samples} samples of {'x'.join(map(str, plan.output_shape))}, "
