@@ -3,7 +3,7 @@
 What it runs: the engine's own :class:`~taskology.engine.actor.TaskActor` (publication box, fetch thread,
 prediction cache, peer view) around synthetic tasks (:mod:`taskology.bench.exchange_synthetic`), on a local
 Dask cluster on 127.0.0.1 whose scheduler is its own process (:mod:`taskology.bench.exchange_traffic`). Task
-``i`` of N reads ``k`` peers, tasks ``i+1 ... i+k`` (mod N), one mediator batch of each per step, and publishes
+``i`` of N reads ``k`` peers, tasks ``i+1 ... i+k`` (mod N), their rows of one mediator batch per step, and publishes
 its prediction on the whole mediator pool every ``publish_every_steps`` steps, in turn with the others
 (:func:`~taskology.engine.exchange.publication_phase`), as the engine's runs do. The publication is
 mediator-sized: one depth map per sample of the default live pool (80 samples of 1x64x208, float16 on the
@@ -361,7 +361,7 @@ def table(rows: list[dict[str, Any]], plan: ExchangePlan) -> str:
     for r in rows:
         sched = "–" if r["scheduler_socket_bytes"] is None else f"{r['scheduler_socket_bytes'] / r['window_s'] / 1e3:.1f}"
         lines.append(
-            f"| {r['tasks']} | {r['peers']} | {r['tasks_per_worker']:.0f} | {r['steps_per_s_per_task']:.2f} | "
+            f"| {r['tasks']} | {r['peers']} | {r['tasks_per_worker']:g} | {r['steps_per_s_per_task']:.2f} | "
             f"{100 * r['share']:.2f} % ({100 * r['publish_share']:.2f} / {100 * r['lookup_share']:.2f}) | "
             f"{_ms(r['publish_latency'])} | {_ms(r['fetch_latency'])} | {_ms(r['poll_latency'])} | "
             f"{r['bytes_per_s_per_task'] / 1e6:.2f} | {100 * r['scheduler_cpu_cores']:.1f} % | "

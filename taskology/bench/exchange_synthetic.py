@@ -81,17 +81,17 @@ class SyntheticRunner:
         self.records: list[tuple[float, float, int]] = []
 
     def train_step(self) -> dict[str, float]:
-        """Sleep ``compute_s``, then look up one batch of every peer (the runner's relation inputs)."""
+        """Sleep ``compute_s``, then look up every peer's rows of one mediator batch (the relations' inputs)."""
         started = time.time()
         time.sleep(self.compute_s)
         t0 = time.perf_counter()
         answered = 0
-        for peer in self.peers:
-            usable = sorted(self.peer_view.usable_ids(peer))
-            if len(usable) < self.batch_size:
-                continue
-            picked = [usable[i] for i in self._rng.choice(len(usable), self.batch_size, replace=False)]
-            answered += self.peer_view.peer_outputs(peer, {"sample_id": picked}) is not None
+        if self.peers:  # as the runner: one batch among the samples every peer can answer, then each peer's rows
+            answerable = sorted(set.intersection(*(set(self.peer_view.usable_ids(p)) for p in self.peers)))
+            if len(answerable) >= self.batch_size:
+                batch = {"sample_id": [answerable[i] for i in self._rng.choice(len(answerable), self.batch_size,
+                                                                                 replace=False)]}
+                answered = sum(self.peer_view.peer_outputs(p, batch) is not None for p in self.peers)
         lookup_s = time.perf_counter() - t0
         self.step += 1
         self.records.append((started, lookup_s, answered))
