@@ -191,9 +191,12 @@ def _decode(heatmap: torch.Tensor, box_map: torch.Tensor, grid: BevGrid, score_t
     value = logits[b, k, i, j]
     if len(value):
         h, w = logits.shape[2:]  # a neighbour off the map is clipped onto the map: a cell of the same 3x3 window
-        rows_i = [np.clip(i + d, 0, h - 1) for d in (-1, 0, 1)]
-        cols_j = [np.clip(j + d, 0, w - 1) for d in (-1, 0, 1)]
-        around = np.max([logits[b, k, ii, jj] for ii in rows_i for jj in cols_j], axis=0)
+        rows_i = (np.maximum(i - 1, 0), i, np.minimum(i + 1, h - 1))
+        cols_j = (np.maximum(j - 1, 0), j, np.minimum(j + 1, w - 1))
+        around = logits[b, k, rows_i[0], cols_j[0]]
+        for ii in rows_i:
+            for jj in cols_j:
+                np.maximum(around, logits[b, k, ii, jj], out=around)
         peak = value >= around
         b, k, i, j, value = b[peak], k[peak], i[peak], j[peak], value[peak]
     out = []
@@ -210,8 +213,7 @@ def _decode(heatmap: torch.Tensor, box_map: torch.Tensor, grid: BevGrid, score_t
         # One NMS for all classes: each class is moved far from the others, so boxes of two classes never overlap.
         apart = boxes.copy()
         apart[:, 0] += cls * (2.0 * (np.abs(boxes[:, :2]).max() + boxes[:, 3:5].max()) + 1.0)
-        with numba_single_thread():  # a frame's boxes are few: no thread pool launch
-            keep = nms_bev(apart, score.astype(np.float64), nms_iou)
+        keep = nms_bev(apart, score.astype(np.float64), nms_iou)
         out.append((boxes[keep], cls[keep], score[keep]))
     return out
 
