@@ -222,7 +222,7 @@ def sim(**kwargs: Any) -> None:
     """Generate simulated driving sequences as HDF5 shards.
 
     Rerunning with the same settings skips shards that already exist (and redoes partial ones). With
-    --cluster the sequences are simulated on Dask workers; the shards are the same bytes.
+    --cluster the sequences are simulated on Dask workers; the shards hold the same data.
 
     \b
     Examples:

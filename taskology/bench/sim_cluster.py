@@ -12,14 +12,19 @@ Measured in one run (:data:`FULL`: 16 sequences x 20 frames at the command's def
    by a small world, simulates the world (:func:`taskology.sim.distributed.simulate_on_cluster`, the
    command's own dispatch): the frames/s its progress bar shows once the workers run.
 
-Target: cluster simulation frames/s >= 1.7x serial frames/s, with every shard of both cluster runs the
-serial run's bytes. The end-to-end ratio is reported beside it with the fixed start-up cost in seconds
+Serial and cluster simulations run in turns, :data:`REPEATS` of each, and the fastest of each counts:
+the machine is shared, and a process starting meanwhile slows the 2-worker run more than the serial one.
+
+Target: cluster simulation frames/s >= 1.7x serial frames/s, with every shard of both cluster runs
+holding the serial run's content (every dataset and attribute); whether the files are the same bytes is
+reported too (LZF-compressed chunks can be encoded differently, see :mod:`taskology.sim.distributed`). The end-to-end ratio is reported beside it with the fixed start-up cost in seconds
 (it is paid once per command, so it matters for small worlds only).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,10 +38,18 @@ WORKERS = 2
 SEED = 0
 #: goal of the speed-up of 2 workers over the serial run (on 2 cores).
 TARGET_SPEEDUP = 1.7
+#: serial and cluster simulations of the world, in turns (quick: False / True); the fastest of each counts.
+REPEATS = {False: 2, True: 1}
 
 
 def _shard_bytes(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(root.glob("*.h5"))}
+
+
+def _shard_contents(root: Path) -> dict[str, str]:
+    from taskology.sim.cache import shard_digest
+
+    return {p.name: shard_digest(p) for p in sorted(root.glob("*.h5"))}
 
 
 def _timed(fn: Any) -> tuple[Any, float, float]:
@@ -74,55 +87,82 @@ def run(quick: bool) -> BenchResult:
                                   camera_hw=sizes["camera_hw"], lidar_beams=sizes["lidar_beams"], world=world,
                                   cluster=cluster)
 
-        _, serial_s, serial_cpu_s = _timed(lambda: simulate("serial", None))
         _, end_to_end_s, _ = _timed(lambda: simulate("cluster-end-to-end", spec))
+        serial_runs: list[tuple[float, float]] = []
+        cluster_runs: list[float] = []
+        same_steady = files_steady = True
         with dask.config.set(LOCAL_SCHEDULER_CONFIG), open_cluster(spec) as session:
             warm = root / "cluster-warm-up"
             warm.mkdir()
             check_workers(session.client, warm)
             simulate_on_cluster(session.client, dataclasses.replace(job, frames=1, camera_hw=(16, 48), lidar_beams=4),
                                 warm, list(range(WORKERS)))
-            steady = root / "cluster"
-            steady.mkdir()
-            _, cluster_s, _ = _timed(lambda: simulate_on_cluster(session.client, job, steady, list(range(sequences))))
-        reference = _shard_bytes(root / "serial")
-        same_end_to_end = _shard_bytes(root / "cluster-end-to-end") == reference
-        same_steady = _shard_bytes(steady) == reference
+            for repeat in range(REPEATS[quick]):  # serial and cluster in turns: a busy moment hits both alike
+                _, wall, cpu = _timed(lambda: simulate(f"serial-{repeat}", None))
+                serial_runs.append((wall, cpu))
+                steady = root / f"cluster-{repeat}"
+                steady.mkdir()
+                _, wall, _ = _timed(lambda: simulate_on_cluster(session.client, job, steady, list(range(sequences))))
+                cluster_runs.append(wall)
+                if repeat == 0:
+                    reference, contents = _shard_bytes(root / "serial-0"), _shard_contents(root / "serial-0")
+                same_steady &= _shard_contents(steady) == contents
+                files_steady &= _shard_bytes(steady) == reference
+                if repeat > 0:
+                    shutil.rmtree(root / f"serial-{repeat}")
+                shutil.rmtree(steady)
+        same_end_to_end = _shard_contents(root / "cluster-end-to-end") == contents
+        files_end_to_end = _shard_bytes(root / "cluster-end-to-end") == reference
+        (serial_s, serial_cpu_s), cluster_s = min(serial_runs), min(cluster_runs)
         shard_mib = sum(len(b) for b in reference.values()) / 2.0**20
     if len(reference) != sequences:
         raise RuntimeError(f"the serial run wrote {len(reference)} shards, expected {sequences}")
     serial_fps, cluster_fps, end_to_end_fps = (total_frames / serial_s, total_frames / cluster_s,
                                                total_frames / end_to_end_s)
     speedup, speedup_end_to_end = cluster_fps / serial_fps, end_to_end_fps / serial_fps
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "**no**"
+
     load_after = os.getloadavg()
     figures = {"world": {"sequences": sequences, "frames": frames, "camera_hw": list(sizes["camera_hw"]),
                          "lidar_beams": sizes["lidar_beams"], "lidar_azimuth": LIDAR_AZIMUTH, "seed": SEED,
                          "shards_mib": shard_mib},
                "workers": WORKERS,
-               "serial": {"wall_s": serial_s, "cpu_s": serial_cpu_s, "frames_per_s": serial_fps},
-               "cluster": {"wall_s": cluster_s, "frames_per_s": cluster_fps},
+               "serial": {"wall_s": serial_s, "cpu_s": serial_cpu_s, "frames_per_s": serial_fps,
+                          "wall_s_each": [w for w, _ in serial_runs]},
+               "cluster": {"wall_s": cluster_s, "frames_per_s": cluster_fps, "wall_s_each": cluster_runs},
                "cluster_end_to_end": {"wall_s": end_to_end_s, "frames_per_s": end_to_end_fps,
                                       "fixed_cost_s_estimated": end_to_end_s - cluster_s},
                "speedup": speedup, "speedup_end_to_end": speedup_end_to_end,
-               "bytes_identical": {"cluster": same_steady, "cluster_end_to_end": same_end_to_end},
+               "content_identical": {"cluster": same_steady, "cluster_end_to_end": same_end_to_end},
+               "file_bytes_identical": {"cluster": files_steady, "cluster_end_to_end": files_end_to_end},
                "load_average_1min": {"before": load_before[0], "after": load_after[0]}}
     rows = [f"| run ({sequences} sequences x {frames} frames, {sizes['camera_hw'][0]}x{sizes['camera_hw'][1]} camera + "
-            f"{sizes['lidar_beams']}x{LIDAR_AZIMUTH} LiDAR) | wall s | frames/s | vs serial | shards = serial bytes |",
-            "| --- | --- | --- | --- | --- |",
-            f"| serial, this process | {serial_s:.1f} | {serial_fps:.2f} | 1.00x | (reference) |",
+            f"{sizes['lidar_beams']}x{LIDAR_AZIMUTH} LiDAR) | wall s | frames/s | vs serial | shard content = serial | "
+            f"file bytes = serial |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| serial, this process | {serial_s:.1f} | {serial_fps:.2f} | 1.00x | (reference) | (reference) |",
             f"| **{WORKERS} local workers, simulation** | {cluster_s:.1f} | {cluster_fps:.2f} | **{speedup:.2f}x** | "
-            f"{'yes' if same_steady else '**no**'} |",
+            f"{yes(same_steady)} | {yes(files_steady)} |",
             f"| {WORKERS} local workers, end to end (start, imports, check, close) | {end_to_end_s:.1f} | "
-            f"{end_to_end_fps:.2f} | {speedup_end_to_end:.2f}x | {'yes' if same_end_to_end else '**no**'} |"]
+            f"{end_to_end_fps:.2f} | {speedup_end_to_end:.2f}x | {yes(same_end_to_end)} | {yes(files_end_to_end)} |"]
     targets = {f"speedup_{WORKERS}_workers": target(speedup, TARGET_SPEEDUP),
-               "bytes_identical": target(float(same_steady and same_end_to_end), 1.0)}
+               "content_identical": target(float(same_steady and same_end_to_end), 1.0)}
+    each = "; ".join(f"{w:.1f} s / {c:.1f} s" for (w, _), c in zip(serial_runs, cluster_runs))
     notes = (f"One run on {os.cpu_count()} cores; 1-minute load average {load_before[0]:.1f} before and "
-             f"{load_after[0]:.1f} after. Serial: `taskology sim` in one process (Numba's default thread count for "
+             f"{load_after[0]:.1f} after. Serial and cluster simulations ran in turns, {len(serial_runs)} of each "
+             f"(wall serial / cluster: {each}); the fastest of each counts (the machine is shared: a process "
+             f"that starts meanwhile slows the 2-worker run more than the serial one). Serial: `taskology sim` in one process (Numba's default thread count for "
              f"its parallel shading kernel). Cluster: `taskology sim --cluster local --workers {WORKERS}`, one Dask "
              f"task per sequence, single-threaded worker processes. The simulation row starts the clock with "
              f"the workers started and warmed (a 2-sequence world); the end-to-end row includes the fixed cost "
              f"of a command (about {end_to_end_s - cluster_s:.1f} s here, end to end minus simulation: "
              f"LocalCluster start, each worker importing the simulator and torch, the shared-folder check, "
-             f"closing), paid once per command. Bytes: every shard file compared with the serial run's "
-             f"({shard_mib:.1f} MiB).")
+             f"closing), paid once per command. Content: every dataset (name, dtype, shape, values) and attribute of "
+             f"every shard compared with the serial run's (`shard_digest`, {shard_mib:.1f} MiB of shards); file "
+             f"bytes compared too: they can differ only in LZF-compressed chunks (label layers), whose encoding "
+             f"depends on what the writing process compressed before (h5py's LZF hash table starts "
+             f"uninitialised; the chunks decode to the same values). This process (the serial "
+             f"runs) and the warmed workers simulated a smaller world first.")
     return BenchResult(figures=figures, table="\n".join(rows), targets=targets, notes=notes)

@@ -1,7 +1,7 @@
 """``taskology sim``: validate the request, check the output directory, generate shards with a
 progress bar (resuming: identical existing shards are skipped, partial ones a stopped run left are
 removed and simulated again), in this process or on a Dask cluster (one task per sequence,
-:mod:`taskology.sim.distributed`; the same bytes either way), or write a one-frame preview PNG. The
+:mod:`taskology.sim.distributed`; the same shards either way), or write a one-frame preview PNG. The
 output folder carries a world record (:mod:`taskology.sim.cache`): shards left there by other simulator
 code are kept only if today's code simulates them identically.
 
@@ -190,7 +190,8 @@ def sim_command(out: Path | str, sequences: int, frames: int, seed: int, camera:
     """Entry point of ``taskology sim`` (arguments as parsed by :mod:`taskology.cli`). The embedded
     simulator's output folder carries a world record (:mod:`taskology.sim.cache`); its
     :class:`~taskology.sim.cache.CachedWorld` is returned (None for a preview or CARLA). With ``cluster``
-    (:func:`checked_cluster`) the sequences are simulated on Dask workers, byte for byte the same shards."""
+    (:func:`checked_cluster`) the sequences are simulated on Dask workers: the same shards (every dataset
+    and attribute)."""
     camera_hw, world = checked_request(sequences=sequences, frames=frames, seed=seed, camera=camera,
                                        lidar_beams=lidar_beams, ego_speed=ego_speed)
     placement = checked_cluster(cluster, workers, tls_ca_file, tls_cert, tls_key)
