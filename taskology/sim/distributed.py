@@ -60,9 +60,9 @@ class SequenceJob(Protocol):
 
 
 @dataclass(frozen=True)
-class EmbeddedSequence:
-    """Sequence job of the embedded renderer: :func:`~taskology.sim.generate.generate_shard` with
-    fixed parameters (camera (H, W) pixels, LiDAR beams x azimuth steps, frame rate in Hz)."""
+class _Sequence:
+    """What every sequence job fixes: run seed, frames, camera (H, W) pixels, LiDAR beams x azimuth steps,
+    frame rate in Hz."""
 
     seed: int
     frames: int
@@ -70,6 +70,13 @@ class EmbeddedSequence:
     lidar_beams: int
     lidar_azimuth: int = 1024
     frame_rate: float = 10.0
+
+
+@dataclass(frozen=True)
+class EmbeddedSequence(_Sequence):
+    """Sequence job of the embedded renderer: :func:`~taskology.sim.generate.generate_shard` with
+    fixed parameters."""
+
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def shard_name(self, index: int) -> str:
@@ -85,18 +92,12 @@ class EmbeddedSequence:
 
 
 @dataclass(frozen=True)
-class CarlaSequence:
+class CarlaSequence(_Sequence):
     """Sequence job of the CARLA backend: :func:`~taskology.sim.carla_backend.generate_carla_sequence`
     against the server given in ``server`` (``HOST:PORT``, in no one else's use while the sequence
     records). A complete, identical shard is kept; progress is reported once, when the sequence is done.
     Traffic (``vehicles``, ``walkers``, ``warmup_ticks``) as :func:`generate_carla_sequence`'s defaults."""
 
-    seed: int
-    frames: int
-    camera_hw: tuple[int, int]
-    lidar_beams: int
-    lidar_azimuth: int = 1024
-    frame_rate: float = 10.0
     vehicles: int = 30
     walkers: int = 20
     warmup_ticks: int = 20
