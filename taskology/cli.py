@@ -383,6 +383,12 @@ def inspect(**kwargs: Any) -> None:
     _target("inspect")(**kwargs)
 
 
+# Each command knows -h itself, not only through the group's context: click caches a command's help option
+# the first time it is built, so a command once run on its own (a test, an embedding program) would lose -h.
+for _command in cli.commands.values():
+    _command.context_settings.setdefault("help_option_names", ["-h", "--help"])
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point (``taskology``, ``python -m taskology``)."""
     cli.main(args=args, prog_name="taskology")

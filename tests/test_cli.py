@@ -308,3 +308,12 @@ def test_real_process_traceback_only_with_debug(tmp_path: Path) -> None:
     debug = _run(sys.executable, "-m", "taskology", "--debug", "train", str(missing))
     assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == f"taskology: error: {missing}: no such config file"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_command_run_on_its_own_first_keeps_its_short_help_option(command: str) -> None:
+    from taskology.cli import cli
+
+    alone = CliRunner().invoke(cli.commands[command], ["-h"], prog_name=f"taskology {command}")
+    assert alone.exit_code == 0 and alone.stdout.startswith("Usage:"), alone.output
+    assert invoke(command, "-h").stdout == invoke(command, "--help").stdout
