@@ -278,7 +278,7 @@ def draw_augmentation(enabled: bool) -> dict[str, Any] | None:
     return random_augmentation(rng)
 
 
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+def conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=True))
 
@@ -290,12 +290,12 @@ class BevBackbone(nn.Module):
 
     def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
-        self.stem = _conv(in_channels, width)
-        self.down1 = nn.Sequential(_conv(width, 2 * width, 2), _conv(2 * width, 2 * width))
-        self.down2 = nn.Sequential(_conv(2 * width, 4 * width, 2), _conv(4 * width, 4 * width))
+        self.stem = conv_block(in_channels, width)
+        self.down1 = nn.Sequential(conv_block(width, 2 * width, 2), conv_block(2 * width, 2 * width))
+        self.down2 = nn.Sequential(conv_block(2 * width, 4 * width, 2), conv_block(4 * width, 4 * width))
         self.up = nn.Sequential(nn.ConvTranspose2d(4 * width, 2 * width, 2, stride=2, bias=False),
                                 nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True))
-        self.fuse = _conv(4 * width, 4 * width)
+        self.fuse = conv_block(4 * width, 4 * width)
         self.channels = 4 * width
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,7 +308,7 @@ def head(cin: int, cout: int, bias: float = 0.0) -> nn.Sequential:
     """A 3x3 conv (to ``cin // 2`` channels) + 1x1 conv head whose last bias starts at ``bias``."""
     last = nn.Conv2d(cin // 2, cout, 1)
     nn.init.constant_(last.bias, bias)
-    return nn.Sequential(_conv(cin, cin // 2), last)
+    return nn.Sequential(conv_block(cin, cin // 2), last)
 
 
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -320,4 +320,4 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 __all__ = ["DETECTION_CLASSES", "CLASS_NAMES", "CLASS_OF_TAG", "MAX_BOXES", "OUTPUT_STRIDE", "BOX_CODE",
            "PILLAR_FEATURES", "ego_points", "visible_boxes", "padded", "unpadded", "encode_targets", "decode_boxes",
            "decode_batch", "label_outputs", "boxes_from_code", "output_shape", "output_cells", "focal_heatmap_loss", "gather_cells",
-           "sweep_inputs", "add_bev", "draw_augmentation", "BevBackbone", "head", "box_iou_matrix"]
+           "sweep_inputs", "add_bev", "draw_augmentation", "conv_block", "BevBackbone", "head", "box_iou_matrix"]

@@ -45,6 +45,8 @@ from taskology.tasks.base import MetricState, Task, mean_state
 #: output scales of the heads at initialisation: rotation (rad), translation (m), object motion (m, m, rad).
 ROTATION_SCALE, TRANSLATION_SCALE = 0.01, 1.0
 MOTION_SCALE = (1.0, 1.0, 0.1)
+#: how far (metres, per frame) the correlation layer searches for the ego translation: 2 m covers 20 m/s at 10 Hz.
+EGO_SEARCH_M = 2.0
 
 
 def wrap_angle(angle: np.ndarray | torch.Tensor) -> Any:
@@ -52,21 +54,70 @@ def wrap_angle(angle: np.ndarray | torch.Tensor) -> Any:
     return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
-class TrackingNet(nn.Module):
-    """BEV backbone over both sweeps (12 channels) + dense object-motion head + global ego-motion head."""
+class EgoCorrelation(nn.Module):
+    """Planar ego translation from where the two sweeps' BEV features agree best (a correlation layer).
 
-    def __init__(self, width: int) -> None:
+    Both sweeps go through one small encoder (shared weights, half the BEV resolution: ``cell_m`` is the
+    encoder's cell). For every shift ``s`` of up to ``radius`` of those cells, the cosine similarity of the
+    features of sweep t at cell ``p`` and of sweep t+1 at cell ``p + s`` is averaged over the cells of t that
+    hold points. A static world seen from a vehicle that moved appears shifted by the translation of
+    ``ego_{t+1}_from_ego_t`` (rows along x, columns along y), so the soft-argmax of that correlation is that
+    translation, in cells. The output is metric by construction: labels only have to teach features that tell
+    places apart, which is why this head learns from a few labelled pairs where a pooled regression head
+    learns the mean speed. Moving objects are outvoted by the static cells.
+
+    Returns the (B, 2) translation (metres, ego frame of the grid) and the (B, (2r+1)^2) correlation, which the
+    global head reads to refine it and to estimate rotation.
+    """
+
+    def __init__(self, in_channels: int, width: int, radius: int, cell_m: float) -> None:
         super().__init__()
+        self.encode = nn.Sequential(lidar.conv_block(in_channels, width, 2), nn.Conv2d(width, width, 3, padding=1))
+        self.radius, self.cell_m = int(radius), float(cell_m)
+        offsets = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
+        shifts = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 2)
+        self.register_buffer("shifts", shifts, persistent=False)                         # (S, 2) cells
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(20.0)))
+
+    def forward(self, bev: torch.Tensor, bev_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = nn.functional.normalize(self.encode(bev), dim=1)
+        b = nn.functional.normalize(self.encode(bev_next), dim=1)
+        occupied = nn.functional.max_pool2d((bev.abs().sum(dim=1, keepdim=True) > 0).to(a.dtype), 2)[:, 0]
+        weight = occupied / occupied.sum(dim=(1, 2), keepdim=True).clamp_min(1.0)
+        r, (h, w) = self.radius, a.shape[-2:]
+        padded = nn.functional.pad(b, (r, r, r, r))
+        scores = [((a * padded[:, :, r + int(di):r + int(di) + h, r + int(dj):r + int(dj) + w]).sum(dim=1)
+                   * weight).sum(dim=(1, 2)) for di, dj in self.shifts.tolist()]
+        correlation = torch.stack(scores, dim=1)                                         # (B, S)
+        attention = torch.softmax(correlation * self.log_sharpness.exp(), dim=1)
+        return attention @ self.shifts * self.cell_m, correlation
+
+
+class TrackingNet(nn.Module):
+    """BEV backbone over both sweeps (12 channels) + dense object-motion head + ego-motion from a correlation
+    layer (:class:`EgoCorrelation`, the x/y translation) refined by a global head (rotation, z, residuals)."""
+
+    def __init__(self, width: int, grid: BevGrid | None = None, search_m: float = EGO_SEARCH_M) -> None:
+        super().__init__()
+        grid = grid if grid is not None else BevGrid()
         self.backbone = lidar.BevBackbone(2 * len(PILLAR_FEATURES), width)
         self.motion = lidar.head(self.backbone.channels, 3)
-        self.ego = nn.Sequential(nn.Conv2d(4 * width, 4 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 6))
+        self.correlation = EgoCorrelation(len(PILLAR_FEATURES), width, math.ceil(search_m / (2 * grid.cell_m)), 2 * grid.cell_m)
+        shifts = len(self.correlation.shifts)
+        self.pool = nn.Sequential(nn.Conv2d(4 * width, 4 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.ego = nn.Linear(4 * width + shifts, 6)
+        with torch.no_grad():                  # the translation starts as the correlation's, the rest near zero
+            self.ego.weight[3:].zero_()
+            self.ego.bias.zero_()
         self.register_buffer("motion_scale", torch.tensor(MOTION_SCALE).reshape(1, 3, 1, 1), persistent=False)
 
     def forward(self, bev: torch.Tensor, bev_next: torch.Tensor) -> dict[str, torch.Tensor]:
         features, coarse = self.backbone(torch.cat([bev, bev_next], dim=1))
-        ego = self.ego(coarse)
-        return {"ego_rotation": ego[:, :3] * ROTATION_SCALE, "ego_translation": ego[:, 3:] * TRANSLATION_SCALE,
+        planar, correlation = self.correlation(bev, bev_next)
+        ego = self.ego(torch.cat([self.pool(coarse), correlation], dim=1))
+        translation = ego[:, 3:] * TRANSLATION_SCALE + nn.functional.pad(planar, (0, 1))
+        return {"ego_rotation": ego[:, :3] * ROTATION_SCALE, "ego_translation": translation,
                 "object_motion": self.motion(features) * self.motion_scale}
 
 
@@ -183,7 +234,7 @@ class TrackingTask(Task):
         return out
 
     def build_model(self) -> nn.Module:
-        return TrackingNet(self.width)
+        return TrackingNet(self.width, self.grid)
 
     def forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return model(batch["bev"], batch["bev_next"])

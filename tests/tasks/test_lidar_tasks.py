@@ -188,3 +188,26 @@ def test_an_empty_sweep_is_a_valid_empty_prediction() -> None:
     with torch.no_grad():
         out = task.forward(model, {"bev": prepared["bev"][None]})
     assert lidar.decode_batch(out, GRID, score_threshold=0.5)[0][0].shape == (0, 7)
+
+
+def test_ego_correlation_finds_the_shift_of_a_static_world() -> None:
+    """The correlation layer's soft-argmax is the ego translation, with the right sign, for a world seen from a
+    vehicle that moved (with a fixed encoder that keeps the pillar features: no training involved)."""
+    from taskology.geometry.pillars import bev_pillars
+    from taskology.tasks.tracking import EgoCorrelation
+
+    rng = np.random.default_rng(0)
+    grid = BevGrid((-16.0, 16.0), (-16.0, 16.0), (-0.5, 4.5), 0.5)
+    world = np.column_stack([rng.uniform(-24, 24, (4000, 2)), rng.uniform(0, 3, 4000), np.ones(4000)])
+    layer = EgoCorrelation(len(lidar.PILLAR_FEATURES), 4, radius=3, cell_m=2 * grid.cell_m)
+    layer.encode = torch.nn.AvgPool2d(2)
+    layer.log_sharpness.data.fill_(np.log(500.0))
+    for dx, dy in [(-2.0, 1.0), (1.0, 0.0), (0.0, -3.0)]:
+        ego = np.eye(4)
+        ego[:2, 3] = dx, dy                                   # ego_{t+1}_from_ego_t
+        later = world.copy()
+        later[:, :3] = world[:, :3] + [dx, dy, 0.0]
+        bev, bev_next = (torch.from_numpy(bev_pillars(p.astype(np.float32), grid))[None] for p in (world, later))
+        translation, correlation = layer(bev, bev_next)
+        np.testing.assert_allclose(translation[0].detach().numpy(), [dx, dy], atol=0.1)
+        assert correlation.shape == (1, 49)
