@@ -177,13 +177,17 @@ def test_fetcher_thread_starts_and_stops() -> None:
     box.publish(pub("depth", 1, time.time(), ["s:0"]))
     cache = PredictionCache(ExchangePolicy(refresh_every_s=0.01, max_staleness_steps=None))
     fetcher = PeerFetcher(cache, {"depth": FakePeer(box, 1)})
+    before = set(threading.enumerate())
     fetcher.start()
+    # this fetcher's thread (other tests of the process, e.g. under pytest-xdist, may run fetchers of their own)
+    started = [t for t in threading.enumerate() if t.name == "taskology-peer-fetcher" and t not in before]
+    assert len(started) == 1
     deadline = time.time() + 5
     while cache.lookup("depth", ["s:0"]) is None and time.time() < deadline:
         time.sleep(0.01)
     fetcher.stop()
     assert cache.lookup("depth", ["s:0"]) is not None
-    assert not any(t.name == "taskology-peer-fetcher" for t in threading.enumerate())
+    assert not started[0].is_alive()
 
 
 def test_staggered_publication_makes_the_tasks_take_turns() -> None:
