@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -81,32 +80,95 @@ def test_concurrent_writers_of_one_file_never_mix(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["shared.json"]
 
 
+#: a child that rewrites ``target`` with ``size`` bytes of ``b"N"`` through atomic_path, writes ``offset``
+#: bytes, says so on stdout and waits to be killed; ``offset == -1``: after the whole write (renamed)
 _KILLED_WRITER = """
-import sys
+import os, sys
 from pathlib import Path
-from taskology.atomic import write_json_atomic
-target = Path(sys.argv[1])
-i = 0
-while True:
-    write_json_atomic(target, {"i": i, "pad": [i] * 200000})
-    i += 1
+from taskology.atomic import atomic_path
+target, size, offset = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+new = b"N" * size
+with atomic_path(target) as tmp:
+    with open(tmp, "wb") as handle:
+        handle.write(new[:max(offset, 0)])
+        handle.flush()
+        if offset >= 0:
+            os.write(1, b"R")  # inside the atomic write, ``offset`` bytes in the temp file
+            sys.stdin.read()  # wait for SIGKILL
+        handle.write(new[max(offset, 0):])
+os.write(1, b"D")  # the write is done: the target holds the new content
+sys.stdin.read()
 """
 
 
-def test_a_writer_killed_at_any_point_leaves_a_whole_file(tmp_path) -> None:
-    """SIGKILL a process that rewrites a large JSON file in a loop, five times at different moments:
-    the file always parses and is one write's content, never a mix or a prefix."""
-    target = write_json_atomic(tmp_path / "record.json", {"i": -1, "pad": [-1] * 200000})
-    for delay in (0.3, 0.45, 0.6, 0.75, 0.9):
-        proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)])
-        time.sleep(delay)
+@pytest.mark.parametrize("offset", [0, 1, 4096, 150_000, 299_999, 300_000, -1],
+                         ids=["nothing written", "1 byte", "4 KiB", "mid-file", "1 byte short",
+                              "all bytes before the rename", "after the rename"])
+def test_a_writer_killed_at_any_point_leaves_a_whole_file(tmp_path: Path, offset: int) -> None:
+    """SIGKILL a writer once it reports ``offset`` bytes written inside the atomic write (read from a pipe,
+    no sleeping): the target is the whole old content, or the whole new one once the write has finished,
+    never a mix or a prefix; the only leftover is the killed writer's hidden temp file holding exactly the
+    bytes it had written, which no glob of the target's name matches."""
+    import select
+
+    size = 300_000
+    target = write_bytes_atomic(tmp_path / "record.bin", b"O" * size)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target), str(size), str(offset)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+        assert ready, "the writer never reported its progress"
+        said = proc.stdout.read(1)
+    finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        record = json.loads(target.read_text())
-        assert record["pad"] == [record["i"]] * 200000
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "record.json"]
-    # a killed writer may leave its hidden temp file (no process is left to remove it), never a visible one
-    assert all(name.startswith(".record.json.") and name.endswith(".tmp.json") for name in leftovers)
+        proc.wait(timeout=20)
+        proc.stdin.close()
+        proc.stdout.close()
+    assert said == (b"D" if offset < 0 else b"R")
+    assert target.read_bytes() == (b"N" * size if offset < 0 else b"O" * size)
+    leftovers = [p for p in tmp_path.iterdir() if p != target]
+    if offset < 0:
+        assert leftovers == []
+    else:
+        assert len(leftovers) == 1
+        name = leftovers[0].name
+        assert name.startswith(f".record.bin.{proc.pid}-") and name.endswith(".tmp.bin")
+        assert leftovers[0].read_bytes() == b"N" * offset
+        assert [p.name for p in tmp_path.glob("record*")] == ["record.bin"]
+        leftovers[0].unlink()  # safe once no writer runs (the module docstring)
+
+
+def test_a_write_that_finds_the_disk_full_is_one_line_naming_the_target(tmp_path: Path) -> None:
+    """ENOSPC part-way through (after bytes reached the temp file), raised as it is or wrapped the way
+    ``torch.save`` wraps it: a DiskFullError naming the target; old file kept, temp removed."""
+    import errno
+
+    from taskology.atomic import DiskFullError
+    from taskology.errors import TaskologyError
+
+    target = write_bytes_atomic(tmp_path / "state.bin", b"old")
+    for wrapped in (False, True):
+        with pytest.raises(DiskFullError) as info:
+            with atomic_path(target) as tmp:
+                with open(tmp, "wb") as handle:
+                    handle.write(b"x" * 10_000)
+                    handle.flush()
+                    try:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    except OSError:
+                        if not wrapped:
+                            raise
+                        raise RuntimeError("[enforce fail at inline_container.cc] file write failed")
+        exc = info.value
+        assert isinstance(exc, OSError) and isinstance(exc, TaskologyError) and exc.errno == errno.ENOSPC
+        assert str(exc) == (f"{target}: no space left on device while writing it; nothing was written under that "
+                            "name (an existing file is unchanged) and the temp file was removed")
+        assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["state.bin"]
+    with pytest.raises(OSError) as other:  # any other I/O error stays what it is
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"x")
+            raise OSError(errno.EIO, "I/O error")
+    assert type(other.value) is OSError and target.read_bytes() == b"old"
 
 
 def test_a_figure_is_saved_whole_or_not_at_all_and_closed_either_way(tmp_path: Path) -> None:
