@@ -9,13 +9,16 @@ Checkpoints (:mod:`taskology.engine.checkpoints`: ``<run_dir>/checkpoints/<task>
 plus ``step_00000123.exchange.json`` and the latest publication ``step_00000123.pub.npz``) are written
 every ``checkpoint_every_steps`` steps or ``checkpoint_every_s`` seconds, whichever comes first, and at
 the end; the newest ``keep_checkpoints`` are kept. A TaskActor created where checkpoints exist resumes
-from the newest (``runner_cls.restore``), so recovery = create the actor again.
+from the newest readable one (``runner_cls.restore``; newer unreadable ones are set aside, with one logged
+line: :meth:`~taskology.engine.checkpoints.CheckpointDir.newest_readable`), so recovery = create the actor
+again. A checkpoint that cannot be written (a full disk) does not stop training (:meth:`TaskActor._checkpoint`).
 
 TensorBoard event files go to ``<run_dir>/tensorboard/<task>/``.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -29,6 +32,8 @@ from taskology.engine.checkpoints import CheckpointDir
 from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, PeerFetcher, PredictionCache,
                                        PublicationBox, StalenessLog, compact_predictions)
 from taskology.engine.protocol import Predictions
+
+_log = logging.getLogger(__name__)
 
 def pool_token(shard_paths: list[str]) -> str:
     """A short name of a mediator pool (its shard list, in order): the supervisor compares the token an
@@ -100,14 +105,14 @@ class TaskActor:
         view = DistributedPeerView(self.cache, device, stop=self._stop)
         self.view = view
         kwargs = dict(runner_kwargs, peer_view=view)
-        latest = self.checkpoints.latest()
+        resume = self.checkpoints.newest_readable(task_name)  # logs and sets aside unreadable newer steps
         self.restored_from: int | None = None
         self.last_published_step: int | None = None
         state: dict[str, Any] = {}
-        if latest is not None:
-            self.runner = runner_cls.restore(latest, **kwargs)
+        if resume is not None:
+            resume_step, state, pub = resume
+            self.runner = runner_cls.restore(self.checkpoints.path(resume_step), **kwargs)
             self.restored_from = int(self.runner.step)
-            state, pub = self.checkpoints.load_side(self.restored_from, task_name)
             if pub is not None:
                 self.box.publish(pub)
             self.last_published_step = state.get("last_published_step")
@@ -135,6 +140,11 @@ class TaskActor:
         self._window: tuple[float, float | None, int] = (time.time(), None, self._step)
         self._last_ckpt_step = self._step
         self._last_ckpt_time = time.time()
+        #: checkpoint writes that failed (OSError: a full disk, ...), the last one's line, (step, time) of the
+        #: last attempt while it failed (the next attempt comes one interval after it)
+        self._ckpt_failures = 0
+        self._ckpt_last_error: str | None = None
+        self._ckpt_failed_at: tuple[int, float] | None = None
         self._writer: Any = None
         #: relation terms the runner evaluated / skipped (``consistency/<name>`` / ``skipped/<name>``)
         self._relation_terms: dict[str, int] = dict(state.get("relation_terms", {}))
@@ -221,6 +231,7 @@ class TaskActor:
                     "target": self._target, "steps_per_s": rate, "scalars": dict(self._scalars),
                     "staleness": self.cache.log.scalars(), "published_step": self.box.last_step,
                     "checkpoint_step": self._last_ckpt_step, "restored_from": self.restored_from,
+                    "checkpoint_failures": self._ckpt_failures, "checkpoint_last_error": self._ckpt_last_error,
                     "exchange_bytes_per_s": self.fetcher.meter.bytes_per_s(),
                     "exchange_bytes": self._bytes_before + self.fetcher.meter.bytes_total, "fetch_errors": dict(self.fetcher.errors),
                     "fetch_last_error": dict(self.fetcher.last_error),
@@ -298,21 +309,47 @@ class TaskActor:
             self._published_pool = self._handled_pool
 
     def _checkpoint(self, step: int) -> None:
+        """Write the checkpoint of ``step``: its side files, then the ``.pt`` that completes it; then prune.
+
+        A write that fails with an ``OSError`` (a full disk: :class:`~taskology.atomic.DiskFullError`, one line
+        naming the file) does not stop training: each failed attempt is logged in one line, counted in
+        ``status()["checkpoint_failures"]`` and kept in ``status()["checkpoint_last_error"]``; the next attempt
+        comes one checkpoint interval after it (the final one, at the end or on stop, is always attempted),
+        and the newest checkpoint written stays the one to resume from. Other errors fail the task.
+        """
         if step <= self._last_ckpt_step and self.checkpoints.latest() is not None:
             return
-        self.runner.save_checkpoint(self.checkpoints.path(step))
+        failed, final = self._ckpt_failed_at, self._stop.is_set() or step >= self._target
+        if failed is not None and (failed[0] == step or not final and not checkpoint_due(
+                step, failed[0], time.time(), failed[1], self.every_steps, self.every_s)):
+            return  # the last attempt failed: the next comes one interval later (the final one in any case)
         with self._lock:
             terms, skips, first = dict(self._relation_terms), dict(self._relation_skips), dict(self._first_term_step)
-        self.checkpoints.save_side(step, {"last_published_step": self.last_published_step, "step": step,
-                                          "exchange_bytes": self._bytes_before + self.fetcher.meter.bytes_total,
-                                          "staleness_log": self.cache.log.to_dict(),
-                                          "relation_terms": terms, "relation_skips": skips,
-                                          "first_term_step": first},
-                                   self.box.latest())
+        try:
+            self.checkpoints.save_side(step, {"last_published_step": self.last_published_step, "step": step,
+                                              "exchange_bytes": self._bytes_before + self.fetcher.meter.bytes_total,
+                                              "staleness_log": self.cache.log.to_dict(),
+                                              "relation_terms": terms, "relation_skips": skips,
+                                              "first_term_step": first},
+                                       self.box.latest())
+            self.runner.save_checkpoint(self.checkpoints.path(step))
+        except OSError as exc:
+            self._checkpoint_failed(step, exc)
+            return
         self.checkpoints.prune()
         with self._lock:
             self._last_ckpt_step = step
             self._last_ckpt_time = time.time()
+            self._ckpt_failed_at = None
+
+    def _checkpoint_failed(self, step: int, exc: OSError) -> None:
+        line = (f"{self.task_name}: checkpoint of step {step} not written: {(str(exc).splitlines() or [''])[0]}; "
+                f"training goes on from step {step}, resume would start from step {self._last_ckpt_step}")
+        _log.warning(line)
+        with self._lock:
+            self._ckpt_failures += 1
+            self._ckpt_last_error = line
+            self._ckpt_failed_at = (step, time.time())
 
     def _log_tensorboard(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.log_every or step % self.log_every:
