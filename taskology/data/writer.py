@@ -7,6 +7,14 @@ links it to its final name (``os.link`` fails if the name exists, so nothing is 
 silently; ``overwrite=True`` uses ``os.replace``) and fsyncs the directory. A writer killed at any
 point leaves at most a temp file (see :func:`stale_temp_files`); existing shards are never touched.
 
+A full disk is an :class:`taskology.atomic.DiskFullError` (an ``OSError``): one line naming the shard; the
+temp file is removed at once, which frees its space, the writer is closed, and finished shards are
+untouched. HDF5 cannot recover from a write that finds the disk full (such a file can be neither flushed
+nor closed, and the process crashes when it is released), so the writer checks the free space before each
+frame and stops while :data:`FREE_SPACE_RESERVE` bytes are still free. Should another process take the
+space between check and write, the failed write raises the same error, the temp file is truncated and
+unlinked, and the unclosable HDF5 file is kept referenced (released at exit, where HDF5 may still crash).
+
 Every dataset carries HDF5's ``fletcher32`` checksum; per-frame layers are chunked one frame per
 chunk and resizable along F. Compression per layer is :data:`COMPRESSION` (chosen by measurement,
 see ``taskology bench store``).
@@ -22,6 +30,7 @@ Example:
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -32,6 +41,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
+from taskology.atomic import DiskFullError, disk_full_error
 from taskology.data.schema import GROUPS, LAYERS, SCHEMA_VERSION
 from taskology.errors import DataError
 
@@ -46,6 +56,11 @@ COMPRESSION: dict[str, str | None] = {
 #: rows per chunk of ragged layers (lidar points, object rows).
 RAGGED_CHUNK_ROWS = {"lidar": 32768, "objects": 1024}
 TEMP_MARKER = ".tmp-"
+#: bytes a writer leaves free on its device (room for HDF5's dirty chunk caches, 1 MiB per dataset, and
+#: metadata when the file is closed); a frame that would leave less is a DiskFullError before it is written
+FREE_SPACE_RESERVE = 32 * 2**20
+#: HDF5 files whose close failed after a full disk: releasing them crashes the process, so they are kept
+_UNCLOSABLE: list[Any] = []
 
 _PER_FRAME = {"camera": ("camera/rgb", "camera/depth", "camera/normals", "camera/semantic", "camera/instance"),
               "ego": ("ego/world_from_ego",)}
@@ -154,7 +169,16 @@ class ShardWriter:
         try:
             self._file = h5py.File(self.temp_path, "w", libver="latest")
         except OSError as exc:
+            self._raise_if_disk_full(exc)
             raise DataError(f"{self.temp_path}: cannot create temp shard: {exc}") from exc
+        try:
+            self._create_datasets(codecs)
+        except BaseException as exc:
+            self._raise_if_disk_full(exc)
+            self.abort()
+            raise
+
+    def _create_datasets(self, codecs: Mapping[str, str | None]) -> None:
         for group in self.groups:
             self._file.create_group(group)
         # Dataset handles are kept (h5py reopens a dataset by path on every ``file[name]``) and grown
@@ -179,9 +203,13 @@ class ShardWriter:
                 raise DataError(f"{self.path}: {name!r} is not a static layer of this shard; "
                                 f"expected one of {sorted(self._static_needed)}")
             arr = _coerce(name, value, _expected_shape(name, self.camera_hw), self.path, ragged=False)
-            if name in self._file:
-                del self._file[name]
-            self._file.create_dataset(name, data=arr, fletcher32=True)
+            try:
+                if name in self._file:
+                    del self._file[name]
+                self._file.create_dataset(name, data=arr, fletcher32=True)
+            except OSError as exc:
+                self._raise_if_disk_full(exc)
+                raise
 
     def append(self, frame: Mapping[str, np.ndarray]) -> None:
         """Append one frame: per-frame layers without the F axis, ragged layers as this frame's rows.
@@ -206,6 +234,17 @@ class ShardWriter:
                 raise DataError(f"{self.path}: frame {self._frames}: layer {name!r} has {len(arr)} rows, "
                                 f"expected {rows[group]} like the rest of group {group!r}")
             arrays[name] = arr
+        self._ensure_space(sum(a.nbytes for a in arrays.values()), f"frame {self._frames}")
+        try:
+            self._write_frame(arrays, rows)
+        except OSError as exc:
+            self._raise_if_disk_full(exc)
+            raise
+        for group, n in rows.items():
+            self._offsets[group].append(self._offsets[group][-1] + n)
+        self._frames += 1
+
+    def _write_frame(self, arrays: Mapping[str, np.ndarray], rows: Mapping[str, int]) -> None:
         f = self._frames
         for name in self._per_frame:
             self._reserve(name, f + 1)[f] = arrays[name]
@@ -215,9 +254,23 @@ class ShardWriter:
             dset = self._reserve(name, start + rows[group])
             if rows[group]:
                 dset[start:start + rows[group]] = arrays[name]
-        for group, n in rows.items():
-            self._offsets[group].append(self._offsets[group][-1] + n)
-        self._frames += 1
+
+    def _ensure_space(self, nbytes: int, what: str) -> None:
+        """Abort with a DiskFullError unless ``nbytes`` plus :data:`FREE_SPACE_RESERVE` are free on the device."""
+        free = _free_bytes(self.path.parent)
+        if free is None or free >= nbytes + FREE_SPACE_RESERVE:
+            return
+        self.abort()
+        raise DiskFullError(errno.ENOSPC, f"{self.path}: no space left on device for {what} ({free / 2**20:.1f} MiB "
+                            f"free, {(nbytes + FREE_SPACE_RESERVE) / 2**20:.1f} MiB needed with the writer's reserve); "
+                            "the shard was not created and its temp file was removed", str(self.path))
+
+    def _raise_if_disk_full(self, exc: BaseException) -> None:
+        """On a full disk: drop the temp file now (it holds the space) and raise DiskFullError naming the shard."""
+        full = disk_full_error(self.path, exc)
+        if full is not None:
+            self.abort()
+            raise full from (None if full is exc else exc)
 
     def _reserve(self, name: str, rows: int) -> h5py.Dataset:
         """The dataset ``name`` with room for at least ``rows`` rows along axis 0 (grown by doubling)."""
@@ -240,6 +293,7 @@ class ShardWriter:
                 self._dsets[name].resize(self._frames, axis=0)
             for name in self._ragged:
                 self._dsets[name].resize(self._offsets[LAYERS[name].group][-1], axis=0)
+            self._ensure_space(sum(8 * len(o) for o in self._offsets.values()), "closing it")
             for group, offsets in self._offsets.items():
                 self._file.create_dataset(f"{group}/offsets", data=np.asarray(offsets, dtype=np.int64),
                                           fletcher32=True)
@@ -263,7 +317,8 @@ class ShardWriter:
                 else:
                     os.unlink(self.temp_path)
             _fsync_dir(self.path.parent)
-        except BaseException:
+        except BaseException as exc:
+            self._raise_if_disk_full(exc)
             self.abort()
             raise
         self._closed = True
@@ -272,7 +327,14 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the temp file; the final path is untouched. Idempotent."""
         if getattr(self, "_file", None) is not None and self._file.id.valid:
-            self._file.close()
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001 - a write found the disk full: HDF5 can no longer close this file
+                _UNCLOSABLE.append((self._file, getattr(self, "_dsets", None)))
+                try:
+                    os.truncate(self.temp_path, 0)  # HDF5 keeps the descriptor open: free the space now
+                except OSError:
+                    pass
         self._closed = True
         try:
             self.temp_path.unlink()
@@ -298,6 +360,15 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged process may still write on ``directory``'s device; None where it is not reported."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:  # pragma: no cover - platforms without statvfs
+        return None
+    return st.f_bavail * st.f_frsize if st.f_blocks else None
 
 
 def _fsync_file(path: Path) -> None:
