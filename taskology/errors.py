@@ -32,3 +32,9 @@ class NotAvailable(TaskologyError):
     """A part that cannot run here: an optional dependency is missing (e.g. the ``carla`` client package)."""
 
     exit_code = 3
+
+
+class TrainingDiverged(TaskologyError):
+    """A task's loss or gradient became NaN or infinite and training cannot go on from where it is (the
+    faulty step was never applied; the newest checkpoint holds the last good state). A restart from a
+    checkpoint does not fix it: lower the learning rate (or find the bad data) and resume."""

@@ -13,10 +13,20 @@ from the newest readable one (``runner_cls.restore``; newer unreadable ones are 
 line: :meth:`~taskology.engine.checkpoints.CheckpointDir.newest_readable`), so recovery = create the actor
 again. A checkpoint that cannot be written (a full disk) does not stop training (:meth:`TaskActor._checkpoint`).
 
+Faults of NaN and infinity (:mod:`taskology.engine.faults`): a peer publication holding one is dropped on
+receipt (counted: ``status()["dropped_publications"]``). A step whose own loss or gradient is not finite is not
+applied; the first time (``DivergencePolicy.max_rollbacks``) the actor rolls back to its newest checkpoint
+(before the first one: to its start state) at the learning rate times ``DivergencePolicy.lr_factor`` (0.5),
+writes that state as a checkpoint again (with the lowered rate and the rollback count) and trains on
+(``status()["rollbacks"]``); the next time it stops, state ``failed`` with a one-line
+:class:`~taskology.errors.TrainingDiverged` error naming the task and the step, and ``status()["fatal"]``
+True (a restart from a checkpoint cannot help).
+
 TensorBoard event files go to ``<run_dir>/tensorboard/<task>/``.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -28,10 +38,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-from taskology.engine.checkpoints import CheckpointDir
+from taskology.engine.checkpoints import CheckpointDir, load_checkpoint
 from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, PeerFetcher, PredictionCache,
                                        PublicationBox, StalenessLog, compact_predictions)
+from taskology.engine.faults import DivergencePolicy, NonFiniteLoss
 from taskology.engine.protocol import Predictions
+from taskology.errors import TrainingDiverged
 
 _log = logging.getLogger(__name__)
 
@@ -86,12 +98,14 @@ class TaskActor:
         checkpoint_every_steps, checkpoint_every_s: checkpoint cadence (either may be None).
         keep_checkpoints: how many checkpoints to keep.
         log_every: TensorBoard scalars every this many steps (0 disables TensorBoard).
+        divergence: what to do when the task's loss is not finite (default: one rollback at half the
+            learning rate, then stop).
     """
 
     def __init__(self, *, task_name: str, runner_cls: Any, runner_kwargs: Mapping[str, Any], run_dir: str,
                  policy: ExchangePolicy, checkpoint_every_steps: int | None = 100,
                  checkpoint_every_s: float | None = 60.0, keep_checkpoints: int = 2, log_every: int = 10,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", divergence: DivergencePolicy | None = None) -> None:
         self.task_name = task_name
         self.policy = policy
         self.run_dir = Path(run_dir)
@@ -151,8 +165,16 @@ class TaskActor:
         self._relation_skips: dict[str, int] = dict(state.get("relation_skips", {}))
         #: step of the first evaluated term per relation (before it: no peer publication yet)
         self._first_term_step: dict[str, int] = dict(state.get("first_term_step", {}))
+        self.divergence = divergence if divergence is not None else DivergencePolicy()
+        #: rollbacks after a non-finite loss over the run (saved beside checkpoints), and the last fault in words
+        self._rollbacks = int(state.get("rollbacks", 0))
+        self._last_fault: str | None = None
+        self._fatal = False  # stopped on an error a restart cannot fix (TrainingDiverged)
         #: alone mode (``collective=False``) has no mediator pool and no peers: nothing to publish
         self.publishes = bool(getattr(self.runner, "collective", True))
+        #: what a rollback before the first checkpoint returns to (a copy of the weights until that checkpoint)
+        self._start_state: dict[str, Any] | None = (
+            copy.deepcopy(self.runner.state_dict()) if self.restored_from is None else None)
 
     # ---- actor methods (short) -------------------------------------------------------------
     def start(self, target_steps: int) -> str:
@@ -241,7 +263,8 @@ class TaskActor:
                     "lockstep_wait_s": self.view.wait_s, "lockstep_timeouts": dict(self.view.timeouts),
                     "mediator_pools_applied": self._pools_applied, "published_pool": self._published_pool,
                     "window": {"started": self._window[0], "ended": self._window[1], "from_step": self._window[2]},
-                    "pid": os.getpid()}
+                    "dropped_publications": self.cache.log.dropped_total(), "rollbacks": self._rollbacks,
+                    "last_fault": self._last_fault, "fatal": self._fatal, "pid": os.getpid()}
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Metrics on ``split``; call when training is stopped or done."""
@@ -263,7 +286,11 @@ class TaskActor:
                         self._handled_pool = pool_token(pool)  # taken up, applied or (unreadable) not
                 self.view.consumer_step = int(self.runner.step)
                 t0 = time.perf_counter()
-                scalars = self.runner.train_step()
+                try:
+                    scalars = self.runner.train_step()
+                except NonFiniteLoss as fault:
+                    self._roll_back(fault)  # or raises TrainingDiverged
+                    continue
                 t1 = time.perf_counter()
                 step = int(self.runner.step)
                 self._count_relations(scalars, step)
@@ -288,6 +315,7 @@ class TaskActor:
         except Exception as exc:  # noqa: BLE001 - reported through status(); the supervisor decides
             with self._lock:
                 self._state = "failed"
+                self._fatal = isinstance(exc, TrainingDiverged)
                 self._error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
 
     def _count_relations(self, scalars: Mapping[str, float], step: int) -> None:
@@ -308,7 +336,41 @@ class TaskActor:
         with self._lock:
             self._published_pool = self._handled_pool
 
-    def _checkpoint(self, step: int) -> None:
+    def _roll_back(self, fault: NonFiniteLoss) -> None:
+        """Carry out :attr:`divergence`'s decision on a step whose loss was not finite (nothing was applied):
+        roll back to the newest checkpoint (or the start state) at a lowered learning rate and write that state
+        as a checkpoint again, or raise :class:`TrainingDiverged`."""
+        if self.divergence.decide(self._rollbacks) == "stop":
+            raise TrainingDiverged(f"{self.task_name}: {fault.detail} at step {fault.step} after {self._rollbacks} "
+                                   f"rollback(s) (learning rate x{self.divergence.lr_scale(self._rollbacks):g}); "
+                                   f"stopped, newest checkpoint: step {self._last_ckpt_step}") from fault
+        found = self.checkpoints.newest_readable(self.task_name)  # the one a restart would resume from
+        side: dict[str, Any] = {}
+        pub = None
+        if found is not None:
+            ckpt_step, side, pub = found
+            state = load_checkpoint(self.checkpoints.path(ckpt_step))
+        else:
+            assert self._start_state is not None, "no checkpoint and no start state to roll back to"
+            state = self._start_state
+        self.runner.load_state_dict(state)
+        self.runner.lr_scale = self.divergence.lr_scale(self._rollbacks + 1)
+        step = int(self.runner.step)
+        if pub is not None:
+            self.box.publish(pub)  # older than what the box holds: the diverging run's publications are cleared
+        self.last_published_step = side.get("last_published_step")
+        message = (f"{self.task_name}: {fault.detail} at step {fault.step}; rolled back to "
+                   f"{'the checkpoint of step' if found is not None else 'the start state, step'} {step}, "
+                   f"learning rate x{self.runner.lr_scale:g}")
+        _log.warning(message)
+        with self._lock:
+            self._rollbacks += 1
+            self._last_fault = message
+            self._step = step
+            self._rate.clear()
+        self._checkpoint(step, force=True)
+
+    def _checkpoint(self, step: int, force: bool = False) -> None:
         """Write the checkpoint of ``step``: its side files, then the ``.pt`` that completes it; then prune.
 
         A write that fails with an ``OSError`` (a full disk: :class:`~taskology.atomic.DiskFullError`, one line
@@ -317,10 +379,10 @@ class TaskActor:
         comes one checkpoint interval after it (the final one, at the end or on stop, is always attempted),
         and the newest checkpoint written stays the one to resume from. Other errors fail the task.
         """
-        if step <= self._last_ckpt_step and self.checkpoints.latest() is not None:
+        if step <= self._last_ckpt_step and self.checkpoints.latest() is not None and not force:
             return
         failed, final = self._ckpt_failed_at, self._stop.is_set() or step >= self._target
-        if failed is not None and (failed[0] == step or not final and not checkpoint_due(
+        if failed is not None and not force and (failed[0] == step or not final and not checkpoint_due(
                 step, failed[0], time.time(), failed[1], self.every_steps, self.every_s)):
             return  # the last attempt failed: the next comes one interval later (the final one in any case)
         with self._lock:
@@ -330,13 +392,14 @@ class TaskActor:
                                               "exchange_bytes": self._bytes_before + self.fetcher.meter.bytes_total,
                                               "staleness_log": self.cache.log.to_dict(),
                                               "relation_terms": terms, "relation_skips": skips,
-                                              "first_term_step": first},
+                                              "first_term_step": first, "rollbacks": self._rollbacks},
                                        self.box.latest())
             self.runner.save_checkpoint(self.checkpoints.path(step))
         except OSError as exc:
             self._checkpoint_failed(step, exc)
             return
         self.checkpoints.prune()
+        self._start_state = None  # a checkpoint exists now: rollbacks go to it
         with self._lock:
             self._last_ckpt_step = step
             self._last_ckpt_time = time.time()

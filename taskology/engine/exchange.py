@@ -12,9 +12,14 @@ tested without a cluster. Payloads are compact: float arrays travel as ``float16
 
 Staleness of a cached row = (publisher's latest known step - step the row was predicted at) in steps,
 and ``now - wall_time`` in seconds. Rows older than the policy's maximum are not used.
+
+A publication with a NaN or an infinity in any floating output is dropped on receipt
+(:meth:`PredictionCache.add`; why there: :mod:`taskology.engine.faults`): counted per peer
+(``StalenessLog.dropped``), logged once, its rows never cached; the rows held before stay in use.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -24,7 +29,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from taskology.engine.faults import describe_nonfinite, nonfinite_counts
 from taskology.engine.protocol import PeerOutputs, Predictions
+
+_log = logging.getLogger(__name__)
 
 
 def publication_due(step: int, last: int | None, every: int, phase: int = 0) -> bool:
@@ -187,7 +195,8 @@ class _Row:
 
 @dataclass
 class StalenessLog:
-    """Staleness of every peer row a consumer used: per peer, running count/sum/max (steps and seconds)."""
+    """Staleness of every peer row a consumer used: per peer, running count/sum/max (steps and seconds),
+    lookups refused as too stale (``rejected``) and publications dropped for a non-finite value (``dropped``)."""
 
     count: dict[str, int] = field(default_factory=dict)
     sum_steps: dict[str, float] = field(default_factory=dict)
@@ -195,6 +204,7 @@ class StalenessLog:
     sum_s: dict[str, float] = field(default_factory=dict)
     max_s: dict[str, float] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def record(self, task: str, steps: list[int], seconds: list[float]) -> None:
         self.count[task] = self.count.get(task, 0) + len(steps)
@@ -212,12 +222,12 @@ class StalenessLog:
         """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones start empty."""
         log = cls()
         for name in cls.__dataclass_fields__:
-            kind = int if name in ("count", "max_steps", "rejected") else float
+            kind = int if name in ("count", "max_steps", "rejected", "dropped") else float
             getattr(log, name).update({str(k): kind(v) for k, v in dict(data.get(name, {})).items()})
         return log
 
     def scalars(self) -> dict[str, float]:
-        """``staleness/<peer>/{mean,max}_{steps,s}`` and ``staleness/<peer>/rejected``."""
+        """``staleness/<peer>/{mean,max}_{steps,s}``, ``staleness/<peer>/rejected`` and ``.../dropped``."""
         out: dict[str, float] = {}
         for task, n in self.count.items():
             out[f"staleness/{task}/mean_steps"] = self.sum_steps[task] / max(n, 1)
@@ -226,7 +236,13 @@ class StalenessLog:
             out[f"staleness/{task}/max_s"] = self.max_s[task]
         for task, n in self.rejected.items():
             out[f"staleness/{task}/rejected"] = float(n)
+        for task, n in self.dropped.items():
+            out[f"staleness/{task}/dropped"] = float(n)
         return out
+
+    def dropped_total(self) -> int:
+        """Publications dropped for a non-finite value, all peers together."""
+        return int(sum(self.dropped.values()))
 
 
 class PredictionCache:
@@ -244,10 +260,29 @@ class PredictionCache:
         self._lock = threading.Lock()
         self._rows: dict[str, OrderedDict[str, _Row]] = {}
         self._peer_step: dict[str, int] = {}
+        self._received: dict[str, int] = {}  # newest publication step received per peer, dropped ones included
         self.log = StalenessLog()
 
-    def add(self, predictions: Predictions) -> None:
-        """Merge one publication (rows replace older rows of the same sample)."""
+    def add(self, predictions: Predictions) -> bool:
+        """Merge one publication (rows replace older rows of the same sample); returns whether it was merged.
+
+        A publication with a NaN or an infinity in a floating output is dropped whole: none of its rows is
+        cached, the rows held before stay, and it is counted in ``log.dropped`` and logged (one line: peer,
+        output, step) the first time it arrives, not again when delivered twice."""
+        bad = nonfinite_counts(predictions.outputs)  # outside the lock: lookups go on meanwhile
+        task, step = predictions.task, int(predictions.step)
+        with self._lock:
+            new = step > self._received.get(task, -1)
+            self._received[task] = max(self._received.get(task, -1), step)
+            if bad:
+                self._peer_step[task] = max(self._peer_step.get(task, -1), step)
+                if new:
+                    self.log.dropped[task] = self.log.dropped.get(task, 0) + 1
+        if bad:
+            if new:
+                _log.warning("dropped the publication of peer %s at its step %d: %s not finite; its rows are "
+                             "not used", task, step, describe_nonfinite(bad))
+            return False
         with self._lock:
             rows = self._rows.setdefault(predictions.task, OrderedDict())
             for i, sid in enumerate(predictions.sample_ids):
@@ -260,6 +295,7 @@ class PredictionCache:
             while len(rows) > self.max_rows_per_peer:
                 rows.popitem(last=False)
             self._peer_step[predictions.task] = max(self._peer_step.get(predictions.task, -1), predictions.step)
+        return True
 
     def note_peer_step(self, task: str, step: int) -> None:
         """The publisher's current step, as last reported (makes step staleness grow between publications)."""
@@ -272,12 +308,19 @@ class PredictionCache:
         with self._lock:
             self._peer_step.pop(task, None)
             self._rows.pop(task, None)
+            self._received.pop(task, None)
 
     def latest_step(self, task: str) -> int:
         """Newest publisher step among cached rows of ``task`` (-1 when none)."""
         with self._lock:
             rows = self._rows.get(task)
             return max((r.step for r in rows.values()), default=-1) if rows else -1
+
+    def received_step(self, task: str) -> int:
+        """Newest publisher step of any publication of ``task`` received, dropped ones included (-1 when
+        none): fetching resumes after it, and a lockstep wait is over once it is recent enough."""
+        with self._lock:
+            return self._received.get(task, -1)
 
     def usable_ids(self, task: str) -> set[str]:
         """Sample ids whose cached row of ``task`` is within the staleness limits now."""
@@ -326,12 +369,13 @@ class DistributedPeerView:
     By default it never blocks on the network: a missing or stale peer gives ``None`` and the runner
     skips that relation. In lockstep (``policy.lockstep_lag_steps = N``) the owner sets
     :attr:`consumer_step` before every step; ``peer_outputs`` then first waits (polling the cache, which
-    the background fetcher fills) until the cache holds a publication of the peer from peer step
-    ``>= consumer_step - N``, at most ``policy.lockstep_timeout_s`` (a peer being recovered must not stall
-    training forever; such waits are counted in :attr:`timeouts`). With ``N = 0`` and a publication after
-    every step, the consumer at step ``s`` uses the peer's model after ``s`` (or more) of its steps; the
-    in-process round-robin run gives the first task the peer after ``s`` steps and the second task the
-    peer after ``s + 1``: the same freshness up to one step.
+    the background fetcher fills) until the cache has received a publication of the peer from peer step
+    ``>= consumer_step - N`` (one dropped for a non-finite value counts: the step goes on with the rows
+    held before, as far as they are fresh enough), at most ``policy.lockstep_timeout_s`` (a peer being
+    recovered must not stall training forever; such waits are counted in :attr:`timeouts`). With
+    ``N = 0`` and a publication after every step, the consumer at step ``s`` uses the peer's model after
+    ``s`` (or more) of its steps; the in-process round-robin run gives the first task the peer after ``s``
+    steps and the second task the peer after ``s + 1``: the same freshness up to one step.
     """
 
     def __init__(self, cache: PredictionCache, device: str | torch.device = "cpu",
@@ -350,7 +394,7 @@ class DistributedPeerView:
         need = self.consumer_step - lag
         start = time.perf_counter()
         deadline = start + self.cache.policy.lockstep_timeout_s
-        while self.cache.latest_step(task) < need:
+        while self.cache.received_step(task) < need:  # a dropped publication ends the wait too
             if time.perf_counter() > deadline:
                 self.timeouts[task] = self.timeouts.get(task, 0) + 1
                 break
@@ -434,7 +478,7 @@ class PeerFetcher:
             self._last_fetch[name] = now
             start = time.perf_counter()
             try:
-                pubs = self._value(handle.predictions_since(self.cache.latest_step(name)))
+                pubs = self._value(handle.predictions_since(self.cache.received_step(name)))
                 step = self._value(handle.current_step())
             except Exception as exc:  # noqa: BLE001 - a dead peer is normal during recovery
                 self.errors[name] = self.errors.get(name, 0) + 1

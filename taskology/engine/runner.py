@@ -10,11 +10,14 @@ One :meth:`TaskRunner.train_step` is one optimizer step, four named parts:
 3. :meth:`~TaskRunner._add_relation_losses`: every enabled relation that feeds the task, each with only this
    task's outputs carrying gradient (``consistency/<name>``), weighted by ``relations.<name>.weight``, its
    receiver and label-fraction factors and a warm-up (:func:`consistency_scale`);
-4. :meth:`~TaskRunner._optimizer_step`: the step at the scheduled learning rate (:func:`lr_factor`).
+4. :meth:`~TaskRunner._optimizer_step`: the step at the scheduled learning rate (:func:`lr_factor`, times
+   :attr:`~TaskRunner.lr_scale`), unless the loss or the gradient is not finite: then
+   :class:`~taskology.engine.faults.NonFiniteLoss` is raised and nothing is applied (what follows is the
+   caller's decision, :class:`~taskology.engine.faults.DivergencePolicy`).
 
 Mode ``alone`` (``collective=False``) is the same runner with no relations. State (:meth:`state_dict`) holds
-the model, the optimizer, the step, the RNG states and the data-stream positions, so a restored runner
-continues bit-for-bit.
+the model, the optimizer, the step, the learning-rate scale, the RNG states and the data-stream positions, so
+a restored runner continues bit-for-bit.
 
 Example (see tests/engine/test_runner.py for a runnable one on tiny shards):
     runner = TaskRunner(task_name="depth", config=cfg, data_root=Path("data/sim"), run_dir=Path("runs/x"),
@@ -35,6 +38,7 @@ import torch
 
 from taskology.engine.batches import BatchStream, collate, to_device
 from taskology.engine.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from taskology.engine.faults import NonFiniteLoss
 from taskology.engine.mediator import MediatorSource, close_dataset
 from taskology.engine.protocol import PeerOutputs, PeerView, Predictions, peers_needed
 from taskology.engine.registry import Registry
@@ -151,6 +155,8 @@ class TaskRunner:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(self.task_config.lr),
                                            weight_decay=float(self.task_config.weight_decay))
         self.step = 0
+        #: multiplier of the scheduled learning rate (lowered by a rollback after a non-finite loss; saved)
+        self.lr_scale = 1.0
         self.data = data if data is not None else open_task_data(
             self.task, data_root=self.data_root, config=config, registry=self.registry,
             with_mediator=bool(self.relations))
@@ -176,7 +182,7 @@ class TaskRunner:
             mediator = to_device(self._mediator_batch(), self.device)
             peers = self._peer_targets(mediator)
             total = self._add_relation_losses(total, mediator, peers, scale, scalars)
-        lr = self._optimizer_step(total)
+        lr = self._optimizer_step(total, scalars)
         scalars.update({"loss/total": float(total.detach()), "train/lr": lr})
         if self.relations:
             scalars["consistency/scale"] = scale
@@ -222,18 +228,41 @@ class TaskRunner:
             scalars[f"consistency/{relation.name}"] = float(value.detach())
         return total
 
-    def _optimizer_step(self, total: torch.Tensor) -> float:
-        """Backpropagate ``total`` and step the optimizer at this step's learning rate (returned)."""
+    def _optimizer_step(self, total: torch.Tensor, scalars: Mapping[str, float]) -> float:
+        """Backpropagate ``total`` and step the optimizer at this step's learning rate (returned); raise
+        :class:`NonFiniteLoss` instead, with no optimizer step, when the loss or the gradient is not finite."""
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        lr = float(self.task_config.lr) * lr_factor(self.step, int(self.config.train.steps),
-                                                    str(self.config.train.lr_schedule),
-                                                    float(self.config.train.lr_final_factor))
+        self._check_finite(total, scalars)
+        lr = self.lr_scale * float(self.task_config.lr) * lr_factor(self.step, int(self.config.train.steps),
+                                                                    str(self.config.train.lr_schedule),
+                                                                    float(self.config.train.lr_final_factor))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
         self.step += 1
         return lr
+
+    def _check_finite(self, total: torch.Tensor, scalars: Mapping[str, float]) -> None:
+        """Raise :class:`NonFiniteLoss` (gradients cleared) unless ``total`` and the gradient norm are finite.
+
+        A finite loss can still give a NaN gradient (a square root or a normalisation at zero), so both are
+        checked. Cost: one norm over the gradients and one read-back of two scalars per step (the loss is
+        read back for the log anyway)."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        loss_ok, grad_ok = (bool(v) for v in torch.stack([torch.isfinite(total.detach()),
+                                                          torch.isfinite(norm).to(total.device)]).tolist())
+        if loss_ok and grad_ok:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        if not loss_ok:
+            parts = [f"{k}={v:g}" for k, v in scalars.items()
+                     if k.startswith(("loss/", "consistency/")) and not math.isfinite(v)]
+            detail = f"loss is not finite ({', '.join(parts) or f'loss/total={float(total.detach()):g}'})"
+        else:
+            detail = f"gradient is not finite (norm {float(norm):g}; loss/total={float(total.detach()):.6g})"
+        raise NonFiniteLoss(self.task_name, self.step, detail)
 
     def _forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         return self.task.forward(self.model, batch)
@@ -333,9 +362,11 @@ class TaskRunner:
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer, step, RNG states and stream positions (tensors and primitives only)."""
-        return {"task": self.task_name, "step": self.step, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "rng": rng_state(self.device),
+        """Model, optimizer, step, learning-rate scale, RNG states and stream positions (tensors and
+        primitives only)."""
+        return {"task": self.task_name, "step": self.step, "lr_scale": self.lr_scale,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": rng_state(self.device),
                 "streams": {"train": self.train_stream.state_dict(),
                             "mediator": self.mediator.state_dict() if self.mediator is not None else {}}}
 
@@ -344,6 +375,7 @@ class TaskRunner:
         if state.get("task") != self.task_name:
             raise ConfigError(f"checkpoint is for task {state.get('task')!r}, not {self.task_name!r}")
         self.step = int(state["step"])
+        self.lr_scale = float(state.get("lr_scale", 1.0))  # checkpoints from before the scale existed: 1
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], self.device)
