@@ -206,7 +206,7 @@ class ShardWriter:
             try:
                 if name in self._file:
                     del self._file[name]
-                self._file.create_dataset(name, data=arr, fletcher32=True)
+                self._write_whole(name, arr)
             except OSError as exc:
                 self._raise_if_disk_full(exc)
                 raise
@@ -272,6 +272,15 @@ class ShardWriter:
             self.abort()
             raise full from (None if full is exc else exc)
 
+    def _write_whole(self, name: str, data: np.ndarray) -> None:
+        """Write dataset ``name`` whole (``fletcher32``) and flush it at once, so that its chunk takes its
+        place in the file now. HDF5 places a chunk when it leaves the dataset's chunk cache, at the latest
+        when the dataset closes, and the handle h5py returns can outlive this call (a sampling profiler such
+        as a Dask worker's holds the running frames for a moment; the cyclic garbage collector runs when it
+        likes): placed at close, the chunk would land after whatever was written meanwhile, and the same
+        shard would come out as other bytes."""
+        self._file.create_dataset(name, data=data, fletcher32=True).flush()
+
     def _reserve(self, name: str, rows: int) -> h5py.Dataset:
         """The dataset ``name`` with room for at least ``rows`` rows along axis 0 (grown by doubling)."""
         dset = self._dsets[name]
@@ -295,8 +304,7 @@ class ShardWriter:
                 self._dsets[name].resize(self._offsets[LAYERS[name].group][-1], axis=0)
             self._ensure_space(sum(8 * len(o) for o in self._offsets.values()), "closing it")
             for group, offsets in self._offsets.items():
-                self._file.create_dataset(f"{group}/offsets", data=np.asarray(offsets, dtype=np.int64),
-                                          fletcher32=True)
+                self._write_whole(f"{group}/offsets", np.asarray(offsets, dtype=np.int64))
             for key, value in self._attrs.items():
                 self._file.attrs[key] = value
             self._file.attrs["num_frames"] = self._frames
