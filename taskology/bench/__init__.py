@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "consistency": "taskology.bench.consistency",
     "device": "taskology.bench.device",
     "lidar": "taskology.bench.lidar",
+    "faults": "taskology.bench.faults",
 }
 
 
