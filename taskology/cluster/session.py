@@ -10,8 +10,12 @@
   driver sees (its ``CUDA_VISIBLE_DEVICES``, else all of them).
 - ``tcp://HOST:PORT`` / ``tls://HOST:PORT``: an existing scheduler (workers started by
   ``dask worker``, SLURM via dask-jobqueue, Kubernetes via dask-kubernetes; see docs/cluster.md).
-- TLS: with certificate files configured, :func:`tls_security` requires encryption, so a plaintext
-  client or worker is refused by the scheduler.
+- TLS: with certificate files configured, :func:`~taskology.cluster.certificates.tls_security` requires
+  encryption, so a plaintext client or worker is refused by the scheduler. When the scheduler refuses this
+  client's certificate, the error line says why (:mod:`taskology.cluster.certificates`).
+- Teardown: the workers of a local cluster carry :class:`QuietTeardownPlugin`, which drops the one
+  log record Dask writes when a closing worker's own heartbeat is cut off (a race inside
+  ``Worker.close``), so a run that ends well ends without a traceback.
 
 Example:
     >>> with open_cluster(ClusterSpec(address="local", n_workers=2)) as session:  # doctest: +SKIP
@@ -20,29 +24,22 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
-from distributed.security import Security
 
+from taskology.cluster.certificates import TLSFiles, tls_failure_message, tls_security
 from taskology.errors import ClusterError
 from taskology.runtime import tune_malloc
-
-
-@dataclass(frozen=True)
-class TLSFiles:
-    """PEM files for mutual TLS: the CA that signed every party, and this party's certificate and key."""
-
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
 
 
 @dataclass(frozen=True)
@@ -103,15 +100,47 @@ def worker_environments(n_workers: int, threads_per_worker: int,
     return envs
 
 
-def tls_security(tls: TLSFiles) -> Security:
-    """Mutual-TLS :class:`~distributed.security.Security` requiring encryption (plaintext is refused)."""
-    for what, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
-        if not Path(path).is_file():
-            raise ClusterError(f"cluster.tls.{what}: expected a PEM file, found nothing at {path}")
-    return Security(require_encryption=True, tls_ca_file=str(tls.ca_file),
-                    tls_client_cert=str(tls.cert_file), tls_client_key=str(tls.key_file),
-                    tls_scheduler_cert=str(tls.cert_file), tls_scheduler_key=str(tls.key_file),
-                    tls_worker_cert=str(tls.cert_file), tls_worker_key=str(tls.key_file))
+TEARDOWN_STATUSES = frozenset({"closing", "closing_gracefully", "closed"})
+_HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
+
+
+def is_teardown_noise(message: str, worker_status: str) -> bool:
+    """Whether a worker's log record is the heartbeat cut off by its own close (not a fault).
+
+    ``Worker.close`` stops the heartbeat timer but not a heartbeat already waiting for the scheduler's
+    answer; closing the worker's connections then fails that one with ``CommClosedError``, which Dask
+    logs as an error with a traceback. The same message from a running worker is a real fault and stays.
+
+    Example:
+        >>> is_teardown_noise("Failed to communicate with scheduler during heartbeat.", "closing")
+        True
+        >>> is_teardown_noise("Failed to communicate with scheduler during heartbeat.", "running")
+        False
+    """
+    return message.startswith(_HEARTBEAT_FAILED) and worker_status in TEARDOWN_STATUSES
+
+
+class _TeardownNoiseFilter(logging.Filter):
+    def __init__(self, worker: Any) -> None:
+        super().__init__()
+        self._worker = weakref.ref(worker)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        worker = self._worker()
+        status = getattr(getattr(worker, "status", None), "name", "closed") if worker is not None else "closed"
+        return not is_teardown_noise(record.getMessage(), status)
+
+
+class QuietTeardownPlugin(WorkerPlugin):
+    """Drops, in each worker process, the log records :func:`is_teardown_noise` names (and only those)."""
+
+    name = "taskology-quiet-teardown"
+
+    def setup(self, worker: Any) -> None:
+        logger = logging.getLogger("distributed.worker")
+        for old in [f for f in logger.filters if isinstance(f, _TeardownNoiseFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(_TeardownNoiseFilter(worker))
 
 
 class ThreadLimitPlugin(WorkerPlugin):
@@ -300,14 +329,14 @@ class ClusterSession:
         return {address: f"{get_address_host(address)}/{answer}" for address, answer in answers.items()
                 if isinstance(answer, str)}
 
-    def close(self) -> None:
-        """Close the client, then the cluster we own; a slow or failing close is not an error (the
-        run's results are on disk by now), only a warning on stderr."""
+    def close(self, timeout_s: float = 20.0) -> None:
+        """Close the client, then the cluster we own (its workers first, then its scheduler); a slow or
+        failing close is not an error (the run's results are on disk by now), only a warning on stderr."""
         for what, closer in (("client", self.client), ("cluster", self.cluster)):
             if closer is None:
                 continue
             try:
-                closer.close(timeout=20)
+                closer.close(timeout=timeout_s)
             except Exception as exc:  # noqa: BLE001
                 print(f"taskology: warning: closing the Dask {what} failed: {type(exc).__name__}: {exc}",
                       file=sys.stderr)
@@ -330,12 +359,15 @@ def open_cluster(spec: ClusterSpec, n_actors: int = 1, wait_for_workers: bool = 
         try:
             cluster = _PerWorkerEnvCluster(
                 worker_envs=envs, processes=True, threads_per_worker=1, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0" if spec.dashboard else None, silence_logs=40,
+                # the scheduler's HTTP server runs either way (with dashboard=False it serves no dashboard):
+                # a free port, never Dask's default 8787 with its warning when that one is taken
+                dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": spec.dashboard}, silence_logs=40,
                 security=security, protocol="tls://" if security else "tcp://", memory_limit=0)
             cluster.scale(n_workers)
             client = Client(cluster, security=security)
             client.register_plugin(ThreadLimitPlugin(spec.threads_per_worker))
             client.register_plugin(IgnoreSigintPlugin())
+            client.register_plugin(QuietTeardownPlugin())
             if wait_for_workers:
                 client.wait_for_workers(n_workers, timeout=120)
         except Exception as exc:
@@ -351,6 +383,8 @@ def open_cluster(spec: ClusterSpec, n_actors: int = 1, wait_for_workers: bool = 
         client = Client(spec.address, security=security, timeout=spec.connect_timeout_s)
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if spec.tls is not None:
+            message = tls_failure_message(exc, spec.tls) or message
         raise ClusterError(f"cannot reach scheduler at {spec.address}: {message}") from exc
     try:
         client.register_plugin(ThreadLimitPlugin(spec.threads_per_worker))

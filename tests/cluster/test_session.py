@@ -1,8 +1,11 @@
-"""Cluster sessions: unreachable scheduler, TLS refusal of plaintext, a cluster started from the command
-line running a job through tcp://127.0.0.1:PORT. Loopback only, bounded, always shut down."""
+"""Cluster sessions: unreachable scheduler, TLS refusal of plaintext and of certificates from another CA or
+expired ones (with the one-line error the user sees), quiet worker teardown, a cluster started from the
+command line running a job through tcp://127.0.0.1:PORT. Loopback only, bounded, always shut down."""
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -11,11 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from distributed import Client, LocalCluster
+from click.testing import CliRunner
+from distributed import Client, LocalCluster, Worker
 
 import fake_runner
-from taskology.cluster.session import (ClusterSpec, TLSFiles, cluster_spec_from_config, open_cluster, tls_security,
-                                       worker_environments)
+from certificate_files import make_ca, make_signed, needs_openssl
+from taskology.cluster.session import (ClusterSpec, QuietTeardownPlugin, TLSFiles, cluster_spec_from_config,
+                                       is_teardown_noise, open_cluster, tls_security, worker_environments)
 from taskology.cluster.supervision import RestartPolicy
 from taskology.engine.actor import TaskActor
 from taskology.engine.distributed import ActorSlot, Supervisor
@@ -89,8 +94,7 @@ def _worker(args: list[str], tmp_path: Path, name: str) -> subprocess.Popen:
                             stdout=log, stderr=subprocess.STDOUT, env=_env())
 
 
-@pytest.mark.skipif(not Path("/usr/bin/openssl").exists() and not os.path.exists("/bin/openssl"),
-                    reason="needs the openssl CLI")
+@needs_openssl
 @pytest.mark.timeout(120)
 def test_tls_scheduler_refuses_plaintext_clients_and_workers(tmp_path: Path) -> None:
     tls = make_certificate(tmp_path)
@@ -165,3 +169,107 @@ def test_command_line_cluster_runs_a_supervised_job(tmp_path: Path) -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+async def _join(address: str, security: object, scheduler: object) -> bool:
+    """Whether a worker presenting ``security`` gets into the scheduler (gives up after 2 s)."""
+    try:
+        async with Worker(address, security=security, nthreads=1, death_timeout=2, dashboard=False,
+                          host="127.0.0.1") as worker:
+            return worker.address in scheduler.workers  # type: ignore[attr-defined]
+    except (TimeoutError, asyncio.TimeoutError, OSError):
+        return False
+
+
+@needs_openssl
+@pytest.mark.timeout(120)
+def test_tls_scheduler_refuses_a_foreign_ca_and_an_expired_certificate_with_one_clear_line(tmp_path: Path) -> None:
+    ca, other_ca = make_ca(tmp_path, "ca"), make_ca(tmp_path, "other-ca")
+    server = make_signed(tmp_path, ca, "scheduler")
+    foreign = make_signed(tmp_path, other_ca, "foreign")
+    cases = {"foreign": (TLSFiles(ca[0], foreign.cert_file, foreign.key_file), "is not trusted"),  # trusts the
+             # scheduler's CA but presents a certificate of another CA
+             "expired": (make_signed(tmp_path, ca, "expired", expired=True), "has expired")}
+    with LocalCluster(n_workers=0, processes=False, host="127.0.0.1", security=tls_security(server), protocol="tls://",
+                      dashboard_address="127.0.0.1:0", scheduler_port=0, silence_logs=logging.CRITICAL) as cluster:
+        address = cluster.scheduler_address
+        assert cluster.sync(_join, address, tls_security(server), cluster.scheduler)  # positive control
+        for name, (tls, verdict) in cases.items():
+            with pytest.raises(OSError):  # refused at the TLS layer, whatever the project says about it
+                Client(address, security=tls_security(tls), timeout=3)
+            assert not cluster.sync(_join, address, tls_security(tls), cluster.scheduler), name
+            start = time.time()
+            with pytest.raises(ClusterError) as info:
+                open_cluster(ClusterSpec(address=address, tls=tls, connect_timeout_s=3), wait_for_workers=False)
+            assert time.time() - start < 15
+            assert str(info.value).startswith(f"cannot reach scheduler at {address}: this client's certificate")
+            assert verdict in str(info.value) and str(tls.cert_file) in str(info.value)
+            # what the user sees: `taskology train --cluster tls://...` with these files
+            from taskology.cli import cli
+
+            result = CliRunner().invoke(cli, ["train", f"cluster.tls.ca_file={tls.ca_file}",
+                                              f"cluster.tls.cert_file={tls.cert_file}",
+                                              f"cluster.tls.key_file={tls.key_file}", "--cluster", address,
+                                              "--run-dir", str(tmp_path / f"run-{name}")], prog_name="taskology")
+            lines = result.stderr.strip().splitlines()
+            assert result.exit_code == 2 and len(lines) == 1, (result.exit_code, result.stderr)
+            assert lines[0].startswith(f"taskology: error: cannot reach scheduler at {address}: ")
+            assert verdict in lines[0]
+            assert "Traceback" not in result.output
+        assert not cluster.scheduler.workers
+
+
+def test_teardown_noise_is_only_a_closing_workers_own_heartbeat() -> None:
+    message = "Failed to communicate with scheduler during heartbeat."
+    assert [is_teardown_noise(message, s) for s in ("closing", "closing_gracefully", "closed")] == [True] * 3
+    assert not is_teardown_noise(message, "running") and not is_teardown_noise(message, "paused")
+    assert not is_teardown_noise("Unexpected exception during heartbeat. Closing worker.", "closing")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _close_during_heartbeat(quiet: bool) -> list[str]:
+    """A real worker closed while its heartbeat waits for a (slowed) scheduler: the errors it logs."""
+    logger = logging.getLogger("distributed.worker")
+    records = _Records()
+    logger.addHandler(records)
+    try:
+        with LocalCluster(n_workers=1, processes=False, protocol="tcp://", host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0", threads_per_worker=1) as cluster, Client(cluster) as client:
+            if quiet:
+                client.register_plugin(QuietTeardownPlugin())
+            answer = cluster.scheduler.handlers["heartbeat_worker"]
+
+            async def slow_answer(*args: object, **kwargs: object) -> object:
+                await asyncio.sleep(2.0)
+                return answer(*args, **kwargs)
+
+            cluster.scheduler.handlers["heartbeat_worker"] = slow_answer
+            worker = next(iter(cluster.workers.values()))
+
+            async def race() -> None:
+                beat = asyncio.ensure_future(worker.heartbeat())
+                await asyncio.sleep(0.5)  # the heartbeat waits for its answer now
+                await worker.close()
+                await beat
+
+            client.sync(race)
+    finally:
+        logger.removeHandler(records)
+        for added in [f for f in logger.filters if type(f).__name__ == "_TeardownNoiseFilter"]:
+            logger.removeFilter(added)
+    return [r.getMessage() for r in records.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_closing_during_its_heartbeat_logs_no_traceback_with_the_quiet_plugin() -> None:
+    # the control shows the race is real: without the plugin Dask logs the CommClosedError traceback
+    assert _close_during_heartbeat(quiet=False) == ["Failed to communicate with scheduler during heartbeat."]
+    assert _close_during_heartbeat(quiet=True) == []
