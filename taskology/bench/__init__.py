@@ -7,7 +7,7 @@ atomically. Speed figures are ratios against a named reference measured in the s
 
 Example:
     >>> sorted(BENCHMARKS)[:2]
-    ['consistency', 'device']
+    ['carla-live', 'consistency']
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "consistency": "taskology.bench.consistency",
     "device": "taskology.bench.device",
     "lidar": "taskology.bench.lidar",
+    "carla-live": "taskology.bench.carla_live",
     "faults": "taskology.bench.faults",
 }
 
