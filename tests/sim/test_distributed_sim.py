@@ -112,10 +112,10 @@ def test_outputs_and_hosts() -> None:
 @pytest.mark.parametrize("release", ["at the next dataset", "at file close"])
 def test_shard_bytes_do_not_depend_on_when_dataset_handles_are_released(
         tmp_path: Path, serial: dict[str, str], monkeypatch: pytest.MonkeyPatch, release: str) -> None:
-    """A Dask worker's shard once differed from the serial run's by where one chunk lay: the handle of
-    ``camera/K`` was released after ``camera/cam_from_ego`` had been made (the worker's sampling profiler
-    holds the running frames for a moment), and HDF5 places a chunk when its dataset closes. Here every
-    dataset handle h5py returns is held on purpose, released late; the files must not change."""
+    """A Dask worker's shard once differed from the serial run's by where one chunk lay, exactly as when the
+    handle of ``camera/K`` is released after ``camera/cam_from_ego`` has been made (something in the worker
+    held it a moment longer): HDF5 places a chunk when its dataset closes. Here every dataset handle h5py
+    returns is held on purpose, released late; the files must not change."""
     import h5py
 
     held: list[Any] = []
