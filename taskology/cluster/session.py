@@ -295,10 +295,12 @@ class ClusterSession:
         self.cluster = cluster
         self.spec = spec
         self.gpus = gpus
+        self._address = str(client.scheduler.address)
 
     @property
     def address(self) -> str:
-        return str(self.client.scheduler.address)
+        """The scheduler's address (known after the client lost it too: a closed client forgets it)."""
+        return self._address
 
     @property
     def dashboard_link(self) -> str | None:

@@ -10,6 +10,9 @@ Example:
     'restart'
     >>> policy.decide(restarts=3, last_failure=9.0, now=10.0).action
     'give_up'
+    >>> watch = SchedulerWatch(grace_s=10.0)
+    >>> watch.observe(reachable=False, now=100.0), watch.observe(reachable=False, now=110.5)
+    (False, True)
 """
 from __future__ import annotations
 
@@ -50,9 +53,16 @@ class RestartPolicy:
             return 0.0
         return min(self.backoff_s * 2 ** (restarts - 1), self.max_backoff_s)
 
-    def decide(self, restarts: int, last_failure: float | None, now: float) -> RestartDecision:
+    def decide(self, restarts: int, last_failure: float | None, now: float, fatal: bool = False) -> RestartDecision:
         """What to do about an actor found lost at ``now`` after ``restarts`` earlier restarts;
-        ``last_failure`` is when it was first found lost this time."""
+        ``last_failure`` is when it was first found lost this time. ``fatal``: it stopped on an error that a
+        restart from its checkpoint would meet again (its status says so), so it is not restarted.
+
+        >>> RestartPolicy().decide(0, None, 0.0, fatal=True).reason
+        'stopped by an error a restart cannot fix'
+        """
+        if fatal:
+            return RestartDecision("give_up", reason="stopped by an error a restart cannot fix")
         if restarts >= self.max_restarts:
             return RestartDecision("give_up", reason=f"lost {restarts + 1} times (max_restarts={self.max_restarts})")
         wait = self.backoff(restarts)
@@ -60,6 +70,33 @@ class RestartPolicy:
         if now - started < wait:
             return RestartDecision("wait", wait_s=wait - (now - started), reason="backoff")
         return RestartDecision("restart")
+
+
+@dataclass
+class SchedulerWatch:
+    """When the driver takes its scheduler as lost: no answer for ``grace_s`` seconds in a row, or at once
+    when the client has stopped reconnecting (``client_closed``). One answer resets the count.
+
+    Dask's client reconnects on its own for its connect timeout; a scheduler that comes back within
+    ``grace_s`` costs nothing. A lost scheduler takes every worker with it (a worker closes when its
+    scheduler connection breaks), so there is nothing to wait for after that.
+
+    Attributes:
+        grace_s: seconds without an answer before the scheduler counts as lost.
+        unreachable_since: when the current run of unanswered checks began (None: it answered last).
+    """
+
+    grace_s: float = 10.0
+    unreachable_since: float | None = None
+
+    def observe(self, reachable: bool, now: float, client_closed: bool = False) -> bool:
+        """Record one check made at ``now``; True when the scheduler is to be taken as lost."""
+        if reachable:
+            self.unreachable_since = None
+            return False
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+        return client_closed or now - self.unreachable_since >= self.grace_s
 
 
 def gpu_task_cap(n_gpu_actors: int, n_gpus: int) -> int | None:

@@ -8,6 +8,12 @@ remote cluster it waits for any live worker), where it resumes from its newest c
 the new handle. What to do (restart now, wait, give up) and where (which worker) are pure decisions in
 :mod:`taskology.cluster.supervision`.
 
+Ends: a lost scheduler (every worker goes with it) stops the run with :class:`SchedulerLost`, naming the
+``--resume`` command, within ``poll_s + call_timeout_s + scheduler_grace_s`` of the loss plus 5 s to close
+(26 s with the defaults); an actor lost more often than the restart policy allows stops it with
+:class:`RestartsExhausted`, naming the actor and its restarts. Either way the checkpoints on disk are
+complete and ``manifest.json`` records the state and the error.
+
 State on disk (``run_dir``): ``config.yaml`` (resolved), ``manifest.json`` (tasks, targets, restarts,
 last statuses; atomic), ``checkpoints/<task>/``, ``tensorboard/<task>/``, ``mediator/`` (SimActor
 shards). ``run_distributed(config, run_dir, resume=True)`` continues a run whose driver died.
@@ -17,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -24,11 +31,31 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from taskology.cluster.session import ClusterSession, cluster_spec_from_config, describe, open_cluster
-from taskology.cluster.supervision import RestartPolicy, choose_worker, gpu_loads, gpu_task_cap
+from taskology.cluster.supervision import RestartPolicy, SchedulerWatch, choose_worker, gpu_loads, gpu_task_cap
 from taskology.engine.actor import pool_token
 from taskology.engine.exchange import ExchangePolicy, publication_phase
 from taskology.atomic import write_json_atomic
 from taskology.errors import ClusterError, ConfigError
+
+
+class SchedulerUnreachable(Exception):
+    """The scheduler did not answer this time (it may still come back: see :class:`SchedulerWatch`)."""
+
+
+class SchedulerLost(ClusterError):
+    """The scheduler is gone, and every actor with it: the run stops (it can be resumed)."""
+
+
+class RestartsExhausted(ClusterError):
+    """An actor was lost more often than the restart policy allows: the run stops (it can be resumed)."""
+
+
+class _ReportedByTheSupervisor(logging.Filter):
+    """Drops the client's "Failed to reconnect to scheduler" error: while a supervisor watches the scheduler,
+    it reports the loss itself (one line, with the command that resumes the run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to reconnect to scheduler")
 
 
 @dataclass
@@ -61,12 +88,14 @@ class Supervisor:
         poll_s: seconds between polls.
         call_timeout_s: a status call slower than this counts as lost.
         mediator_every_s: how often the SimActor's shard list is pushed to the task actors.
+        scheduler_grace_s: seconds without an answer from the scheduler before it counts as lost.
         on_poll: called with the supervisor after every poll (the live view).
     """
 
     def __init__(self, session: ClusterSession, slots: list[ActorSlot], *, target_steps: int,
                  policy: RestartPolicy, run_dir: Path, poll_s: float = 0.5, call_timeout_s: float = 10.0,
-                 mediator_every_s: float = 5.0, wait_free_s: float = 20.0, on_poll: Callable[[Supervisor], None] | None = None) -> None:
+                 mediator_every_s: float = 5.0, wait_free_s: float = 20.0, scheduler_grace_s: float = 10.0,
+                 on_poll: Callable[[Supervisor], None] | None = None) -> None:
         self.session = session
         self.slots = {s.name: s for s in slots}
         self.target_steps = int(target_steps)
@@ -82,6 +111,8 @@ class Supervisor:
         self.worker_gpu: dict[str, str] = {}  # address -> "HOST/GPU" of every GPU worker seen (kept after
         # it dies: the GPUs known, for the per-GPU bound, include one whose worker is being restarted)
         self.events: list[str] = []
+        self.scheduler_watch = SchedulerWatch(grace_s=scheduler_grace_s)
+        self.scheduler_lost = False
         self._pool: list[str] = []
         self._pool_pushed_at = 0.0
 
@@ -90,10 +121,35 @@ class Supervisor:
     def tasks(self) -> dict[str, ActorSlot]:
         return {n: s for n, s in self.slots.items() if s.kind == "task"}
 
+    def _scheduler_workers(self) -> dict[str, Any]:
+        """Every worker the scheduler knows, asked now (at most ``call_timeout_s``). Not through
+        ``client.scheduler_info()``: that swallows a connection error and answers with whatever the client
+        holds (an empty record once it has closed). Raises :class:`SchedulerUnreachable` when there is no
+        answer, :class:`SchedulerLost` once :class:`SchedulerWatch` gives the scheduler up."""
+        client = self.session.client
+        status = str(client.status)
+        gave_up = status in ("closing", "closed")  # the client stopped reconnecting
+        detail = ("the connection broke and the client gave up reconnecting" if gave_up else
+                  "the connection broke and reconnecting has not worked" if status == "connecting" else
+                  f"the client is {status}")
+        if status == "running":
+            try:
+                info = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=self.call_timeout_s)
+                self.scheduler_watch.observe(True, time.time())
+                return dict(info.get("workers", {}))
+            except Exception as exc:  # noqa: BLE001 - any failure to answer is "no answer"
+                detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}"
+        if self.scheduler_watch.observe(False, time.time(), client_closed=gave_up):
+            self.scheduler_lost = True
+            silent = time.time() - float(self.scheduler_watch.unreachable_since or time.time())
+            self._event(f"scheduler {self.session.address} lost ({detail})")
+            raise SchedulerLost(f"scheduler {self.session.address} was lost (no answer for {silent:.0f} s: {detail})")
+        raise SchedulerUnreachable(detail)
+
     def _live_workers(self, running_only: bool = True) -> dict[str, dict[str, float]]:
         """Workers the scheduler knows (``running_only``: only those accepting work, for placement;
         otherwise every known one, for deciding an actor's worker is gone)."""
-        info = self.session.client.scheduler_info(n_workers=-1)["workers"]
+        info = self._scheduler_workers()
         return {addr: dict(w.get("resources", {}) or {}) for addr, w in info.items()
                 if not running_only or w.get("status", "running") == "running"}
 
@@ -124,7 +180,11 @@ class Supervisor:
         started = time.time()
         deadline = started + wait_for_worker_s
         while True:
-            live = {a: r for a, r in self._live_workers().items() if a not in self.dead_workers}
+            try:
+                live = {a: r for a, r in self._live_workers().items() if a not in self.dead_workers}
+            except SchedulerUnreachable:  # wait for it to answer (or to count as lost)
+                time.sleep(0.5)
+                continue
             worker = self._choose(slot, live, allow_shared=time.time() - started > self.wait_free_s)
             if worker is not None:
                 handle, future = self._create_on(slot, worker, deadline)
@@ -148,7 +208,7 @@ class Supervisor:
             try:
                 return future.result(timeout=2.0), future
             except TimeoutError:
-                alive = worker in self._live_workers(running_only=False)
+                alive = self._worker_known(worker)
                 if alive and time.time() < deadline:
                     continue
                 future.cancel()
@@ -158,12 +218,19 @@ class Supervisor:
                 raise ClusterError(f"actor {slot.name} was not created on {worker} before the deadline") from None
             except Exception as exc:  # noqa: BLE001
                 future.cancel()
-                if worker not in self._live_workers(running_only=False):
+                if not self._worker_known(worker):
                     self.dead_workers.add(worker)
                     return None, None
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 raise ClusterError(f"actor {slot.name} failed to start on {worker}: {type(exc).__name__}: {first}") \
                     from exc
+
+    def _worker_known(self, worker: str) -> bool:
+        """Whether the scheduler still knows ``worker`` (True while it does not answer: no verdict yet)."""
+        try:
+            return worker in self._live_workers(running_only=False)
+        except SchedulerUnreachable:
+            return True
 
     def _task_handles(self) -> dict[str, Any]:
         return {n: s.handle for n, s in self.tasks.items() if s.handle is not None}
@@ -212,16 +279,21 @@ class Supervisor:
         self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
 
     # ---- supervision ---------------------------------------------------------------------------
-    def _recover(self, slot: ActorSlot, reason: str) -> None:
+    def _recover(self, slot: ActorSlot, reason: str, fatal: bool = False) -> None:
         now = time.time()
         if slot.lost_since is None:
             slot.lost_since = now
             if slot.worker is not None and not reason.startswith("failed"):
                 self.dead_workers.add(slot.worker)
             self._event(f"{slot.name}: lost on {slot.worker} ({reason})")
-        decision = self.policy.decide(slot.restarts, slot.lost_since, now)
+        decision = self.policy.decide(slot.restarts, slot.lost_since, now, fatal=fatal)
+        if decision.action == "give_up" and fatal:
+            raise RestartsExhausted(f"{slot.kind} {slot.name} {decision.reason}: {reason}")
         if decision.action == "give_up":
-            raise ClusterError(f"actor {slot.name} {decision.reason}; last: {reason}")
+            kept = slot.last_status.get("checkpoint_step")
+            raise RestartsExhausted(f"{slot.kind} {slot.name} was {decision.reason}, after {slot.restarts} "
+                                    f"restart{'s' if slot.restarts != 1 else ''}; last loss: {reason}"
+                                    + (f"; its newest checkpoint is step {kept}" if kept is not None else ""))
         if decision.action == "wait":
             return
         last_step = int(slot.last_status.get("step", 0) or 0)
@@ -273,12 +345,13 @@ class Supervisor:
                 futures[name] = slot.handle.status() if slot.handle is not None else None
             except Exception as exc:  # noqa: BLE001 - "Worker holding Actor was lost"
                 futures[name] = exc
+        deadline = time.time() + self.call_timeout_s  # one wait for all: lost actors cost it once
         for name, fut in futures.items():
             slot = self.slots[name]
             try:
                 if fut is None or isinstance(fut, Exception):
                     raise fut if isinstance(fut, Exception) else RuntimeError("no actor")
-                status = fut.result(timeout=self.call_timeout_s)
+                status = fut.result(timeout=max(deadline - time.time(), 0.1))
             except Exception as exc:  # noqa: BLE001
                 self._recover(slot, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 continue
@@ -286,7 +359,8 @@ class Supervisor:
             failed = status.get("state") == "failed" or status.get("phase") == "failed"
             if failed:
                 error = str(status.get("error") or status.get("errors"))
-                self._recover(slot, f"failed: {error.splitlines()[0] if error else '?'}")
+                self._recover(slot, f"failed: {error.splitlines()[0] if error else '?'}",
+                              fatal=bool(status.get("fatal", False)))
         self._push_mediator_pool()
 
     def _published_since_push(self) -> bool:
@@ -347,13 +421,22 @@ class Supervisor:
                                        + ", ".join(f"{n} at step {s.last_status.get('step')}"
                                                    for n, s in self.tasks.items()))
                 time.sleep(self.poll_s)
-                self.poll()
+                try:
+                    self.poll()
+                except SchedulerUnreachable:
+                    continue
                 if self.on_poll is not None:
                     self.on_poll(self)
         except KeyboardInterrupt:
             self._event("interrupted: stopping every actor (final checkpoints)")
             self.stop()
             self.write_manifest("interrupted")
+            raise
+        except SchedulerLost as exc:
+            self.write_manifest("scheduler_lost", error=str(exc))
+            raise
+        except ClusterError as exc:
+            self.write_manifest("failed", error=str(exc))  # the actors stop below, at their final checkpoints
             raise
         finally:
             self.stop()
@@ -362,7 +445,10 @@ class Supervisor:
 
     def stop(self, timeout_s: float | None = None) -> None:
         """Ask every actor to stop at once, then wait for all of them together (at most ``timeout_s``,
-        default ``call_timeout_s + 30``): one hung or lost actor does not delay the others."""
+        default ``call_timeout_s + 30``): one hung or lost actor does not delay the others. Nothing to
+        ask once the scheduler is lost (the workers closed with it)."""
+        if self.scheduler_lost:
+            return
         deadline = time.time() + (self.call_timeout_s + 30 if timeout_s is None else timeout_s)
         pending = []
         for slot in self.slots.values():
@@ -385,11 +471,12 @@ class Supervisor:
                                "lost_work_steps": list(s.lost_work_steps), "status": s.last_status}
                            for n, s in self.slots.items()}}
 
-    def write_manifest(self, state: str) -> None:
+    def write_manifest(self, state: str, error: str | None = None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        extra = {"error": error} if error is not None else {}
         write_json_atomic(self.run_dir / "manifest.json", {"state": state, "updated": time.time(),
-                                                           "cluster": self.session.address, **self.summary()},
-                          default=str)
+                                                           "cluster": self.session.address, **extra,
+                                                           **self.summary()}, default=str)
 
 
 def advance_pool(current: list[str], offered: list[str]) -> list[str]:
@@ -427,7 +514,8 @@ def exchange_policy_from_config(exchange: Any, task: str | None = None, tasks: S
 
 def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_sim: bool | None = None,
                     live: bool = True, runner_cls: Any = None, timeout_s: float | None = None,
-                    spare_workers: int = 1, registry: Any = None) -> dict[str, Any]:
+                    spare_workers: int = 1, registry: Any = None,
+                    restart_policy: RestartPolicy | None = None) -> dict[str, Any]:
     """Train every enabled task of ``config`` as its own actor on the configured cluster.
 
     One seed trains into ``run_dir``; several seeds one after the other into ``run_dir/seed_<s>/`` (the
@@ -446,9 +534,14 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
             travels to the workers with the actors: a task registered only in this process reaches them too).
         timeout_s: give up (ClusterError) when a seed's run takes longer.
         spare_workers: warm spare worker processes of a local cluster (fast recovery).
+        restart_policy: how often a lost actor is recreated (default :class:`RestartPolicy`).
 
     Returns:
         seed -> the supervisor's summary (also in ``<seed dir>/manifest.json``).
+
+    Raises:
+        ClusterError: one line: the scheduler was lost (with the ``--resume`` command), an actor was lost
+            more often than ``restart_policy`` allows, or the cluster could not be made or reached.
     """
     from taskology.config import load_config, save_config
 
@@ -481,20 +574,34 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
         with_sim = bool(config.exchange.live_mediator)
     use_sim = with_sim and collective
     spec = replace(cluster_spec_from_config(config.cluster), spare_workers=spare_workers)
+    policy = restart_policy if restart_policy is not None else RestartPolicy()
+    resume_command = f"taskology train --resume {run_dir} --cluster {config.cluster.address}"
     previous_term = _sigterm_as_interrupt()
+    client_log, reported = logging.getLogger("distributed.client"), _ReportedByTheSupervisor()
+    client_log.addFilter(reported)
     try:
         session = open_cluster(spec, n_actors=len(tasks) + int(use_sim))
         print(describe(session), flush=True)
+        close_s = 20.0
         try:
             return {str(seed): _run_seed(session, config, seed_dir, seed, tasks, runner_cls, use_sim, live,
-                                         timeout_s, extra) for seed, seed_dir in seed_dirs}
+                                         timeout_s, extra, policy) for seed, seed_dir in seed_dirs}
+        except SchedulerLost as exc:
+            close_s = 5.0  # nothing left to close but this end
+            again = " (or the address of a new scheduler)" if spec.address.startswith(("tcp://", "tls://")) else ""
+            raise SchedulerLost(f"{exc}; its workers and actors went with it, the checkpoints are kept: "
+                                f"resume with `{resume_command}`{again}") from exc
+        except RestartsExhausted as exc:
+            raise RestartsExhausted(f"{exc}; the checkpoints are kept: once the cause is fixed, continue with "
+                                    f"`{resume_command}`") from exc
         finally:
-            session.close()
+            session.close(timeout_s=close_s)
     except KeyboardInterrupt:
         print(f"interrupted: actors stopped at their final checkpoints, cluster closed; continue with "
               f"`taskology train --resume {run_dir}`", flush=True)
         raise
     finally:
+        client_log.removeFilter(reported)
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
 
@@ -514,7 +621,8 @@ def _sigterm_as_interrupt() -> Any:
 
 
 def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, tasks: list[str], runner_cls: Any,
-              use_sim: bool, live: bool, timeout_s: float | None, runner_extra: Mapping[str, Any]) -> dict[str, Any]:
+              use_sim: bool, live: bool, timeout_s: float | None, runner_extra: Mapping[str, Any],
+              policy: RestartPolicy) -> dict[str, Any]:
     from taskology.cluster.live import LiveView
     from taskology.engine.actor import TaskActor
 
@@ -538,7 +646,7 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
         slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", needs_gpu=False,
                                kwargs=live_mediator_kwargs(config, run_dir / "mediator")))
     view = LiveView(enabled=live)
-    supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=RestartPolicy(),
+    supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=policy,
                             run_dir=run_dir, on_poll=view.update,
                             mediator_every_s=float(config.exchange.pool_refresh_s))
     try:
