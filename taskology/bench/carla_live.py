@@ -8,18 +8,21 @@ per actor: two task actors and the SimActor), once with ``sim.backend: embedded`
 a :class:`FakeCarlaPlugin` puts it in place of the ``carla`` package in every worker process, where it
 answers the SimActor's client in-process (a real server renders on its own machine or GPU; the fake hands
 out fixed images at almost no cost, so what is measured is our client: spawning, ticking, converting and
-writing the frames). :data:`Sizes.rounds` rounds, each an embedded and a carla run on one cluster, in turns
-(embedded first in odd rounds, carla first in even ones), so a load change on the shared machine hits both. Before the first
-run every worker process simulates a one-frame shard with each backend (imports, Numba's kernels, the
-scene), so no run pays a start-up the other skipped.
+writing the frames). :data:`Sizes.rounds` rounds, each an embedded and a carla run on one cluster, in
+turns (embedded first in odd rounds, carla first in even ones), so a load change on the shared machine
+hits both. Before the first run every worker process simulates a one-frame shard with each backend
+(imports, Numba's kernels, the scene), so no run pays a start-up the other skipped.
 
-The same work for both: the same pool (``exchange.mediator_pool_shards``, with as many shards of
-back-pressure), shards of the same frames and camera size, no LiDAR, and newer shards handed to the task
-actors on the same clock (``exchange.pool_refresh_s``, at most half the pool per refill). Each run starts
-with that pool and its back-pressure written (:func:`prefill_pool`, before the clock), so neither
-SimActor is still filling it while the other idles; the refill interval is long enough for the embedded
-SimActor (about 1 frame/s here while two task actors train beside it) to keep up. The result reports what
-each run did: frames the SimActor generated and pools each task actor applied.
+The same work for both, per step: the same pool (``exchange.mediator_pool_shards``, with as many shards
+of back-pressure), shards of the same frames and camera size, no LiDAR, and the same refills: the driver
+hands the task actors newer shards (at most half the pool) once every task has published on the pool it
+holds, and ``exchange.pool_refresh_s`` is below the driver's poll, so a refill follows each publication
+round (every ``exchange.publish_every_steps`` steps) in both runs, whatever their speed (a clock would give
+the slower run more refills). Each run starts with that pool and its back-pressure written
+(:func:`prefill_pool`, before the clock), so neither SimActor is still filling it while the other idles;
+the shards are short enough for the embedded SimActor (about 1 frame/s here with two task actors training
+beside it, most of it the scene of each sequence) to keep up. The result reports what each run did:
+frames the SimActor generated and pools each task actor applied.
 
 The step time: the training thread of a task actor logs every step (``train.log_every: 1``); the time of
 step ``s`` is the wall time between the logs of steps ``s - 1`` and ``s``: applying a new mediator pool
@@ -68,17 +71,16 @@ class Sizes:
     warmup: int
     rounds: int
     camera: str = "64x208"
-    frames: int = 8
+    frames: int = 4
     pool_shards: int = 2
-    pool_refresh_s: float = 10.0
-    publish_every_steps: int = 10
+    pool_refresh_s: float = 0.1
+    publish_every_steps: int = 20
     sequences: int = 6
     timeout_s: float = 900.0
 
 
-FULL = Sizes(steps=120, warmup=30, rounds=2)
-QUICK = Sizes(steps=60, warmup=20, rounds=1, camera="32x96", frames=4, pool_refresh_s=4.0, publish_every_steps=5,
-              sequences=4)
+FULL = Sizes(steps=100, warmup=20, rounds=3)
+QUICK = Sizes(steps=60, warmup=20, rounds=1, camera="32x96", sequences=4)
 
 
 # ------------------------------------------------------------------------------------ pure parts
@@ -129,7 +131,8 @@ def bench_overrides(sizes: Sizes, backend: str, data_root: Path, address: str) -
             f"exchange.publish_every_steps={sizes.publish_every_steps}", "exchange.refresh_every_s=1.0",
             "relations.depth_normals.enabled=true", f"cluster.address={address}", "cluster.dashboard=false"]
     over += [f"tasks.{task}.enabled=false" for task in ("segmentation", "motion")]
-    over += [f"relations.{name}.enabled=false" for name in ("photometric", "segmentation_motion", "segmentation_geometry")]
+    over += [f"relations.{name}.enabled=false"
+             for name in ("photometric", "segmentation_motion", "segmentation_geometry")]
     for task in TASKS:
         over += [f"tasks.{task}.width=8", f"tasks.{task}.batch_size=4", f"tasks.{task}.label_fraction=1.0"]
     return over
@@ -353,8 +356,8 @@ def _result(sizes: Sizes, runs: Mapping[str, list[RunFigures]], load_before: flo
                "runs": {b: [asdict(r) for r in rs] for b, rs in runs.items()},
                "load_average_1min": {"before": load_before, "after": load_after}}
     rows = [f"| run ({', '.join(TASKS)}; {sizes.camera} camera, pool {sizes.pool_shards} shards x {sizes.frames} "
-            f"frames, refill every {sizes.pool_refresh_s:g} s) | median step ms | mean step ms | optimizer step ms | "
-            "frames generated | pools applied | SimActor frames/s |",
+            f"frames, a refill every {sizes.publish_every_steps} steps) | median step ms | mean step ms | "
+            "optimizer step ms | frames generated | pools applied | SimActor frames/s |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for k in range(sizes.rounds):
         for backend in BACKENDS:
@@ -373,10 +376,11 @@ def _result(sizes: Sizes, runs: Mapping[str, list[RunFigures]], load_before: flo
              f"published; the optimizer step alone is `time/step_s`. Ratio: carla / embedded per round, median of "
              f"the rounds ({', '.join(f'{x:.3f}' for x in ratios)}). Both SimActors keep the same pool "
              f"({sizes.pool_shards} shards of {sizes.frames} frames at {sizes.camera}, no LiDAR, "
-             f"{sizes.pool_shards} shards of back-pressure, written before the clock starts), refilled on the same "
-             f"clock (every {sizes.pool_refresh_s:g} s, at most half the pool); frames generated: by the SimActor "
-             f"during the run, pools applied: by each task actor. The CARLA server is the fake of "
-             f"tests/fakecarla.py, in the SimActor's worker process (fixed images, almost free), so the carla rows "
+             f"{sizes.pool_shards} shards of back-pressure, written before the clock starts), refilled after "
+             f"each publication round (every {sizes.publish_every_steps} steps, at most half the pool); frames "
+             f"generated: by the SimActor during the run, pools applied: by each task actor. The CARLA server is "
+             f"the fake of tests/fakecarla.py, in the SimActor's worker process (fixed images, almost free), so "
+             f"the carla rows "
              f"cost what our client does: spawning the traffic, ticking, converting and writing the frames; the "
              f"embedded rows cost the renderer, on the same cores as the task actors. A real server renders on "
              f"its own machine or GPU.")
@@ -385,5 +389,5 @@ def _result(sizes: Sizes, runs: Mapping[str, list[RunFigures]], load_before: flo
 
 
 __all__ = ["FULL", "QUICK", "FakeCarlaPlugin", "FakeCarlaServer", "RunFigures", "Sizes", "bench_overrides",
-           "fake_carla_running", "load_fake_carla", "median_after_warmup", "prefill_pool", "read_step_log", "round_ratios", "run", "step_seconds",
-           "train_once", "warm_worker"]
+           "fake_carla_running", "load_fake_carla", "median_after_warmup", "prefill_pool", "read_step_log",
+           "round_ratios", "run", "step_seconds", "train_once", "warm_worker"]
