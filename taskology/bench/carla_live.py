@@ -22,7 +22,8 @@ the slower run more refills). Each run starts with that pool and its back-pressu
 (:func:`prefill_pool`, before the clock), so neither SimActor is still filling it while the other idles;
 the shards are short enough for the embedded SimActor (about 1 frame/s here with two task actors training
 beside it, most of it the scene of each sequence) to keep up. The result reports what each run did:
-frames the SimActor generated and pools each task actor applied.
+frames the SimActor generated, pools each task actor applied, and the CPU time of the SimActor's worker
+process (a figure the load of a shared machine does not change).
 
 The step time: the training thread of a task actor logs every step (``train.log_every: 1``); the time of
 step ``s`` is the wall time between the logs of steps ``s - 1`` and ``s``: applying a new mediator pool
@@ -257,8 +258,14 @@ class RunFigures:
     sim_shards: int
     sim_frames_per_s: float
     sim_phase: str
+    sim_cpu_s: float
     pools_applied: dict[str, int]
     restarts: dict[str, int]
+
+    @property
+    def sim_cpu_ms_per_frame(self) -> float:
+        """CPU milliseconds the SimActor's worker process spent per frame it generated during the run."""
+        return 1e3 * self.sim_cpu_s / self.sim_frames if self.sim_frames else float("nan")
 
 
 def prefill_pool(config: Any, run_dir: Path, timeout_s: float = 300.0) -> int:
@@ -283,9 +290,15 @@ def prefill_pool(config: Any, run_dir: Path, timeout_s: float = 300.0) -> int:
     return shards
 
 
-def train_once(address: str, sizes: Sizes, backend: str, data_root: Path, run_dir: Path) -> RunFigures:
-    """One collective run of the two tasks with the live SimActor of ``backend`` on the cluster at ``address``,
-    its pool filled first (:func:`prefill_pool`; the CARLA one from a fake server in this process)."""
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used (run on the workers)."""
+    return float(time.process_time())
+
+
+def train_once(client: Any, address: str, sizes: Sizes, backend: str, data_root: Path, run_dir: Path) -> RunFigures:
+    """One collective run of the two tasks with the live SimActor of ``backend`` on the cluster at ``address``
+    (``client`` reads the workers' CPU time before and after), its pool filled first (:func:`prefill_pool`;
+    the CARLA one from a fake server in this process)."""
     from contextlib import nullcontext
 
     from taskology.config import load_config
@@ -294,10 +307,13 @@ def train_once(address: str, sizes: Sizes, backend: str, data_root: Path, run_di
     config = load_config(None, bench_overrides(sizes, backend, data_root, address))
     with FakeCarlaServer() if backend == "carla" else nullcontext():
         prefill_pool(config, run_dir)
+    cpu_before = client.run(process_cpu_s)
     start = time.perf_counter()
     summary = run_distributed(config, run_dir, with_sim=True, live=False, spare_workers=0, timeout_s=sizes.timeout_s)
     wall_s = time.perf_counter() - start
+    cpu_after = client.run(process_cpu_s)
     actors = summary["0"]["actors"]
+    sim_worker = str(actors["sim"]["worker"])
     every: list[float] = []
     optimizer: list[float] = []
     for task in TASKS:
@@ -312,6 +328,7 @@ def train_once(address: str, sizes: Sizes, backend: str, data_root: Path, run_di
         median_optimizer_step_s=float(statistics.median(optimizer)), steps_measured=len(every), wall_s=wall_s,
         sim_frames=int(sim["shards_done"]) * sizes.frames + int(in_progress), sim_shards=int(sim["shards_done"]),
         sim_frames_per_s=float(sim["frames_per_s"]), sim_phase=str(sim["phase"]),
+        sim_cpu_s=float(cpu_after[sim_worker] - cpu_before[sim_worker]),
         pools_applied={t: int(actors[t]["status"]["mediator_pools_applied"]) for t in TASKS},
         restarts={name: int(a["restarts"]) for name, a in actors.items()})
 
@@ -341,7 +358,7 @@ def run(quick: bool) -> BenchResult:
                 raise RuntimeError(f"bench carla-live: warmed workers {warmed}, expected {workers}")
             for k in range(sizes.rounds):
                 for backend in (BACKENDS if k % 2 == 0 else BACKENDS[::-1]):
-                    runs[backend].append(train_once(session.address, sizes, backend, data_root,
+                    runs[backend].append(train_once(session.client, session.address, sizes, backend, data_root,
                                                     root / f"{backend}-{k}"))
     load_after = os.getloadavg()
     return _result(sizes, runs, load_before[0], load_after[0])
@@ -353,18 +370,20 @@ def _result(sizes: Sizes, runs: Mapping[str, list[RunFigures]], load_before: flo
     ratio, mean_ratio = float(statistics.median(ratios)), float(statistics.median(mean_ratios))
     figures = {"sizes": asdict(sizes), "tasks": list(TASKS), "ratio_median_step": ratio, "ratios_median_step": ratios,
                "ratio_mean_step": mean_ratio, "ratios_mean_step": mean_ratios,
-               "runs": {b: [asdict(r) for r in rs] for b, rs in runs.items()},
+               "runs": {b: [{**asdict(r), "sim_cpu_ms_per_frame": r.sim_cpu_ms_per_frame} for r in rs]
+                        for b, rs in runs.items()},
                "load_average_1min": {"before": load_before, "after": load_after}}
     rows = [f"| run ({', '.join(TASKS)}; {sizes.camera} camera, pool {sizes.pool_shards} shards x {sizes.frames} "
             f"frames, a refill every {sizes.publish_every_steps} steps) | median step ms | mean step ms | "
-            "optimizer step ms | frames generated | pools applied | SimActor frames/s |",
+            "optimizer step ms | frames generated | pools applied | SimActor CPU s (ms/frame) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for k in range(sizes.rounds):
         for backend in BACKENDS:
             r = runs[backend][k]
             rows.append(f"| {backend}, round {k + 1} | {1e3 * r.median_step_s:.1f} | {1e3 * r.mean_step_s:.1f} | "
                         f"{1e3 * r.median_optimizer_step_s:.1f} | {r.sim_frames} | "
-                        f"{', '.join(str(v) for v in r.pools_applied.values())} | {r.sim_frames_per_s:.1f} |")
+                        f"{', '.join(str(v) for v in r.pools_applied.values())} | {r.sim_cpu_s:.2f} "
+                        f"({r.sim_cpu_ms_per_frame:.0f}) |")
     rows.append(f"| **carla / embedded** | **{ratio:.3f}** | {mean_ratio:.3f} | | | | |")
     notes = (f"{sizes.rounds} round(s) on {os.cpu_count()} cores, each an embedded and a carla run of {sizes.steps} "
              f"steps (in turns: embedded first in odd rounds) on one cluster of {len(TASKS) + 1} single-threaded "
@@ -378,7 +397,9 @@ def _result(sizes: Sizes, runs: Mapping[str, list[RunFigures]], load_before: flo
              f"({sizes.pool_shards} shards of {sizes.frames} frames at {sizes.camera}, no LiDAR, "
              f"{sizes.pool_shards} shards of back-pressure, written before the clock starts), refilled after "
              f"each publication round (every {sizes.publish_every_steps} steps, at most half the pool); frames "
-             f"generated: by the SimActor during the run, pools applied: by each task actor. The CARLA server is "
+             f"generated: by the SimActor during the run, pools applied: by each task actor, SimActor CPU: the "
+             f"CPU time of its worker process over the run (Dask's own upkeep included), whatever the load around "
+             f"it. The CARLA server is "
              f"the fake of tests/fakecarla.py, in the SimActor's worker process (fixed images, almost free), so "
              f"the carla rows "
              f"cost what our client does: spawning the traffic, ticking, converting and writing the frames; the "
@@ -389,5 +410,5 @@ def _result(sizes: Sizes, runs: Mapping[str, list[RunFigures]], load_before: flo
 
 
 __all__ = ["FULL", "QUICK", "FakeCarlaPlugin", "FakeCarlaServer", "RunFigures", "Sizes", "bench_overrides",
-           "fake_carla_running", "load_fake_carla", "median_after_warmup", "prefill_pool", "read_step_log",
-           "round_ratios", "run", "step_seconds", "train_once", "warm_worker"]
+           "fake_carla_running", "load_fake_carla", "median_after_warmup", "prefill_pool", "process_cpu_s",
+           "read_step_log", "round_ratios", "run", "step_seconds", "train_once", "warm_worker"]

@@ -79,7 +79,8 @@ def test_the_result_takes_the_median_of_the_rounds() -> None:
     def figures(backend: str, median: float) -> cl.RunFigures:
         return cl.RunFigures(backend=backend, median_step_s=median, mean_step_s=2 * median, median_optimizer_step_s=0.1,
                              steps_measured=200, wall_s=30.0, sim_frames=64, sim_shards=8, sim_frames_per_s=40.0,
-                             sim_phase="waiting", pools_applied={"depth": 5, "normals": 5}, restarts={"sim": 0})
+                             sim_phase="waiting", sim_cpu_s=3.2, pools_applied={"depth": 5, "normals": 5},
+                             restarts={"sim": 0})
 
     runs = {"embedded": [figures("embedded", m) for m in (0.100, 0.100, 0.100)],
             "carla": [figures("carla", m) for m in (0.104, 0.120, 0.090)]}
@@ -89,3 +90,5 @@ def test_the_result_takes_the_median_of_the_rounds() -> None:
     assert result.targets["carla_over_embedded_median_step"] == {"value": pytest.approx(1.04), "target": "<= 1.05",
                                                                  "met": True}
     assert "| **carla / embedded** | **1.040** |" in result.table
+    assert "| 3.20 (50) |" in result.table                      # SimActor CPU: 3.2 s over 64 frames
+    assert result.figures["runs"]["carla"][0]["sim_cpu_ms_per_frame"] == pytest.approx(50.0)
