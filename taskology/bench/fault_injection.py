@@ -374,12 +374,14 @@ class Campaign:
         tasks, target_steps: the run's tasks and steps.
         corrupt_seed: seeds the choice of the task whose newest checkpoint is corrupted before the resume.
         recover_s: the longest wait for an actor to come back after a kill.
+        marker_dir: where the in-worker faults leave their markers (the driver's kill waits for them).
         deadline: wall time (``time.time()``) by which everything must be over.
     """
 
     def __init__(self, client: Any, *, run_dir: Path, log_dir: Path, tasks: Sequence[str], target_steps: int,
-                 corrupt_seed: int, recover_s: float, deadline: float) -> None:
+                 corrupt_seed: int, recover_s: float, deadline: float, marker_dir: Path | None = None) -> None:
         self.client, self.run_dir, self.log_dir = client, Path(run_dir), Path(log_dir)
+        self.marker_dir = marker_dir
         self.tasks, self.target_steps = list(tasks), int(target_steps)
         self.corrupt_seed, self.recover_s, self.deadline = corrupt_seed, recover_s, deadline
         self.driver: subprocess.Popen[bytes] | None = None
@@ -514,8 +516,21 @@ class Campaign:
         rows += [r for w in watching if (r := self._recovery_row(w, final=True)) is not None]
         rows += [not_reached(_describe(e), e, self.steps()) for e in pending]
         for event in (e for e in events if e.kind == "kill_driver"):
+            self._wait_in_worker_faults(events)
             rows += self._kill_driver(event)
         return rows
+
+    def _wait_in_worker_faults(self, events: Sequence[FaultEvent]) -> None:
+        """Before the driver's kill, give the faults fired inside workers (at most ``recover_s``) the time to
+        fire under this driver: a task set back by a kill reaches its step later than the median task."""
+        waiting = [e for e in events if e.kind in IN_WORKER]
+
+        def fired_or_past() -> bool:
+            steps = self.steps()
+            return all((self.marker_dir / Injection(e.kind, e.task, e.at_step).marker_name).exists()
+                       or steps.get(e.task, 0) >= self.target_steps for e in waiting)
+        if waiting and self.marker_dir is not None:
+            self.wait_for(fired_or_past, self.recover_s)
 
     def _due(self, event: FaultEvent) -> bool:
         steps = self.steps()
@@ -660,13 +675,15 @@ class Campaign:
             task = corrupt["task"]
             got = resumed.get(task)
             fell_back = got is not None and got < corrupt["step"]
+            exercised = got is not None or self.driver_alive()
             rows.append({"fault": f"truncate {task}'s newest checkpoint (step {corrupt['step']}) before the resume",
                          "when": f"{corrupt['at'] - self.started:.0f} s", "detected": "(from the logs, below)",
                          "recovered": (f"resumed from step {got} (the previous checkpoint: {corrupt['previous']})"
                                        if fell_back else f"resumed from step {got}" if got is not None
-                                       else "the task did not resume"),
+                                       else "the task did not resume" if exercised
+                                       else "not exercised: the resumed driver stopped before creating the actor"),
                          "steps_lost": steps_lost(corrupt["step"], got) if got is not None else None,
-                         "survived": bool(back and got is not None and got < corrupt["step"]), "corrupt": corrupt})
+                         "survived": bool(back and fell_back) if exercised else None, "corrupt": corrupt})
         else:
             rows.append(not_reached("corrupt newest checkpoint before resume (no task had two checkpoints)", event,
                                     reached))

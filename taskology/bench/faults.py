@@ -257,6 +257,10 @@ def enospc_row(marker: Mapping[str, Any] | None, history: Sequence[tuple[float, 
     failed = [e for _, p, e in after if p == pid and e.get("state") == "failed"]
     successor = [(p, e) for _, p, e in after if p != pid]
     saves = [int(e.get("checkpoint_step") or -1) for _, _, e in after if int(e.get("checkpoint_step") or -1) > step]
+    # a later checkpoint on disk counts too (written where the bench could not see the actor's status)
+    from taskology.engine.checkpoints import CheckpointDir
+
+    saves += [s for s in CheckpointDir(path.parent).steps() if s > step]
     lines = log_lines(log_dir, rf"(?i){re.escape(path.name)}|no space left|ENOSPC|Errno 28")
     detected = [f"log: {lines[0]}"] if lines else []
     detected += [f"status: failed ({failed[0].get('error')})"] if failed else []
@@ -280,7 +284,7 @@ def corrupt_detection(row: dict[str, Any], log_dir: Path) -> None:
     name = Path(row["corrupt"]["path"]).name
     lines = log_lines(log_dir, re.escape(name))
     lines = [line for line in lines if re.search(r"(?i)unreadable|corrupt", line)] + lines
-    row["detected"] = f"log: {lines[0]}" if lines else "no log line names it"
+    row["detected"] = f"log: {lines[0]}" if lines else "-" if row["survived"] is None else "no log line names it"
 
 
 # ---- tables ----------------------------------------------------------------------------------------------
@@ -299,7 +303,7 @@ def render_fault_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = ["| fault | when | detected how | recovered how | steps lost | survived |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        survived = {True: "yes", False: "**no**", None: "?"}[r.get("survived")]
+        survived = {True: "yes", False: "**no**", None: "not exercised"}[r.get("survived")]
         lost = "-" if r.get("steps_lost") is None else str(r["steps_lost"])
         lines.append(f"| {_cell(r['fault'])} | {_cell(r['when'])} | {_cell(r['detected'])} | {_cell(r['recovered'])} "
                      f"| {lost} | {survived} |")
@@ -364,7 +368,7 @@ def train_and_evaluate(run_dir: Path, overrides: Sequence[str], tasks: Sequence[
     with ProcessCluster(n_workers, log_dir) as cluster:
         client = Client(cluster.address, timeout=30)
         campaign = Campaign(client, run_dir=run_dir, log_dir=log_dir, tasks=tasks, target_steps=sizes.steps,
-                            corrupt_seed=SCHEDULE_SEED, recover_s=240.0, deadline=deadline)
+                            corrupt_seed=SCHEDULE_SEED, recover_s=240.0, deadline=deadline, marker_dir=markers)
         try:
             client.wait_for_workers(n_workers, timeout=300)
             injections = [Injection(e.kind, e.task, e.at_step) for e in schedule if e.kind in IN_WORKER]
@@ -451,10 +455,11 @@ def run(quick: bool, runs_dir: Path | None = None) -> BenchResult:
                               if all(math.isfinite(v) for v in c["unfaulted"]))
     rows = faulted["rows"]
     for row in rows:
-        if row["survived"] is None:  # the NaN publication: no task's loss went non-finite, no final metric either
+        if row["survived"] is None and "nonfinite_loss_tasks" in row:  # the NaN publication: no task's loss went non-finite, no final metric either
             row["survived"] = not row.get("nonfinite_loss_tasks") and (finite or not finished)
     defined = [c for c in comparison if c["within"] is not None]
     within = sum(bool(c["within"]) for c in defined) / len(defined) if defined and finished else 0.0
+    # a fault not exercised (its moment never came under a working driver) counts as not survived
     survived = sum(bool(r["survived"]) for r in rows) / max(len(rows), 1)
     lost = [int(r["steps_lost"]) for r in rows if r.get("steps_lost") is not None]
     broken = len(faulted["files"]["broken"]) + sum(len(u["files"]["broken"]) for u in unfaulted)

@@ -69,7 +69,7 @@ def test_tables_render_each_fault_and_metric() -> None:
         {"fault": "SIGKILL a|b", "when": "step 3", "detected": "x", "recovered": "y", "steps_lost": 0, "survived": True},
         {"fault": "NaN", "when": "-", "detected": "-", "recovered": "-", "steps_lost": None, "survived": None},
         {"fault": "ENOSPC", "when": "-", "detected": "-", "recovered": "-", "steps_lost": 4, "survived": False}])
-    assert table.splitlines()[2:] == ["| SIGKILL a/b | step 3 | x | y | 0 | yes |", "| NaN | - | - | - | - | ? |",
+    assert table.splitlines()[2:] == ["| SIGKILL a/b | step 3 | x | y | 0 | yes |", "| NaN | - | - | - | - | not exercised |",
                                       "| ENOSPC | - | - | - | 4 | **no** |"]
     metrics = faults.render_metric_table([
         {"task": "seg", "metric": "iou", "faulted": 0.1, "unfaulted": [float("nan")], "within": None},
@@ -101,6 +101,9 @@ def test_enospc_row_tells_continued_training_from_a_restart(tmp_path: Path) -> N
     assert row["steps_lost"] == 10 and not row["survived"]  # no later save before the kill
     assert "status: failed (OSError: [Errno 28])" in row["detected"] and "resumed from step 10" in row["recovered"]
     path.parent.mkdir(parents=True)
+    (path.parent / "step_00000030.pt").write_bytes(b"x")  # a later checkpoint on disk counts too
+    row = faults.enospc_row(marker, restarted, [(150.0, "kill_task", "depth")], tmp_path, 0.0, event)
+    assert row["survived"] and "next checkpoint at step 30" in row["recovered"]
     (path.parent / f".{path.name}.1-2-ab.tmp.pt").write_bytes(b"half")
     assert not faults.enospc_row(marker, went_on, [], tmp_path, 0.0, event)["survived"]  # its temp file was left
     assert not faults.enospc_row(None, went_on, [], tmp_path, 0.0, event)["survived"]  # never fired
