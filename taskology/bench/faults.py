@@ -280,11 +280,21 @@ def enospc_row(marker: Mapping[str, Any] | None, history: Sequence[tuple[float, 
 
 
 def corrupt_detection(row: dict[str, Any], log_dir: Path) -> None:
-    """Fill the corrupted checkpoint's ``detected`` from the logs (its file name, or an unreadable checkpoint)."""
-    name = Path(row["corrupt"]["path"]).name
+    """Fill the corrupted checkpoint's ``detected`` from the logs (the line naming its file); when the bench did
+    not see the task's new actor (the resumed driver stopped first), a logged ``resuming from step N`` for that
+    file tells whether the actor fell back to the previous checkpoint."""
+    corrupt = row["corrupt"]
+    name = Path(corrupt["path"]).name
     lines = log_lines(log_dir, re.escape(name))
     lines = [line for line in lines if re.search(r"(?i)unreadable|corrupt", line)] + lines
     row["detected"] = f"log: {lines[0]}" if lines else "-" if row["survived"] is None else "no log line names it"
+    resumed = [int(m.group(1)) for line in lines if (m := re.search(rf"resuming from step (\d+): {re.escape(name)}", line))]
+    if row["survived"] is None and resumed:
+        row["steps_lost"] = steps_lost(corrupt["step"], resumed[0])
+        row["survived"] = resumed[0] < corrupt["step"]
+        row["recovered"] = (f"its new actor resumed from step {resumed[0]} (the previous checkpoint: "
+                            f"{corrupt['previous']}; from the log: the bench saw no status before the resumed "
+                            f"driver stopped)")
 
 
 # ---- tables ----------------------------------------------------------------------------------------------

@@ -214,3 +214,17 @@ def test_plugin_fires_once_across_a_worker_restart(tmp_path: Path) -> None:
         assert list(client.run(fi.is_installed, "probe").values()) == [True]  # set up in the new process too
         assert list(client.run(probe).values()) == ["original"]  # but the marker holds it back
     assert fi.read_markers(tmp_path)["probe-any.fired"]["pid"] == pid
+
+
+def test_a_truncated_checkpoint_the_bench_did_not_see_resumed_is_judged_from_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "checkpoints" / "normals" / "step_00000060.pt"
+    row = {"survived": None, "recovered": "not exercised", "steps_lost": None,
+           "corrupt": {"path": str(path), "step": 60, "previous": 50}}
+    unseen = dict(row)
+    faults.corrupt_detection(unseen, tmp_path)  # no log line: stays not exercised
+    assert unseen["survived"] is None and unseen["detected"] == "-"
+    (tmp_path / "workers.log").write_text(f"{path.parent}: resuming from step 50: {path.name} unreadable (truncated), "
+                                          f"set aside as {path.name}.corrupt\n")
+    faults.corrupt_detection(row, tmp_path)
+    assert row["survived"] and row["steps_lost"] == 10 and "resumed from step 50" in row["recovered"]
+    assert row["detected"].startswith("log: ") and "unreadable" in row["detected"]
