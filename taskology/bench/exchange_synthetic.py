@@ -103,6 +103,10 @@ class SyntheticRunner:
         return Predictions(task=self.task_name, step=self.step, wall_time=time.time(),
                            sample_ids=list(self.sample_ids), outputs={"prediction": self._prediction})
 
+    def state_dict(self) -> dict[str, Any]:
+        """The step only (there are no weights; what the actor keeps as the start state of a rollback)."""
+        return {"task": self.task_name, "step": self.step}
+
     def save_checkpoint(self, path: Path) -> None:
         """The step only (there are no weights); the actor writes one at the end of training."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
