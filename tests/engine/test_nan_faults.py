@@ -67,6 +67,14 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[k], b[k]), k
 
 
+def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Equal up to float32 rounding: a runner built separately in a process where other tests ran may sum in
+    another order (one learning-rate step of this model moves weights by about 1e-3)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
 def all_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -275,11 +283,11 @@ def test_nan_loss_rolls_back_once_at_half_the_rate_then_stops(tmp_path: Path) ->
     reference = TaskRunner(peer_view=InProcessPeerView(), **runner_kwargs(tmp_path, "depth", cfg, False))
     for _ in range(3):
         reference.train_step()
-    assert_same_weights(weights(reference.model), saved[3])
+    assert_close_weights(weights(reference.model), saved[3])
     reference.lr_scale = 0.5
     for _ in range(5):
         reference.train_step()
-    assert_same_weights(weights(runner.model), weights(reference.model))
+    assert_close_weights(weights(runner.model), weights(reference.model))
 
     poison_loss_at(runner, {9})  # again, after the rollback: stop
     st = train_to(actor, 12, frozenset({"failed"}))
