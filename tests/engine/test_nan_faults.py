@@ -67,11 +67,30 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[k], b[k]), k
 
 
-def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    """Equal up to float32 rounding: a runner built separately in a process where other tests ran may sum in
-    another order (one learning-rate step of this model moves weights by about 1e-3)."""
+def _normalises_each_channel(module: torch.nn.Module) -> bool:
+    return (isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm))
+            or isinstance(module, torch.nn.GroupNorm) and module.num_groups == module.num_channels)
+
+
+def bias_before_batch_norm(model: torch.nn.Module) -> set[str]:
+    """Names of conv biases right before a norm that subtracts each channel's mean (BatchNorm, or a GroupNorm of
+    one channel a group): their true gradient is 0, so what AdamW does with them is rounding noise, scaled up to
+    a learning-rate step, and differs between processes that sum in another order."""
+    names = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, torch.nn.Sequential):
+            for i in range(len(module) - 1):
+                if (isinstance(module[i], torch.nn.Conv2d) and module[i].bias is not None
+                        and _normalises_each_channel(module[i + 1])):
+                    names.add(f"{prefix}.{i}.bias" if prefix else f"{i}.bias")
+    return names
+
+
+def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], noise: set[str]) -> None:
+    """Equal up to float32 rounding (a runner built separately, in a process where other tests ran, may sum in
+    another order; one learning-rate step moves weights by about 1e-3), the gradient-free ``noise`` aside."""
     assert a.keys() == b.keys()
-    for k in a:
+    for k in a.keys() - noise:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
@@ -283,11 +302,13 @@ def test_nan_loss_rolls_back_once_at_half_the_rate_then_stops(tmp_path: Path) ->
     reference = TaskRunner(peer_view=InProcessPeerView(), **runner_kwargs(tmp_path, "depth", cfg, False))
     for _ in range(3):
         reference.train_step()
-    assert_close_weights(weights(reference.model), saved[3])
+    noise = bias_before_batch_norm(reference.model)
+    assert noise, "the depth network has conv biases before a per-channel norm"
+    assert_close_weights(weights(reference.model), saved[3], noise)
     reference.lr_scale = 0.5
     for _ in range(5):
         reference.train_step()
-    assert_close_weights(weights(runner.model), weights(reference.model))
+    assert_close_weights(weights(runner.model), weights(reference.model), noise)
 
     poison_loss_at(runner, {9})  # again, after the rollback: stop
     st = train_to(actor, 12, frozenset({"failed"}))
