@@ -240,7 +240,7 @@ def run(quick: bool) -> BenchResult:
              f"scene built once per sequence), then casts only the rays whose pixel box / beam window and slab "
              f"test meet a moving object into that object's own Embree scene (built once per sequence, rays "
              f"moved into the object frame), resolves hits, shades and labels in one Numba pass per sensor and "
-             f"appends the frame to the HDF5 shard (lzf on label layers). Shadow rays are off by default "
+             f"appends the frame to the HDF5 shard (deflate on label layers). Shadow rays are off by default "
              f"(WorldConfig.shadows). The reference casts the same rays once against one prebuilt scene holding "
              f"the town and the posed objects. Ratios are frames/s over frames/s, judged on CPU time "
              f"(process CPU seconds; single-threaded on both sides) because the machine is shared: 1-minute "

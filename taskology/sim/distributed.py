@@ -2,9 +2,8 @@
 
 Every sequence of a run is independent and seeded by ``(seed, index)``, so a cluster simulates them in
 any order and on any worker and the shards hold what a serial run writes: every dataset and attribute
-(:func:`~taskology.sim.cache.shard_digest`). The files are byte for byte the same too, except that an
-LZF-compressed chunk (label layers) can be encoded differently when the writing process compressed
-other data before (h5py's LZF starts from an uninitialised hash table; it decodes to the same values). A
+(:func:`~taskology.sim.cache.shard_digest`), and the files are byte for byte the same (label layers are
+deflate-compressed, whose output depends on the data only; :class:`~taskology.data.writer.ShardWriter`). A
 worker writes through the atomic :class:`~taskology.data.writer.ShardWriter` (a hidden temp file in
 the output folder, linked to its final name when complete), so the folder must be one the workers
 see at the same path: a local folder for a local cluster, a shared filesystem (NFS, Lustre, a
