@@ -22,6 +22,11 @@ writes that state as a checkpoint again (with the lowered rate and the rollback 
 :class:`~taskology.errors.TrainingDiverged` error naming the task and the step, and ``status()["fatal"]``
 True (a restart from a checkpoint cannot help).
 
+An actor whose driver died (the scheduler released it; :class:`~taskology.cluster.release.ReleaseWatch`)
+stops after the current step without writing a checkpoint (a resumed driver's new actor owns the folder
+now), state ``released``; its threads are registered under the run directory so that a new driver waits for
+them (:func:`~taskology.cluster.release.await_orphans`).
+
 TensorBoard event files go to ``<run_dir>/tensorboard/<task>/``.
 """
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+from taskology.cluster.release import ReleaseWatch, register
 from taskology.engine.checkpoints import CheckpointDir, load_checkpoint
 from taskology.engine.exchange import (DistributedPeerView, ExchangePolicy, PeerFetcher, PredictionCache,
                                        PublicationBox, StalenessLog, compact_predictions)
@@ -175,6 +181,7 @@ class TaskActor:
         #: what a rollback before the first checkpoint returns to (a copy of the weights until that checkpoint)
         self._start_state: dict[str, Any] | None = (
             copy.deepcopy(self.runner.state_dict()) if self.restored_from is None else None)
+        self._watch = ReleaseWatch(self, self._on_release, name=f"taskology-watch-{task_name}")
 
     # ---- actor methods (short) -------------------------------------------------------------
     def start(self, target_steps: int) -> str:
@@ -186,10 +193,14 @@ class TaskActor:
             self._stop.clear()
             self._state = "training"
             self._window = (time.time(), None, int(self.runner.step))
+            if self._watch.released.is_set():
+                return "released"
             self._thread = threading.Thread(target=self._train_loop, name=f"taskology-train-{self.task_name}",
                                             daemon=True)
             self._thread.start()
+            register(self.run_dir, self._thread)
             self.fetcher.start()
+            self._watch.start()
             return self._state
 
     def join(self, timeout_s: float | None = None) -> str:
@@ -213,6 +224,14 @@ class TaskActor:
             if self._state == "training":
                 self._state = "stopped"
             return self._state
+
+    def _on_release(self) -> None:
+        """The worker let go of this actor (its driver is gone): stop after the current step, write nothing."""
+        if self._thread is not None and self._thread.is_alive():
+            _log.warning("%s: released by its driver while training (step %d); stopping without a checkpoint",
+                         self.task_name, self.runner.step)
+        self._stop.set()
+        self.fetcher.stop()
 
     def set_peers(self, peers: Mapping[str, Any]) -> None:
         """Actor handles of the peers this task reads (replaced after a peer is recreated).
@@ -304,11 +323,15 @@ class TaskActor:
                     self._train_s += t1 - t0
                     self._exchange_s += t2 - t1
                 self._log_tensorboard(step, scalars)
-                if checkpoint_due(step, self._last_ckpt_step, time.time(), self._last_ckpt_time,
-                                  self.every_steps, self.every_s):
+                if not self._watch.released.is_set() and checkpoint_due(
+                        step, self._last_ckpt_step, time.time(), self._last_ckpt_time, self.every_steps, self.every_s):
                     self._checkpoint(step)
             with self._lock:
                 self._window = (self._window[0], time.time(), self._window[2])
+            if self._watch.released.is_set():
+                with self._lock:
+                    self._state = "released"
+                return
             self._checkpoint(int(self.runner.step))
             with self._lock:
                 self._state = "done" if self.runner.step >= self._target else "stopped"

@@ -624,6 +624,7 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
               use_sim: bool, live: bool, timeout_s: float | None, runner_extra: Mapping[str, Any],
               policy: RestartPolicy) -> dict[str, Any]:
     from taskology.cluster.live import LiveView
+    from taskology.cluster.release import await_orphans
     from taskology.engine.actor import TaskActor
 
     device = str(config.train.device)
@@ -646,6 +647,7 @@ def _run_seed(session: ClusterSession, config: Any, run_dir: Path, seed: int, ta
         slots.append(ActorSlot(name="sim", cls=SimActor, kind="sim", needs_gpu=False,
                                kwargs=live_mediator_kwargs(config, run_dir / "mediator")))
     view = LiveView(enabled=live)
+    await_orphans(session.client, run_dir)  # a dead driver's actors stop once released: wait for them
     supervisor = Supervisor(session, slots, target_steps=int(config.train.steps), policy=policy,
                             run_dir=run_dir, on_poll=view.update,
                             mediator_every_s=float(config.exchange.pool_refresh_s))

@@ -23,6 +23,11 @@ Guarantees (the decisions are pure functions below, tested without a cluster):
   reading the old inode (POSIX), a reader that lists and then opens a retired path gets
   ``FileNotFoundError`` and should re-list.
 
+- **No orphan.** An actor whose driver died (the worker released it:
+  :class:`~taskology.cluster.release.ReleaseWatch`) abandons its shard as :meth:`SimActor.stop` does and
+  releases the directory lock; its generator thread is registered under the run directory, so a resumed
+  driver waits for it (:func:`~taskology.cluster.release.await_orphans`) before starting a new actor.
+
 - **Either simulator.** ``backend="embedded"`` renders with the built-in simulator;
   ``backend="carla"`` records from a CARLA server through one :class:`~taskology.sim.carla_backend.CarlaSession`
   held by the generator thread (synchronous mode while it runs, the server's settings restored when it
@@ -41,6 +46,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -49,7 +55,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from taskology.atomic import write_json_atomic
+from taskology.cluster.release import ReleaseWatch, register
 from taskology.errors import SimError, TaskologyError
+
+_log = logging.getLogger(__name__)
 
 LEDGER_NAME = "sim_actor.json"
 LOCK_NAME = ".sim_actor.lock"
@@ -294,6 +303,7 @@ class SimActor:
         self._errors: list[str] = []
         self._quarantined: list[str] = []
         self._removed_temp: list[str] = []
+        self._watch = ReleaseWatch(self, self._on_release, name=f"SimActor-watch[{self.run_dir.name}]")
 
     # ------------------------------------------------------------------ actor methods (short)
     def start(self) -> dict[str, Any]:
@@ -322,7 +332,15 @@ class SimActor:
             self._phase = "scanning"
         self._thread = threading.Thread(target=self._run, name=f"SimActor[{self.run_dir.name}]", daemon=True)
         self._thread.start()
+        register(self.run_dir, self._thread)
+        self._watch.start()
         return self.status()
+
+    def _on_release(self) -> None:
+        """The worker let go of this actor (its driver is gone): stop; the thread releases the lock."""
+        if self._thread is not None and self._thread.is_alive():
+            _log.warning("SimActor %s: released by its driver while generating; stopping", self.run_dir)
+        self._stop.set()
 
     def stop(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """Ask the generator to stop (the shard being written is abandoned, its temp file removed),
@@ -492,6 +510,9 @@ class SimActor:
                 source.close()   # CARLA: the server's own settings back
             with self._lock:
                 self._in_progress = None
+            if self._watch.released.is_set() and self._lock_fd is not None:
+                os.close(self._lock_fd)  # nobody will call stop(): let the next actor have the directory
+                self._lock_fd = None
 
     def _generate_one(self, source: ShardSource, index: int) -> None:
         with self._lock:

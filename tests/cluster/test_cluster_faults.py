@@ -1,6 +1,8 @@
 """Cluster-level faults and how a run ends, on real components: the real TaskRunner on the tiny simulated
 shards, real Dask processes on 127.0.0.1.
 
+- a killed driver (SIGKILL mid-run, live SimActor included): ``--resume`` on the same scheduler and workers
+  waits for the dead driver's actors to stop (they were released) and finishes the run;
 - a lost scheduler (``dask scheduler`` killed mid-run) stops ``taskology train`` within 30 s with one line
   naming the ``--resume`` command, which then finishes the run on a new scheduler;
 - an actor whose worker dies over and over ends the run once the restart policy is spent, naming the task
@@ -28,6 +30,7 @@ from click.testing import CliRunner
 
 import crash_runner
 from taskology.cluster.supervision import RestartPolicy
+from taskology.data.writer import stale_temp_files
 from taskology.engine.checkpoints import checkpoint_steps, load_checkpoint
 from taskology.errors import ClusterError
 
@@ -166,6 +169,57 @@ def test_a_lost_scheduler_stops_the_driver_with_the_resume_command_and_resume_fi
             assert status["state"] == "done" and status["step"] == steps
             assert status["restored_from"] >= kept[task]  # continued from what the first run left
             assert assert_checkpoints_load(run_dir, task)[-1] == steps
+    finally:
+        procs.close()
+
+
+def _train_threads(address: str, run_dir: Path) -> dict[str, list[str]]:
+    """The registered actor threads of ``run_dir`` alive on each worker of the scheduler at ``address``."""
+    from distributed import Client
+
+    from taskology.cluster.release import alive_threads
+
+    with Client(address, timeout=30) as client:
+        return client.run(alive_threads, str(run_dir))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_a_killed_driver_is_resumed_on_the_same_workers_after_its_actors_stop(sim_root: Path, tmp_path: Path) -> None:
+    steps = 30
+    args = overrides(sim_root, steps, "exchange.lockstep_lag_steps=0", "exchange.refresh_every_s=0.25",
+                     "exchange.live_mediator=true", "exchange.mediator_pool_shards=2", "exchange.pool_refresh_s=0.3",
+                     "sim.frames=4", "sim.camera=32x96", "sim.lidar_beams=0")
+    run_dir = tmp_path / "run"
+    procs = Processes(tmp_path)
+    try:
+        _scheduler, address = procs.scheduler("scheduler")
+        procs.workers("worker", address, 3)  # depth, normals, the SimActor; they outlive the driver
+        driver = procs.start("train", [PYTHON, "-m", "taskology", "train", *args, "--cluster", address,
+                                       "--run-dir", str(run_dir)])
+        wait_until(lambda: driver.poll() is not None or all(len(checkpoint_steps(run_dir, t)) >= 2 for t in TASKS),
+                   300, "two checkpoints of each task")
+        assert driver.poll() is None, procs.output("train")
+        running = _train_threads(address, run_dir)
+        assert sorted(name for names in running.values() for name in names) == [
+            "SimActor[mediator]", "taskology-train-depth", "taskology-train-normals"], running
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and nothing else: the workers are other sessions
+        driver.wait(timeout=30)
+        resumed = procs.start("resume", [PYTHON, "-m", "taskology", "train", "--resume", str(run_dir),
+                                         "--cluster", address])
+        assert resumed.wait(timeout=300) == 0, procs.output("resume")
+        out, err = procs.output("resume")
+        assert "Traceback" not in out + err
+        assert out.strip().splitlines()[-1].startswith(f"train done: depth {steps}/{steps} steps, "
+                                                       f"normals {steps}/{steps} steps")
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert manifest["state"] == "done"
+        for task in TASKS:
+            status = manifest["actors"][task]["status"]
+            assert status["state"] == "done" and status["step"] == steps and status["restored_from"] >= 2
+            assert assert_checkpoints_load(run_dir, task)[-1] == steps
+        assert _train_threads(address, run_dir) == {a: [] for a in running}  # every actor thread has ended
+        assert not stale_temp_files(run_dir / "mediator") and not list((run_dir / "mediator").glob("*.corrupt"))
     finally:
         procs.close()
 

@@ -1,0 +1,86 @@
+"""Actors whose driver is gone stop, and a new driver waits for them (taskology.cluster.release), on a real
+in-process Dask cluster (loopback): a real TaskActor (the fake runner) and a real SimActor are created by one
+client, that client goes away, and a second client (the resumed driver) finds their threads ended, no
+checkpoint written after the release, and the simulator's directory free for a new SimActor."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import fake_runner
+from taskology.cluster.release import alive_threads, await_orphans, register
+from taskology.engine.actor import TaskActor
+from taskology.engine.checkpoints import checkpoint_steps
+from taskology.engine.exchange import ExchangePolicy
+from taskology.errors import ClusterError
+from taskology.sim.actor import SimActor
+
+SIM = {"seed": 0, "frames": 6, "camera_hw": (32, 96), "lidar_beams": 8, "lidar_azimuth": 64}
+
+
+def _wait(predicate, what: str, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+def test_actors_of_a_vanished_driver_stop_without_writing_and_free_the_folder(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    run_dir = tmp_path / "run"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as resumed:
+        driver = Client(cluster)
+        task = driver.submit(TaskActor, task_name="depth", runner_cls=fake_runner.FakeRunner, run_dir=str(run_dir),
+                             runner_kwargs={"task_name": "depth", "step_sleep_s": 0.02, "collective": False},
+                             policy=ExchangePolicy(publish_every_steps=10, refresh_every_s=0.2),
+                             checkpoint_every_steps=5, checkpoint_every_s=None, log_every=0, actor=True).result()
+        sim = driver.submit(SimActor, str(run_dir / "mediator"), **SIM, actor=True).result()
+        assert task.start(10**6).result() == "training"
+        sim.start().result()
+        _wait(lambda: len(checkpoint_steps(run_dir, "depth")) >= 2 and sim.status().result()["phase"] == "generating",
+              "two checkpoints and the simulator generating")
+        assert sorted(resumed.run(alive_threads, str(run_dir)).values()) == [["SimActor[mediator]",
+                                                                              "taskology-train-depth"]]
+        driver.close()  # the scheduler releases what the driver held, as when its process is killed
+        waited = await_orphans(resumed, run_dir, timeout_s=60)
+        assert waited < 30, waited
+        steps = checkpoint_steps(run_dir, "depth")
+        time.sleep(0.5)
+        assert checkpoint_steps(run_dir, "depth") == steps, "a released actor wrote a checkpoint"
+        # the directory lock went with the old SimActor: a new one takes the folder over and goes on
+        successor = resumed.submit(SimActor, str(run_dir / "mediator"), **SIM, actor=True).result()
+        assert successor.start().result()["phase"] in ("scanning", "generating")
+        _wait(lambda: successor.status().result()["phase"] == "generating", "the new SimActor generating")
+        successor.stop().result()
+        del successor
+
+
+@pytest.mark.timeout(60)
+def test_a_thread_that_outlives_the_wait_is_named_in_one_line(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    gate = threading.Event()
+    stuck = threading.Thread(target=gate.wait, name="taskology-train-normals", daemon=True)
+    stuck.start()
+    register(tmp_path / "run" / "checkpoints", stuck)  # a thread in a folder of the run counts
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            (address,) = client.scheduler_info()["workers"]
+            assert await_orphans(client, tmp_path / "other", timeout_s=1) < 1  # another run: nothing to wait for
+            with pytest.raises(ClusterError) as info:
+                await_orphans(client, tmp_path / "run", timeout_s=1, poll_s=0.1)
+            message = str(info.value)
+            assert "\n" not in message and address in message and "taskology-train-normals" in message
+            assert message.startswith(f"{tmp_path / 'run'}: threads of an earlier driver's actors still run")
+            gate.set()
+            stuck.join()
+            assert await_orphans(client, tmp_path / "run", timeout_s=1) < 1
+    finally:
+        gate.set()
