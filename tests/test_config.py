@@ -91,6 +91,7 @@ def test_demo_preset_is_the_small_laptop_run() -> None:
     ("cluster.dashboard=false", ("cluster", "dashboard"), False),
     ("train.seeds=[1,2]", ("train", "seeds"), [1, 2]),
     ("cluster.n_workers=null", ("cluster", "n_workers"), None),
+    ("cluster.max_restarts=3", ("cluster", "max_restarts"), 3),
     ("cluster.address=tcp://10.1.2.3:8786", ("cluster", "address"), "tcp://10.1.2.3:8786"),
     ("sim.camera=128x416", ("sim", "camera"), "128x416"),
     ("sim.ego_speed_mps=[2,12]", ("sim", "ego_speed_mps"), (2.0, 12.0)),
@@ -174,6 +175,8 @@ def test_enabled_tasks_and_relations_follow_the_flags() -> None:
     ("train.seeds=[]", "train.seeds: expected at least 1 item(s); found []"),
     ("train.seeds=[0,-3]", "train.seeds.1: must be >= 0; found -3"),
     ("cluster.n_workers=0", "cluster.n_workers: must be >= 1; found 0"),
+    ("cluster.max_restarts=-1", "cluster.max_restarts: must be >= 0; found -1"),
+    ("cluster.restart_backoff_s=-2", "cluster.restart_backoff_s: must be >= 0"),
     ("data.camera=64by208", "data.camera: expected a camera size 'HxW' like '64x208'; found '64by208'"),
     ("sim.camera=5000x208", "sim.camera: camera sides must be in 1..4096 pixels"),
     ("sim.camera=0x208", "sim.camera: expected a camera size 'HxW' like '64x208'; found 520"),  # YAML hex

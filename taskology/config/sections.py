@@ -418,6 +418,10 @@ class ClusterConfig(_Section):
     n_workers: Optional[Annotated[Int, Field(ge=1)]] = Field(None, description="Default: one per enabled task + sim.")
     threads_per_worker: Annotated[Int, Field(ge=1)] = 1
     dashboard: Bool = True
+    max_restarts: Annotated[Int, Field(ge=0)] = Field(10, description="Restarts of a lost actor over a run "
+                                                      "(from its newest checkpoint); one more loss ends the run.")
+    restart_backoff_s: Annotated[Float, Field(ge=0)] = Field(0.0, description="Wait before the k-th quick restart "
+                                                             "of an actor: this x 2^(k-1), at most 30 s.")
     tls: TLSConfig = Field(default_factory=TLSConfig)
 
     @model_validator(mode="after")

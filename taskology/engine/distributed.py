@@ -574,7 +574,8 @@ def run_distributed(config: Any, run_dir: Path, resume: bool = False, *, with_si
         with_sim = bool(config.exchange.live_mediator)
     use_sim = with_sim and collective
     spec = replace(cluster_spec_from_config(config.cluster), spare_workers=spare_workers)
-    policy = restart_policy if restart_policy is not None else RestartPolicy()
+    policy = restart_policy if restart_policy is not None else RestartPolicy(
+        max_restarts=int(config.cluster.max_restarts), backoff_s=float(config.cluster.restart_backoff_s))
     resume_command = f"taskology train --resume {run_dir} --cluster {config.cluster.address}"
     previous_term = _sigterm_as_interrupt()
     client_log, reported = logging.getLogger("distributed.client"), _ReportedByTheSupervisor()

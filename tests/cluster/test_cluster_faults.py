@@ -29,7 +29,6 @@ import pytest
 from click.testing import CliRunner
 
 import crash_runner
-from taskology.cluster.supervision import RestartPolicy
 from taskology.data.writer import stale_temp_files
 from taskology.engine.checkpoints import checkpoint_steps, load_checkpoint
 from taskology.errors import ClusterError
@@ -231,11 +230,10 @@ def test_an_actor_lost_more_often_than_the_policy_allows_ends_the_run_with_check
     from taskology.config import load_config
     from taskology.engine.distributed import run_distributed
 
-    cfg = load_config(None, overrides(sim_root, 40))
+    cfg = load_config(None, overrides(sim_root, 40, "cluster.max_restarts=1"))  # the key a user sets
     start = time.time()
     with pytest.raises(ClusterError) as info:
-        run_distributed(cfg, tmp_path, resume=False, live=False, timeout_s=240, runner_cls=crash_runner.CrashingRunner,
-                        restart_policy=RestartPolicy(max_restarts=1))
+        run_distributed(cfg, tmp_path, resume=False, live=False, timeout_s=240, runner_cls=crash_runner.CrashingRunner)
     message = str(info.value)
     assert "\n" not in message and time.time() - start < 240
     assert message.startswith("task depth was lost 2 times (max_restarts=1), after 1 restart; last loss: "), message
