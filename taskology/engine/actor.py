@@ -161,8 +161,9 @@ class TaskActor:
         self._last_ckpt_step = self._step
         self._last_ckpt_time = time.time()
         #: checkpoint writes that failed (OSError: a full disk, ...), the last one's line, (step, time) of the
-        #: last attempt while it failed (the next attempt comes one interval after it)
+        #: last attempt while it failed (the next attempt comes after a back-off: :meth:`_retry_after`)
         self._ckpt_failures = 0
+        self._ckpt_streak = 0  # failures in a row (the back-off of the next attempt)
         self._ckpt_last_error: str | None = None
         self._ckpt_failed_at: tuple[int, float] | None = None
         self._writer: Any = None
@@ -398,16 +399,19 @@ class TaskActor:
 
         A write that fails with an ``OSError`` (a full disk: :class:`~taskology.atomic.DiskFullError`, one line
         naming the file) does not stop training: each failed attempt is logged in one line, counted in
-        ``status()["checkpoint_failures"]`` and kept in ``status()["checkpoint_last_error"]``; the next attempt
-        comes one checkpoint interval after it (the final one, at the end or on stop, is always attempted),
-        and the newest checkpoint written stays the one to resume from. Other errors fail the task.
+        ``status()["checkpoint_failures"]`` and kept in ``status()["checkpoint_last_error"]``, and the newest
+        checkpoint written stays the one to resume from. The next attempt backs off: after the k-th failure in
+        a row it comes 2^(k-1) steps (or seconds) later, at most one checkpoint interval: a disk that had a
+        moment's shortage costs one step's exposure, not an interval, and one that stays full is not retried
+        at every step. The final checkpoint, at the end or on stop, is always attempted. Other errors fail
+        the task.
         """
         if step <= self._last_ckpt_step and self.checkpoints.latest() is not None and not force:
             return
         failed, final = self._ckpt_failed_at, self._stop.is_set() or step >= self._target
         if failed is not None and not force and (failed[0] == step or not final and not checkpoint_due(
-                step, failed[0], time.time(), failed[1], self.every_steps, self.every_s)):
-            return  # the last attempt failed: the next comes one interval later (the final one in any case)
+                step, failed[0], time.time(), failed[1], *self._retry_after())):
+            return  # the last attempt failed: the next comes after a back-off (the final one in any case)
         with self._lock:
             terms, skips, first = dict(self._relation_terms), dict(self._relation_skips), dict(self._first_term_step)
         try:
@@ -427,6 +431,14 @@ class TaskActor:
             self._last_ckpt_step = step
             self._last_ckpt_time = time.time()
             self._ckpt_failed_at = None
+            self._ckpt_streak = 0
+
+    def _retry_after(self) -> tuple[int | None, float | None]:
+        """Steps and seconds from a failed checkpoint to the next attempt: 2^(k-1) after the k-th failure in a
+        row, at most the checkpoint interval."""
+        wait = 2 ** max(self._ckpt_streak - 1, 0)
+        return (min(wait, self.every_steps) if self.every_steps else None,
+                min(float(wait), float(self.every_s)) if self.every_s else None)
 
     def _checkpoint_failed(self, step: int, exc: OSError) -> None:
         line = (f"{self.task_name}: checkpoint of step {step} not written: {(str(exc).splitlines() or [''])[0]}; "
@@ -434,6 +446,7 @@ class TaskActor:
         _log.warning(line)
         with self._lock:
             self._ckpt_failures += 1
+            self._ckpt_streak += 1
             self._ckpt_last_error = line
             self._ckpt_failed_at = (step, time.time())
 

@@ -287,8 +287,9 @@ def test_a_checkpoint_write_that_finds_the_disk_full_keeps_the_previous_checkpoi
 def test_training_goes_on_past_a_failed_checkpoint_and_a_later_one_succeeds(
         tmp_path: Path, config: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Checkpoints every 2 steps; the one of step 2 finds the disk full (its side files are written, its
-    ``.pt`` is not). Training goes on to step 6, the failure is reported once, checkpoints 4 and 6 are
-    written, and a new actor resumes from step 6 with the trained weights."""
+    ``.pt`` is not). Training goes on to step 6, the failure is reported once, the retry one step later (3)
+    succeeds, then 5 and the final 6 are written (the newest two kept), and a new actor resumes from step 6
+    with the trained weights."""
     disk = _FillingDisk(room=4096)
     monkeypatch.setattr(checkpoints, "open", disk, raising=False)
     actor = make_actor(tmp_path, config)
@@ -301,27 +302,28 @@ def test_training_goes_on_past_a_failed_checkpoint_and_a_later_one_succeeds(
     assert len(failures) == 1 and failures[0] == status["checkpoint_last_error"] and "\n" not in failures[0]
     assert failures[0].startswith(f"{TASK}: checkpoint of step 2 not written: {folder / 'step_00000002.pt'}: "
                                   "no space left on device")
-    # steps 4 and 6 kept; the side files the failed save of step 2 left behind were pruned; no temp file
-    assert files_of(folder) == [f"step_0000000{s}.{ext}" for s in (4, 6) for ext in ("exchange.json", "pt", "pub.npz")]
+    # steps 5 and 6 kept; the side files the failed save of step 2 left behind were pruned; no temp file
+    assert files_of(folder) == [f"step_0000000{s}.{ext}" for s in (5, 6) for ext in ("exchange.json", "pt", "pub.npz")]
     resumed = make_actor(tmp_path, config)
     assert resumed.restored_from == 6 and same_weights(resumed.runner, actor.runner.model.state_dict())
     resumed.stop()
 
 
-def test_a_failed_checkpoint_is_retried_one_interval_later_not_at_every_step(
+def test_a_failed_checkpoint_is_retried_with_a_back_off_up_to_one_interval(
         tmp_path: Path, config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """While the disk stays full, an attempt every 3 steps (each reported once), not one per step; the
-    final checkpoint is attempted whatever the interval."""
+    """While the disk stays full, attempts 1, 2, then 3 (the interval) steps after the failed one (each
+    reported once), not one per step; the final checkpoint is attempted whatever the back-off."""
     disk = _FillingDisk(room=0, times=10**6)
     monkeypatch.setattr(checkpoints, "open", disk, raising=False)
     actor = make_actor(tmp_path, config, every=3)
-    actor.start(8)
+    actor.start(13)
     actor.join(timeout_s=60)
     status = actor.status()
     actor.stop()
-    assert status["state"] == "done" and status["step"] == 8
-    # attempts at 3, 6 (one interval after the failed 3) and the final 8 (stop() tries nothing new)
-    assert status["checkpoint_failures"] == 3 == disk.failed
-    assert status["checkpoint_last_error"].startswith(f"{TASK}: checkpoint of step 8 not written")
+    assert status["state"] == "done" and status["step"] == 13
+    # attempts at 3 (due), 4 (1 after), 6 (2 after), 9 and 12 (3 after: the interval caps the back-off) and the
+    # final 13 (stop() tries nothing new)
+    assert status["checkpoint_failures"] == 6 == disk.failed
+    assert status["checkpoint_last_error"].startswith(f"{TASK}: checkpoint of step 13 not written")
     assert CheckpointDir(tmp_path / "checkpoints" / TASK).steps() == []
     assert not [p for p in (tmp_path / "checkpoints" / TASK).iterdir() if p.name.endswith(".pt")]
