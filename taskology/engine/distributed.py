@@ -23,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import time
@@ -51,11 +52,16 @@ class RestartsExhausted(ClusterError):
 
 
 class _ReportedByTheSupervisor(logging.Filter):
-    """Drops the client's "Failed to reconnect to scheduler" error: while a supervisor watches the scheduler,
-    it reports the loss itself (one line, with the command that resumes the run)."""
+    """Drops the client's records of a lost scheduler: "Failed to reconnect to scheduler", and the cancelled
+    reconnect or close (an empty message with a ``CancelledError`` traceback) when the driver gives up on
+    it. While a supervisor watches the scheduler, it reports the loss itself (one line, with the command
+    that resumes the run)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to reconnect to scheduler")
+        if record.getMessage().startswith("Failed to reconnect to scheduler"):
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
 
 
 @dataclass

@@ -195,3 +195,27 @@ def test_lidar_tasks_train_as_actors_on_a_live_lidar_pool(lidar_root: Path, tmp_
         relation = st["relation_terms"].get("box_tracking", 0) + st["relation_skips"].get("box_tracking", 0)
         assert relation == steps, (st["relation_terms"], st["relation_skips"])
     assert len(sorted((tmp_path / "mediator").glob("*.h5"))) >= 2
+
+
+def test_the_client_records_of_a_lost_scheduler_are_left_to_the_supervisor() -> None:
+    """Under load the client logs its cancelled reconnect as an error with a CancelledError traceback and an
+    empty message (seen in the lost-scheduler test): dropped, like "Failed to reconnect"; other errors pass."""
+    import asyncio
+    import logging
+    import sys
+
+    from taskology.engine.distributed import _ReportedByTheSupervisor
+
+    def record(message: str, error: BaseException | None) -> logging.LogRecord:
+        exc_info = None
+        if error is not None:
+            try:
+                raise error
+            except BaseException:  # noqa: BLE001 - building a record as logger.exception would
+                exc_info = sys.exc_info()
+        return logging.LogRecord("distributed.client", logging.ERROR, __file__, 1, message, None, exc_info)
+
+    keep = _ReportedByTheSupervisor().filter
+    assert not keep(record("Failed to reconnect to scheduler after 10.00 seconds, closing client", None))
+    assert not keep(record("", asyncio.CancelledError()))
+    assert keep(record("", RuntimeError("a real failure"))) and keep(record("something else", None))
