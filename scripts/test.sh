@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Set up (or reuse) .venv and run the test suite. Extra arguments go to pytest.
+# Tests run in parallel processes (pytest-xdist; whole files per process, so a file's fixtures are built once):
+# one per core, at most 4. TASKOLOGY_TEST_WORKERS=0 runs them in this process (e.g. under a debugger).
 source "$(dirname "$0")/_env.sh" dev
 cd "$ROOT"
-exec python -m pytest "$@"
+WORKERS="${TASKOLOGY_TEST_WORKERS:-$(python -c 'import os; print(min(len(os.sched_getaffinity(0)), 4))')}"
+exec python -m pytest -n "$WORKERS" --dist loadfile "$@"
