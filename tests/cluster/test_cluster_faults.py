@@ -79,10 +79,11 @@ class Processes:
         wait_until(lambda: address_file.is_file() and address_file.stat().st_size > 0, 60, f"{name} address")
         return proc, json.loads(address_file.read_text())["address"]
 
-    def workers(self, name: str, address: str, n: int) -> list[subprocess.Popen]:
-        """``n`` single-threaded ``dask worker`` processes without a nanny (one closes with its scheduler)."""
+    def workers(self, name: str, address: str, n: int, death_timeout_s: int = 60) -> list[subprocess.Popen]:
+        """``n`` single-threaded ``dask worker`` processes without a nanny; one closes once it has had no
+        scheduler for ``death_timeout_s`` seconds."""
         return [self.start(f"{name}{i}", [DASK, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                                          "--name", f"{name}{i}", "--death-timeout", "60",
+                                          "--name", f"{name}{i}", "--death-timeout", str(death_timeout_s),
                                           "--local-directory", str(self.root / f"{name}{i}")]) for i in range(n)]
 
     def close(self) -> None:
@@ -129,7 +130,7 @@ def test_a_lost_scheduler_stops_the_driver_with_the_resume_command_and_resume_fi
     procs = Processes(tmp_path)
     try:
         scheduler, address = procs.scheduler("scheduler")
-        old_workers = procs.workers("old", address, 2)
+        old_workers = procs.workers("old", address, 2, death_timeout_s=10)
         driver = procs.start("train", [PYTHON, "-m", "taskology", "train", *args, "--cluster", address,
                                        "--run-dir", str(run_dir)])
         wait_until(lambda: driver.poll() is not None or all(checkpoint_steps(run_dir, t) for t in TASKS), 300,
@@ -149,8 +150,8 @@ def test_a_lost_scheduler_stops_the_driver_with_the_resume_command_and_resume_fi
         kept = {t: assert_checkpoints_load(run_dir, t)[-1] for t in TASKS}
         assert all(step < steps for step in kept.values()), kept  # it did stop mid-run
         assert json.loads((run_dir / "manifest.json").read_text())["state"] == "scheduler_lost"
-        for worker in old_workers:  # a worker closes with its scheduler: no old actor writes on
-            worker.wait(timeout=60)
+        for worker in old_workers:  # a worker closes 10 s after its scheduler: no old actor writes on
+            worker.wait(timeout=90)
 
         _scheduler, new_address = procs.scheduler("new-scheduler")
         procs.workers("new", new_address, 2)
