@@ -273,3 +273,26 @@ def test_a_worker_closing_during_its_heartbeat_logs_no_traceback_with_the_quiet_
     # the control shows the race is real: without the plugin Dask logs the CommClosedError traceback
     assert _close_during_heartbeat(quiet=False) == ["Failed to communicate with scheduler during heartbeat."]
     assert _close_during_heartbeat(quiet=True) == []
+
+
+def _worker_view() -> tuple[int, bool, str]:
+    return os.getppid(), "taskology.engine.runner" in sys.modules, os.environ.get("NUMBA_NUM_THREADS", "")
+
+
+@pytest.mark.timeout(120)
+def test_local_workers_are_forks_of_a_server_that_imported_the_engine_once() -> None:
+    """A local cluster's workers are not this process's children but forks of the fork server, and hold the
+    engine's modules before running anything of it; each still gets its own environment. A start method the
+    user set in the Dask config stays."""
+    import dask
+
+    from taskology.cluster.session import fork_local_workers
+
+    with open_cluster(ClusterSpec(address="local", n_workers=2, spare_workers=0, gpus=(), dashboard=False)) as session:
+        views = list(session.client.run(_worker_view).values())
+    assert len(views) == 2 and {parent for parent, _, _ in views} != {os.getpid()}
+    assert len({parent for parent, _, _ in views}) == 1  # one server forked both
+    assert all(preloaded and threads == "1" for _, preloaded, threads in views), views
+    key = "distributed.worker.multiprocessing-method"
+    with dask.config.set({key: "fork"}):
+        assert fork_local_workers() is False and dask.config.get(key) == "fork"
