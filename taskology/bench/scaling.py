@@ -126,7 +126,8 @@ def _cluster_run(session: Any, cfg: Any, run_dir: Path, warmup: int, steps: int,
     of the last window with each actor's exchange share over all of them."""
     from taskology.cluster.supervision import RestartPolicy
     from taskology.engine.actor import TaskActor
-    from taskology.engine.distributed import ActorSlot, Supervisor, exchange_policy_from_config
+    from taskology.engine.distributed import exchange_policy_from_config
+    from taskology.engine.supervisor import ActorSlot, Supervisor
     from taskology.engine.runner import TaskRunner
 
     slots = [ActorSlot(name=t, cls=TaskActor, kwargs=dict(

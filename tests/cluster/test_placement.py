@@ -16,7 +16,7 @@ from taskology.cluster.session import (ClusterSpec, detect_gpus, local_gpus, ope
                                        worker_environments)
 from taskology.cluster.supervision import RestartPolicy
 from taskology.engine.actor import TaskActor
-from taskology.engine.distributed import ActorSlot, Supervisor
+from taskology.engine.supervisor import ActorSlot, Supervisor
 from taskology.engine.exchange import ExchangePolicy
 from taskology.errors import ClusterError
 

@@ -58,7 +58,6 @@ def test_actors_of_a_vanished_driver_stop_without_writing_and_free_the_folder(tm
         assert successor.start().result()["phase"] in ("scanning", "generating")
         _wait(lambda: successor.status().result()["phase"] == "generating", "the new SimActor generating")
         successor.stop().result()
-        del successor
 
 
 @pytest.mark.timeout(60)

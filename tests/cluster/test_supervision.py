@@ -9,7 +9,7 @@ import pytest
 
 from taskology.cluster.live import staleness_summary, status_rows
 from taskology.cluster.supervision import RestartPolicy, choose_worker, gpu_loads, gpu_task_cap
-from taskology.engine.distributed import ActorSlot, Supervisor
+from taskology.engine.supervisor import ActorSlot, Supervisor
 
 
 def test_restart_now_then_backoff_then_give_up() -> None:

@@ -1,9 +1,7 @@
 """Synthetic in-memory TaskData for runner mechanics tests (no files, random but well-formed)."""
 from __future__ import annotations
 
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from taskology.engine.task_data import TaskData

@@ -147,7 +147,7 @@ def test_status_names_the_pool_taken_up_before_the_last_publication(tmp_path: Pa
     from types import SimpleNamespace
 
     from taskology.engine.actor import pool_token
-    from taskology.engine.distributed import Supervisor
+    from taskology.engine.supervisor import Supervisor
 
     actor = make_actor(tmp_path)
     actor.start(5)  # publishes at steps 1 and 5, no pool taken up yet

@@ -16,7 +16,7 @@ import fake_runner  # noqa: E402
 from taskology.cluster.session import ClusterSpec, open_cluster  # noqa: E402
 from taskology.cluster.supervision import RestartPolicy  # noqa: E402
 from taskology.engine.actor import CheckpointDir, TaskActor  # noqa: E402
-from taskology.engine.distributed import ActorSlot, Supervisor  # noqa: E402
+from taskology.engine.supervisor import ActorSlot, Supervisor  # noqa: E402
 from taskology.engine.exchange import ExchangePolicy  # noqa: E402
 
 
