@@ -296,3 +296,22 @@ def test_local_workers_are_forks_of_a_server_that_imported_the_engine_once() -> 
     key = "distributed.worker.multiprocessing-method"
     with dask.config.set({key: "fork"}):
         assert fork_local_workers() is False and dask.config.get(key) == "fork"
+
+
+def test_the_fork_servers_imports_touch_no_cuda() -> None:
+    """Each forked worker chooses its GPU by ``CUDA_VISIBLE_DEVICES`` only if the fork server never touched
+    CUDA: importing :data:`WORKER_PRELOAD` in a fresh interpreter calls no ``torch.cuda`` function."""
+    from taskology.cluster.session import WORKER_PRELOAD
+
+    script = (
+        "import importlib, torch, torch.cuda\n"
+        "calls = []\n"
+        "for name in ('is_available', 'device_count', '_lazy_init', 'init', 'current_device', 'get_device_name',\n"
+        "             'get_device_properties', 'mem_get_info'):\n"
+        "    setattr(torch.cuda, name, lambda *a, _n=name, **k: calls.append(_n))\n"
+        f"for module in {list(WORKER_PRELOAD)!r}:\n"
+        "    importlib.import_module(module)\n"
+        "print(calls, torch.cuda.is_initialized())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[] False", out.stdout
