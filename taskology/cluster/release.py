@@ -138,7 +138,9 @@ def await_orphans(client: Any, run_dir: Any, timeout_s: float = 120.0, poll_s: f
     """
     start = time.monotonic()
     while True:
-        alive = {address: names for address, names in client.run(alive_threads, str(run_dir)).items() if names}
+        # a worker that cannot answer (closing, unreachable) holds no thread this process could wait for
+        answers = client.run(alive_threads, str(run_dir), on_error="return")
+        alive = {address: names for address, names in answers.items() if isinstance(names, list) and names}
         waited = time.monotonic() - start
         if not alive:
             if waited > poll_s:

@@ -83,3 +83,21 @@ def test_a_thread_that_outlives_the_wait_is_named_in_one_line(tmp_path: Path) ->
             assert await_orphans(client, tmp_path / "run", timeout_s=1) < 1
     finally:
         gate.set()
+
+
+def test_a_worker_that_cannot_answer_is_not_waited_for(tmp_path: Path) -> None:
+    """``client.run`` answers an exception for a worker that is closing or unreachable: nothing to wait for
+    there; the others are waited for until their threads end."""
+
+    class Client:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def run(self, function, *args, on_error: str = "raise"):  # type: ignore[no-untyped-def]
+            assert function is alive_threads and on_error == "return"
+            self.calls += 1
+            return {"tcp://a:1": OSError("Timed out trying to connect"),
+                    "tcp://b:2": ["SimActor[mediator]"] if self.calls < 3 else []}
+
+    client = Client()
+    assert await_orphans(client, tmp_path, timeout_s=10, poll_s=0.01) < 10 and client.calls == 3
