@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from taskology.bench import BenchResult, target
-from taskology.bench.fault_injection import (IN_WORKER, Campaign, FaultEvent, FaultPlugin, Injection, ProcessCluster,
-                                             call_with_timeout, is_installed, read_markers, steps_lost)
+from taskology.bench.fault_campaign import IN_WORKER, Campaign, FaultEvent, ProcessCluster, call_with_timeout, steps_lost
+from taskology.bench.fault_injection import FaultPlugin, Injection, is_installed, read_markers
 from taskology.errors import ConfigError
 
 PRESET = "demo"

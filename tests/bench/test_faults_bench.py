@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from taskology.bench import fault_campaign
 from taskology.bench import fault_injection as fi
 from taskology.bench import faults
-from taskology.bench.fault_injection import FaultEvent, Injection
+from taskology.bench.fault_campaign import FaultEvent
+from taskology.bench.fault_injection import Injection
 from taskology.errors import ConfigError
 
 TASKS = ["depth", "normals", "segmentation", "motion", "detection", "tracking"]
@@ -43,9 +45,9 @@ def test_schedule_is_seeded_within_the_run_and_at_distinct_steps() -> None:
 
 
 def test_steps_lost_is_the_step_reached_minus_the_step_resumed_from() -> None:
-    assert fi.steps_lost(37, 30) == 7
-    assert fi.steps_lost(12, None) == 12  # no checkpoint yet: from the start
-    assert fi.steps_lost(20, 24) == -4  # resumed from a newer checkpoint than the step seen
+    assert fault_campaign.steps_lost(37, 30) == 7
+    assert fault_campaign.steps_lost(12, None) == 12  # no checkpoint yet: from the start
+    assert fault_campaign.steps_lost(20, 24) == -4  # resumed from a newer checkpoint than the step seen
 
 
 def test_within_spread_widens_the_unfaulted_range_by_itself() -> None:
