@@ -191,11 +191,11 @@ class TaskActor:
             self._target = int(target_steps)
             if self._thread is not None and self._thread.is_alive():
                 return self._state
+            if self._watch.released.is_set():
+                return "released"  # its driver is gone: a new driver's actor trains this task
             self._stop.clear()
             self._state = "training"
             self._window = (time.time(), None, int(self.runner.step))
-            if self._watch.released.is_set():
-                return "released"
             self._thread = threading.Thread(target=self._train_loop, name=f"taskology-train-{self.task_name}",
                                             daemon=True)
             self._thread.start()

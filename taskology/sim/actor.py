@@ -66,6 +66,8 @@ CORRUPT_SUFFIX = ".corrupt"
 #: consecutive failures of the same index after which the actor gives up (generation is deterministic,
 #: so a failure that repeats is not going away).
 MAX_CONSECUTIVE_FAILURES = 3
+#: seconds a released actor waits for its generator to stop before giving its directory lock back
+RELEASE_JOIN_S = 120.0
 
 
 # ---------------------------------------------------------------------------------- pure decisions
@@ -338,9 +340,13 @@ class SimActor:
 
     def _on_release(self) -> None:
         """The worker let go of this actor (its driver is gone): stop; the thread releases the lock."""
-        if self._thread is not None and self._thread.is_alive():
-            _log.warning("SimActor %s: released by its driver while generating; stopping", self.run_dir)
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            _log.warning("SimActor %s: released by its driver while generating; stopping", self.run_dir)
+            thread.join(RELEASE_JOIN_S)  # the shard in progress is abandoned at its next frame
+        if thread is None or not thread.is_alive():
+            self._release_dir_lock()  # nobody will call stop(): let the next actor have the directory
 
     def stop(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """Ask the generator to stop (the shard being written is abandoned, its temp file removed),
@@ -348,10 +354,16 @@ class SimActor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        if self._lock_fd is not None and (self._thread is None or not self._thread.is_alive()):
-            os.close(self._lock_fd)   # closing the descriptor releases the flock
-            self._lock_fd = None
+        if self._thread is None or not self._thread.is_alive():
+            self._release_dir_lock()
         return self.status()
+
+    def _release_dir_lock(self) -> None:
+        """Close the lock file's descriptor (that releases the flock), once, whoever calls first."""
+        with self._lock:
+            fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def status(self) -> dict[str, Any]:
         """A snapshot: ``phase`` (idle|scanning|generating|finished|stopped|failed), ``running``,
@@ -510,9 +522,6 @@ class SimActor:
                 source.close()   # CARLA: the server's own settings back
             with self._lock:
                 self._in_progress = None
-            if self._watch.released.is_set() and self._lock_fd is not None:
-                os.close(self._lock_fd)  # nobody will call stop(): let the next actor have the directory
-                self._lock_fd = None
 
     def _generate_one(self, source: ShardSource, index: int) -> None:
         with self._lock:

@@ -101,3 +101,33 @@ def test_a_worker_that_cannot_answer_is_not_waited_for(tmp_path: Path) -> None:
 
     client = Client()
     assert await_orphans(client, tmp_path, timeout_s=10, poll_s=0.01) < 10 and client.calls == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_finished_simactor_gives_its_folder_back_when_released(tmp_path: Path) -> None:
+    """A SimActor whose generator had already ended (``max_shards`` reached) when its driver went away still
+    frees the directory lock (nothing else would close it): a new SimActor can take the folder."""
+    from distributed import Client, LocalCluster
+
+    from taskology.errors import SimError
+
+    folder = str(tmp_path / "mediator")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as resumed:
+        driver = Client(cluster)
+        sim = driver.submit(SimActor, folder, **SIM, max_shards=1, actor=True).result()
+        sim.start().result()
+        _wait(lambda: sim.status().result()["phase"] == "finished", "the one shard")
+        driver.close()
+        successor = resumed.submit(SimActor, folder, **SIM, max_shards=2, actor=True).result()
+
+        def takes_the_folder() -> bool:
+            try:
+                successor.start().result()
+            except SimError:
+                return False  # the old one has not been released yet
+            return True
+
+        _wait(takes_the_folder, "the folder's lock back", timeout_s=30)
+        _wait(lambda: successor.status().result()["phase"] == "finished", "the second shard")
+        assert successor.status().result()["shards_done"] == 1  # it went on at index 1
