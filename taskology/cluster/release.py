@@ -86,7 +86,8 @@ class ReleaseWatch:
     counts the actor as released only after it has seen it held, so a watch started early waits.
 
     Args:
-        actor: the actor object (held weakly: a dropped actor whose threads have ended can be collected).
+        actor: the actor object (``on_release`` is usually its bound method, so the watch holds it anyway; the
+            watch's thread ends once it fires or the worker closes).
         on_release: what stops the actor's work (and says so if it was still working: a driver that ends
             normally stops its actors before releasing them); called once, from the watch's thread.
         name: the thread's name (in logs and :func:`alive_threads`).
@@ -94,7 +95,7 @@ class ReleaseWatch:
     """
 
     def __init__(self, actor: object, on_release: Callable[[], None], name: str, poll_s: float = 0.5) -> None:
-        self._actor = weakref.ref(actor)
+        self._actor = actor
         self._on_release = on_release
         self.name = name
         self.poll_s = float(poll_s)
@@ -114,9 +115,7 @@ class ReleaseWatch:
     def _watch(self, worker: Any) -> None:
         seen = False
         while not self.released.is_set():
-            actor = self._actor()
-            held = False if actor is None else _held(worker, actor)
-            del actor
+            held = _held(worker, self._actor)
             if held:
                 seen = True
             elif held is False and seen:
